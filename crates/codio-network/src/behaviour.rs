@@ -1,0 +1,44 @@
+//! The composed [`NetworkBehaviour`] the facade's swarm runs.
+//!
+//! Connection-limiting behaviours come first: the derive macro asks the fields in declaration
+//! order whether a connection may be established, so a denied connection costs the later
+//! behaviours nothing.
+
+use libp2p::{connection_limits, identify, identity, ping, swarm::NetworkBehaviour};
+
+use crate::NetworkConfig;
+
+/// Protocol version announced through identify.
+pub(crate) const IDENTIFY_PROTOCOL_VERSION: &str = "/codio/1.0.0";
+
+/// The behaviours of a codio node.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+}
+
+impl Behaviour {
+    pub(crate) fn new(keypair: &identity::Keypair, config: &NetworkConfig) -> Self {
+        // `validate` has checked that `max_peers` fits in a u32.
+        let max_established = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(max_established));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
+                .with_agent_version(format!("codio-network/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(config.ping_interval)
+                .with_timeout(config.ping_timeout),
+        );
+        Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! [`NetworkConfig`]: everything a [`NetworkManager`](crate::NetworkManager) is built from.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use codio_transport::TransportConfig;
+use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
+
+/// Configuration of a codio network node.
+///
+/// The first five fields and their defaults are the seed API (`listen_port: 0`, `max_peers: 50`,
+/// `bootstrap_peers: vec![]`, `enable_mdns: true`, `enable_relay: true`); the rest are what a
+/// real node needs on top. Build it with struct update syntax or the `with_*` builders:
+///
+/// ```
+/// use codio_network::NetworkConfig;
+/// use std::time::Duration;
+///
+/// let config = NetworkConfig {
+///     listen_port: 4001,
+///     ..NetworkConfig::default()
+/// }
+/// .with_listen_ip("127.0.0.1".parse().unwrap())
+/// .with_ping(Duration::from_secs(5), Duration::from_secs(10));
+/// assert_eq!(config.max_peers, 50);
+/// ```
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// TCP port to listen on; `0` lets the OS pick one. Default `0`.
+    pub listen_port: u16,
+    /// Maximum number of established connections. Default `50`.
+    pub max_peers: usize,
+    /// Peers dialed at start (`/ip4/…/tcp/…/p2p/…`). Default empty.
+    pub bootstrap_peers: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS. Default `true`.
+    ///
+    /// mDNS is provided by the discovery layer; until it is composed into the facade this flag
+    /// is reported by [`NetworkManager::start`](crate::NetworkManager::start) as unsupported
+    /// in the logs and otherwise ignored.
+    pub enable_mdns: bool,
+    /// Use circuit relays for NAT traversal. Default `true`.
+    ///
+    /// Relay support is provided by the policy layer; until it is composed into the facade this
+    /// flag is reported as unsupported in the logs and otherwise ignored.
+    pub enable_relay: bool,
+    /// IP address to listen on. Default `0.0.0.0` (every IPv4 interface).
+    pub listen_ip: IpAddr,
+    /// The node's identity. Default `None`: a fresh Ed25519 keypair is generated.
+    pub keypair: Option<Keypair>,
+    /// How long a connection that no protocol uses stays open. Default `None`: connections stay
+    /// open until closed explicitly or by failure (libp2p's own default closes them after 10 s).
+    pub idle_timeout: Option<Duration>,
+    /// Interval between pings on each connection. Default 15 s.
+    pub ping_interval: Duration,
+    /// Time after which an unanswered ping counts as failed. Default 20 s.
+    pub ping_timeout: Duration,
+    /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
+    pub transport: TransportConfig,
+    /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
+    /// events and is told how many. Default 1024.
+    pub event_buffer: usize,
+    /// Capacity of the command queue between handles and the event loop. Default 64.
+    pub command_buffer: usize,
+    /// How long [`NetworkManager::shutdown`](crate::NetworkManager::shutdown) waits for
+    /// connections to close gracefully. Default 5 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen_port: 0,
+            max_peers: 50,
+            bootstrap_peers: vec![],
+            enable_mdns: true,
+            enable_relay: true,
+            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            keypair: None,
+            idle_timeout: None,
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
+            transport: TransportConfig::default(),
+            event_buffer: 1024,
+            command_buffer: 64,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Sets the listen port.
+    pub fn with_listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
+        self
+    }
+
+    /// Sets the listen IP address.
+    pub fn with_listen_ip(mut self, ip: IpAddr) -> Self {
+        self.listen_ip = ip;
+        self
+    }
+
+    /// Sets the maximum number of established connections.
+    pub fn with_max_peers(mut self, max_peers: usize) -> Self {
+        self.max_peers = max_peers;
+        self
+    }
+
+    /// Sets the bootstrap peers.
+    pub fn with_bootstrap_peers(mut self, peers: Vec<Multiaddr>) -> Self {
+        self.bootstrap_peers = peers;
+        self
+    }
+
+    /// Enables or disables mDNS.
+    pub fn with_mdns(mut self, enable: bool) -> Self {
+        self.enable_mdns = enable;
+        self
+    }
+
+    /// Enables or disables relaying.
+    pub fn with_relay(mut self, enable: bool) -> Self {
+        self.enable_relay = enable;
+        self
+    }
+
+    /// Uses `keypair` as the node identity.
+    pub fn with_keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Sets the idle connection timeout (`None`: never close idle connections).
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the ping interval and timeout.
+    pub fn with_ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets the transport configuration.
+    pub fn with_transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Sets the graceful shutdown timeout.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The multiaddress the node listens on, built from `listen_ip` and `listen_port`.
+    pub fn listen_multiaddr(&self) -> Multiaddr {
+        Multiaddr::empty()
+            .with(match self.listen_ip {
+                IpAddr::V4(ip) => Protocol::Ip4(ip),
+                IpAddr::V6(ip) => Protocol::Ip6(ip),
+            })
+            .with(Protocol::Tcp(self.listen_port))
+    }
+
+    /// Checks the configuration for values that cannot work.
+    pub(crate) fn validate(&self) -> Result<(), crate::NetworkError> {
+        let invalid = |field: &'static str, reason: &str| {
+            Err(crate::NetworkError::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_peers == 0 {
+            return invalid("max_peers", "must be at least 1");
+        }
+        if u32::try_from(self.max_peers).is_err() {
+            return invalid("max_peers", "must fit in 32 bits");
+        }
+        if self.event_buffer == 0 {
+            return invalid("event_buffer", "must be at least 1");
+        }
+        if self.command_buffer == 0 {
+            return invalid("command_buffer", "must be at least 1");
+        }
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return invalid("ping_interval/ping_timeout", "must be greater than zero");
+        }
+        for addr in &self.bootstrap_peers {
+            if crate::peer_id_of(addr).is_none() {
+                return Err(crate::NetworkError::InvalidConfig {
+                    field: "bootstrap_peers",
+                    reason: format!("{addr} has no /p2p/<peer id> suffix"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_defaults() {
+        let c = NetworkConfig::default();
+        assert_eq!(c.listen_port, 0);
+        assert_eq!(c.max_peers, 50);
+        assert!(c.bootstrap_peers.is_empty());
+        assert!(c.enable_mdns);
+        assert!(c.enable_relay);
+        assert!(c.idle_timeout.is_none());
+        assert_eq!(c.listen_multiaddr().to_string(), "/ip4/0.0.0.0/tcp/0");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = NetworkConfig::default()
+            .with_max_peers(0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_peers"), "{err}");
+        let err = NetworkConfig::default()
+            .with_bootstrap_peers(vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("bootstrap_peers"), "{err}");
+        assert!(NetworkConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn ipv6_listen_addr() {
+        let c = NetworkConfig::default()
+            .with_listen_ip("::1".parse().unwrap())
+            .with_listen_port(4001);
+        assert_eq!(c.listen_multiaddr().to_string(), "/ip6/::1/tcp/4001");
+    }
+}

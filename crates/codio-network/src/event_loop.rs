@@ -1,0 +1,526 @@
+//! The task that owns and continuously polls the [`Swarm`].
+//!
+//! Handles talk to it through a bounded command queue; every command carries a `oneshot`
+//! sender for its reply, and the loop keeps the pending replies keyed by the identifier libp2p
+//! reports the outcome with ([`ConnectionId`] for dials, [`ListenerId`] for listeners,
+//! [`PeerId`] for disconnects), so each reply reaches exactly the caller that asked.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, TransportError,
+    core::{ConnectedPoint, transport::ListenerId},
+    identify, ping,
+    swarm::{
+        ConnectionId, DialError, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::{
+    ConnectError, NetworkError, NetworkEvent, PeerInfo,
+    behaviour::{Behaviour, BehaviourEvent},
+    event::Direction,
+    peer_id_of,
+};
+
+/// Most addresses kept per peer in [`PeerInfo::addresses`].
+const MAX_ADDRESSES_PER_PEER: usize = 32;
+
+/// Requests from handles to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Listen {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, ConnectError>>,
+    },
+    Disconnect {
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// State shared between the event loop (the only writer) and the handles (readers).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    peers: RwLock<HashMap<PeerId, PeerInfo>>,
+    listen_addrs: RwLock<Vec<Multiaddr>>,
+}
+
+impl Shared {
+    pub(crate) fn peers(&self) -> Vec<PeerInfo> {
+        // A panic while holding the lock cannot leave the map half-updated in a way readers
+        // care about (each update is a single insert/remove/field write), so poisoning is ignored.
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers.values().cloned().collect()
+    }
+
+    pub(crate) fn peer(&self, peer_id: &PeerId) -> Option<PeerInfo> {
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
+        peers.get(peer_id).cloned()
+    }
+
+    pub(crate) fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update_peers<R>(&self, f: impl FnOnce(&mut HashMap<PeerId, PeerInfo>) -> R) -> R {
+        f(&mut self.peers.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn update_listen_addrs(&self, f: impl FnOnce(&mut Vec<Multiaddr>)) {
+        f(&mut self
+            .listen_addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+struct PendingDial {
+    address: Multiaddr,
+    expected: Option<PeerId>,
+    reply: oneshot::Sender<Result<PeerId, ConnectError>>,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NetworkEvent>,
+    shared: Arc<Shared>,
+    connect_timeout: Duration,
+    shutdown_timeout: Duration,
+    pending_dials: HashMap<ConnectionId, PendingDial>,
+    pending_listens:
+        HashMap<ListenerId, (Multiaddr, oneshot::Sender<Result<Multiaddr, NetworkError>>)>,
+    pending_disconnects: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetworkError>>>>,
+    listeners: Vec<ListenerId>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<NetworkEvent>,
+        shared: Arc<Shared>,
+        connect_timeout: Duration,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            events,
+            shared,
+            connect_timeout,
+            shutdown_timeout,
+            pending_dials: HashMap::new(),
+            pending_listens: HashMap::new(),
+            pending_disconnects: HashMap::new(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Runs until a shutdown command arrives or every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let local = *self.swarm.local_peer_id();
+        tracing::debug!(%local, "event loop started");
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.close_gracefully().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        tracing::debug!("every handle dropped; shutting down");
+                        self.close_gracefully().await;
+                        break;
+                    }
+                },
+            }
+        }
+        // Pending replies are dropped here: their callers see `ShutDown`.
+        tracing::debug!(%local, "event loop stopped");
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        // No subscriber is not an error: events are optional to consume.
+        let _ = self.events.send(event);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Listen { address, reply } => match self.swarm.listen_on(address.clone()) {
+                Ok(id) => {
+                    self.listeners.push(id);
+                    self.pending_listens.insert(id, (address, reply));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(NetworkError::Listen {
+                        address,
+                        reason: error.to_string(),
+                    }));
+                }
+            },
+            Command::Dial { address, reply } => self.dial(address, reply),
+            Command::Disconnect { peer_id, reply } => {
+                if self.swarm.disconnect_peer_id(peer_id).is_ok() {
+                    tracing::debug!(%peer_id, "disconnecting");
+                    self.pending_disconnects
+                        .entry(peer_id)
+                        .or_default()
+                        .push(reply);
+                } else {
+                    let _ = reply.send(Err(NetworkError::NotConnected(peer_id)));
+                }
+            }
+            // `run` intercepts shutdown before dispatching here.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, ConnectError>>) {
+        let expected = peer_id_of(&address);
+        let opts = match expected {
+            Some(peer_id) if peer_id == *self.swarm.local_peer_id() => {
+                let _ = reply.send(Err(ConnectError::LocalPeerId { address }));
+                return;
+            }
+            Some(peer_id) if self.swarm.is_connected(&peer_id) => {
+                let _ = reply.send(Ok(peer_id));
+                return;
+            }
+            Some(peer_id) => DialOpts::peer_id(peer_id)
+                .addresses(vec![address.clone()])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(address.clone()).build(),
+        };
+        let connection_id = opts.connection_id();
+        tracing::debug!(%address, ?connection_id, "dialing");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(
+                    connection_id,
+                    PendingDial {
+                        address,
+                        expected,
+                        reply,
+                    },
+                );
+            }
+            Err(error) => {
+                let error = self.connect_error(error, address, expected);
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn connect_error(
+        &self,
+        error: DialError,
+        address: Multiaddr,
+        expected: Option<PeerId>,
+    ) -> ConnectError {
+        match error {
+            DialError::LocalPeerId { .. } => ConnectError::LocalPeerId { address },
+            DialError::WrongPeerId { obtained, address } => match expected {
+                Some(expected) => ConnectError::WrongPeerId {
+                    expected,
+                    obtained,
+                    address,
+                },
+                None => ConnectError::Unreachable {
+                    address,
+                    reason: format!("unexpected peer id {obtained}"),
+                },
+            },
+            DialError::Denied { cause } => ConnectError::Denied {
+                address,
+                reason: cause.to_string(),
+            },
+            DialError::Aborted => ConnectError::Aborted { address },
+            DialError::NoAddresses | DialError::DialPeerConditionFalse(_) => {
+                ConnectError::InvalidAddress {
+                    address,
+                    reason: error.to_string(),
+                }
+            }
+            DialError::Transport(errors) => {
+                let timed_out = errors.iter().any(|(_, e)| match e {
+                    TransportError::Other(e) => codio_transport::is_timeout(e),
+                    TransportError::MultiaddrNotSupported(_) => false,
+                });
+                let unsupported = errors
+                    .iter()
+                    .all(|(_, e)| matches!(e, TransportError::MultiaddrNotSupported(_)));
+                if timed_out {
+                    ConnectError::Timeout {
+                        address,
+                        after: self.connect_timeout,
+                    }
+                } else if unsupported && !errors.is_empty() {
+                    ConnectError::InvalidAddress {
+                        address,
+                        reason: "no transport supports this address".to_owned(),
+                    }
+                } else {
+                    let reason = errors
+                        .iter()
+                        .map(|(_, e)| error_chain(e))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    ConnectError::Unreachable { address, reason }
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => self.on_connection_established(
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established.get(),
+            ),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => self.on_connection_closed(peer_id, num_established, cause.map(|c| c.to_string())),
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                let message = error.to_string();
+                if let Some(pending) = self.pending_dials.remove(&connection_id) {
+                    let error = self.connect_error(error, pending.address, pending.expected);
+                    let _ = pending.reply.send(Err(error));
+                }
+                self.emit(NetworkEvent::DialFailed {
+                    peer_id,
+                    error: message,
+                });
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                self.shared.update_listen_addrs(|addrs| {
+                    if !addrs.contains(&address) {
+                        addrs.push(address.clone());
+                    }
+                });
+                if let Some((_, reply)) = self.pending_listens.remove(&listener_id) {
+                    let _ = reply.send(Ok(address.clone()));
+                }
+                self.emit(NetworkEvent::Listening { address });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+                self.shared
+                    .update_listen_addrs(|addrs| addrs.retain(|a| a != &address));
+                self.emit(NetworkEvent::ListenAddressExpired { address });
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                tracing::info!(?addresses, ?reason, "listener closed");
+                self.listeners.retain(|id| *id != listener_id);
+                self.shared
+                    .update_listen_addrs(|addrs| addrs.retain(|a| !addresses.contains(a)));
+                if let Some((address, reply)) = self.pending_listens.remove(&listener_id) {
+                    let reason = match reason {
+                        Ok(()) => "listener closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = reply.send(Err(NetworkError::Listen { address, reason }));
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(?listener_id, %error, "listener error");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_connection_established(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: ConnectedPoint,
+        num_established: u32,
+    ) {
+        let now = Instant::now();
+        let (address, direction) = match &endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                (send_back_addr.clone(), Direction::Inbound)
+            }
+        };
+        self.shared.update_peers(|peers| {
+            let info = peers
+                .entry(peer_id)
+                .or_insert_with(|| PeerInfo::new(peer_id, now));
+            info.connections = num_established as usize;
+            info.last_seen = now;
+            if direction == Direction::Outbound {
+                info.add_address(address.clone(), MAX_ADDRESSES_PER_PEER);
+            }
+        });
+        if let Some(pending) = self.pending_dials.remove(&connection_id) {
+            let _ = pending.reply.send(Ok(peer_id));
+        }
+        if num_established == 1 {
+            tracing::info!(%peer_id, %address, ?direction, "peer connected");
+            self.emit(NetworkEvent::PeerConnected {
+                peer_id,
+                address,
+                direction,
+            });
+        }
+    }
+
+    fn on_connection_closed(&mut self, peer_id: PeerId, remaining: u32, cause: Option<String>) {
+        if remaining > 0 {
+            self.shared.update_peers(|peers| {
+                if let Some(info) = peers.get_mut(&peer_id) {
+                    info.connections = remaining as usize;
+                }
+            });
+            return;
+        }
+        self.shared.update_peers(|peers| peers.remove(&peer_id));
+        tracing::info!(%peer_id, ?cause, "peer disconnected");
+        for reply in self
+            .pending_disconnects
+            .remove(&peer_id)
+            .unwrap_or_default()
+        {
+            let _ = reply.send(Ok(()));
+        }
+        self.emit(NetworkEvent::PeerDisconnected { peer_id, cause });
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
+                let now = Instant::now();
+                self.shared.update_peers(|peers| {
+                    if let Some(peer) = peers.get_mut(&peer_id) {
+                        peer.last_seen = now;
+                        peer.agent_version = Some(info.agent_version.clone());
+                        for addr in &info.listen_addrs {
+                            peer.add_address(addr.clone(), MAX_ADDRESSES_PER_PEER);
+                        }
+                    }
+                });
+                for addr in &info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr.clone());
+                }
+                self.emit(NetworkEvent::PeerIdentified {
+                    peer_id,
+                    agent_version: info.agent_version,
+                    listen_addrs: info.listen_addrs,
+                });
+            }
+            BehaviourEvent::Identify(identify::Event::Error { peer_id, error, .. }) => {
+                tracing::debug!(%peer_id, %error, "identify failed");
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
+                Ok(rtt) => {
+                    let now = Instant::now();
+                    self.shared.update_peers(|peers| {
+                        if let Some(info) = peers.get_mut(&peer) {
+                            info.last_seen = now;
+                            info.rtt = Some(rtt);
+                        }
+                    });
+                }
+                Err(error) => tracing::debug!(%peer, %error, "ping failed"),
+            },
+            BehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    /// Closes every connection and listener, waiting at most `shutdown_timeout`.
+    async fn close_gracefully(&mut self) {
+        for id in std::mem::take(&mut self.listeners) {
+            self.swarm.remove_listener(id);
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        tracing::debug!(peers = peers.len(), "closing connections");
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(self.shutdown_timeout);
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                () = &mut deadline => {
+                    tracing::warn!("connections still open after the shutdown timeout");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Formats an error with its sources, skipping repeated messages.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    // Bounded: error source chains are finite.
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

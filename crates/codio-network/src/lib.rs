@@ -1,0 +1,296 @@
+//! The codio network facade.
+//!
+//! [`NetworkManager`] is a cheap, cloneable handle to a node whose libp2p [`Swarm`] runs in its
+//! own task (the *event loop*). Methods send a command over a bounded queue and await the reply
+//! the event loop sends back when libp2p reports the outcome; the event loop publishes
+//! [`NetworkEvent`]s to every [`subscribe`](NetworkManager::subscribe)r and keeps the
+//! [`PeerInfo`] table that [`connected_peers`](NetworkManager::connected_peers) reads.
+//!
+//! The node is built from the codio layers: the authenticated, multiplexed transport of
+//! [`codio_transport`], connection limits (first in the composed behaviour), identify and ping.
+//!
+//! ```
+//! use codio_network::{NetworkConfig, NetworkEvent, NetworkManager};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = || NetworkConfig::default()
+//!     .with_listen_ip("127.0.0.1".parse().unwrap())
+//!     .with_mdns(false)
+//!     .with_relay(false);
+//! let a = NetworkManager::new(config()).await?;
+//! let b = NetworkManager::new(config()).await?;
+//! let addrs = a.start().await?;
+//!
+//! let mut events = a.subscribe();
+//! let peer = b.connect_peer(addrs[0].clone()).await?;
+//! assert_eq!(peer, a.local_peer_id());
+//! assert!(b.connected_peers().iter().any(|p| p.peer_id == peer));
+//! loop {
+//!     if let NetworkEvent::PeerConnected { peer_id, .. } = events.recv().await? {
+//!         assert_eq!(peer_id, b.local_peer_id());
+//!         break;
+//!     }
+//! }
+//! b.shutdown().await;
+//! a.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Swarm`]: libp2p::Swarm
+
+mod behaviour;
+mod config;
+mod error;
+mod event;
+mod event_loop;
+mod peer;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+pub use codio_transport::TransportConfig;
+pub use config::NetworkConfig;
+pub use error::{ConnectError, NetworkError};
+pub use event::{Direction, NetworkEvent};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use libp2p::{Swarm, multiaddr::Protocol, swarm};
+pub use peer::PeerInfo;
+use tokio::{
+    sync::{Mutex, broadcast, mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::event_loop::{Command, EventLoop, Shared};
+
+/// Extra time a handle waits beyond a libp2p-side timeout before giving up on its reply.
+const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// The peer id of a `/p2p/<id>`-terminated address.
+pub(crate) fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer_id)) => Some(peer_id),
+        _ => None,
+    }
+}
+
+/// Handle to a running codio node. Clone it freely: every clone talks to the same node, and
+/// the node shuts down when [`shutdown`](Self::shutdown) is called or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct NetworkManager {
+    local_peer_id: PeerId,
+    config: Arc<NetworkConfig>,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NetworkEvent>,
+    shared: Arc<Shared>,
+    started: Arc<AtomicBool>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl NetworkManager {
+    /// Builds the node (identity, transport, behaviours) and spawns its event loop on the
+    /// current Tokio runtime. The node dials out but does not listen until [`start`](Self::start).
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::InvalidConfig`] for configuration values that cannot work,
+    /// [`NetworkError::Transport`] when the transport cannot be built.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub async fn new(config: NetworkConfig) -> Result<Self, NetworkError> {
+        config.validate()?;
+        let keypair = config
+            .keypair
+            .clone()
+            .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
+        let local_peer_id = keypair.public().to_peer_id();
+        let transport = codio_transport::build_transport(&keypair, &config.transport)?;
+        let behaviour = behaviour::Behaviour::new(&keypair, &config);
+        let swarm_config = swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
+        let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
+
+        let (commands, command_rx) = mpsc::channel(config.command_buffer);
+        let (events, _) = broadcast::channel(config.event_buffer);
+        let shared = Arc::new(Shared::default());
+        let event_loop = EventLoop::new(
+            swarm,
+            command_rx,
+            events.clone(),
+            shared.clone(),
+            config.transport.connect_timeout(),
+            config.shutdown_timeout,
+        );
+        let task = tokio::spawn(event_loop.run());
+        tracing::info!(%local_peer_id, "network created");
+        Ok(Self {
+            local_peer_id,
+            config: Arc::new(config),
+            commands,
+            events,
+            shared,
+            started: Arc::new(AtomicBool::new(false)),
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    /// Starts listening on the configured address and dials the bootstrap peers.
+    ///
+    /// Returns the listen addresses known once the listener reported its first address (with
+    /// `0.0.0.0` there may be more later; [`listen_addrs`](Self::listen_addrs) has them all).
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::AlreadyStarted`] on a second call, [`NetworkError::Listen`] when the
+    /// address cannot be listened on, [`NetworkError::ShutDown`] after shutdown.
+    pub async fn start(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return Err(NetworkError::AlreadyStarted);
+        }
+        if self.config.enable_mdns {
+            tracing::warn!("enable_mdns is set, but mDNS discovery is not part of this build yet");
+        }
+        if self.config.enable_relay {
+            tracing::warn!("enable_relay is set, but relaying is not part of this build yet");
+        }
+        let address = self.config.listen_multiaddr();
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Listen { address, reply }).await?;
+        let first = rx.await.map_err(|_| NetworkError::ShutDown)??;
+        for address in &self.config.bootstrap_peers {
+            // Fire and forget: the outcome is logged and published as an event by the loop.
+            let (reply, _) = oneshot::channel();
+            self.send(Command::Dial {
+                address: address.clone(),
+                reply,
+            })
+            .await?;
+        }
+        let mut addrs = self.shared.listen_addrs();
+        if addrs.is_empty() {
+            addrs.push(first);
+        }
+        Ok(addrs)
+    }
+
+    /// Connects to the peer at `address` and returns its peer id once a connection is
+    /// established.
+    ///
+    /// With a `/p2p/<id>` suffix the remote must prove that identity, and an already connected
+    /// peer is returned at once; without it, whoever answers is accepted.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectError`] saying why: wrong peer id, timeout, unreachable, denied, shut down.
+    pub async fn connect_peer(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial {
+            address: address.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| ConnectError::ShutDown)?;
+        let after = self.config.transport.connect_timeout();
+        match tokio::time::timeout(after + REPLY_GRACE, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ConnectError::ShutDown),
+            Err(_) => Err(ConnectError::Timeout { address, after }),
+        }
+    }
+
+    /// Closes every connection to `peer_id` and returns once they are closed.
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::NotConnected`] when there is no connection,
+    /// [`NetworkError::Timeout`] when the connections do not close within the shutdown timeout.
+    pub async fn disconnect_peer(&self, peer_id: PeerId) -> Result<(), NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Disconnect { peer_id, reply }).await?;
+        let after = self.config.shutdown_timeout;
+        match tokio::time::timeout(after, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(NetworkError::ShutDown),
+            Err(_) => Err(NetworkError::Timeout {
+                operation: "disconnect_peer",
+                after,
+            }),
+        }
+    }
+
+    /// The currently connected peers.
+    pub fn connected_peers(&self) -> Vec<PeerInfo> {
+        self.shared.peers()
+    }
+
+    /// What the node knows about `peer_id`, if connected.
+    pub fn peer_info(&self, peer_id: &PeerId) -> Option<PeerInfo> {
+        self.shared.peer(peer_id)
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The addresses the node listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared.listen_addrs()
+    }
+
+    /// Subscribes to [`NetworkEvent`]s published from now on. The channel is bounded by
+    /// [`NetworkConfig::event_buffer`]: a subscriber that falls behind gets
+    /// [`broadcast::error::RecvError::Lagged`] with the number of events it missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<NetworkEvent> {
+        self.events.subscribe()
+    }
+
+    /// Closes every connection gracefully (bounded by [`NetworkConfig::shutdown_timeout`]),
+    /// stops listening and waits for the event loop to finish. Further calls on any handle fail
+    /// with `ShutDown`. Calling it twice is harmless.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        if let Some(task) = self.task.lock().await.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "event loop ended abnormally");
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<(), NetworkError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NetworkError::ShutDown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_id_suffix() {
+        let peer = PeerId::random();
+        let with: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        let without: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        assert_eq!(peer_id_of(&with), Some(peer));
+        assert_eq!(peer_id_of(&without), None);
+    }
+}

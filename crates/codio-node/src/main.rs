@@ -1,0 +1,141 @@
+//! `codio-node`: runs a codio network node until Ctrl-C or SIGTERM.
+//!
+//! ```text
+//! codio-node --listen-port 4001
+//! codio-node --listen-port 4002 --dial /ip4/127.0.0.1/tcp/4001/p2p/<peer id>
+//! ```
+//!
+//! Logs go to stderr through `tracing` (filter with `RUST_LOG`, default `info`).
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use codio_network::{Multiaddr, NetworkConfig, NetworkEvent, NetworkManager};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(name = "codio-node", version, about = "Run a codio network node")]
+struct Args {
+    /// TCP port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
+    /// IP address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_ip: IpAddr,
+    /// Address of a peer to connect to at start (repeatable), e.g.
+    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+    #[arg(long = "dial", value_name = "ADDR")]
+    dial: Vec<Multiaddr>,
+    /// Maximum number of established connections.
+    #[arg(long, default_value_t = 50)]
+    max_peers: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .init();
+    let args = Args::parse();
+
+    // mDNS stays off until discovery can be tested without touching the host network.
+    let config = NetworkConfig {
+        listen_port: args.listen_port,
+        max_peers: args.max_peers,
+        enable_mdns: false,
+        enable_relay: false,
+        ..NetworkConfig::default()
+    }
+    .with_listen_ip(args.listen_ip);
+    let network = NetworkManager::new(config)
+        .await
+        .context("creating the network")?;
+    let peer_id = network.local_peer_id();
+    tracing::info!(%peer_id, "local peer id");
+    let mut events = network.subscribe();
+    let addrs = network.start().await.context("starting the network")?;
+    for addr in &addrs {
+        tracing::info!(address = %format!("{addr}/p2p/{peer_id}"), "listening on");
+    }
+
+    for addr in args.dial {
+        let network = network.clone();
+        tokio::spawn(async move {
+            match network.connect_peer(addr.clone()).await {
+                Ok(peer) => tracing::info!(%peer, %addr, "dialed"),
+                Err(error) => tracing::error!(%addr, %error, "dial failed"),
+            }
+        });
+    }
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!(signal = signal?, "shutting down");
+                break;
+            }
+            event = events.recv() => match event {
+                Ok(event) => log_event(&event),
+                Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    network.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_event(event: &NetworkEvent) {
+    match event {
+        NetworkEvent::PeerConnected {
+            peer_id,
+            address,
+            direction,
+        } => tracing::info!(%peer_id, %address, ?direction, "peer connected"),
+        NetworkEvent::PeerDisconnected { peer_id, cause } => {
+            tracing::info!(%peer_id, cause = cause.as_deref().unwrap_or("closed"), "peer disconnected");
+        }
+        NetworkEvent::PeerIdentified {
+            peer_id,
+            agent_version,
+            ..
+        } => tracing::info!(%peer_id, %agent_version, "peer identified"),
+        NetworkEvent::DialFailed { peer_id, error } => {
+            tracing::warn!(?peer_id, %error, "dial failed");
+        }
+        other => tracing::debug!(?other, "event"),
+    }
+}
+
+/// Resolves with the signal's name on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("waiting for Ctrl-C"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}

@@ -1,0 +1,381 @@
+//! Authenticated, multiplexed transport for codio nodes.
+//!
+//! [`build_transport`] returns the transport every codio node speaks: TCP (with `TCP_NODELAY`)
+//! optionally behind DNS resolution, secured with [Noise](libp2p::noise) (XX handshake, Ed25519
+//! identities) and multiplexed with [Yamux](libp2p::yamux). The whole connection set-up — TCP
+//! connect, protocol negotiation, Noise handshake and Yamux negotiation — is bounded by
+//! [`TransportConfig::connect_timeout`]; a set-up that takes longer fails with an
+//! [`std::io::ErrorKind::TimedOut`] error.
+//!
+//! [`upgrade`] applies the same security and multiplexing upgrades to any other byte-stream
+//! transport (for instance the relay client transport), so that every path into a node is
+//! authenticated and multiplexed the same way.
+//!
+//! The result is a plain [`Boxed`] libp2p transport and works with any [`libp2p::Swarm`]:
+//!
+//! ```
+//! use codio_transport::{TransportConfig, build_transport};
+//! use libp2p::{Swarm, identity, ping, swarm};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keypair = identity::Keypair::generate_ed25519();
+//! let config = TransportConfig::default()
+//!     .with_connect_timeout(Duration::from_secs(5))
+//!     .with_max_streams(256);
+//! let transport = build_transport(&keypair, &config)?;
+//! let swarm = Swarm::new(
+//!     transport,
+//!     ping::Behaviour::default(),
+//!     keypair.public().to_peer_id(),
+//!     swarm::Config::with_tokio_executor(),
+//! );
+//! assert_eq!(*swarm.local_peer_id(), keypair.public().to_peer_id());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{io, time::Duration};
+
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::{
+    PeerId, Transport,
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{Boxed, timeout::TransportTimeoutError},
+        upgrade::Version,
+    },
+    dns, identity, noise, tcp, yamux,
+};
+
+/// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
+/// multiplexed connections behind a boxed, type-erased [`Transport`].
+pub type CodioTransport = Boxed<(PeerId, StreamMuxerBox)>;
+
+/// Errors building a transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportBuildError {
+    /// The Noise configuration could not be derived from the identity keypair.
+    #[error("noise configuration: {0}")]
+    Noise(#[from] noise::Error),
+    /// The system DNS configuration could not be read.
+    #[error("dns resolver configuration: {0}")]
+    Dns(#[source] io::Error),
+}
+
+/// How the multistream-select negotiation of the security and multiplexing protocols runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NegotiationMode {
+    /// The dialer sends its single proposal without waiting for the listener's confirmation,
+    /// saving one round trip per negotiated protocol (what libp2p's `SwarmBuilder` uses for TCP).
+    #[default]
+    Lazy,
+    /// Every proposal waits for the listener's confirmation (multistream-select 1.0 as written).
+    Strict,
+}
+
+impl From<NegotiationMode> for Version {
+    fn from(mode: NegotiationMode) -> Self {
+        match mode {
+            NegotiationMode::Lazy => Version::V1Lazy,
+            NegotiationMode::Strict => Version::V1,
+        }
+    }
+}
+
+/// Configuration of the codio transport.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`nodelay`](Self::with_nodelay) | `true` (Nagle off: small request/response frames go out at once) |
+/// | [`listen_backlog`](Self::with_listen_backlog) | `1024` |
+/// | [`connect_timeout`](Self::with_connect_timeout) | 10 s for TCP connect + Noise + Yamux |
+/// | [`max_streams`](Self::with_max_streams) | 512 concurrent Yamux streams per connection |
+/// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
+/// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    nodelay: bool,
+    listen_backlog: u32,
+    connect_timeout: Duration,
+    max_streams: usize,
+    dns: bool,
+    negotiation: NegotiationMode,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            listen_backlog: 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_streams: 512,
+            dns: true,
+            negotiation: NegotiationMode::default(),
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Sets `TCP_NODELAY` on every socket (default `true`).
+    pub fn with_nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Sets the listen backlog of TCP listeners (default 1024).
+    pub fn with_listen_backlog(mut self, backlog: u32) -> Self {
+        self.listen_backlog = backlog;
+        self
+    }
+
+    /// Bounds the whole connection set-up, inbound and outbound: TCP connect, protocol
+    /// negotiation, Noise handshake and Yamux negotiation (default 10 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the maximum number of concurrent Yamux streams per connection (default 512).
+    pub fn with_max_streams(mut self, max_streams: usize) -> Self {
+        self.max_streams = max_streams;
+        self
+    }
+
+    /// Enables or disables DNS resolution of `/dns*` addresses (default `true`).
+    pub fn with_dns(mut self, dns: bool) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    /// Sets the protocol negotiation mode (default [`NegotiationMode::Lazy`]).
+    pub fn with_negotiation(mut self, negotiation: NegotiationMode) -> Self {
+        self.negotiation = negotiation;
+        self
+    }
+
+    /// The connection set-up timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The maximum number of concurrent Yamux streams per connection.
+    pub fn max_streams(&self) -> usize {
+        self.max_streams
+    }
+
+    /// The Yamux configuration derived from this configuration.
+    pub fn yamux_config(&self) -> yamux::Config {
+        let mut config = yamux::Config::default();
+        config.set_max_num_streams(self.max_streams);
+        config
+    }
+
+    /// The TCP configuration derived from this configuration.
+    pub fn tcp_config(&self) -> tcp::Config {
+        tcp::Config::new()
+            .nodelay(self.nodelay)
+            .listen_backlog(self.listen_backlog)
+    }
+}
+
+/// Builds the TCP (+ DNS) + Noise + Yamux transport for `keypair`.
+///
+/// # Errors
+///
+/// Fails when the Noise configuration cannot be derived from the keypair or, with DNS enabled,
+/// when the system resolver configuration cannot be read.
+pub fn build_transport(
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+) -> Result<CodioTransport, TransportBuildError> {
+    let tcp = tcp::tokio::Transport::new(config.tcp_config());
+    if config.dns {
+        let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
+        upgrade(dns, keypair, config)
+    } else {
+        upgrade(tcp, keypair, config)
+    }
+}
+
+/// Secures `transport` with Noise and multiplexes it with Yamux, bounded by the configured
+/// connection set-up timeout.
+///
+/// Use this to give other byte-stream transports (the relay client transport, a memory
+/// transport in tests) exactly the same upgrades as [`build_transport`].
+///
+/// # Errors
+///
+/// Fails when the Noise configuration cannot be derived from the keypair.
+pub fn upgrade<T>(
+    transport: T,
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+) -> Result<CodioTransport, TransportBuildError>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    let noise = noise::Config::new(keypair)?;
+    let timeout = config.connect_timeout;
+    Ok(transport
+        .upgrade(config.negotiation.into())
+        .authenticate(noise)
+        .multiplex(config.yamux_config())
+        .timeout(timeout)
+        .map_err(move |error| match error {
+            TransportTimeoutError::Timeout => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connection set-up did not finish within {timeout:?}"),
+            ),
+            TransportTimeoutError::TimerError(error) => error,
+            TransportTimeoutError::Other(error) => io::Error::other(error),
+        })
+        .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
+
+/// Whether a transport error (as reported in a dial or listen error) is the connection set-up
+/// timeout of [`TransportConfig::connect_timeout`] or an OS-level connect timeout.
+///
+/// Boxed transports wrap errors in further [`io::Error`]s; this walks the wrapping.
+pub fn is_timeout(error: &io::Error) -> bool {
+    let mut current = error;
+    // Bounded: each step unwraps one layer of a finite chain of boxes.
+    loop {
+        if current.kind() == io::ErrorKind::TimedOut {
+            return true;
+        }
+        match current
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<io::Error>())
+        {
+            Some(inner) => current = inner,
+            None => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use libp2p::{
+        Multiaddr, Swarm,
+        swarm::{DialError, SwarmEvent, dial_opts::DialOpts},
+    };
+    use std::time::Instant;
+
+    fn swarm(config: &TransportConfig) -> Swarm<libp2p::ping::Behaviour> {
+        let keypair = identity::Keypair::generate_ed25519();
+        let transport = build_transport(&keypair, config).unwrap();
+        Swarm::new(
+            transport,
+            libp2p::ping::Behaviour::default(),
+            keypair.public().to_peer_id(),
+            libp2p::swarm::Config::with_tokio_executor(),
+        )
+    }
+
+    async fn listen(swarm: &mut Swarm<libp2p::ping::Behaviour>) -> Multiaddr {
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                return address;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn two_swarms_connect_and_ping_over_loopback() {
+        let config = TransportConfig::default();
+        let mut a = swarm(&config);
+        let mut b = swarm(&config);
+        let addr = listen(&mut a).await;
+        let a_id = *a.local_peer_id();
+        b.dial(addr).unwrap();
+        let run = async {
+            loop {
+                tokio::select! {
+                    _ = a.select_next_some() => {}
+                    event = b.select_next_some() => {
+                        if let SwarmEvent::Behaviour(libp2p::ping::Event { peer, result: Ok(rtt), .. }) = event {
+                            return (peer, rtt);
+                        }
+                    }
+                }
+            }
+        };
+        let (peer, rtt) = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("ping within 10 s");
+        assert_eq!(peer, a_id);
+        assert!(rtt < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn silent_listener_hits_connect_timeout() {
+        // A TCP listener that accepts but never speaks: the Noise handshake cannot finish.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let mut dialer = swarm(&TransportConfig::default().with_connect_timeout(timeout));
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let started = Instant::now();
+        dialer
+            .dial(DialOpts::unknown_peer_id().address(addr).build())
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::OutgoingConnectionError { error, .. } =
+                    dialer.select_next_some().await
+                {
+                    return error;
+                }
+            }
+        })
+        .await
+        .expect("dial error within 10 s");
+        let elapsed = started.elapsed();
+        accept.abort();
+        let DialError::Transport(errors) = error else {
+            panic!("expected a transport error, got {error:?}");
+        };
+        let timed_out = errors.iter().any(|(_, e)| match e {
+            libp2p::TransportError::Other(e) => is_timeout(e),
+            libp2p::TransportError::MultiaddrNotSupported(_) => false,
+        });
+        assert!(timed_out, "expected a TimedOut error, got {errors:?}");
+        assert!(elapsed >= timeout, "failed before the timeout: {elapsed:?}");
+    }
+
+    #[test]
+    fn builders_set_fields() {
+        let config = TransportConfig::default()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_max_streams(7)
+            .with_dns(false)
+            .with_nodelay(false)
+            .with_listen_backlog(8)
+            .with_negotiation(NegotiationMode::Strict);
+        assert_eq!(config.connect_timeout(), Duration::from_secs(3));
+        assert_eq!(config.max_streams(), 7);
+        assert!(!config.dns);
+        assert!(!config.nodelay);
+        assert_eq!(config.listen_backlog, 8);
+        assert_eq!(Version::from(config.negotiation), Version::V1);
+    }
+}

@@ -1,0 +1,146 @@
+//! Shared helpers for codio's cross-crate and multi-host tests.
+//!
+//! Every helper here is bounded in time: waits take a timeout and fail the test with a message
+//! naming what was awaited, never hang.
+
+// This crate is test code: a failed expectation is meant to panic and fail the test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    process::Command,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+pub mod process;
+
+use codio_network::{NetworkConfig, NetworkEvent, NetworkManager};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Default time a test waits for one expected event.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs a test-friendly tracing subscriber once (`RUST_LOG` filters; default `warn`).
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A node configuration for loopback tests: listens on 127.0.0.1, no mDNS, no relay.
+pub fn loopback_config() -> NetworkConfig {
+    NetworkConfig::default()
+        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .with_mdns(false)
+        .with_relay(false)
+}
+
+/// Creates and starts a loopback node.
+pub async fn started_node(config: NetworkConfig) -> NetworkManager {
+    let node = NetworkManager::new(config).await.expect("create node");
+    node.start().await.expect("start node");
+    node
+}
+
+/// The first listen address of `node` with its `/p2p/` suffix.
+pub fn dial_addr(node: &NetworkManager) -> codio_network::Multiaddr {
+    let addr = node
+        .listen_addrs()
+        .into_iter()
+        .next()
+        .expect("node is listening");
+    addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id()))
+}
+
+/// Waits up to `timeout` for an event matching `predicate` and returns it.
+///
+/// # Panics
+///
+/// When the timeout expires or the channel closes first; the message names `what`.
+pub async fn wait_for_event<F>(
+    events: &mut broadcast::Receiver<NetworkEvent>,
+    timeout: Duration,
+    what: &str,
+    mut predicate: F,
+) -> NetworkEvent
+where
+    F: FnMut(&NetworkEvent) -> bool,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, events.recv()).await {
+            Ok(Ok(event)) if predicate(&event) => return event,
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Lagged(n))) => {
+                panic!("event subscriber lagged by {n} while waiting for {what}")
+            }
+            Ok(Err(RecvError::Closed)) => panic!("event channel closed while waiting for {what}"),
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` expires; returns whether it held.
+/// For state that has no event of its own (process output, files).
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Path of the `codio-node` binary of this workspace, built on first use with the same
+/// profile as the running test (cargo does not build other packages' binaries for tests).
+pub fn node_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // The test executable lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test binary in <target>/<profile>/deps")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut command = Command::new(cargo);
+        command
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "codio-node",
+                "--bin",
+                "codio-node",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build");
+        assert!(status.success(), "building codio-node failed: {status}");
+        let path = profile_dir.join("codio-node");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+    .clone()
+}

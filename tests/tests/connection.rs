@@ -1,0 +1,262 @@
+//! Connection management of the facade on loopback.
+
+use std::time::{Duration, Instant};
+
+use codio_network::{ConnectError, NetworkError, NetworkEvent, PeerId};
+use codio_tests::{
+    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, wait_for_event,
+};
+use libp2p::{Multiaddr, multiaddr::Protocol};
+
+/// The seed's connection management test: connect, both sides see each other, disconnect,
+/// both sides update, events on both sides.
+#[tokio::test]
+async fn test_connection_management() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+
+    let peer = b.connect_peer(dial_addr(&a)).await.expect("connect");
+    assert_eq!(peer, a.local_peer_id());
+
+    // The dialer's state is updated before connect_peer returns.
+    let b_view = b.connected_peers();
+    assert_eq!(b_view.len(), 1);
+    assert_eq!(b_view[0].peer_id, a.local_peer_id());
+    assert!(
+        b_view[0]
+            .addresses
+            .contains(&dial_addr(&a).with_p2p_stripped())
+    );
+    assert!(b_view[0].last_seen >= b_view[0].connection_time);
+    wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerConnected(A)", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == a.local_peer_id())
+    })
+    .await;
+
+    // The listener learns of the connection through its event.
+    wait_for_event(&mut a_events, EVENT_TIMEOUT, "A: PeerConnected(B)", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == b.local_peer_id())
+    })
+    .await;
+    let a_view = a.connected_peers();
+    assert_eq!(a_view.len(), 1);
+    assert_eq!(a_view[0].peer_id, b.local_peer_id());
+
+    // Identify fills in the agent version and B's listen address on A's side.
+    wait_for_event(&mut a_events, EVENT_TIMEOUT, "A: PeerIdentified(B)", |e| {
+        matches!(e, NetworkEvent::PeerIdentified { peer_id, .. } if *peer_id == b.local_peer_id())
+    })
+    .await;
+    let info = a.peer_info(&b.local_peer_id()).expect("B known to A");
+    assert!(
+        info.agent_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("codio-network/"))
+    );
+    assert!(info.addresses.contains(&b.listen_addrs()[0]), "{info:?}");
+
+    b.disconnect_peer(a.local_peer_id())
+        .await
+        .expect("disconnect");
+    assert!(b.connected_peers().is_empty());
+    wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerDisconnected(A)", |e| {
+        matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == a.local_peer_id())
+    })
+    .await;
+    wait_for_event(&mut a_events, EVENT_TIMEOUT, "A: PeerDisconnected(B)", |e| {
+        matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == b.local_peer_id())
+    })
+    .await;
+    assert!(a.connected_peers().is_empty());
+
+    // Disconnecting again is a clear error.
+    let err = b.disconnect_peer(a.local_peer_id()).await.unwrap_err();
+    assert!(
+        matches!(err, NetworkError::NotConnected(p) if p == a.local_peer_id()),
+        "{err}"
+    );
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+trait StripP2p {
+    fn with_p2p_stripped(self) -> Multiaddr;
+}
+
+impl StripP2p for Multiaddr {
+    fn with_p2p_stripped(mut self) -> Multiaddr {
+        if matches!(self.iter().last(), Some(Protocol::P2p(_))) {
+            self.pop();
+        }
+        self
+    }
+}
+
+#[tokio::test]
+async fn dialing_a_wrong_peer_id_fails_with_wrong_peer_id() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let imposter = PeerId::random();
+    let addr = a.listen_addrs()[0].clone().with(Protocol::P2p(imposter));
+    let err = b.connect_peer(addr.clone()).await.unwrap_err();
+    match err {
+        ConnectError::WrongPeerId {
+            expected,
+            obtained,
+            address,
+        } => {
+            assert_eq!(expected, imposter);
+            assert_eq!(obtained, a.local_peer_id());
+            assert_eq!(address, addr);
+        }
+        other => panic!("expected WrongPeerId, got {other:?}"),
+    }
+    assert!(b.connected_peers().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn dialing_a_closed_port_fails_fast_and_clearly() {
+    init_tracing();
+    // A port that was just free: bind, read it, release it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let b = started_node(loopback_config()).await;
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let started = Instant::now();
+    let err = b.connect_peer(addr.clone()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        ConnectError::Unreachable { address, reason } => {
+            assert_eq!(address, &addr);
+            assert!(reason.to_lowercase().contains("refused"), "{reason}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // "Fast" means it did not wait for the 10 s connect timeout.
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn twenty_connect_disconnect_cycles_leak_nothing() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let mut a_events = a.subscribe();
+    let target = dial_addr(&a);
+    for cycle in 0..20 {
+        let peer = b
+            .connect_peer(target.clone())
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        wait_for_event(&mut a_events, EVENT_TIMEOUT, "A: PeerConnected", |e| {
+            matches!(e, NetworkEvent::PeerConnected { .. })
+        })
+        .await;
+        assert_eq!(
+            b.peer_info(&peer).map(|p| p.connections),
+            Some(1),
+            "cycle {cycle}"
+        );
+        b.disconnect_peer(peer)
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        wait_for_event(&mut a_events, EVENT_TIMEOUT, "A: PeerDisconnected", |e| {
+            matches!(e, NetworkEvent::PeerDisconnected { .. })
+        })
+        .await;
+        assert!(
+            a.connected_peers().is_empty(),
+            "cycle {cycle}: A still has {:?}",
+            a.connected_peers()
+        );
+        assert!(
+            b.connected_peers().is_empty(),
+            "cycle {cycle}: B still has {:?}",
+            b.connected_peers()
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// libp2p closes connections no protocol uses after 10 s by default; codio keeps them.
+#[tokio::test]
+async fn quiet_connections_survive_the_default_idle_timeout() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let mut b_events = b.subscribe();
+    b.connect_peer(dial_addr(&a)).await.expect("connect");
+    // Watch for a disconnect for 12 s: with libp2p's default it would come after 10 s.
+    let disconnect = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            match b_events.recv().await {
+                Ok(NetworkEvent::PeerDisconnected { cause, .. }) => return cause,
+                Ok(_) => {}
+                Err(e) => panic!("event channel: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(disconnect.is_err(), "connection dropped: {disconnect:?}");
+    assert_eq!(b.connected_peers().len(), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_and_rejects_further_commands() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let mut b_events = b.subscribe();
+    b.connect_peer(dial_addr(&a)).await.expect("connect");
+    a.shutdown().await;
+    wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerDisconnected(A)", |e| {
+        matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == a.local_peer_id())
+    })
+    .await;
+    assert!(b.connected_peers().is_empty());
+    let err = a.connect_peer(dial_addr(&b)).await.unwrap_err();
+    assert_eq!(err, ConnectError::ShutDown);
+    assert!(matches!(a.start().await, Err(NetworkError::AlreadyStarted)));
+    a.shutdown().await; // idempotent
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connecting_to_an_already_connected_peer_reuses_the_connection() {
+    init_tracing();
+    let a = started_node(loopback_config()).await;
+    let b = started_node(loopback_config()).await;
+    let addr = dial_addr(&a);
+    let first = b.connect_peer(addr.clone()).await.expect("first");
+    let second = b.connect_peer(addr).await.expect("second");
+    assert_eq!(first, second);
+    assert_eq!(b.peer_info(&first).map(|p| p.connections), Some(1));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn listening_on_a_busy_port_is_an_error() {
+    init_tracing();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let node = codio_network::NetworkManager::new(loopback_config().with_listen_port(port))
+        .await
+        .unwrap();
+    let err = node.start().await.unwrap_err();
+    assert!(matches!(err, NetworkError::Listen { .. }), "{err}");
+    node.shutdown().await;
+}

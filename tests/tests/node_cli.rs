@@ -1,0 +1,75 @@
+//! The `codio-node` binary: two processes on loopback, one dials the other's printed address.
+
+use std::time::Duration;
+
+use codio_tests::{
+    node_binary,
+    process::{NodeProcess, field},
+};
+
+const LOG_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn second_node_dials_the_first_and_both_log_the_connection() {
+    let binary = node_binary();
+    let mut first = NodeProcess::spawn(&binary, ["--listen-ip", "127.0.0.1", "--listen-port", "0"]);
+    let line = first
+        .wait_for_line(LOG_TIMEOUT, "first node's listen address", |l| {
+            l.contains("listening on")
+        })
+        .await;
+    let address = field(&line, "address").expect("address field").to_owned();
+    let first_id = address.rsplit('/').next().unwrap().to_owned();
+
+    let mut second = NodeProcess::spawn(
+        &binary,
+        [
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-port",
+            "0",
+            "--dial",
+            &address,
+        ],
+    );
+    let line = second
+        .wait_for_line(LOG_TIMEOUT, "second node's peer id", |l| {
+            l.contains("local peer id")
+        })
+        .await;
+    let second_id = field(&line, "peer_id").expect("peer_id field").to_owned();
+
+    second
+        .wait_for_line(LOG_TIMEOUT, "second logs the connection", |l| {
+            l.contains("peer connected") && l.contains(&first_id)
+        })
+        .await;
+    first
+        .wait_for_line(LOG_TIMEOUT, "first logs the connection", |l| {
+            l.contains("peer connected") && l.contains(&second_id)
+        })
+        .await;
+
+    // Ctrl-C on the second: it exits 0 and the first logs the disconnect.
+    second.signal("INT");
+    let status = second.wait_exit(LOG_TIMEOUT).await;
+    assert!(status.success(), "second node exited with {status}");
+    first
+        .wait_for_line(LOG_TIMEOUT, "first logs the disconnect", |l| {
+            l.contains("peer disconnected") && l.contains(&second_id)
+        })
+        .await;
+    first.signal("TERM");
+    let status = first.wait_exit(LOG_TIMEOUT).await;
+    assert!(status.success(), "first node exited with {status}");
+}
+
+#[tokio::test]
+async fn bad_dial_address_is_rejected_with_a_clear_message() {
+    let binary = node_binary();
+    let mut node = NodeProcess::spawn(&binary, ["--dial", "not-a-multiaddr"]);
+    node.wait_for_line(LOG_TIMEOUT, "argument error", |l| l.contains("--dial"))
+        .await;
+    let status = node.wait_exit(LOG_TIMEOUT).await;
+    assert_eq!(status.code(), Some(2), "clap exits 2 on bad arguments");
+}
