@@ -4,7 +4,8 @@
 //! naming what was awaited, never hang.
 
 // This crate is test code: a failed expectation is meant to panic and fail the test.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+// Skips are reported on stderr, as the test runner shows it.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::{
     future::Future,
@@ -14,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod netns;
 pub mod process;
 
 use codio_network::{NetworkConfig, NetworkEvent, NetworkManager};

@@ -12,7 +12,16 @@ const LOG_TIMEOUT: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn second_node_dials_the_first_and_both_log_the_connection() {
     let binary = node_binary();
-    let mut first = NodeProcess::spawn(&binary, ["--listen-ip", "127.0.0.1", "--listen-port", "0"]);
+    let mut first = NodeProcess::spawn(
+        &binary,
+        [
+            "--no-mdns",
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-port",
+            "0",
+        ],
+    );
     let line = first
         .wait_for_line(LOG_TIMEOUT, "first node's listen address", |l| {
             l.contains("listening on")

@@ -1,4 +1,75 @@
-//! Peer discovery for codio nodes: mDNS, Kademlia and bootstrap peers.
+//! Peer discovery for codio nodes: mDNS on the local network, a Kademlia DHT for global
+//! discovery and content routing, and bootstrap peers that are kept connected.
 //!
-//! This crate is empty until the discovery issue fills it; the facade does not use it yet and
-//! `NetworkConfig::enable_mdns` is logged as unsupported meanwhile.
+//! [`Behaviour`] is a plain libp2p [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour) and
+//! works in any swarm:
+//!
+//! - peers found by mDNS are added to the routing table and dialed (connection limits of the
+//!   surrounding swarm apply to those dials like to any other);
+//! - [`Behaviour::on_identify`] is the identify → Kademlia glue: Kademlia learns no listen
+//!   address of peers that dialed us, so the addresses they report through identify are added
+//!   when they speak our Kademlia protocol;
+//! - [`Behaviour::start`] dials the bootstrap peers and bootstraps the DHT; Kademlia then
+//!   bootstraps periodically, and bootstrap peers are dialed again after they are lost;
+//! - DHT operations ([`closest_peers`](Behaviour::closest_peers),
+//!   [`find_peer`](Behaviour::find_peer), [`start_providing`](Behaviour::start_providing),
+//!   [`providers`](Behaviour::providers)) return a query id whose single final outcome arrives
+//!   as an [`Event`].
+//!
+//! ```
+//! use codio_discovery::{Behaviour, DiscoveryConfig, KadMode};
+//! use libp2p::{Swarm, identity, swarm};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keypair = identity::Keypair::generate_ed25519();
+//! let peer_id = keypair.public().to_peer_id();
+//! let config = DiscoveryConfig::default()
+//!     .with_mdns(false)
+//!     .with_kad_mode(KadMode::Server)
+//!     .with_bootstrap_peers([format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", identity::PeerId::random()).parse()?])?;
+//! let mut swarm = Swarm::new(
+//!     codio_transport::build_transport(&keypair, &Default::default())?,
+//!     Behaviour::new(peer_id, config)?,
+//!     peer_id,
+//!     swarm::Config::with_tokio_executor(),
+//! );
+//! swarm.behaviour_mut().start();
+//! assert_eq!(swarm.behaviour_mut().routing_table_size(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod behaviour;
+mod config;
+
+pub use behaviour::{Behaviour, Event, Source};
+pub use config::{DiscoveryConfig, KadMode, split_peer_id};
+pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};
+
+/// Errors of the discovery layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// mDNS could not be set up.
+    #[error("mDNS: {0}")]
+    Mdns(#[source] std::io::Error),
+    /// A bootstrap address lacks the `/p2p/<peer id>` suffix.
+    #[error("{0} has no /p2p/<peer id> suffix")]
+    MissingPeerId(libp2p::Multiaddr),
+    /// The routing table is empty, so no query can start.
+    #[error("no known peers in the routing table")]
+    NoKnownPeers,
+    /// The local record store refused the record.
+    #[error("record store: {0}")]
+    Store(String),
+}
+
+/// Why a DHT query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The query did not finish within the configured query timeout.
+    #[error("the DHT query timed out")]
+    Timeout,
+}

@@ -15,12 +15,16 @@ pub(crate) const IDENTIFY_PROTOCOL_VERSION: &str = "/codio/1.0.0";
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) discovery: codio_discovery::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
 }
 
 impl Behaviour {
-    pub(crate) fn new(keypair: &identity::Keypair, config: &NetworkConfig) -> Self {
+    pub(crate) fn new(
+        keypair: &identity::Keypair,
+        config: &NetworkConfig,
+    ) -> Result<Self, crate::NetworkError> {
         // `validate` has checked that `max_peers` fits in a u32.
         let max_established = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
         let limits = connection_limits::ConnectionLimits::default()
@@ -35,10 +39,16 @@ impl Behaviour {
                 .with_interval(config.ping_interval)
                 .with_timeout(config.ping_timeout),
         );
-        Self {
+        let discovery = codio_discovery::Behaviour::new(
+            keypair.public().to_peer_id(),
+            config.discovery_config()?,
+        )
+        .map_err(crate::NetworkError::Discovery)?;
+        Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
+            discovery,
             identify,
             ping,
-        }
+        })
     }
 }

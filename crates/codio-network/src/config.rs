@@ -5,8 +5,9 @@ use std::{
     time::Duration,
 };
 
+use codio_discovery::{DiscoveryConfig, KadMode};
 use codio_transport::TransportConfig;
-use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
+use libp2p::{Multiaddr, StreamProtocol, identity::Keypair, multiaddr::Protocol};
 
 /// Configuration of a codio network node.
 ///
@@ -34,11 +35,7 @@ pub struct NetworkConfig {
     pub max_peers: usize,
     /// Peers dialed at start (`/ip4/…/tcp/…/p2p/…`). Default empty.
     pub bootstrap_peers: Vec<Multiaddr>,
-    /// Discover peers on the local network with mDNS. Default `true`.
-    ///
-    /// mDNS is provided by the discovery layer; until it is composed into the facade this flag
-    /// is reported by [`NetworkManager::start`](crate::NetworkManager::start) as unsupported
-    /// in the logs and otherwise ignored.
+    /// Discover peers on the local network with mDNS and dial them. Default `true`.
     pub enable_mdns: bool,
     /// Use circuit relays for NAT traversal. Default `true`.
     ///
@@ -56,6 +53,19 @@ pub struct NetworkConfig {
     pub ping_interval: Duration,
     /// Time after which an unanswered ping counts as failed. Default 20 s.
     pub ping_timeout: Duration,
+    /// Kademlia mode. Default [`KadMode::Auto`]: server once the node has a confirmed external
+    /// address. Use [`KadMode::Server`] for nodes known to be reachable (LAN, servers).
+    pub kad_mode: KadMode,
+    /// Kademlia protocol id. Default `/ipfs/kad/1.0.0`, which interoperates with other libp2p
+    /// DHTs; use a private id (e.g. `/codio/kad/1.0.0`) to keep a separate DHT.
+    pub kad_protocol: StreamProtocol,
+    /// Interval of periodic DHT bootstraps. Default 5 min; `None`: only at start.
+    pub bootstrap_interval: Option<Duration>,
+    /// Delay before a lost bootstrap peer is dialed again. Default 10 s.
+    pub redial_delay: Duration,
+    /// Timeout of each DHT query (`find_peer`, `closest_peers`, `provide`, `find_providers`).
+    /// Default 30 s.
+    pub query_timeout: Duration,
     /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
     pub transport: TransportConfig,
     /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
@@ -81,6 +91,11 @@ impl Default for NetworkConfig {
             idle_timeout: None,
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(20),
+            kad_mode: KadMode::Auto,
+            kad_protocol: libp2p::kad::PROTOCOL_NAME,
+            bootstrap_interval: Some(Duration::from_secs(5 * 60)),
+            redial_delay: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
             transport: TransportConfig::default(),
             event_buffer: 1024,
             command_buffer: 64,
@@ -145,6 +160,41 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets the Kademlia mode.
+    pub fn with_kad_mode(mut self, mode: KadMode) -> Self {
+        self.kad_mode = mode;
+        self
+    }
+
+    /// Sets the DHT query timeout.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Sets the periodic bootstrap interval and the redial delay of lost bootstrap peers.
+    pub fn with_bootstrap_timing(mut self, interval: Option<Duration>, redial: Duration) -> Self {
+        self.bootstrap_interval = interval;
+        self.redial_delay = redial;
+        self
+    }
+
+    /// The discovery layer's configuration derived from this one.
+    pub(crate) fn discovery_config(&self) -> Result<DiscoveryConfig, crate::NetworkError> {
+        DiscoveryConfig::default()
+            .with_mdns(self.enable_mdns)
+            .with_kad_mode(self.kad_mode)
+            .with_kad_protocol(self.kad_protocol.clone())
+            .with_bootstrap_interval(self.bootstrap_interval)
+            .with_redial_delay(self.redial_delay)
+            .with_query_timeout(self.query_timeout)
+            .with_bootstrap_peers(self.bootstrap_peers.iter().cloned())
+            .map_err(|e| crate::NetworkError::InvalidConfig {
+                field: "bootstrap_peers",
+                reason: e.to_string(),
+            })
+    }
+
     /// Sets the transport configuration.
     pub fn with_transport(mut self, transport: TransportConfig) -> Self {
         self.transport = transport;
@@ -190,11 +240,21 @@ impl NetworkConfig {
         if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
             return invalid("ping_interval/ping_timeout", "must be greater than zero");
         }
+        if self.query_timeout.is_zero() {
+            return invalid("query_timeout", "must be greater than zero");
+        }
+        let mut seen = std::collections::HashSet::new();
         for addr in &self.bootstrap_peers {
             if crate::peer_id_of(addr).is_none() {
                 return Err(crate::NetworkError::InvalidConfig {
                     field: "bootstrap_peers",
                     reason: format!("{addr} has no /p2p/<peer id> suffix"),
+                });
+            }
+            if !seen.insert(addr) {
+                return Err(crate::NetworkError::InvalidConfig {
+                    field: "bootstrap_peers",
+                    reason: format!("{addr} is listed twice"),
                 });
             }
         }

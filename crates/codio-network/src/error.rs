@@ -82,6 +82,9 @@ pub enum NetworkError {
     /// The transport could not be built.
     #[error("building the transport: {0}")]
     Transport(#[from] codio_transport::TransportBuildError),
+    /// The discovery layer could not be set up (for instance mDNS sockets).
+    #[error("setting up discovery: {0}")]
+    Discovery(#[source] codio_discovery::DiscoveryError),
     /// Listening on the configured address failed.
     #[error("listening on {address}: {reason}")]
     Listen {
@@ -105,6 +108,36 @@ pub enum NetworkError {
         after: Duration,
     },
     /// The network has shut down (or its event loop stopped).
+    #[error("the network has shut down")]
+    ShutDown,
+}
+
+/// Why a DHT operation ([`find_peer`](crate::NetworkManager::find_peer),
+/// [`closest_peers`](crate::NetworkManager::closest_peers),
+/// [`provide`](crate::NetworkManager::provide),
+/// [`find_providers`](crate::NetworkManager::find_providers)) failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DhtError {
+    /// The query did not finish in time.
+    #[error("the DHT query timed out after {after:?}")]
+    Timeout {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The DHT knows no address of the peer.
+    #[error("peer {0} was not found in the DHT")]
+    NotFound(PeerId),
+    /// The routing table is empty: the node knows no DHT peer to ask.
+    #[error("no known DHT peers")]
+    NoKnownPeers,
+    /// The peer was found but connecting to it failed.
+    #[error("peer found but connecting failed: {0}")]
+    Connect(#[source] ConnectError),
+    /// The local record store refused the record.
+    #[error("record store: {0}")]
+    Store(String),
+    /// The network has shut down.
     #[error("the network has shut down")]
     ShutDown,
 }

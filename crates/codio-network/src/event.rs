@@ -11,6 +11,16 @@ pub enum Direction {
     Inbound,
 }
 
+/// How a peer was discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoverySource {
+    /// mDNS on the local network.
+    Mdns,
+    /// The Kademlia DHT (the peer entered the routing table).
+    Dht,
+}
+
 /// Something that happened in the network.
 ///
 /// Subscribe with [`NetworkManager::subscribe`](crate::NetworkManager::subscribe). Events are
@@ -54,6 +64,15 @@ pub enum NetworkEvent {
         agent_version: String,
         /// The addresses it listens on.
         listen_addrs: Vec<Multiaddr>,
+    },
+    /// A peer was discovered.
+    PeerDiscovered {
+        /// The peer.
+        peer_id: PeerId,
+        /// Its addresses as discovered.
+        addresses: Vec<Multiaddr>,
+        /// How.
+        source: DiscoverySource,
     },
     /// An outgoing connection attempt failed.
     DialFailed {

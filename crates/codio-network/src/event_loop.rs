@@ -6,7 +6,7 @@
 //! [`PeerId`] for disconnects), so each reply reaches exactly the caller that asked.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, Instant},
 };
@@ -23,11 +23,13 @@ use libp2p::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use codio_discovery::{Event as DiscoveryEvent, QueryId};
+
 use crate::{
-    ConnectError, NetworkError, NetworkEvent, PeerInfo,
+    ConnectError, DhtError, DiscoverySource, Lookup, NetworkError, NetworkEvent, PeerInfo,
     behaviour::{Behaviour, BehaviourEvent},
     event::Direction,
-    peer_id_of,
+    peer_id_of, without_p2p,
 };
 
 /// Most addresses kept per peer in [`PeerInfo::addresses`].
@@ -36,9 +38,26 @@ const MAX_ADDRESSES_PER_PEER: usize = 32;
 /// Requests from handles to the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Listen {
+    /// Listen on `address`, then start discovery (bootstrap dials, mDNS dials, DHT bootstrap).
+    Start {
         address: Multiaddr,
         reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
+    },
+    FindPeer {
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    },
+    ClosestPeers {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Lookup, DhtError>>,
+    },
+    Provide {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<(), DhtError>>,
+    },
+    FindProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>>,
     },
     Dial {
         address: Multiaddr,
@@ -95,7 +114,40 @@ impl Shared {
 struct PendingDial {
     address: Multiaddr,
     expected: Option<PeerId>,
-    reply: oneshot::Sender<Result<PeerId, ConnectError>>,
+    reply: DialReply,
+}
+
+/// Who waits for a dial: a `connect_peer` caller, or a `find_peer` caller whose peer the DHT
+/// resolved to `addresses`.
+enum DialReply {
+    Connect(oneshot::Sender<Result<PeerId, ConnectError>>),
+    FindPeer {
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    },
+}
+
+impl DialReply {
+    fn send(self, result: Result<PeerId, ConnectError>) {
+        // A caller that gave up dropped its receiver; nothing to do then.
+        let _ = match self {
+            DialReply::Connect(reply) => reply.send(result).map_err(drop),
+            DialReply::FindPeer { addresses, reply } => reply
+                .send(result.map(|_| addresses).map_err(DhtError::Connect))
+                .map_err(drop),
+        };
+    }
+}
+
+/// A DHT query a caller waits for.
+enum PendingQuery {
+    FindPeer {
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    },
+    ClosestPeers(oneshot::Sender<Result<Lookup, DhtError>>),
+    Provide(oneshot::Sender<Result<(), DhtError>>),
+    FindProviders(oneshot::Sender<Result<HashSet<PeerId>, DhtError>>),
 }
 
 pub(crate) struct EventLoop {
@@ -109,7 +161,9 @@ pub(crate) struct EventLoop {
     pending_listens:
         HashMap<ListenerId, (Multiaddr, oneshot::Sender<Result<Multiaddr, NetworkError>>)>,
     pending_disconnects: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetworkError>>>>,
+    pending_queries: HashMap<QueryId, PendingQuery>,
     listeners: Vec<ListenerId>,
+    query_timeout: Duration,
 }
 
 impl EventLoop {
@@ -120,6 +174,7 @@ impl EventLoop {
         shared: Arc<Shared>,
         connect_timeout: Duration,
         shutdown_timeout: Duration,
+        query_timeout: Duration,
     ) -> Self {
         Self {
             swarm,
@@ -131,7 +186,9 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             pending_listens: HashMap::new(),
             pending_disconnects: HashMap::new(),
+            pending_queries: HashMap::new(),
             listeners: Vec::new(),
+            query_timeout,
         }
     }
 
@@ -168,10 +225,11 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Listen { address, reply } => match self.swarm.listen_on(address.clone()) {
+            Command::Start { address, reply } => match self.swarm.listen_on(address.clone()) {
                 Ok(id) => {
                     self.listeners.push(id);
                     self.pending_listens.insert(id, (address, reply));
+                    self.swarm.behaviour_mut().discovery.start();
                 }
                 Err(error) => {
                     let _ = reply.send(Err(NetworkError::Listen {
@@ -181,6 +239,36 @@ impl EventLoop {
                 }
             },
             Command::Dial { address, reply } => self.dial(address, reply),
+            Command::FindPeer { peer_id, reply } => {
+                if let Some(info) = self.shared.peer(&peer_id) {
+                    let _ = reply.send(Ok(info.addresses));
+                } else {
+                    let id = self.swarm.behaviour_mut().discovery.find_peer(peer_id);
+                    self.pending_queries
+                        .insert(id, PendingQuery::FindPeer { peer_id, reply });
+                }
+            }
+            Command::ClosestPeers { key, reply } => {
+                let id = self.swarm.behaviour_mut().discovery.closest_peers(key);
+                self.pending_queries
+                    .insert(id, PendingQuery::ClosestPeers(reply));
+            }
+            Command::Provide { key, reply } => {
+                match self.swarm.behaviour_mut().discovery.start_providing(key) {
+                    Ok(id) => {
+                        self.pending_queries
+                            .insert(id, PendingQuery::Provide(reply));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(DhtError::Store(error.to_string())));
+                    }
+                }
+            }
+            Command::FindProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().discovery.providers(key);
+                self.pending_queries
+                    .insert(id, PendingQuery::FindProviders(reply));
+            }
             Command::Disconnect { peer_id, reply } => {
                 if self.swarm.disconnect_peer_id(peer_id).is_ok() {
                     tracing::debug!(%peer_id, "disconnecting");
@@ -200,14 +288,15 @@ impl EventLoop {
     }
 
     fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId, ConnectError>>) {
+        let reply = DialReply::Connect(reply);
         let expected = peer_id_of(&address);
         let opts = match expected {
             Some(peer_id) if peer_id == *self.swarm.local_peer_id() => {
-                let _ = reply.send(Err(ConnectError::LocalPeerId { address }));
+                reply.send(Err(ConnectError::LocalPeerId { address }));
                 return;
             }
             Some(peer_id) if self.swarm.is_connected(&peer_id) => {
-                let _ = reply.send(Ok(peer_id));
+                reply.send(Ok(peer_id));
                 return;
             }
             Some(peer_id) => DialOpts::peer_id(peer_id)
@@ -216,6 +305,16 @@ impl EventLoop {
                 .build(),
             None => DialOpts::unknown_peer_id().address(address.clone()).build(),
         };
+        self.dial_with(opts, address, expected, reply);
+    }
+
+    fn dial_with(
+        &mut self,
+        opts: DialOpts,
+        address: Multiaddr,
+        expected: Option<PeerId>,
+        reply: DialReply,
+    ) {
         let connection_id = opts.connection_id();
         tracing::debug!(%address, ?connection_id, "dialing");
         match self.swarm.dial(opts) {
@@ -231,7 +330,7 @@ impl EventLoop {
             }
             Err(error) => {
                 let error = self.connect_error(error, address, expected);
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
             }
         }
     }
@@ -325,7 +424,7 @@ impl EventLoop {
                 let message = error.to_string();
                 if let Some(pending) = self.pending_dials.remove(&connection_id) {
                     let error = self.connect_error(error, pending.address, pending.expected);
-                    let _ = pending.reply.send(Err(error));
+                    pending.reply.send(Err(error));
                 }
                 self.emit(NetworkEvent::DialFailed {
                     peer_id,
@@ -410,7 +509,7 @@ impl EventLoop {
             }
         });
         if let Some(pending) = self.pending_dials.remove(&connection_id) {
-            let _ = pending.reply.send(Ok(peer_id));
+            pending.reply.send(Ok(peer_id));
         }
         if num_established == 1 {
             tracing::info!(%peer_id, %address, ?direction, "peer connected");
@@ -460,6 +559,10 @@ impl EventLoop {
                 for addr in &info.listen_addrs {
                     self.swarm.add_peer_address(peer_id, addr.clone());
                 }
+                self.swarm
+                    .behaviour_mut()
+                    .discovery
+                    .on_identify(peer_id, &info);
                 self.emit(NetworkEvent::PeerIdentified {
                     peer_id,
                     agent_version: info.agent_version,
@@ -483,7 +586,129 @@ impl EventLoop {
                 Err(error) => tracing::debug!(%peer, %error, "ping failed"),
             },
             BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
+    }
+
+    fn on_discovery_event(&mut self, event: DiscoveryEvent) {
+        match event {
+            DiscoveryEvent::Discovered {
+                peer_id, addresses, ..
+            } => {
+                tracing::info!(%peer_id, ?addresses, "discovered via mDNS");
+                self.emit(NetworkEvent::PeerDiscovered {
+                    peer_id,
+                    addresses,
+                    source: DiscoverySource::Mdns,
+                });
+            }
+            DiscoveryEvent::RoutingUpdated {
+                peer_id,
+                addresses,
+                is_new_peer: true,
+            } => {
+                tracing::debug!(%peer_id, "new peer in the DHT routing table");
+                self.emit(NetworkEvent::PeerDiscovered {
+                    peer_id,
+                    addresses,
+                    source: DiscoverySource::Dht,
+                });
+            }
+            DiscoveryEvent::Bootstrapped { result } => {
+                tracing::debug!(?result, "DHT bootstrap finished");
+            }
+            DiscoveryEvent::ClosestPeers {
+                query_id,
+                result,
+                stats,
+            } => match self.pending_queries.remove(&query_id) {
+                Some(PendingQuery::FindPeer { peer_id, reply }) => {
+                    self.on_find_peer_result(peer_id, result, reply);
+                }
+                Some(PendingQuery::ClosestPeers(reply)) => {
+                    let lookup = result
+                        .map(|peers| Lookup {
+                            peers: peers.into_iter().map(|p| p.peer_id).collect(),
+                            requests: stats.num_requests(),
+                            successes: stats.num_successes(),
+                            duration: stats.duration().unwrap_or_default(),
+                        })
+                        .map_err(|_| self.query_timeout_error());
+                    let _ = reply.send(lookup);
+                }
+                Some(other) => {
+                    self.pending_queries.insert(query_id, other);
+                }
+                None => {}
+            },
+            DiscoveryEvent::Providers { query_id, result } => {
+                if let Some(PendingQuery::FindProviders(reply)) =
+                    self.pending_queries.remove(&query_id)
+                {
+                    let _ = reply.send(result.map_err(|_| self.query_timeout_error()));
+                }
+            }
+            DiscoveryEvent::Provided { query_id, result } => {
+                if let Some(PendingQuery::Provide(reply)) = self.pending_queries.remove(&query_id) {
+                    let _ = reply.send(result.map_err(|_| self.query_timeout_error()));
+                }
+            }
+            other => tracing::trace!(?other, "discovery event"),
+        }
+    }
+
+    fn query_timeout_error(&self) -> DhtError {
+        DhtError::Timeout {
+            after: self.query_timeout,
+        }
+    }
+
+    /// The DHT answered a `find_peer` lookup: dial the peer at the addresses found.
+    fn on_find_peer_result(
+        &mut self,
+        peer_id: PeerId,
+        result: Result<Vec<codio_discovery::PeerInfo>, codio_discovery::QueryError>,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    ) {
+        let found = match &result {
+            Ok(peers) => peers
+                .iter()
+                .filter(|p| p.peer_id == peer_id)
+                .flat_map(|p| p.addrs.iter().cloned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let known = self.swarm.behaviour_mut().discovery.addresses_of(&peer_id);
+        let mut addresses: Vec<Multiaddr> = Vec::new();
+        for address in found.into_iter().chain(known).map(without_p2p) {
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        if self.swarm.is_connected(&peer_id) {
+            let _ = reply.send(Ok(addresses));
+            return;
+        }
+        if addresses.is_empty() {
+            let error = match result {
+                Err(_) => self.query_timeout_error(),
+                Ok(_) => DhtError::NotFound(peer_id),
+            };
+            let _ = reply.send(Err(error));
+            return;
+        }
+        tracing::debug!(%peer_id, ?addresses, "found in the DHT; dialing");
+        let opts = DialOpts::peer_id(peer_id)
+            .addresses(addresses.clone())
+            .condition(PeerCondition::Always)
+            .build();
+        let display = addresses[0].clone();
+        self.dial_with(
+            opts,
+            display,
+            Some(peer_id),
+            DialReply::FindPeer { addresses, reply },
+        );
     }
 
     /// Closes every connection and listener, waiting at most `shutdown_timeout`.

@@ -7,7 +7,8 @@
 //! [`PeerInfo`] table that [`connected_peers`](NetworkManager::connected_peers) reads.
 //!
 //! The node is built from the codio layers: the authenticated, multiplexed transport of
-//! [`codio_transport`], connection limits (first in the composed behaviour), identify and ping.
+//! [`codio_transport`], connection limits (first in the composed behaviour), discovery
+//! ([`codio_discovery`]: mDNS, Kademlia, bootstrap peers), identify and ping.
 //!
 //! ```
 //! use codio_network::{NetworkConfig, NetworkEvent, NetworkManager};
@@ -48,6 +49,7 @@ mod event_loop;
 mod peer;
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -55,10 +57,11 @@ use std::{
     time::Duration,
 };
 
+pub use codio_discovery::KadMode;
 pub use codio_transport::TransportConfig;
 pub use config::NetworkConfig;
-pub use error::{ConnectError, NetworkError};
-pub use event::{Direction, NetworkEvent};
+pub use error::{ConnectError, DhtError, NetworkError};
+pub use event::{Direction, DiscoverySource, NetworkEvent};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use libp2p::{Swarm, multiaddr::Protocol, swarm};
 pub use peer::PeerInfo;
@@ -78,6 +81,28 @@ pub(crate) fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
         Some(Protocol::P2p(peer_id)) => Some(peer_id),
         _ => None,
     }
+}
+
+/// The outcome of a DHT lookup ([`NetworkManager::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lookup {
+    /// The closest peers found, closest first.
+    pub peers: Vec<PeerId>,
+    /// Requests sent to other peers during the lookup.
+    pub requests: u32,
+    /// Requests that were answered.
+    pub successes: u32,
+    /// How long the lookup took.
+    pub duration: Duration,
+}
+
+/// `address` without a trailing `/p2p/<id>`.
+pub(crate) fn without_p2p(mut address: Multiaddr) -> Multiaddr {
+    if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+        address.pop();
+    }
+    address
 }
 
 /// Handle to a running codio node. Clone it freely: every clone talks to the same node, and
@@ -113,7 +138,7 @@ impl NetworkManager {
             .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
         let local_peer_id = keypair.public().to_peer_id();
         let transport = codio_transport::build_transport(&keypair, &config.transport)?;
-        let behaviour = behaviour::Behaviour::new(&keypair, &config);
+        let behaviour = behaviour::Behaviour::new(&keypair, &config)?;
         let swarm_config = swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
         let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
@@ -128,6 +153,7 @@ impl NetworkManager {
             shared.clone(),
             config.transport.connect_timeout(),
             config.shutdown_timeout,
+            config.query_timeout,
         );
         let task = tokio::spawn(event_loop.run());
         tracing::info!(%local_peer_id, "network created");
@@ -142,7 +168,8 @@ impl NetworkManager {
         })
     }
 
-    /// Starts listening on the configured address and dials the bootstrap peers.
+    /// Starts listening on the configured address and starts discovery: dials the bootstrap
+    /// peers (and dials them again when lost), dials peers found by mDNS, bootstraps the DHT.
     ///
     /// Returns the listen addresses known once the listener reported its first address (with
     /// `0.0.0.0` there may be more later; [`listen_addrs`](Self::listen_addrs) has them all).
@@ -155,25 +182,13 @@ impl NetworkManager {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(NetworkError::AlreadyStarted);
         }
-        if self.config.enable_mdns {
-            tracing::warn!("enable_mdns is set, but mDNS discovery is not part of this build yet");
-        }
         if self.config.enable_relay {
             tracing::warn!("enable_relay is set, but relaying is not part of this build yet");
         }
         let address = self.config.listen_multiaddr();
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Listen { address, reply }).await?;
+        self.send(Command::Start { address, reply }).await?;
         let first = rx.await.map_err(|_| NetworkError::ShutDown)??;
-        for address in &self.config.bootstrap_peers {
-            // Fire and forget: the outcome is logged and published as an event by the loop.
-            let (reply, _) = oneshot::channel();
-            self.send(Command::Dial {
-                address: address.clone(),
-                reply,
-            })
-            .await?;
-        }
         let mut addrs = self.shared.listen_addrs();
         if addrs.is_empty() {
             addrs.push(first);
@@ -223,6 +238,96 @@ impl NetworkManager {
                 operation: "disconnect_peer",
                 after,
             }),
+        }
+    }
+
+    /// Resolves `peer_id`'s addresses through the DHT and connects to it. Returns the addresses
+    /// found (or, when already connected, the known ones).
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::NotFound`] when no DHT peer knows an address, [`DhtError::Connect`] when the
+    /// addresses found do not answer, [`DhtError::Timeout`], [`DhtError::ShutDown`].
+    pub async fn find_peer(&self, peer_id: PeerId) -> Result<Vec<Multiaddr>, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        let limit = self.config.query_timeout + self.config.transport.connect_timeout();
+        self.dht_request(Command::FindPeer { peer_id, reply }, rx, limit)
+            .await
+    }
+
+    /// The peers closest to `key` in the DHT's XOR metric (up to 20), found by an iterative
+    /// lookup.
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::Timeout`] when the lookup does not finish, [`DhtError::ShutDown`].
+    pub async fn closest_peers(&self, key: impl Into<Vec<u8>>) -> Result<Vec<PeerId>, DhtError> {
+        self.lookup(key).await.map(|lookup| lookup.peers)
+    }
+
+    /// Like [`closest_peers`](Self::closest_peers), with what the lookup cost.
+    ///
+    /// # Errors
+    ///
+    /// As [`closest_peers`](Self::closest_peers).
+    pub async fn lookup(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        let key = key.into();
+        self.dht_request(
+            Command::ClosestPeers { key, reply },
+            rx,
+            self.config.query_timeout,
+        )
+        .await
+    }
+
+    /// Announces this node as a provider of `key` (a content id) to the peers closest to it.
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::Timeout`] when the announcement does not finish, [`DhtError::Store`] when
+    /// the local store is full, [`DhtError::ShutDown`].
+    pub async fn provide(&self, key: impl Into<Vec<u8>>) -> Result<(), DhtError> {
+        let (reply, rx) = oneshot::channel();
+        let key = key.into();
+        self.dht_request(
+            Command::Provide { key, reply },
+            rx,
+            self.config.query_timeout,
+        )
+        .await
+    }
+
+    /// The providers of `key` known to the DHT (including this node if it provides it).
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::Timeout`] when the lookup finds nothing in time, [`DhtError::ShutDown`].
+    pub async fn find_providers(
+        &self,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<HashSet<PeerId>, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        let key = key.into();
+        self.dht_request(
+            Command::FindProviders { key, reply },
+            rx,
+            self.config.query_timeout,
+        )
+        .await
+    }
+
+    async fn dht_request<T>(
+        &self,
+        command: Command,
+        rx: oneshot::Receiver<Result<T, DhtError>>,
+        limit: Duration,
+    ) -> Result<T, DhtError> {
+        self.send(command).await.map_err(|_| DhtError::ShutDown)?;
+        match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DhtError::ShutDown),
+            Err(_) => Err(DhtError::Timeout { after: limit }),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId};
 
 /// A connected peer as the node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +40,8 @@ impl PeerInfo {
 
     /// Adds an address (without its `/p2p/` suffix) unless already known; keeps at most
     /// `limit` addresses.
-    pub(crate) fn add_address(&mut self, mut address: Multiaddr, limit: usize) {
-        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-            address.pop();
-        }
+    pub(crate) fn add_address(&mut self, address: Multiaddr, limit: usize) {
+        let address = crate::without_p2p(address);
         if !self.addresses.contains(&address) && self.addresses.len() < limit {
             self.addresses.push(address);
         }
@@ -53,6 +51,7 @@ impl PeerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::multiaddr::Protocol;
 
     #[test]
     fn addresses_are_deduplicated_and_bounded() {

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use codio_network::{Multiaddr, NetworkConfig, NetworkEvent, NetworkManager};
+use codio_network::{KadMode, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Command-line options.
@@ -28,6 +28,16 @@ struct Args {
     /// /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
     #[arg(long = "dial", value_name = "ADDR")]
     dial: Vec<Multiaddr>,
+    /// Bootstrap peer (repeatable): dialed at start, dialed again when lost, and used to join
+    /// the DHT, e.g. /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
+    #[arg(long = "bootstrap", value_name = "ADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Disable mDNS discovery on the local network.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Always answer DHT queries (default: only once the node has a confirmed external address).
+    #[arg(long)]
+    kad_server: bool,
     /// Maximum number of established connections.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
@@ -48,12 +58,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    // mDNS stays off until discovery can be tested without touching the host network.
     let config = NetworkConfig {
         listen_port: args.listen_port,
         max_peers: args.max_peers,
-        enable_mdns: false,
+        bootstrap_peers: args.bootstrap,
+        enable_mdns: !args.no_mdns,
         enable_relay: false,
+        kad_mode: if args.kad_server {
+            KadMode::Server
+        } else {
+            KadMode::Auto
+        },
         ..NetworkConfig::default()
     }
     .with_listen_ip(args.listen_ip);
@@ -87,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 break;
             }
             event = events.recv() => match event {
-                Ok(event) => log_event(&event),
+                Ok(event) => log_event(&event, network.connected_peers().len()),
                 Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
                 Err(RecvError::Closed) => break,
             },
@@ -98,16 +113,22 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_event(event: &NetworkEvent) {
+fn log_event(event: &NetworkEvent, connected: usize) {
     match event {
         NetworkEvent::PeerConnected {
             peer_id,
             address,
             direction,
-        } => tracing::info!(%peer_id, %address, ?direction, "peer connected"),
+        } => tracing::info!(%peer_id, %address, ?direction, connected, "peer connected"),
         NetworkEvent::PeerDisconnected { peer_id, cause } => {
-            tracing::info!(%peer_id, cause = cause.as_deref().unwrap_or("closed"), "peer disconnected");
+            let cause = cause.as_deref().unwrap_or("closed");
+            tracing::info!(%peer_id, cause, connected, "peer disconnected");
         }
+        NetworkEvent::PeerDiscovered {
+            peer_id,
+            addresses,
+            source,
+        } => tracing::info!(%peer_id, ?addresses, ?source, "peer discovered"),
         NetworkEvent::PeerIdentified {
             peer_id,
             agent_version,

@@ -1,0 +1,627 @@
+//! The discovery [`NetworkBehaviour`]: mDNS + Kademlia + bootstrap peer upkeep.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol,
+    core::{Endpoint, transport::PortUse},
+    identify, kad,
+    kad::store::MemoryStore,
+    mdns,
+    multiaddr::Protocol,
+    swarm::{
+        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
+        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        behaviour::toggle::Toggle,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tokio::time::Sleep;
+
+use crate::{DiscoveryConfig, DiscoveryError, KadMode, QueryError};
+
+/// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
+/// oldest are dropped with a warning (mDNS can report many peers in one burst).
+const MAX_QUEUED: usize = 1024;
+/// Most mDNS discoveries remembered before [`Behaviour::start`] is called.
+const MAX_UNSTARTED_DISCOVERIES: usize = 256;
+
+/// Where a peer was discovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// Multicast DNS on the local network.
+    Mdns,
+}
+
+/// Events of the discovery behaviour.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer was discovered on the local network.
+    Discovered {
+        /// The peer.
+        peer_id: PeerId,
+        /// Its addresses.
+        addresses: Vec<Multiaddr>,
+        /// How it was found.
+        source: Source,
+    },
+    /// A peer's mDNS records expired.
+    Expired {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// The Kademlia routing table gained or updated a peer.
+    RoutingUpdated {
+        /// The peer.
+        peer_id: PeerId,
+        /// Its addresses in the routing table.
+        addresses: Vec<Multiaddr>,
+        /// Whether the peer is new in the table.
+        is_new_peer: bool,
+    },
+    /// A bootstrap (routing table refresh) finished.
+    Bootstrapped {
+        /// Its outcome.
+        result: Result<(), QueryError>,
+    },
+    /// A closest-peers query finished.
+    ClosestPeers {
+        /// The query.
+        query_id: kad::QueryId,
+        /// The closest peers found, with their addresses. On a timeout with partial results
+        /// those are returned.
+        result: Result<Vec<kad::PeerInfo>, QueryError>,
+        /// What the lookup cost.
+        stats: kad::QueryStats,
+    },
+    /// A provider lookup finished.
+    Providers {
+        /// The query.
+        query_id: kad::QueryId,
+        /// Every provider found (partial results are returned on timeout).
+        result: Result<HashSet<PeerId>, QueryError>,
+    },
+    /// Announcing this node as a provider finished.
+    Provided {
+        /// The query.
+        query_id: kad::QueryId,
+        /// Its outcome.
+        result: Result<(), QueryError>,
+    },
+    /// The Kademlia mode changed.
+    ModeChanged {
+        /// The new mode.
+        mode: kad::Mode,
+    },
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub(crate) struct Inner {
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<MemoryStore>,
+}
+
+type Action = ToSwarm<Event, THandlerInEvent<Inner>>;
+
+/// The discovery behaviour. Compose it into a swarm's behaviour; call [`start`](Self::start)
+/// once the node listens, and feed it identify results with [`on_identify`](Self::on_identify).
+pub struct Behaviour {
+    inner: Inner,
+    kad_protocol: StreamProtocol,
+    dial_discovered: bool,
+    redial_delay: Duration,
+    started: bool,
+    bootstrap: HashMap<PeerId, Multiaddr>,
+    connections: HashMap<PeerId, usize>,
+    redials: HashMap<PeerId, Instant>,
+    redial_timer: Option<Pin<Box<Sleep>>>,
+    unstarted: Vec<(PeerId, Vec<Multiaddr>)>,
+    queue: VecDeque<Action>,
+    providers: HashMap<kad::QueryId, HashSet<PeerId>>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("mdns", &self.inner.mdns.is_enabled())
+            .field("kad_mode", &self.inner.kad.mode())
+            .field("started", &self.started)
+            .field("bootstrap", &self.bootstrap)
+            .field("connected", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// Creates the behaviour for `local_peer_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::Mdns`] when mDNS is enabled and its sockets cannot be set up.
+    pub fn new(local_peer_id: PeerId, config: DiscoveryConfig) -> Result<Self, DiscoveryError> {
+        let mdns = if config.mdns {
+            let mdns_config = mdns::Config {
+                query_interval: config.mdns_query_interval,
+                ..mdns::Config::default()
+            };
+            Some(
+                mdns::tokio::Behaviour::new(mdns_config, local_peer_id)
+                    .map_err(DiscoveryError::Mdns)?,
+            )
+        } else {
+            None
+        };
+        let mut kad_config = kad::Config::new(config.kad_protocol.clone());
+        kad_config
+            .set_query_timeout(config.query_timeout)
+            .set_periodic_bootstrap_interval(config.bootstrap_interval);
+        let mut kad =
+            kad::Behaviour::with_config(local_peer_id, MemoryStore::new(local_peer_id), kad_config);
+        kad.set_mode(match config.kad_mode {
+            KadMode::Auto => None,
+            KadMode::Server => Some(kad::Mode::Server),
+            KadMode::Client => Some(kad::Mode::Client),
+        });
+        Ok(Self {
+            inner: Inner {
+                mdns: mdns.into(),
+                kad,
+            },
+            kad_protocol: config.kad_protocol,
+            dial_discovered: config.dial_discovered,
+            redial_delay: config.redial_delay,
+            started: false,
+            bootstrap: config.bootstrap_peers.into_iter().collect(),
+            connections: HashMap::new(),
+            redials: HashMap::new(),
+            redial_timer: None,
+            unstarted: Vec::new(),
+            queue: VecDeque::new(),
+            providers: HashMap::new(),
+        })
+    }
+
+    /// Starts discovery: dials the bootstrap peers, dials the peers mDNS found so far, and
+    /// bootstraps the DHT. Calling it again does nothing.
+    pub fn start(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let bootstrap: Vec<_> = self
+            .bootstrap
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer_id, address) in bootstrap {
+            self.inner.kad.add_address(&peer_id, address.clone());
+            self.dial(peer_id, vec![address]);
+        }
+        for (peer_id, addresses) in std::mem::take(&mut self.unstarted) {
+            self.dial(peer_id, addresses);
+        }
+        if let Err(error) = self.bootstrap() {
+            tracing::debug!(%error, "no DHT bootstrap at start");
+        }
+    }
+
+    /// Runs a DHT bootstrap (routing table refresh) now.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::NoKnownPeers`] when the routing table is empty.
+    pub fn bootstrap(&mut self) -> Result<kad::QueryId, DiscoveryError> {
+        self.inner
+            .kad
+            .bootstrap()
+            .map_err(|_| DiscoveryError::NoKnownPeers)
+    }
+
+    /// Feeds an identify result: the listen addresses of peers that speak our Kademlia
+    /// protocol go into the routing table (libp2p learns no addresses of inbound peers
+    /// otherwise).
+    pub fn on_identify(&mut self, peer_id: PeerId, info: &identify::Info) {
+        if !info.protocols.contains(&self.kad_protocol) {
+            return;
+        }
+        for address in &info.listen_addrs {
+            if address.iter().any(|p| p == Protocol::P2pCircuit) {
+                continue;
+            }
+            self.inner.kad.add_address(&peer_id, address.clone());
+        }
+    }
+
+    /// Adds a known address of a peer to the routing table.
+    pub fn add_address(&mut self, peer_id: PeerId, address: Multiaddr) {
+        self.inner.kad.add_address(&peer_id, address);
+    }
+
+    /// Starts a query for the peers closest to `key`; the outcome arrives as
+    /// [`Event::ClosestPeers`].
+    pub fn closest_peers(&mut self, key: Vec<u8>) -> kad::QueryId {
+        self.inner.kad.get_closest_peers(key)
+    }
+
+    /// Starts a lookup of `peer_id` (a closest-peers query for its id).
+    pub fn find_peer(&mut self, peer_id: PeerId) -> kad::QueryId {
+        self.inner.kad.get_closest_peers(peer_id)
+    }
+
+    /// Announces this node as a provider of `key`; the outcome arrives as [`Event::Provided`].
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::Store`] when the local provider store is full.
+    pub fn start_providing(&mut self, key: Vec<u8>) -> Result<kad::QueryId, DiscoveryError> {
+        self.inner
+            .kad
+            .start_providing(kad::RecordKey::new(&key))
+            .map_err(|e| DiscoveryError::Store(e.to_string()))
+    }
+
+    /// Stops announcing this node as a provider of `key` (locally; remote records expire).
+    pub fn stop_providing(&mut self, key: &[u8]) {
+        self.inner.kad.stop_providing(&kad::RecordKey::new(&key));
+    }
+
+    /// Starts a lookup of the providers of `key`; the outcome arrives as [`Event::Providers`].
+    pub fn providers(&mut self, key: Vec<u8>) -> kad::QueryId {
+        let id = self.inner.kad.get_providers(kad::RecordKey::new(&key));
+        self.providers.insert(id, HashSet::new());
+        id
+    }
+
+    /// The addresses of `peer_id` in the routing table.
+    pub fn addresses_of(&mut self, peer_id: &PeerId) -> Vec<Multiaddr> {
+        let mut found = Vec::new();
+        for bucket in self.inner.kad.kbuckets() {
+            for entry in bucket.iter() {
+                if entry.node.key.preimage() == peer_id {
+                    found.extend(entry.node.value.iter().cloned());
+                }
+            }
+        }
+        found
+    }
+
+    /// Number of peers in the routing table.
+    pub fn routing_table_size(&mut self) -> usize {
+        self.inner.kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// Whether `peer_id` is a configured bootstrap peer.
+    pub fn is_bootstrap_peer(&self, peer_id: &PeerId) -> bool {
+        self.bootstrap.contains_key(peer_id)
+    }
+
+    /// The current Kademlia mode.
+    pub fn kad_mode(&self) -> kad::Mode {
+        self.inner.kad.mode()
+    }
+
+    /// The Kademlia behaviour itself, for what this wrapper does not cover.
+    pub fn kad_mut(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+        &mut self.inner.kad
+    }
+
+    fn push(&mut self, action: Action) {
+        if self.queue.len() >= MAX_QUEUED {
+            tracing::warn!("discovery queue full; dropping the oldest action");
+            self.queue.pop_front();
+        }
+        self.queue.push_back(action);
+    }
+
+    fn dial(&mut self, peer_id: PeerId, addresses: Vec<Multiaddr>) {
+        if self.connections.contains_key(&peer_id) {
+            return;
+        }
+        tracing::debug!(%peer_id, ?addresses, "dialing discovered peer");
+        self.push(ToSwarm::Dial {
+            opts: DialOpts::peer_id(peer_id)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+        });
+    }
+
+    fn schedule_redial(&mut self, peer_id: PeerId) {
+        if !self.started || self.connections.contains_key(&peer_id) {
+            return;
+        }
+        let at = Instant::now() + self.redial_delay;
+        tracing::debug!(%peer_id, delay = ?self.redial_delay, "bootstrap peer lost; redial scheduled");
+        self.redials.insert(peer_id, at);
+        self.reset_redial_timer();
+    }
+
+    fn reset_redial_timer(&mut self) {
+        self.redial_timer = self
+            .redials
+            .values()
+            .min()
+            .map(|at| Box::pin(tokio::time::sleep_until((*at).into())));
+    }
+
+    fn poll_redials(&mut self, cx: &mut Context<'_>) {
+        let Some(timer) = self.redial_timer.as_mut() else {
+            return;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .redials
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer_id in due {
+            self.redials.remove(&peer_id);
+            if let Some(address) = self.bootstrap.get(&peer_id).cloned() {
+                self.dial(peer_id, vec![address]);
+            }
+        }
+        self.reset_redial_timer();
+        if let Some(timer) = self.redial_timer.as_mut() {
+            // Register the waker for the next deadline.
+            let _ = timer.as_mut().poll(cx);
+        }
+    }
+
+    fn on_inner_event(&mut self, event: InnerEvent) {
+        match event {
+            InnerEvent::Mdns(mdns::Event::Discovered(list)) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer_id, address) in list {
+                    by_peer.entry(peer_id).or_default().push(address);
+                }
+                for (peer_id, addresses) in by_peer {
+                    tracing::debug!(%peer_id, ?addresses, "mDNS discovered");
+                    for address in &addresses {
+                        self.inner.kad.add_address(&peer_id, address.clone());
+                    }
+                    if self.dial_discovered {
+                        if self.started {
+                            self.dial(peer_id, addresses.clone());
+                        } else if self.unstarted.len() < MAX_UNSTARTED_DISCOVERIES {
+                            self.unstarted.push((peer_id, addresses.clone()));
+                        }
+                    }
+                    self.push(ToSwarm::GenerateEvent(Event::Discovered {
+                        peer_id,
+                        addresses,
+                        source: Source::Mdns,
+                    }));
+                }
+            }
+            InnerEvent::Mdns(mdns::Event::Expired(list)) => {
+                let peers: HashSet<PeerId> = list.into_iter().map(|(p, _)| p).collect();
+                for peer_id in peers {
+                    self.push(ToSwarm::GenerateEvent(Event::Expired { peer_id }));
+                }
+            }
+            InnerEvent::Kad(event) => self.on_kad_event(event),
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        let generated = match event {
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer,
+                addresses,
+                ..
+            } => Some(Event::RoutingUpdated {
+                peer_id: peer,
+                addresses: addresses.into_vec(),
+                is_new_peer,
+            }),
+            kad::Event::ModeChanged { new_mode } => {
+                tracing::info!(mode = %new_mode, "Kademlia mode changed");
+                Some(Event::ModeChanged { mode: new_mode })
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                stats,
+            } => self.on_query_progress(id, result, step.last, stats),
+            _ => None,
+        };
+        if let Some(event) = generated {
+            self.push(ToSwarm::GenerateEvent(event));
+        }
+    }
+
+    fn on_query_progress(
+        &mut self,
+        query_id: kad::QueryId,
+        result: kad::QueryResult,
+        last: bool,
+        stats: kad::QueryStats,
+    ) -> Option<Event> {
+        match result {
+            kad::QueryResult::Bootstrap(result) => {
+                let done = last || matches!(&result, Ok(ok) if ok.num_remaining == 0);
+                done.then(|| Event::Bootstrapped {
+                    result: result.map(|_| ()).map_err(|_| QueryError::Timeout),
+                })
+            }
+            kad::QueryResult::GetClosestPeers(result) => Some(Event::ClosestPeers {
+                query_id,
+                result: match result {
+                    Ok(ok) => Ok(ok.peers),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
+                        Ok(peers)
+                    }
+                    Err(kad::GetClosestPeersError::Timeout { .. }) => Err(QueryError::Timeout),
+                },
+                stats,
+            }),
+            kad::QueryResult::GetProviders(result) => {
+                let timed_out = result.is_err();
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+                    self.providers
+                        .entry(query_id)
+                        .or_default()
+                        .extend(providers);
+                }
+                if !last && !timed_out {
+                    return None;
+                }
+                let found = self.providers.remove(&query_id).unwrap_or_default();
+                Some(Event::Providers {
+                    query_id,
+                    result: if timed_out && found.is_empty() {
+                        Err(QueryError::Timeout)
+                    } else {
+                        Ok(found)
+                    },
+                })
+            }
+            kad::QueryResult::StartProviding(result) => Some(Event::Provided {
+                query_id,
+                result: result.map(|_| ()).map_err(|_| QueryError::Timeout),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    // The handler the derive generates for `Inner`, spelled out so that `Inner` stays private.
+    type ConnectionHandler = ConnectionHandlerSelect<
+        THandler<Toggle<mdns::tokio::Behaviour>>,
+        THandler<kad::Behaviour<MemoryStore>>,
+    >;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::ConnectionEstablished(established) => {
+                *self.connections.entry(established.peer_id).or_default() += 1;
+                if self.redials.remove(&established.peer_id).is_some() {
+                    self.reset_redial_timer();
+                }
+            }
+            FromSwarm::ConnectionClosed(closed) if closed.remaining_established == 0 => {
+                self.connections.remove(&closed.peer_id);
+                if self.bootstrap.contains_key(&closed.peer_id) {
+                    self.schedule_redial(closed.peer_id);
+                }
+            }
+            FromSwarm::ConnectionClosed(closed) => {
+                if let Some(count) = self.connections.get_mut(&closed.peer_id) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+            FromSwarm::DialFailure(failure) => {
+                if let Some(peer_id) = failure.peer_id
+                    && self.bootstrap.contains_key(&peer_id)
+                {
+                    self.schedule_redial(peer_id);
+                }
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        self.poll_redials(cx);
+        // Bounded: every iteration either returns or consumes one inner event.
+        loop {
+            if let Some(action) = self.queue.pop_front() {
+                return Poll::Ready(action);
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_inner_event(event),
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other
+                            .map_out(|_| unreachable!("GenerateEvent is handled in the arm above")),
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

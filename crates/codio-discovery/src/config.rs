@@ -1,0 +1,152 @@
+//! [`DiscoveryConfig`].
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId, StreamProtocol, kad, multiaddr::Protocol};
+
+use crate::DiscoveryError;
+
+/// Which Kademlia mode the node runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KadMode {
+    /// Client until the node has a confirmed external address, then server (libp2p's automatic
+    /// mode: only publicly reachable nodes answer DHT queries).
+    #[default]
+    Auto,
+    /// Always answer DHT queries (for nodes known to be reachable, e.g. on a LAN or a server).
+    Server,
+    /// Never answer DHT queries.
+    Client,
+}
+
+/// Configuration of the discovery behaviour.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`mdns`](Self::with_mdns) | `true` |
+/// | [`mdns_query_interval`](Self::with_mdns_query_interval) | 5 min (libp2p's default) |
+/// | [`dial_discovered`](Self::with_dial_discovered) | `true`: peers found by mDNS are dialed |
+/// | [`kad_protocol`](Self::with_kad_protocol) | `/ipfs/kad/1.0.0` (interoperates with other libp2p DHTs) |
+/// | [`kad_mode`](Self::with_kad_mode) | [`KadMode::Auto`] |
+/// | [`bootstrap_peers`](Self::with_bootstrap_peers) | none |
+/// | [`bootstrap_interval`](Self::with_bootstrap_interval) | 5 min; `None` disables periodic bootstrap |
+/// | [`redial_delay`](Self::with_redial_delay) | 10 s before a lost bootstrap peer is dialed again |
+/// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub(crate) mdns: bool,
+    pub(crate) mdns_query_interval: Duration,
+    pub(crate) dial_discovered: bool,
+    pub(crate) kad_protocol: StreamProtocol,
+    pub(crate) kad_mode: KadMode,
+    pub(crate) bootstrap_peers: Vec<(PeerId, Multiaddr)>,
+    pub(crate) bootstrap_interval: Option<Duration>,
+    pub(crate) redial_delay: Duration,
+    pub(crate) query_timeout: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            mdns_query_interval: Duration::from_secs(5 * 60),
+            dial_discovered: true,
+            kad_protocol: kad::PROTOCOL_NAME,
+            kad_mode: KadMode::Auto,
+            bootstrap_peers: Vec::new(),
+            bootstrap_interval: Some(Duration::from_secs(5 * 60)),
+            redial_delay: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Enables or disables mDNS.
+    pub fn with_mdns(mut self, enable: bool) -> Self {
+        self.mdns = enable;
+        self
+    }
+
+    /// Sets how often mDNS queries the network.
+    pub fn with_mdns_query_interval(mut self, interval: Duration) -> Self {
+        self.mdns_query_interval = interval;
+        self
+    }
+
+    /// Whether peers found by mDNS are dialed.
+    pub fn with_dial_discovered(mut self, dial: bool) -> Self {
+        self.dial_discovered = dial;
+        self
+    }
+
+    /// Sets the Kademlia protocol id.
+    pub fn with_kad_protocol(mut self, protocol: StreamProtocol) -> Self {
+        self.kad_protocol = protocol;
+        self
+    }
+
+    /// Sets the Kademlia mode.
+    pub fn with_kad_mode(mut self, mode: KadMode) -> Self {
+        self.kad_mode = mode;
+        self
+    }
+
+    /// Sets the bootstrap peers from `/…/p2p/<peer id>` addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::MissingPeerId`] for an address without a `/p2p/` suffix.
+    pub fn with_bootstrap_peers(
+        mut self,
+        peers: impl IntoIterator<Item = Multiaddr>,
+    ) -> Result<Self, DiscoveryError> {
+        self.bootstrap_peers = peers
+            .into_iter()
+            .map(split_peer_id)
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Sets the periodic bootstrap interval (`None`: bootstrap only at start).
+    pub fn with_bootstrap_interval(mut self, interval: Option<Duration>) -> Self {
+        self.bootstrap_interval = interval;
+        self
+    }
+
+    /// Sets the delay before a lost bootstrap peer is dialed again.
+    pub fn with_redial_delay(mut self, delay: Duration) -> Self {
+        self.redial_delay = delay;
+        self
+    }
+
+    /// Sets the timeout of each DHT query.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// The DHT query timeout.
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
+    /// The bootstrap peers.
+    pub fn bootstrap_peers(&self) -> &[(PeerId, Multiaddr)] {
+        &self.bootstrap_peers
+    }
+}
+
+/// Splits `/…/p2p/<id>` into the peer id and the address before it.
+///
+/// # Errors
+///
+/// [`DiscoveryError::MissingPeerId`] when the address does not end in `/p2p/<id>`.
+pub fn split_peer_id(mut address: Multiaddr) -> Result<(PeerId, Multiaddr), DiscoveryError> {
+    match address.pop() {
+        Some(Protocol::P2p(peer_id)) => Ok((peer_id, address)),
+        Some(other) => Err(DiscoveryError::MissingPeerId(address.with(other))),
+        None => Err(DiscoveryError::MissingPeerId(address)),
+    }
+}

@@ -1,0 +1,297 @@
+//! Discovery: mDNS in private namespaces, bootstrap peers and the Kademlia DHT on loopback.
+
+use std::{collections::HashSet, time::Duration};
+
+use codio_network::{KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId};
+use codio_tests::{
+    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
+    netns::{self, NetLab},
+    node_binary,
+    process::NodeProcess,
+    started_node, wait_for_event,
+};
+use libp2p::kad::KBucketKey;
+
+/// Waits until `node` has exactly `count` connected peers, by its events.
+async fn wait_for_peer_count(
+    node: &NetworkManager,
+    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
+    count: usize,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while node.connected_peers().len() != count {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let what = format!("{count} peers (have {})", node.connected_peers().len());
+        wait_for_event(events, remaining, &what, |e| {
+            matches!(
+                e,
+                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
+            )
+        })
+        .await;
+    }
+}
+
+/// The seed's peer discovery test: three nodes with mDNS only and no addresses find each other.
+/// Runs inside a fresh private network namespace (never on the host's interfaces).
+#[tokio::test]
+async fn test_peer_discovery() {
+    if !netns::is_netns_child() {
+        netns::in_fresh_netns("test_peer_discovery", Duration::from_secs(60)).await;
+        return;
+    }
+    netns::setup_fresh_netns();
+    init_tracing();
+    let mut nodes = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let config = NetworkConfig::default().with_relay(false).with_mdns(true);
+        let node = NetworkManager::new(config).await.expect("node");
+        events.push(node.subscribe());
+        node.start().await.expect("start");
+        nodes.push(node);
+    }
+    for (node, events) in nodes.iter().zip(events.iter_mut()) {
+        wait_for_peer_count(node, events, 2, Duration::from_secs(20)).await;
+    }
+    let ids: HashSet<PeerId> = nodes.iter().map(|n| n.local_peer_id()).collect();
+    for node in &nodes {
+        let peers: HashSet<PeerId> = node.connected_peers().iter().map(|p| p.peer_id).collect();
+        let expected: HashSet<PeerId> = ids
+            .iter()
+            .copied()
+            .filter(|p| *p != node.local_peer_id())
+            .collect();
+        assert_eq!(peers, expected);
+        // Reached over the namespace's bridge, not loopback: mDNS never announces loopback.
+        for info in node.connected_peers() {
+            assert!(
+                info.addresses
+                    .iter()
+                    .any(|a| a.to_string().contains(netns::FRESH_NETNS_ADDR)),
+                "{info:?}"
+            );
+        }
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Three hosts (namespaces on a bridge), each a `codio-node` process with mDNS only.
+#[tokio::test]
+async fn mdns_across_three_hosts() {
+    let lab = match NetLab::new(3) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            netns::skip_or_fail("mdns_across_three_hosts", &reason);
+            return;
+        }
+    };
+    let binary = node_binary();
+    let mut nodes: Vec<NodeProcess> = lab
+        .hosts()
+        .iter()
+        .map(|host| {
+            NodeProcess::spawn_command(
+                lab.command(host, &binary),
+                ["--listen-ip", "0.0.0.0", "--listen-port", "4001"],
+            )
+        })
+        .collect();
+    for (node, host) in nodes.iter_mut().zip(lab.hosts()) {
+        let line = node
+            .wait_for_line(
+                Duration::from_secs(30),
+                &format!("{} has 2 peers", host.ip),
+                |l| l.contains("peer connected") && l.contains("connected=2"),
+            )
+            .await;
+        assert!(
+            line.contains("10.77.1."),
+            "connected over the lab bridge: {line}"
+        );
+    }
+    for node in &mut nodes {
+        node.signal("TERM");
+        let status = node.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "node exited with {status}");
+    }
+}
+
+/// The seed's bootstrap test: a peer given only the bootstrap address connects to it.
+#[tokio::test]
+async fn test_bootstrap_nodes() {
+    init_tracing();
+    let bootstrap = started_node(loopback_config().with_kad_mode(KadMode::Server)).await;
+    let mut bootstrap_events = bootstrap.subscribe();
+    let peer =
+        NetworkManager::new(loopback_config().with_bootstrap_peers(vec![dial_addr(&bootstrap)]))
+            .await
+            .unwrap();
+    let mut peer_events = peer.subscribe();
+    peer.start().await.unwrap();
+    wait_for_event(&mut peer_events, EVENT_TIMEOUT, "peer: connected to bootstrap", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == bootstrap.local_peer_id())
+    })
+    .await;
+    wait_for_event(&mut bootstrap_events, EVENT_TIMEOUT, "bootstrap: peer connected", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == peer.local_peer_id())
+    })
+    .await;
+    assert_eq!(peer.connected_peers().len(), 1);
+    peer.shutdown().await;
+    bootstrap.shutdown().await;
+}
+
+/// A lost bootstrap peer is dialed again: the bootstrap node restarts with the same identity
+/// and port and the peer reconnects by itself.
+#[tokio::test]
+async fn bootstrap_peer_is_redialed_after_restart() {
+    init_tracing();
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let bootstrap = started_node(loopback_config().with_keypair(keypair.clone())).await;
+    let address = dial_addr(&bootstrap);
+    let port = bootstrap.listen_addrs()[0]
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let peer = started_node(
+        loopback_config()
+            .with_bootstrap_peers(vec![address])
+            .with_bootstrap_timing(None, Duration::from_millis(200)),
+    )
+    .await;
+    let mut events = peer.subscribe();
+    wait_for_event(&mut events, EVENT_TIMEOUT, "connected to bootstrap", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == bootstrap.local_peer_id())
+    })
+    .await;
+    bootstrap.shutdown().await;
+    wait_for_event(&mut events, EVENT_TIMEOUT, "bootstrap lost", |e| {
+        matches!(e, NetworkEvent::PeerDisconnected { .. })
+    })
+    .await;
+    let restarted = started_node(
+        loopback_config()
+            .with_keypair(keypair)
+            .with_listen_port(port),
+    )
+    .await;
+    wait_for_event(&mut events, EVENT_TIMEOUT, "reconnected to the restarted bootstrap", |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == restarted.local_peer_id())
+    })
+    .await;
+    peer.shutdown().await;
+    restarted.shutdown().await;
+}
+
+/// Global discovery with mDNS off: ten peers bootstrap from one node; every peer finds every
+/// other through the DHT, closest-peer queries return the right peers, and provider records
+/// round-trip.
+#[tokio::test]
+async fn global_discovery_ten_peers() {
+    init_tracing();
+    let config = || loopback_config().with_kad_mode(KadMode::Server);
+    let bootstrap = started_node(config()).await;
+    let mut bootstrap_events = bootstrap.subscribe();
+    let mut nodes = vec![bootstrap.clone()];
+    for _ in 1..10 {
+        nodes.push(started_node(config().with_bootstrap_peers(vec![dial_addr(&bootstrap)])).await);
+    }
+    // The bootstrap node must have identified all nine before lookups can route through it.
+    let mut identified = HashSet::new();
+    while identified.len() < 9 {
+        if let NetworkEvent::PeerIdentified { peer_id, .. } = wait_for_event(
+            &mut bootstrap_events,
+            EVENT_TIMEOUT,
+            "bootstrap identifies peers",
+            |e| matches!(e, NetworkEvent::PeerIdentified { .. }),
+        )
+        .await
+        {
+            identified.insert(peer_id);
+        }
+    }
+
+    for (i, node) in nodes.iter().enumerate() {
+        for (j, target) in nodes.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            // Disconnect first (except from the bootstrap node) so the lookup really dials.
+            if j != 0 && node.peer_info(&target.local_peer_id()).is_some() {
+                node.disconnect_peer(target.local_peer_id()).await.unwrap();
+            }
+            let addresses = node
+                .find_peer(target.local_peer_id())
+                .await
+                .unwrap_or_else(|e| panic!("node {i} find_peer(node {j}): {e}"));
+            assert!(
+                addresses.iter().any(|a| target.listen_addrs().contains(a)),
+                "node {i} found {addresses:?} for node {j}, which listens on {:?}",
+                target.listen_addrs()
+            );
+            assert!(
+                node.peer_info(&target.local_peer_id()).is_some(),
+                "node {i} not connected to {j}"
+            );
+        }
+    }
+
+    // Closest peers: the network is smaller than k = 20, so a lookup returns every other peer,
+    // sorted by XOR distance to the key.
+    let key = b"codio-closest-key".to_vec();
+    let closest = nodes[5].closest_peers(key.clone()).await.unwrap();
+    let mut expected: Vec<PeerId> = nodes
+        .iter()
+        .map(|n| n.local_peer_id())
+        .filter(|p| *p != nodes[5].local_peer_id())
+        .collect();
+    let target = KBucketKey::new(key);
+    expected.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    assert_eq!(closest, expected);
+
+    // Content routing.
+    nodes[3]
+        .provide(b"codio-content-42".to_vec())
+        .await
+        .unwrap();
+    let providers = nodes[7]
+        .find_providers(b"codio-content-42".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(providers, HashSet::from([nodes[3].local_peer_id()]));
+    let none = nodes[7]
+        .find_providers(b"nobody-has-this".to_vec())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Looking up a peer that does not exist fails with NotFound, not a hang.
+#[tokio::test]
+async fn find_peer_of_unknown_peer_is_not_found() {
+    init_tracing();
+    let config = || loopback_config().with_kad_mode(KadMode::Server);
+    let a = started_node(config()).await;
+    let b = started_node(config().with_bootstrap_peers(vec![dial_addr(&a)])).await;
+    let mut events = b.subscribe();
+    wait_for_event(&mut events, EVENT_TIMEOUT, "b identifies a", |e| {
+        matches!(e, NetworkEvent::PeerIdentified { .. })
+    })
+    .await;
+    let ghost = PeerId::random();
+    let err = b.find_peer(ghost).await.unwrap_err();
+    assert_eq!(err, codio_network::DhtError::NotFound(ghost));
+    a.shutdown().await;
+    b.shutdown().await;
+}
