@@ -150,3 +150,31 @@ pub fn split_peer_id(mut address: Multiaddr) -> Result<(PeerId, Multiaddr), Disc
         None => Err(DiscoveryError::MissingPeerId(address)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_peer_id_requires_the_suffix() {
+        let peer = PeerId::random();
+        let with: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}").parse().unwrap();
+        let (id, addr) = split_peer_id(with).unwrap();
+        assert_eq!(id, peer);
+        assert_eq!(addr.to_string(), "/ip4/10.0.0.1/tcp/4001");
+        let without: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        let err = split_peer_id(without.clone()).unwrap_err();
+        assert!(matches!(err, DiscoveryError::MissingPeerId(a) if a == without));
+        assert!(split_peer_id(Multiaddr::empty()).is_err());
+    }
+
+    #[test]
+    fn defaults_interoperate_with_other_libp2p_dhts() {
+        let config = DiscoveryConfig::default();
+        assert_eq!(config.kad_protocol.as_ref(), "/ipfs/kad/1.0.0");
+        assert_eq!(config.kad_mode, KadMode::Auto);
+        assert!(config.mdns);
+        assert_eq!(config.query_timeout(), Duration::from_secs(30));
+        assert!(config.bootstrap_peers().is_empty());
+    }
+}
