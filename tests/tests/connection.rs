@@ -1,5 +1,8 @@
 //! Connection management of the facade on loopback.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use codio_network::{ConnectError, NetworkError, NetworkEvent, PeerId};

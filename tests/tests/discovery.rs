@@ -1,5 +1,8 @@
 //! Discovery: mDNS in private namespaces, bootstrap peers and the Kademlia DHT on loopback.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{collections::HashSet, time::Duration};
 
 use codio_network::{KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId};

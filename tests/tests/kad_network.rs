@@ -3,6 +3,9 @@
 //! Prints the median lookup time and RPC count; `docs/performance.md` records them from a
 //! release run: `cargo test --release -p codio-tests --test kad_network -- --nocapture`.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{collections::HashSet, time::Duration};
 
 use codio_network::{KadMode, NetworkEvent};

@@ -1,5 +1,8 @@
 //! The `codio-node` binary: two processes on loopback, one dials the other's printed address.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use codio_tests::{

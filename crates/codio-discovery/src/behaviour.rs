@@ -15,8 +15,8 @@ use libp2p::{
     mdns,
     multiaddr::Protocol,
     swarm::{
-        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
-        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
+        NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
         behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
     },
@@ -118,6 +118,7 @@ pub struct Behaviour {
     kad_protocol: StreamProtocol,
     dial_discovered: bool,
     redial_delay: Duration,
+    bootstrap_upkeep: bool,
     started: bool,
     bootstrap: HashMap<PeerId, Multiaddr>,
     connections: HashMap<PeerId, usize>,
@@ -178,6 +179,7 @@ impl Behaviour {
             kad_protocol: config.kad_protocol,
             dial_discovered: config.dial_discovered,
             redial_delay: config.redial_delay,
+            bootstrap_upkeep: config.bootstrap_upkeep,
             started: false,
             bootstrap: config.bootstrap_peers.into_iter().collect(),
             connections: HashMap::new(),
@@ -203,7 +205,9 @@ impl Behaviour {
             .collect();
         for (peer_id, address) in bootstrap {
             self.inner.kad.add_address(&peer_id, address.clone());
-            self.dial(peer_id, vec![address]);
+            if self.bootstrap_upkeep {
+                self.dial(peer_id, vec![address]);
+            }
         }
         for (peer_id, addresses) in std::mem::take(&mut self.unstarted) {
             self.dial(peer_id, addresses);
@@ -238,6 +242,11 @@ impl Behaviour {
             }
             self.inner.kad.add_address(&peer_id, address.clone());
         }
+    }
+
+    /// Removes a peer from the routing table (for instance after an explicit disconnect).
+    pub fn remove_peer(&mut self, peer_id: &PeerId) {
+        self.inner.kad.remove_peer(peer_id);
     }
 
     /// Adds a known address of a peer to the routing table.
@@ -335,7 +344,7 @@ impl Behaviour {
     }
 
     fn schedule_redial(&mut self, peer_id: PeerId) {
-        if !self.started || self.connections.contains_key(&peer_id) {
+        if !self.started || !self.bootstrap_upkeep || self.connections.contains_key(&peer_id) {
             return;
         }
         let at = Instant::now() + self.redial_delay;
@@ -584,7 +593,9 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::DialFailure(failure) => {
-                if let Some(peer_id) = failure.peer_id
+                let real_failure = !matches!(failure.error, DialError::DialPeerConditionFalse(_));
+                if real_failure
+                    && let Some(peer_id) = failure.peer_id
                     && self.bootstrap.contains_key(&peer_id)
                 {
                     self.schedule_redial(peer_id);

@@ -32,6 +32,7 @@ pub enum KadMode {
 /// | [`bootstrap_peers`](Self::with_bootstrap_peers) | none |
 /// | [`bootstrap_interval`](Self::with_bootstrap_interval) | 5 min; `None` disables periodic bootstrap |
 /// | [`redial_delay`](Self::with_redial_delay) | 10 s before a lost bootstrap peer is dialed again |
+/// | [`bootstrap_upkeep`](Self::with_bootstrap_upkeep) | `true`: bootstrap peers are dialed at start and when lost |
 /// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -43,6 +44,7 @@ pub struct DiscoveryConfig {
     pub(crate) bootstrap_peers: Vec<(PeerId, Multiaddr)>,
     pub(crate) bootstrap_interval: Option<Duration>,
     pub(crate) redial_delay: Duration,
+    pub(crate) bootstrap_upkeep: bool,
     pub(crate) query_timeout: Duration,
 }
 
@@ -57,6 +59,7 @@ impl Default for DiscoveryConfig {
             bootstrap_peers: Vec::new(),
             bootstrap_interval: Some(Duration::from_secs(5 * 60)),
             redial_delay: Duration::from_secs(10),
+            bootstrap_upkeep: true,
             query_timeout: Duration::from_secs(30),
         }
     }
@@ -121,6 +124,14 @@ impl DiscoveryConfig {
         self
     }
 
+    /// Whether this behaviour dials the bootstrap peers at start and dials them again when
+    /// lost (default `true`). Turn it off when another behaviour keeps them connected (codio's
+    /// policy layer does, with backoff); they are still used for the DHT.
+    pub fn with_bootstrap_upkeep(mut self, upkeep: bool) -> Self {
+        self.bootstrap_upkeep = upkeep;
+        self
+    }
+
     /// Sets the timeout of each DHT query.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
@@ -158,7 +169,9 @@ mod tests {
     #[test]
     fn split_peer_id_requires_the_suffix() {
         let peer = PeerId::random();
-        let with: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}").parse().unwrap();
+        let with: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{peer}")
+            .parse()
+            .unwrap();
         let (id, addr) = split_peer_id(with).unwrap();
         assert_eq!(id, peer);
         assert_eq!(addr.to_string(), "/ip4/10.0.0.1/tcp/4001");

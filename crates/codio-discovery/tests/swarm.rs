@@ -1,5 +1,8 @@
 //! The discovery behaviour on its own in plain libp2p swarms (no facade), on loopback.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use codio_discovery::{Behaviour, DiscoveryConfig, Event, KadMode};
@@ -73,5 +76,8 @@ async fn start_dials_bootstrap_peers_and_queries_work() {
 async fn bootstrap_without_peers_is_an_error() {
     let mut lonely = swarm(config());
     let err = lonely.behaviour_mut().bootstrap().unwrap_err();
-    assert!(matches!(err, codio_discovery::DiscoveryError::NoKnownPeers), "{err}");
+    assert!(
+        matches!(err, codio_discovery::DiscoveryError::NoKnownPeers),
+        "{err}"
+    );
 }

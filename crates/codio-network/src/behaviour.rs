@@ -4,7 +4,7 @@
 //! order whether a connection may be established, so a denied connection costs the later
 //! behaviours nothing.
 
-use libp2p::{connection_limits, identify, identity, ping, swarm::NetworkBehaviour};
+use libp2p::{identify, identity, ping, swarm::NetworkBehaviour};
 
 use crate::NetworkConfig;
 
@@ -14,7 +14,7 @@ pub(crate) const IDENTIFY_PROTOCOL_VERSION: &str = "/codio/1.0.0";
 /// The behaviours of a codio node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) policy: codio_policy::Behaviour,
     pub(crate) discovery: codio_discovery::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -25,10 +25,6 @@ impl Behaviour {
         keypair: &identity::Keypair,
         config: &NetworkConfig,
     ) -> Result<Self, crate::NetworkError> {
-        // `validate` has checked that `max_peers` fits in a u32.
-        let max_established = u32::try_from(config.max_peers).unwrap_or(u32::MAX);
-        let limits = connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(max_established));
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
                 .with_agent_version(format!("codio-network/{}", env!("CARGO_PKG_VERSION")))
@@ -45,7 +41,7 @@ impl Behaviour {
         )
         .map_err(crate::NetworkError::Discovery)?;
         Ok(Self {
-            limits: connection_limits::Behaviour::new(limits),
+            policy: codio_policy::Behaviour::new(config.policy_config()),
             discovery,
             identify,
             ping,

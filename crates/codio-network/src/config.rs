@@ -6,6 +6,7 @@ use std::{
 };
 
 use codio_discovery::{DiscoveryConfig, KadMode};
+use codio_policy::{BackoffConfig, LimitsConfig, PolicyConfig};
 use codio_transport::TransportConfig;
 use libp2p::{Multiaddr, StreamProtocol, identity::Keypair, multiaddr::Protocol};
 
@@ -66,6 +67,32 @@ pub struct NetworkConfig {
     /// Timeout of each DHT query (`find_peer`, `closest_peers`, `provide`, `find_providers`).
     /// Default 30 s.
     pub query_timeout: Duration,
+    /// Peers to keep connected like bootstrap peers (dialed at start, protected, reconnected
+    /// with backoff), without using them for the DHT bootstrap. Default empty.
+    pub reserved_peers: Vec<Multiaddr>,
+    /// Watermarks `(low, high)`: above `high` connections for `grace_period`, unprotected
+    /// connections are closed down to `low`. Default `None`: 60 % and 80 % of `max_peers`.
+    pub watermarks: Option<(usize, usize)>,
+    /// How long the node may stay above the high watermark, and how old a connection must be,
+    /// before it is trimmed. Default 20 s.
+    pub grace_period: Duration,
+    /// How many connections beyond `max_peers` protected peers (bootstrap, reserved,
+    /// explicitly connected) may use. Default 8.
+    pub protected_extra: usize,
+    /// Bound on inbound connections in their handshake. Default 32.
+    pub max_pending_incoming: usize,
+    /// Bound on outbound dials in progress. Default 32.
+    pub max_pending_outgoing: usize,
+    /// Bound on connections to one peer. Default 2.
+    pub max_connections_per_peer: usize,
+    /// Reconnect peers that matter after unexpected disconnects and failed dials. Default
+    /// `true`.
+    pub reconnect: bool,
+    /// Reconnection backoff. Default [`BackoffConfig::default`] (500 ms doubling to 5 min,
+    /// ±20 % jitter, reset after 30 s connected, never gives up).
+    pub backoff: BackoffConfig,
+    /// Failed pings after which a connection is closed as dead. Default 3.
+    pub ping_failures: u32,
     /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
     pub transport: TransportConfig,
     /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
@@ -96,6 +123,16 @@ impl Default for NetworkConfig {
             bootstrap_interval: Some(Duration::from_secs(5 * 60)),
             redial_delay: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
+            reserved_peers: vec![],
+            watermarks: None,
+            grace_period: Duration::from_secs(20),
+            protected_extra: 8,
+            max_pending_incoming: 32,
+            max_pending_outgoing: 32,
+            max_connections_per_peer: 2,
+            reconnect: true,
+            backoff: BackoffConfig::default(),
+            ping_failures: 3,
             transport: TransportConfig::default(),
             event_buffer: 1024,
             command_buffer: 64,
@@ -179,6 +216,61 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets the watermarks and the grace period of connection trimming.
+    pub fn with_watermarks(mut self, low: usize, high: usize, grace_period: Duration) -> Self {
+        self.watermarks = Some((low, high));
+        self.grace_period = grace_period;
+        self
+    }
+
+    /// Sets the reserved peers.
+    pub fn with_reserved_peers(mut self, peers: Vec<Multiaddr>) -> Self {
+        self.reserved_peers = peers;
+        self
+    }
+
+    /// Enables or disables automatic reconnection.
+    pub fn with_reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Sets the reconnection backoff.
+    pub fn with_backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how many failed pings close a connection.
+    pub fn with_ping_failures(mut self, failures: u32) -> Self {
+        self.ping_failures = failures;
+        self
+    }
+
+    /// The watermarks in force.
+    pub fn effective_watermarks(&self) -> (usize, usize) {
+        self.watermarks
+            .unwrap_or((self.max_peers * 3 / 5, self.max_peers * 4 / 5))
+    }
+
+    /// The policy layer's configuration derived from this one.
+    pub(crate) fn policy_config(&self) -> PolicyConfig {
+        let (low, high) = self.effective_watermarks();
+        PolicyConfig::default()
+            .with_limits(
+                LimitsConfig::new(self.max_peers)
+                    .with_watermarks(low, high)
+                    .with_grace_period(self.grace_period)
+                    .with_protected_extra(self.protected_extra)
+                    .with_max_pending_incoming(self.max_pending_incoming)
+                    .with_max_pending_outgoing(self.max_pending_outgoing)
+                    .with_max_per_peer(self.max_connections_per_peer),
+            )
+            .with_backoff(self.backoff.clone())
+            .with_reconnect(self.reconnect)
+            .with_liveness(self.ping_interval, self.ping_timeout, self.ping_failures)
+    }
+
     /// The discovery layer's configuration derived from this one.
     pub(crate) fn discovery_config(&self) -> Result<DiscoveryConfig, crate::NetworkError> {
         DiscoveryConfig::default()
@@ -188,6 +280,8 @@ impl NetworkConfig {
             .with_bootstrap_interval(self.bootstrap_interval)
             .with_redial_delay(self.redial_delay)
             .with_query_timeout(self.query_timeout)
+            // The policy layer keeps bootstrap peers connected, with backoff.
+            .with_bootstrap_upkeep(false)
             .with_bootstrap_peers(self.bootstrap_peers.iter().cloned())
             .map_err(|e| crate::NetworkError::InvalidConfig {
                 field: "bootstrap_peers",
@@ -240,6 +334,21 @@ impl NetworkConfig {
         if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
             return invalid("ping_interval/ping_timeout", "must be greater than zero");
         }
+        let (low, high) = self.effective_watermarks();
+        if low > high || high > self.max_peers {
+            return invalid("watermarks", "need low <= high <= max_peers");
+        }
+        if self.max_connections_per_peer == 0 {
+            return invalid("max_connections_per_peer", "must be at least 1");
+        }
+        for addr in &self.reserved_peers {
+            if crate::peer_id_of(addr).is_none() {
+                return Err(crate::NetworkError::InvalidConfig {
+                    field: "reserved_peers",
+                    reason: format!("{addr} has no /p2p/<peer id> suffix"),
+                });
+            }
+        }
         if self.query_timeout.is_zero() {
             return invalid("query_timeout", "must be greater than zero");
         }
@@ -290,7 +399,20 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("bootstrap_peers"), "{err}");
+        let peer = libp2p::PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        let err = NetworkConfig::default()
+            .with_bootstrap_peers(vec![addr.clone(), addr])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        let err = NetworkConfig::default()
+            .with_watermarks(10, 5, Duration::from_secs(1))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("watermarks"), "{err}");
         assert!(NetworkConfig::default().validate().is_ok());
+        assert_eq!(NetworkConfig::default().effective_watermarks(), (30, 40));
     }
 
     #[test]

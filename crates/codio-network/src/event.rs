@@ -1,5 +1,7 @@
 //! Events published by the network to its subscribers.
 
+use std::time::Duration;
+
 use libp2p::{Multiaddr, PeerId};
 
 /// Direction of a connection.
@@ -73,6 +75,51 @@ pub enum NetworkEvent {
         addresses: Vec<Multiaddr>,
         /// How.
         source: DiscoverySource,
+    },
+    /// The connection policy refused a connection.
+    ConnectionDenied {
+        /// The peer, when known at that stage (inbound connections are refused before the
+        /// handshake when possible).
+        peer_id: Option<PeerId>,
+        /// Who dialed.
+        direction: Direction,
+        /// Which limit refused it.
+        reason: String,
+    },
+    /// A connection was closed to bring the node back under its low watermark.
+    PeerTrimmed {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// A connection was closed because the peer stopped answering pings.
+    DeadPeer {
+        /// The peer.
+        peer_id: PeerId,
+        /// Consecutive failed pings reported (0: silent for the whole liveness window).
+        failures: u32,
+    },
+    /// A peer that matters will be dialed again.
+    Reconnecting {
+        /// The peer.
+        peer_id: PeerId,
+        /// Which attempt (1-based).
+        attempt: u32,
+        /// Delay before the dial.
+        delay: Duration,
+    },
+    /// A peer that matters is connected again after `attempts` attempts.
+    Reconnected {
+        /// The peer.
+        peer_id: PeerId,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Reconnection to a peer stopped after the configured number of attempts.
+    ReconnectGaveUp {
+        /// The peer.
+        peer_id: PeerId,
+        /// Failed attempts.
+        attempts: u32,
     },
     /// An outgoing connection attempt failed.
     DialFailed {

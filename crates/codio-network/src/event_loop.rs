@@ -24,6 +24,7 @@ use libp2p::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use codio_discovery::{Event as DiscoveryEvent, QueryId};
+use codio_policy::{ConnectionCounts, Event as PolicyEvent, PingOutcome};
 
 use crate::{
     ConnectError, DhtError, DiscoverySource, Lookup, NetworkError, NetworkEvent, PeerInfo,
@@ -77,6 +78,7 @@ pub(crate) enum Command {
 pub(crate) struct Shared {
     peers: RwLock<HashMap<PeerId, PeerInfo>>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
+    counts: RwLock<ConnectionCounts>,
 }
 
 impl Shared {
@@ -97,6 +99,14 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    pub(crate) fn counts(&self) -> ConnectionCounts {
+        *self.counts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_counts(&self, counts: ConnectionCounts) {
+        *self.counts.write().unwrap_or_else(PoisonError::into_inner) = counts;
     }
 
     fn update_peers<R>(&self, f: impl FnOnce(&mut HashMap<PeerId, PeerInfo>) -> R) -> R {
@@ -230,6 +240,7 @@ impl EventLoop {
                     self.listeners.push(id);
                     self.pending_listens.insert(id, (address, reply));
                     self.swarm.behaviour_mut().discovery.start();
+                    self.swarm.behaviour_mut().policy.dial_watched();
                 }
                 Err(error) => {
                     let _ = reply.send(Err(NetworkError::Listen {
@@ -240,6 +251,7 @@ impl EventLoop {
             },
             Command::Dial { address, reply } => self.dial(address, reply),
             Command::FindPeer { peer_id, reply } => {
+                self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
                 if let Some(info) = self.shared.peer(&peer_id) {
                     let _ = reply.send(Ok(info.addresses));
                 } else {
@@ -270,12 +282,20 @@ impl EventLoop {
                     .insert(id, PendingQuery::FindProviders(reply));
             }
             Command::Disconnect { peer_id, reply } => {
+                // An explicit disconnect is never undone by reconnection.
+                let was_watched = self.swarm.behaviour().policy.is_watched(&peer_id);
+                self.swarm.behaviour_mut().policy.unwatch(&peer_id);
+                self.swarm.behaviour_mut().discovery.remove_peer(&peer_id);
                 if self.swarm.disconnect_peer_id(peer_id).is_ok() {
                     tracing::debug!(%peer_id, "disconnecting");
                     self.pending_disconnects
                         .entry(peer_id)
                         .or_default()
                         .push(reply);
+                } else if was_watched {
+                    // Not connected, but a reconnection was pending: cancelling it is the
+                    // disconnect.
+                    let _ = reply.send(Ok(()));
                 } else {
                     let _ = reply.send(Err(NetworkError::NotConnected(peer_id)));
                 }
@@ -296,13 +316,22 @@ impl EventLoop {
                 return;
             }
             Some(peer_id) if self.swarm.is_connected(&peer_id) => {
+                self.swarm
+                    .behaviour_mut()
+                    .policy
+                    .watch(peer_id, vec![without_p2p(address)], true);
                 reply.send(Ok(peer_id));
                 return;
             }
-            Some(peer_id) => DialOpts::peer_id(peer_id)
-                .addresses(vec![address.clone()])
-                .condition(PeerCondition::Always)
-                .build(),
+            Some(peer_id) => {
+                // The application asks for this peer: an earlier explicit disconnect no
+                // longer applies.
+                self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
+                DialOpts::peer_id(peer_id)
+                    .addresses(vec![address.clone()])
+                    .condition(PeerCondition::Always)
+                    .build()
+            }
             None => DialOpts::unknown_peer_id().address(address.clone()).build(),
         };
         self.dial_with(opts, address, expected, reply);
@@ -396,6 +425,24 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let connections_changed = matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. }
+                | SwarmEvent::ConnectionClosed { .. }
+                | SwarmEvent::IncomingConnection { .. }
+                | SwarmEvent::IncomingConnectionError { .. }
+                | SwarmEvent::OutgoingConnectionError { .. }
+                | SwarmEvent::Dialing { .. }
+        );
+        if connections_changed {
+            // Counts first, so subscribers of the matching event read them up to date.
+            self.shared
+                .set_counts(self.swarm.behaviour().policy.counts());
+        }
+        self.dispatch(event);
+    }
+
+    fn dispatch(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -509,6 +556,15 @@ impl EventLoop {
             }
         });
         if let Some(pending) = self.pending_dials.remove(&connection_id) {
+            // Peers the application asked for are protected and reconnected.
+            let addresses = match &pending.reply {
+                DialReply::FindPeer { addresses, .. } => addresses.clone(),
+                DialReply::Connect(_) => vec![without_p2p(pending.address.clone())],
+            };
+            self.swarm
+                .behaviour_mut()
+                .policy
+                .watch(peer_id, addresses, true);
             pending.reply.send(Ok(peer_id));
         }
         if num_established == 1 {
@@ -573,8 +629,17 @@ impl EventLoop {
                 tracing::debug!(%peer_id, %error, "identify failed");
             }
             BehaviourEvent::Identify(_) => {}
-            BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            }) => match result {
                 Ok(rtt) => {
+                    self.swarm.behaviour_mut().policy.on_ping(
+                        peer,
+                        connection,
+                        PingOutcome::Success,
+                    );
                     let now = Instant::now();
                     self.shared.update_peers(|peers| {
                         if let Some(info) = peers.get_mut(&peer) {
@@ -583,11 +648,62 @@ impl EventLoop {
                         }
                     });
                 }
-                Err(error) => tracing::debug!(%peer, %error, "ping failed"),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "ping failed");
+                    let outcome = match error {
+                        ping::Failure::Unsupported => PingOutcome::Unsupported,
+                        _ => PingOutcome::Failure,
+                    };
+                    self.swarm
+                        .behaviour_mut()
+                        .policy
+                        .on_ping(peer, connection, outcome);
+                }
             },
-            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Policy(event) => self.on_policy_event(event),
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
+    }
+
+    fn on_policy_event(&mut self, event: PolicyEvent) {
+        let event = match event {
+            PolicyEvent::Denied {
+                peer_id,
+                endpoint,
+                reason,
+            } => NetworkEvent::ConnectionDenied {
+                peer_id,
+                direction: match endpoint {
+                    libp2p::core::Endpoint::Dialer => Direction::Outbound,
+                    libp2p::core::Endpoint::Listener => Direction::Inbound,
+                },
+                reason: reason.to_string(),
+            },
+            PolicyEvent::Trimmed { peer_id, .. } => NetworkEvent::PeerTrimmed { peer_id },
+            PolicyEvent::DeadConnection {
+                peer_id, failures, ..
+            } => NetworkEvent::DeadPeer { peer_id, failures },
+            PolicyEvent::Reconnecting {
+                peer_id,
+                attempt,
+                delay,
+            } => NetworkEvent::Reconnecting {
+                peer_id,
+                attempt,
+                delay,
+            },
+            PolicyEvent::Reconnected { peer_id, attempts } => {
+                NetworkEvent::Reconnected { peer_id, attempts }
+            }
+            PolicyEvent::GaveUp { peer_id, attempts } => {
+                NetworkEvent::ReconnectGaveUp { peer_id, attempts }
+            }
+            other => {
+                tracing::debug!(?other, "policy event");
+                return;
+            }
+        };
+        self.emit(event);
     }
 
     fn on_discovery_event(&mut self, event: DiscoveryEvent) {
@@ -713,6 +829,7 @@ impl EventLoop {
 
     /// Closes every connection and listener, waiting at most `shutdown_timeout`.
     async fn close_gracefully(&mut self) {
+        self.swarm.behaviour_mut().policy.stop_reconnecting();
         for id in std::mem::take(&mut self.listeners) {
             self.swarm.remove_listener(id);
         }

@@ -58,6 +58,7 @@ use std::{
 };
 
 pub use codio_discovery::KadMode;
+pub use codio_policy::{BackoffConfig, ConnectionCounts};
 pub use codio_transport::TransportConfig;
 pub use config::NetworkConfig;
 pub use error::{ConnectError, DhtError, NetworkError};
@@ -138,7 +139,15 @@ impl NetworkManager {
             .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
         let local_peer_id = keypair.public().to_peer_id();
         let transport = codio_transport::build_transport(&keypair, &config.transport)?;
-        let behaviour = behaviour::Behaviour::new(&keypair, &config)?;
+        let mut behaviour = behaviour::Behaviour::new(&keypair, &config)?;
+        // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
+        for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
+            if let Some(peer_id) = peer_id_of(address) {
+                behaviour
+                    .policy
+                    .watch(peer_id, vec![without_p2p(address.clone())], false);
+            }
+        }
         let swarm_config = swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
         let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
@@ -200,7 +209,10 @@ impl NetworkManager {
     /// established.
     ///
     /// With a `/p2p/<id>` suffix the remote must prove that identity, and an already connected
-    /// peer is returned at once; without it, whoever answers is accepted.
+    /// peer is returned at once; without it, whoever answers is accepted. A connected peer is
+    /// protected from trimming and reconnected with backoff after unexpected disconnects, until
+    /// [`disconnect_peer`](Self::disconnect_peer). (A first dial that fails is the caller's to
+    /// retry; bootstrap and reserved peers are retried automatically.)
     ///
     /// # Errors
     ///
@@ -221,11 +233,13 @@ impl NetworkManager {
         }
     }
 
-    /// Closes every connection to `peer_id` and returns once they are closed.
+    /// Closes every connection to `peer_id` and returns once they are closed. The peer is no
+    /// longer protected nor reconnected: an explicit disconnect is never undone by the policy
+    /// (it also cancels a pending reconnection of a peer that is not connected right now).
     ///
     /// # Errors
     ///
-    /// [`NetworkError::NotConnected`] when there is no connection,
+    /// [`NetworkError::NotConnected`] when there is no connection and no pending reconnection,
     /// [`NetworkError::Timeout`] when the connections do not close within the shutdown timeout.
     pub async fn disconnect_peer(&self, peer_id: PeerId) -> Result<(), NetworkError> {
         let (reply, rx) = oneshot::channel();
@@ -344,6 +358,11 @@ impl NetworkManager {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// Connection counts: established now, pending, and the peak ever established.
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        self.shared.counts()
     }
 
     /// The addresses the node listens on.

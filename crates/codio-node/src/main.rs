@@ -11,7 +11,11 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use codio_network::{KadMode, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager};
+use std::time::Duration;
+
+use codio_network::{
+    BackoffConfig, KadMode, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager, TransportConfig,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Command-line options.
@@ -38,9 +42,31 @@ struct Args {
     /// Always answer DHT queries (default: only once the node has a confirmed external address).
     #[arg(long)]
     kad_server: bool,
+    /// Peer to keep connected (repeatable): dialed at start, protected from trimming and
+    /// reconnected with backoff, but not used for the DHT bootstrap.
+    #[arg(long = "reserved", value_name = "ADDR")]
+    reserved: Vec<Multiaddr>,
     /// Maximum number of established connections.
     #[arg(long, default_value_t = 50)]
     max_peers: usize,
+    /// Interval between pings on each connection, in milliseconds.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    ping_interval_ms: u64,
+    /// Time after which an unanswered ping fails, in milliseconds.
+    #[arg(long, default_value_t = 20_000, value_name = "MS")]
+    ping_timeout_ms: u64,
+    /// Failed pings after which a connection is closed as dead.
+    #[arg(long, default_value_t = 3)]
+    ping_failures: u32,
+    /// Bound on connection set-up (TCP + Noise + Yamux), in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    connect_timeout_ms: u64,
+    /// First reconnection delay, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    backoff_min_ms: u64,
+    /// Largest reconnection delay, in milliseconds.
+    #[arg(long, default_value_t = 300_000, value_name = "MS")]
+    backoff_max_ms: u64,
 }
 
 #[tokio::main]
@@ -62,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         listen_port: args.listen_port,
         max_peers: args.max_peers,
         bootstrap_peers: args.bootstrap,
+        reserved_peers: args.reserved,
         enable_mdns: !args.no_mdns,
         enable_relay: false,
         kad_mode: if args.kad_server {
@@ -71,7 +98,21 @@ async fn main() -> anyhow::Result<()> {
         },
         ..NetworkConfig::default()
     }
-    .with_listen_ip(args.listen_ip);
+    .with_listen_ip(args.listen_ip)
+    .with_ping(
+        Duration::from_millis(args.ping_interval_ms),
+        Duration::from_millis(args.ping_timeout_ms),
+    )
+    .with_ping_failures(args.ping_failures)
+    .with_transport(
+        TransportConfig::default()
+            .with_connect_timeout(Duration::from_millis(args.connect_timeout_ms)),
+    )
+    .with_backoff(
+        BackoffConfig::default()
+            .with_min(Duration::from_millis(args.backoff_min_ms))
+            .with_max(Duration::from_millis(args.backoff_max_ms)),
+    );
     let network = NetworkManager::new(config)
         .await
         .context("creating the network")?;
@@ -136,6 +177,26 @@ fn log_event(event: &NetworkEvent, connected: usize) {
         } => tracing::info!(%peer_id, %agent_version, "peer identified"),
         NetworkEvent::DialFailed { peer_id, error } => {
             tracing::warn!(?peer_id, %error, "dial failed");
+        }
+        NetworkEvent::ConnectionDenied {
+            peer_id,
+            direction,
+            reason,
+        } => tracing::info!(?peer_id, ?direction, %reason, "connection denied"),
+        NetworkEvent::PeerTrimmed { peer_id } => tracing::info!(%peer_id, "connection trimmed"),
+        NetworkEvent::DeadPeer { peer_id, failures } => {
+            tracing::warn!(%peer_id, failures, "peer stopped answering pings");
+        }
+        NetworkEvent::Reconnecting {
+            peer_id,
+            attempt,
+            delay,
+        } => tracing::info!(%peer_id, attempt, ?delay, "reconnecting"),
+        NetworkEvent::Reconnected { peer_id, attempts } => {
+            tracing::info!(%peer_id, attempts, "reconnected");
+        }
+        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => {
+            tracing::warn!(%peer_id, attempts, "gave up reconnecting");
         }
         other => tracing::debug!(?other, "event"),
     }

@@ -1,5 +1,40 @@
-//! Connection policy for codio nodes: limits, watermarks, reconnection with backoff and NAT
-//! traversal.
+//! Connection policy for codio nodes: limits, watermarks, reconnection with backoff and dead
+//! peer detection.
 //!
-//! This crate is empty until the policy issue fills it. Meanwhile the facade enforces
-//! `NetworkConfig::max_peers` with libp2p's `connection_limits` behaviour.
+//! The decisions live in pure state machines that take the current [`Instant`] as an argument
+//! and never touch a socket, so they are tested with a fake clock:
+//!
+//! - [`ConnectionTable`]: admission (hard ceiling, pending bounds, per-peer bound, protected
+//!   allowance) and watermark trimming;
+//! - [`Reconnector`]: which peers to dial again and when (exponential backoff with jitter,
+//!   reset after a stable connection, optional give-up);
+//! - [`Liveness`]: ping failures and silence that declare a connection dead.
+//!
+//! [`Behaviour`] drives them from a swarm: put it first in a composed behaviour.
+//!
+//! ```
+//! use codio_policy::{BackoffConfig, Behaviour, LimitsConfig, PolicyConfig};
+//! use std::time::Duration;
+//!
+//! let policy = Behaviour::new(
+//!     PolicyConfig::default()
+//!         .with_limits(LimitsConfig::new(8).with_watermarks(4, 6))
+//!         .with_backoff(BackoffConfig::default().with_min(Duration::from_millis(100)))
+//!         .with_liveness(Duration::from_secs(1), Duration::from_secs(1), 2),
+//! );
+//! assert_eq!(policy.counts().established, 0);
+//! ```
+//!
+//! [`Instant`]: std::time::Instant
+
+mod backoff;
+mod behaviour;
+mod limits;
+mod liveness;
+mod reconnect;
+
+pub use backoff::{BackoffConfig, Rng};
+pub use behaviour::{Behaviour, Event, PolicyConfig};
+pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
+pub use liveness::{Liveness, PingOutcome};
+pub use reconnect::{Decision, DueDial, Reconnector};

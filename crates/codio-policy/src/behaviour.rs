@@ -1,0 +1,549 @@
+//! The policy [`NetworkBehaviour`]: drives the pure state machines with the swarm's events and
+//! the clock, and turns their decisions into dials, closes and events.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    swarm::{
+        CloseConnection, ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour,
+        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        dial_opts::{DialOpts, PeerCondition},
+        dummy,
+    },
+};
+use tokio::time::Sleep;
+
+use crate::{
+    backoff::{BackoffConfig, Rng},
+    limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
+    liveness::{Liveness, PingOutcome},
+    reconnect::{Decision, Reconnector},
+};
+
+/// Most events queued inside the behaviour before the swarm polls them; beyond it the oldest
+/// are dropped with a warning.
+const MAX_QUEUED: usize = 1024;
+/// Most explicitly disconnected peers remembered (oldest forgotten first).
+const MAX_DISCONNECTED: usize = 1024;
+
+/// Configuration of the policy behaviour.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub(crate) limits: LimitsConfig,
+    pub(crate) backoff: BackoffConfig,
+    pub(crate) ping_failures: u32,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) reconnect: bool,
+    pub(crate) seed: Option<u64>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            limits: LimitsConfig::default(),
+            backoff: BackoffConfig::default(),
+            ping_failures: 3,
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
+            reconnect: true,
+            seed: None,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Sets the connection limits (default [`LimitsConfig::default`]).
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the reconnection backoff (default [`BackoffConfig::default`]).
+    pub fn with_backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets dead peer detection: the ping interval and timeout in use, and how many failed
+    /// pings close a connection (defaults 15 s, 20 s, 3; see [`Liveness`]).
+    pub fn with_liveness(mut self, interval: Duration, timeout: Duration, failures: u32) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self.ping_failures = failures;
+        self
+    }
+
+    /// Enables or disables automatic reconnection (default enabled).
+    pub fn with_reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// Seeds the jitter generator (default: from OS randomness).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+}
+
+/// A policy decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was refused.
+    Denied {
+        /// The peer, when known at that stage.
+        peer_id: Option<PeerId>,
+        /// Whether we or the remote dialed.
+        endpoint: Endpoint,
+        /// Which limit refused it.
+        reason: Denial,
+    },
+    /// A connection was closed to get back under the low watermark.
+    Trimmed {
+        /// The peer.
+        peer_id: PeerId,
+        /// The connection.
+        connection_id: ConnectionId,
+    },
+    /// A connection was closed because its peer stopped answering pings.
+    DeadConnection {
+        /// The peer.
+        peer_id: PeerId,
+        /// The connection.
+        connection_id: ConnectionId,
+        /// Consecutive ping failures reported, or 0 when the connection went silent for the
+        /// whole liveness window.
+        failures: u32,
+    },
+    /// A peer that matters will be dialed again.
+    Reconnecting {
+        /// The peer.
+        peer_id: PeerId,
+        /// Which attempt (1-based).
+        attempt: u32,
+        /// Delay before the dial.
+        delay: Duration,
+    },
+    /// A peer that matters is connected again.
+    Reconnected {
+        /// The peer.
+        peer_id: PeerId,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Reconnection to a peer stopped after the configured number of attempts.
+    GaveUp {
+        /// The peer.
+        peer_id: PeerId,
+        /// Failed attempts.
+        attempts: u32,
+    },
+}
+
+/// The connection policy behaviour. Place it **first** in a composed behaviour so denials
+/// happen before any other behaviour spends resources on a connection.
+///
+/// - limits: [`LimitsConfig`] is enforced in the `handle_pending_*` and
+///   `handle_established_*` hooks; watermark trimming closes connections with
+///   [`ToSwarm::CloseConnection`];
+/// - reconnection: peers registered with [`watch`](Self::watch) are protected and dialed again
+///   after unexpected disconnects and failed dials, with exponential backoff and jitter;
+///   [`unwatch`](Self::unwatch) (an explicit disconnect) stops that for good;
+/// - liveness: feed ping results to [`on_ping`](Self::on_ping); after the configured number of
+///   consecutive failures the connection is closed.
+pub struct Behaviour {
+    table: ConnectionTable,
+    reconnector: Reconnector,
+    liveness: Liveness,
+    reconnect: bool,
+    /// Peers explicitly disconnected: this node dials them no more until watched again.
+    disconnected: HashSet<PeerId>,
+    disconnected_order: VecDeque<PeerId>,
+    queue: VecDeque<ToSwarm<Event, Infallible>>,
+    timer: Option<(Instant, Pin<Box<Sleep>>)>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("counts", &self.table.counts())
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// Creates the behaviour.
+    pub fn new(config: PolicyConfig) -> Self {
+        let rng = config.seed.map_or_else(Rng::from_entropy, Rng::with_seed);
+        Self {
+            table: ConnectionTable::new(config.limits),
+            reconnector: Reconnector::new(config.backoff, rng),
+            liveness: Liveness::new(
+                config.ping_failures,
+                config.ping_interval,
+                config.ping_timeout,
+            ),
+            reconnect: config.reconnect,
+            disconnected: HashSet::new(),
+            disconnected_order: VecDeque::new(),
+            queue: VecDeque::new(),
+            timer: None,
+        }
+    }
+
+    /// Protects `peer_id` from trimming (and lets it use the protected allowance).
+    pub fn protect(&mut self, peer_id: PeerId) {
+        self.table.protect(peer_id);
+    }
+
+    /// Removes `peer_id`'s protection (it stays watched if it was).
+    pub fn unprotect(&mut self, peer_id: &PeerId) {
+        self.table.unprotect(peer_id);
+    }
+
+    /// Whether `peer_id` is protected.
+    pub fn is_protected(&self, peer_id: &PeerId) -> bool {
+        self.table.is_protected(peer_id)
+    }
+
+    /// Sets the value of connections to `peer_id` for trimming (lower goes first; default 0).
+    pub fn set_value(&mut self, peer_id: PeerId, value: i64) {
+        self.table.set_value(peer_id, value);
+    }
+
+    /// Marks `peer_id` as a peer that matters: protected, and reconnected at `addresses` after
+    /// unexpected disconnects and failed dials (when reconnection is enabled).
+    pub fn watch(&mut self, peer_id: PeerId, addresses: Vec<Multiaddr>, connected: bool) {
+        self.allow_dials(&peer_id);
+        self.table.protect(peer_id);
+        if self.reconnect {
+            self.reconnector
+                .watch(peer_id, addresses, Instant::now(), connected);
+        }
+    }
+
+    /// Honours an explicit disconnect: `peer_id` is no longer protected nor reconnected, and
+    /// no behaviour of this node dials it (e.g. for a DHT query) until it is
+    /// [`watch`](Self::watch)ed again. The peer may still dial us.
+    pub fn unwatch(&mut self, peer_id: &PeerId) {
+        if self.disconnected.insert(*peer_id) {
+            self.disconnected_order.push_back(*peer_id);
+            if self.disconnected_order.len() > MAX_DISCONNECTED
+                && let Some(oldest) = self.disconnected_order.pop_front()
+            {
+                self.disconnected.remove(&oldest);
+            }
+        }
+        self.table.unprotect(peer_id);
+        if self.reconnector.unwatch(peer_id) {
+            self.reset_timer();
+        }
+    }
+
+    /// Lifts the dial block of an explicitly disconnected peer (the application asked to
+    /// connect to it again).
+    pub fn allow_dials(&mut self, peer_id: &PeerId) {
+        if self.disconnected.remove(peer_id) {
+            self.disconnected_order.retain(|p| p != peer_id);
+        }
+    }
+
+    /// Whether `peer_id` is reconnected automatically.
+    pub fn is_watched(&self, peer_id: &PeerId) -> bool {
+        self.reconnector.is_watched(peer_id)
+    }
+
+    /// Dials every watched peer that is neither connected nor scheduled (bootstrap and
+    /// reserved peers at start).
+    pub fn dial_watched(&mut self) {
+        for (peer_id, addresses) in self.reconnector.idle_peers() {
+            self.push(dial(peer_id, addresses));
+        }
+    }
+
+    /// Feeds a ping outcome on `connection_id` to `peer_id`. A connection whose pings keep
+    /// failing is closed (see [`Liveness`]).
+    pub fn on_ping(&mut self, peer_id: PeerId, connection_id: ConnectionId, outcome: PingOutcome) {
+        let now = Instant::now();
+        if let Some(failures) = self.liveness.on_ping(&connection_id, outcome, now) {
+            self.close_dead(peer_id, connection_id, failures);
+        }
+        self.reset_timer();
+    }
+
+    fn close_dead(&mut self, peer_id: PeerId, connection_id: ConnectionId, failures: u32) {
+        tracing::info!(%peer_id, failures, "peer stopped answering pings; closing the connection");
+        self.push(ToSwarm::CloseConnection {
+            peer_id,
+            connection: CloseConnection::One(connection_id),
+        });
+        self.push(ToSwarm::GenerateEvent(Event::DeadConnection {
+            peer_id,
+            connection_id,
+            failures,
+        }));
+    }
+
+    /// Stops all reconnection for good (the node is shutting down).
+    pub fn stop_reconnecting(&mut self) {
+        self.reconnect = false;
+        self.reconnector = Reconnector::new(BackoffConfig::default(), Rng::with_seed(0));
+        self.reset_timer();
+    }
+
+    /// Connection counts, including the peak.
+    pub fn counts(&self) -> ConnectionCounts {
+        self.table.counts()
+    }
+
+    fn push(&mut self, action: ToSwarm<Event, Infallible>) {
+        if self.queue.len() >= MAX_QUEUED {
+            tracing::warn!("policy queue full; dropping the oldest action");
+            self.queue.pop_front();
+        }
+        self.queue.push_back(action);
+    }
+
+    fn deny(
+        &mut self,
+        peer_id: Option<PeerId>,
+        endpoint: Endpoint,
+        reason: Denial,
+    ) -> ConnectionDenied {
+        tracing::debug!(?peer_id, ?endpoint, %reason, "connection denied");
+        self.push(ToSwarm::GenerateEvent(Event::Denied {
+            peer_id,
+            endpoint,
+            reason: reason.clone(),
+        }));
+        ConnectionDenied::new(reason)
+    }
+
+    fn on_decision(&mut self, decision: Decision) {
+        let event = match decision {
+            Decision::Redial {
+                peer_id,
+                attempt,
+                delay,
+            } => {
+                tracing::info!(%peer_id, attempt, ?delay, "reconnecting");
+                Event::Reconnecting {
+                    peer_id,
+                    attempt,
+                    delay,
+                }
+            }
+            Decision::GaveUp { peer_id, attempts } => {
+                tracing::warn!(%peer_id, attempts, "giving up reconnecting");
+                Event::GaveUp { peer_id, attempts }
+            }
+        };
+        self.push(ToSwarm::GenerateEvent(event));
+        self.reset_timer();
+    }
+
+    /// Points the timer at the earliest of the next due redial, trim check and liveness expiry.
+    fn reset_timer(&mut self) {
+        let next = [
+            self.reconnector.next_due(),
+            self.table.next_trim(),
+            self.liveness.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            None => self.timer = None,
+            Some(at) if self.timer.as_ref().is_some_and(|(t, _)| *t == at) => {}
+            Some(at) => self.timer = Some((at, Box::pin(tokio::time::sleep_until(at.into())))),
+        }
+    }
+
+    fn run_due(&mut self, now: Instant) {
+        for due in self.reconnector.poll_due(now) {
+            tracing::debug!(peer_id = %due.peer_id, attempt = due.attempt, "redialing");
+            self.push(dial(due.peer_id, due.addresses));
+        }
+        self.trim(now);
+        for (connection_id, peer_id) in self.liveness.expired(now) {
+            self.close_dead(peer_id, connection_id, 0);
+        }
+        self.reset_timer();
+    }
+
+    fn trim(&mut self, now: Instant) {
+        for (connection_id, peer_id) in self.table.trim(now) {
+            tracing::info!(%peer_id, ?connection_id, "trimming connection above the high watermark");
+            self.push(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(connection_id),
+            });
+            self.push(ToSwarm::GenerateEvent(Event::Trimmed {
+                peer_id,
+                connection_id,
+            }));
+        }
+    }
+}
+
+fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, Infallible> {
+    ToSwarm::Dial {
+        opts: DialOpts::peer_id(peer_id)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .extend_addresses_through_behaviour()
+            .build(),
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.table
+            .admit_pending_incoming(connection_id)
+            .map_err(|reason| self.deny(None, Endpoint::Listener, reason))
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.table
+            .check_established(&peer)
+            .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer_id) = maybe_peer
+            && self.disconnected.contains(&peer_id)
+        {
+            return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
+        }
+        self.table
+            .admit_pending_outgoing(connection_id, maybe_peer.as_ref())
+            .map_err(|reason| self.deny(maybe_peer, Endpoint::Dialer, reason))?;
+        Ok(Vec::new())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.table
+            .check_established(&peer)
+            .map_err(|reason| self.deny(Some(peer), Endpoint::Dialer, reason))?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        let now = Instant::now();
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.table.on_established(e.connection_id, e.peer_id, now);
+                self.liveness
+                    .on_established(e.connection_id, e.peer_id, now);
+                self.trim(now);
+                if e.other_established == 0
+                    && let Some(attempts) = self.reconnector.on_connected(&e.peer_id, now)
+                {
+                    tracing::info!(peer_id = %e.peer_id, attempts, "reconnected");
+                    self.push(ToSwarm::GenerateEvent(Event::Reconnected {
+                        peer_id: e.peer_id,
+                        attempts,
+                    }));
+                }
+                self.reset_timer();
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.table.on_closed(&e.connection_id);
+                self.liveness.on_closed(&e.connection_id);
+                if e.remaining_established == 0
+                    && let Some(decision) = self.reconnector.on_disconnected(&e.peer_id, now)
+                {
+                    self.on_decision(decision);
+                }
+                self.reset_timer();
+            }
+            FromSwarm::DialFailure(e) => {
+                self.table.on_pending_failed(&e.connection_id);
+                let counts = !matches!(e.error, DialError::DialPeerConditionFalse(_));
+                if counts
+                    && let Some(peer_id) = e.peer_id
+                    && let Some(decision) = self.reconnector.on_dial_failed(&peer_id, now)
+                {
+                    self.on_decision(decision);
+                }
+            }
+            FromSwarm::ListenFailure(e) => self.table.on_pending_failed(&e.connection_id),
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        // Bounded: a deadline that is already due after `run_due` is retried at most a few
+        // times, then left to an immediate wake-up.
+        for _ in 0..4 {
+            let Some((_, timer)) = self.timer.as_mut() else {
+                break;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                // The waker is registered for this deadline.
+                break;
+            }
+            self.timer = None;
+            self.run_due(Instant::now());
+        }
+        if self
+            .timer
+            .as_ref()
+            .is_some_and(|(at, _)| *at <= Instant::now())
+        {
+            cx.waker().wake_by_ref();
+        }
+        match self.queue.pop_front() {
+            Some(action) => Poll::Ready(action),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Connection limits and watermark trimming, as pure state fed an [`Instant`].
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use libp2p::{PeerId, swarm::ConnectionId};
+
+/// Limits on connections.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`max_established`](Self::with_max_established) | 50: hard ceiling on established connections |
+/// | [`protected_extra`](Self::with_protected_extra) | 8: protected peers may exceed the ceiling by this many |
+/// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 32 inbound handshakes at once |
+/// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 32 outbound dials at once |
+/// | [`max_per_peer`](Self::with_max_per_peer) | 2 connections per peer |
+/// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
+/// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub(crate) max_established: usize,
+    pub(crate) protected_extra: usize,
+    pub(crate) max_pending_incoming: usize,
+    pub(crate) max_pending_outgoing: usize,
+    pub(crate) max_per_peer: usize,
+    pub(crate) high_watermark: usize,
+    pub(crate) low_watermark: usize,
+    pub(crate) grace_period: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self::new(50)
+    }
+}
+
+impl LimitsConfig {
+    /// Limits for at most `max_established` connections, with watermarks at 80 % and 60 %.
+    pub fn new(max_established: usize) -> Self {
+        Self {
+            max_established,
+            protected_extra: 8,
+            max_pending_incoming: 32,
+            max_pending_outgoing: 32,
+            max_per_peer: 2,
+            high_watermark: max_established * 4 / 5,
+            low_watermark: max_established * 3 / 5,
+            grace_period: Duration::from_secs(20),
+        }
+    }
+
+    /// Sets the hard ceiling on established connections (watermarks are left as they are).
+    pub fn with_max_established(mut self, max: usize) -> Self {
+        self.max_established = max;
+        self
+    }
+
+    /// Sets how many connections beyond the ceiling protected peers may use.
+    pub fn with_protected_extra(mut self, extra: usize) -> Self {
+        self.protected_extra = extra;
+        self
+    }
+
+    /// Sets the bound on inbound connections still in their handshake.
+    pub fn with_max_pending_incoming(mut self, max: usize) -> Self {
+        self.max_pending_incoming = max;
+        self
+    }
+
+    /// Sets the bound on outbound dials in progress.
+    pub fn with_max_pending_outgoing(mut self, max: usize) -> Self {
+        self.max_pending_outgoing = max;
+        self
+    }
+
+    /// Sets the bound on connections to one peer.
+    pub fn with_max_per_peer(mut self, max: usize) -> Self {
+        self.max_per_peer = max;
+        self
+    }
+
+    /// Sets the watermarks: above `high` for the grace period, connections are trimmed down
+    /// to `low`.
+    pub fn with_watermarks(mut self, low: usize, high: usize) -> Self {
+        self.low_watermark = low;
+        self.high_watermark = high;
+        self
+    }
+
+    /// Sets the grace period.
+    pub fn with_grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// The hard ceiling on established connections.
+    pub fn max_established(&self) -> usize {
+        self.max_established
+    }
+}
+
+/// Why a connection was denied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    /// Too many inbound handshakes in progress.
+    #[error("too many pending inbound connections (limit {limit})")]
+    PendingIncoming {
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many dials in progress.
+    #[error("too many pending outbound connections (limit {limit})")]
+    PendingOutgoing {
+        /// The limit.
+        limit: usize,
+    },
+    /// The established-connection ceiling is reached.
+    #[error("connection limit reached ({limit} established)")]
+    MaxEstablished {
+        /// The ceiling that applied (including the protected allowance for protected peers).
+        limit: usize,
+    },
+    /// The peer was explicitly disconnected: this node does not dial it again until asked to.
+    #[error("peer was explicitly disconnected")]
+    Disconnected,
+    /// The peer already has the maximum number of connections.
+    #[error("peer already has {limit} connections")]
+    PerPeer {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Established {
+    peer_id: PeerId,
+    since: Instant,
+}
+
+/// Counts of connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Established connections now.
+    pub established: usize,
+    /// Inbound connections in their handshake.
+    pub pending_incoming: usize,
+    /// Outbound dials in progress.
+    pub pending_outgoing: usize,
+    /// The most established connections ever held at once.
+    pub peak_established: usize,
+}
+
+/// The connection table: decides admissions and which connections to trim.
+#[derive(Debug)]
+pub struct ConnectionTable {
+    config: LimitsConfig,
+    established: HashMap<ConnectionId, Established>,
+    per_peer: HashMap<PeerId, usize>,
+    pending_incoming: HashSet<ConnectionId>,
+    pending_outgoing: HashSet<ConnectionId>,
+    protected: HashSet<PeerId>,
+    values: HashMap<PeerId, i64>,
+    /// Since when the table has been under pressure: set when it rises above the high
+    /// watermark, cleared once it is back at the low watermark.
+    above_high_since: Option<Instant>,
+    /// Connections being closed by a trim, not yet reported closed.
+    closing: HashSet<ConnectionId>,
+    peak: usize,
+}
+
+impl ConnectionTable {
+    /// An empty table.
+    pub fn new(config: LimitsConfig) -> Self {
+        Self {
+            config,
+            established: HashMap::new(),
+            per_peer: HashMap::new(),
+            pending_incoming: HashSet::new(),
+            pending_outgoing: HashSet::new(),
+            protected: HashSet::new(),
+            values: HashMap::new(),
+            above_high_since: None,
+            closing: HashSet::new(),
+            peak: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    /// Protects `peer_id` from trimming and lets it use the protected allowance.
+    pub fn protect(&mut self, peer_id: PeerId) {
+        self.protected.insert(peer_id);
+    }
+
+    /// Removes the protection of `peer_id`.
+    pub fn unprotect(&mut self, peer_id: &PeerId) {
+        self.protected.remove(peer_id);
+    }
+
+    /// Whether `peer_id` is protected.
+    pub fn is_protected(&self, peer_id: &PeerId) -> bool {
+        self.protected.contains(peer_id)
+    }
+
+    /// Sets how valuable connections to `peer_id` are: lower values are trimmed first
+    /// (default 0).
+    pub fn set_value(&mut self, peer_id: PeerId, value: i64) {
+        self.values.insert(peer_id, value);
+    }
+
+    /// Current counts.
+    pub fn counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            established: self.established.len(),
+            pending_incoming: self.pending_incoming.len(),
+            pending_outgoing: self.pending_outgoing.len(),
+            peak_established: self.peak,
+        }
+    }
+
+    fn ceiling(&self, protected: bool) -> usize {
+        if protected {
+            self.config.max_established + self.config.protected_extra
+        } else {
+            self.config.max_established
+        }
+    }
+
+    /// Admits an inbound connection into its handshake (peer still unknown).
+    pub fn admit_pending_incoming(&mut self, id: ConnectionId) -> Result<(), Denial> {
+        if self.pending_incoming.len() >= self.config.max_pending_incoming {
+            return Err(Denial::PendingIncoming {
+                limit: self.config.max_pending_incoming,
+            });
+        }
+        // Nobody, protected or not, could be admitted at the end of the handshake.
+        let ceiling = self.ceiling(true);
+        if self.established.len() >= ceiling {
+            return Err(Denial::MaxEstablished { limit: ceiling });
+        }
+        self.pending_incoming.insert(id);
+        Ok(())
+    }
+
+    /// Admits an outbound dial (to `peer_id` when known).
+    pub fn admit_pending_outgoing(
+        &mut self,
+        id: ConnectionId,
+        peer_id: Option<&PeerId>,
+    ) -> Result<(), Denial> {
+        if self.pending_outgoing.len() >= self.config.max_pending_outgoing {
+            return Err(Denial::PendingOutgoing {
+                limit: self.config.max_pending_outgoing,
+            });
+        }
+        let protected = peer_id.is_some_and(|p| self.is_protected(p));
+        let ceiling = self.ceiling(protected);
+        if self.established.len() >= ceiling {
+            return Err(Denial::MaxEstablished { limit: ceiling });
+        }
+        if let Some(peer_id) = peer_id {
+            self.check_per_peer(peer_id)?;
+        }
+        self.pending_outgoing.insert(id);
+        Ok(())
+    }
+
+    fn check_per_peer(&self, peer_id: &PeerId) -> Result<(), Denial> {
+        if self.per_peer.get(peer_id).copied().unwrap_or(0) >= self.config.max_per_peer {
+            return Err(Denial::PerPeer {
+                limit: self.config.max_per_peer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks whether a connection to `peer_id` that finished its handshake may be
+    /// established. Does not record it: call [`on_established`](Self::on_established) when
+    /// the swarm reports it.
+    pub fn check_established(&self, peer_id: &PeerId) -> Result<(), Denial> {
+        let ceiling = self.ceiling(self.is_protected(peer_id));
+        if self.established.len() >= ceiling {
+            return Err(Denial::MaxEstablished { limit: ceiling });
+        }
+        self.check_per_peer(peer_id)
+    }
+
+    /// A pending connection ended without being established (failed or denied).
+    pub fn on_pending_failed(&mut self, id: &ConnectionId) {
+        self.pending_incoming.remove(id);
+        self.pending_outgoing.remove(id);
+    }
+
+    /// A connection was established.
+    pub fn on_established(&mut self, id: ConnectionId, peer_id: PeerId, now: Instant) {
+        self.pending_incoming.remove(&id);
+        self.pending_outgoing.remove(&id);
+        if self
+            .established
+            .insert(
+                id,
+                Established {
+                    peer_id,
+                    since: now,
+                },
+            )
+            .is_none()
+        {
+            *self.per_peer.entry(peer_id).or_default() += 1;
+        }
+        self.peak = self.peak.max(self.established.len());
+    }
+
+    /// A connection closed.
+    pub fn on_closed(&mut self, id: &ConnectionId) {
+        self.closing.remove(id);
+        if let Some(conn) = self.established.remove(id)
+            && let Some(count) = self.per_peer.get_mut(&conn.peer_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_peer.remove(&conn.peer_id);
+            }
+        }
+        if self.live() <= self.config.low_watermark {
+            self.above_high_since = None;
+        }
+    }
+
+    /// Established connections not already being closed by a trim.
+    fn live(&self) -> usize {
+        self.established.len() - self.closing.len()
+    }
+
+    fn trimmable(&self) -> impl Iterator<Item = (&ConnectionId, &Established)> {
+        self.established
+            .iter()
+            .filter(|(id, c)| !self.closing.contains(id) && !self.protected.contains(&c.peer_id))
+    }
+
+    /// The connections to close at `now` to get back to the low watermark: only once the
+    /// table rose above the high watermark and the grace period passed, then down to the low
+    /// watermark (connections that were too young at first are trimmed once old enough);
+    /// never protected peers, never connections younger than the grace period; lowest value
+    /// first, then newest. Returned connections count as closing until
+    /// [`on_closed`](Self::on_closed).
+    pub fn trim(&mut self, now: Instant) -> Vec<(ConnectionId, PeerId)> {
+        let count = self.live();
+        if count <= self.config.low_watermark {
+            self.above_high_since = None;
+            return Vec::new();
+        }
+        if self.above_high_since.is_none() && count <= self.config.high_watermark {
+            return Vec::new();
+        }
+        let since = *self.above_high_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.config.grace_period {
+            return Vec::new();
+        }
+        let excess = count.saturating_sub(self.config.low_watermark);
+        let mut candidates: Vec<(ConnectionId, Established)> = self
+            .trimmable()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.config.grace_period)
+            .map(|(id, c)| (*id, *c))
+            .collect();
+        candidates.sort_by_key(|(id, c)| {
+            let value = self.values.get(&c.peer_id).copied().unwrap_or(0);
+            (value, std::cmp::Reverse(c.since), *id)
+        });
+        let trimmed: Vec<(ConnectionId, PeerId)> = candidates
+            .into_iter()
+            .take(excess)
+            .map(|(id, c)| (id, c.peer_id))
+            .collect();
+        self.closing.extend(trimmed.iter().map(|(id, _)| *id));
+        if self.live() <= self.config.low_watermark {
+            self.above_high_since = None;
+        }
+        trimmed
+    }
+
+    /// When [`trim`](Self::trim) may next have something to do: while the table is under
+    /// pressure, the later of the end of the grace period and the moment the oldest
+    /// trimmable connection is old enough. `None` when nothing could ever be trimmed.
+    pub fn next_trim(&self) -> Option<Instant> {
+        let since = self.above_high_since?;
+        let grace = self.config.grace_period;
+        let oldest = self.trimmable().map(|(_, c)| c.since).min()?;
+        Some((since + grace).max(oldest + grace))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max: usize) -> ConnectionTable {
+        ConnectionTable::new(
+            LimitsConfig::new(max)
+                .with_protected_extra(1)
+                .with_max_pending_incoming(3)
+                .with_max_pending_outgoing(3)
+                .with_grace_period(Duration::from_secs(10)),
+        )
+    }
+
+    fn id(n: usize) -> ConnectionId {
+        ConnectionId::new_unchecked(n)
+    }
+
+    #[test]
+    fn ceiling_is_hard_and_protected_peers_get_the_extra_allowance() {
+        let mut t = table(2);
+        let now = Instant::now();
+        for n in 0..2 {
+            let p = PeerId::random();
+            t.check_established(&p).unwrap();
+            t.on_established(id(n), p, now);
+        }
+        let stranger = PeerId::random();
+        assert_eq!(
+            t.check_established(&stranger),
+            Err(Denial::MaxEstablished { limit: 2 })
+        );
+        let friend = PeerId::random();
+        t.protect(friend);
+        t.check_established(&friend).unwrap();
+        t.on_established(id(2), friend, now);
+        let friend2 = PeerId::random();
+        t.protect(friend2);
+        assert_eq!(
+            t.check_established(&friend2),
+            Err(Denial::MaxEstablished { limit: 3 })
+        );
+        // Nobody could be admitted at the end of an inbound handshake: refused before it.
+        assert_eq!(
+            t.admit_pending_incoming(id(9)),
+            Err(Denial::MaxEstablished { limit: 3 })
+        );
+        assert_eq!(t.counts().peak_established, 3);
+    }
+
+    #[test]
+    fn pending_connections_are_bounded_and_released() {
+        let mut t = table(10);
+        for n in 0..3 {
+            t.admit_pending_incoming(id(n)).unwrap();
+        }
+        assert_eq!(
+            t.admit_pending_incoming(id(3)),
+            Err(Denial::PendingIncoming { limit: 3 })
+        );
+        t.on_pending_failed(&id(0));
+        t.admit_pending_incoming(id(3)).unwrap();
+        t.on_established(id(1), PeerId::random(), Instant::now());
+        assert_eq!(t.counts().pending_incoming, 2);
+        for n in 10..13 {
+            t.admit_pending_outgoing(id(n), None).unwrap();
+        }
+        assert_eq!(
+            t.admit_pending_outgoing(id(13), None),
+            Err(Denial::PendingOutgoing { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn no_trimming_between_the_watermarks_without_pressure() {
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(100)
+                .with_watermarks(1, 3)
+                .with_grace_period(Duration::ZERO),
+        );
+        let t0 = Instant::now();
+        for n in 0..3 {
+            t.on_established(id(n), PeerId::random(), t0);
+        }
+        assert!(t.trim(t0).is_empty(), "at the high watermark, not above");
+        assert_eq!(t.next_trim(), None);
+        t.on_established(id(3), PeerId::random(), t0);
+        assert_eq!(t.trim(t0).len(), 3, "above high: down to low");
+    }
+
+    #[test]
+    fn per_peer_limit() {
+        let mut t = table(10);
+        let p = PeerId::random();
+        let now = Instant::now();
+        t.on_established(id(0), p, now);
+        t.on_established(id(1), p, now);
+        assert_eq!(t.check_established(&p), Err(Denial::PerPeer { limit: 2 }));
+        assert_eq!(
+            t.admit_pending_outgoing(id(5), Some(&p)),
+            Err(Denial::PerPeer { limit: 2 })
+        );
+        t.on_closed(&id(0));
+        t.check_established(&p).unwrap();
+    }
+
+    #[test]
+    fn trims_unprotected_down_to_low_after_grace_lowest_value_first() {
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(100)
+                .with_watermarks(3, 5)
+                .with_grace_period(Duration::from_secs(10)),
+        );
+        let t0 = Instant::now();
+        let protected: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+        let others: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        for p in &protected {
+            t.protect(*p);
+        }
+        for (n, p) in protected.iter().chain(&others).enumerate() {
+            t.on_established(id(n), *p, t0 + Duration::from_millis(n as u64));
+        }
+        t.set_value(others[5], 10); // the most valuable unprotected peer stays
+        assert!(
+            t.trim(t0 + Duration::from_secs(1)).is_empty(),
+            "grace period not over"
+        );
+        assert_eq!(t.next_trim(), Some(t0 + Duration::from_secs(11)));
+        let trimmed = t.trim(t0 + Duration::from_secs(11));
+        assert_eq!(trimmed.len(), 5, "8 connections down to 3");
+        // Closing connections are not trimmed twice while their close is in flight.
+        assert!(t.trim(t0 + Duration::from_secs(12)).is_empty());
+        assert_eq!(t.next_trim(), None);
+        let trimmed_peers: HashSet<PeerId> = trimmed.iter().map(|(_, p)| *p).collect();
+        assert!(protected.iter().all(|p| !trimmed_peers.contains(p)));
+        assert!(!trimmed_peers.contains(&others[5]));
+        for (id, _) in &trimmed {
+            t.on_closed(id);
+        }
+        assert_eq!(t.counts().established, 3);
+        assert!(t.trim(t0 + Duration::from_secs(30)).is_empty());
+        assert_eq!(t.next_trim(), None);
+    }
+
+    #[test]
+    fn young_connections_and_protected_peers_are_never_trimmed() {
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(100)
+                .with_watermarks(1, 2)
+                .with_grace_period(Duration::from_secs(10)),
+        );
+        let t0 = Instant::now();
+        let p = PeerId::random();
+        t.protect(p);
+        t.on_established(id(0), p, t0);
+        t.on_established(id(1), PeerId::random(), t0);
+        t.on_established(id(2), PeerId::random(), t0 + Duration::from_secs(9));
+        t.trim(t0 + Duration::from_secs(9));
+        // At t0+19 the table has been above high for 10 s; id(2) is 10 s old, id(1) 19 s.
+        assert_eq!(t.next_trim(), Some(t0 + Duration::from_secs(19)));
+        let trimmed = t.trim(t0 + Duration::from_secs(19));
+        assert_eq!(
+            trimmed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![id(2), id(1)]
+        );
+        // Only the protected peer is left above nothing trimmable: no further checks.
+        assert_eq!(t.next_trim(), None);
+        let mut t2 = ConnectionTable::new(
+            LimitsConfig::new(100)
+                .with_watermarks(0, 1)
+                .with_grace_period(Duration::from_secs(10)),
+        );
+        t2.on_established(id(0), PeerId::random(), t0);
+        t2.on_established(id(1), PeerId::random(), t0 + Duration::from_secs(6));
+        t2.trim(t0 + Duration::from_secs(5));
+        // Only the old connection qualifies at t0+15; the young one a second later.
+        assert_eq!(
+            t2.trim(t0 + Duration::from_secs(15)),
+            vec![(id(0), t2.established[&id(0)].peer_id)]
+        );
+        // Trimming goes on down to the low watermark as the young connection comes of age.
+        assert_eq!(t2.next_trim(), Some(t0 + Duration::from_secs(16)));
+        assert_eq!(
+            t2.trim(t0 + Duration::from_secs(16)),
+            vec![(id(1), t2.established[&id(1)].peer_id)]
+        );
+        assert_eq!(t2.next_trim(), None);
+    }
+}
