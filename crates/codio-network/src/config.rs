@@ -79,9 +79,10 @@ pub struct NetworkConfig {
     /// How many connections beyond `max_peers` protected peers (bootstrap, reserved,
     /// explicitly connected) may use. Default 8.
     pub protected_extra: usize,
-    /// Bound on inbound connections in their handshake. Default 32.
+    /// Bound on inbound connections in their handshake. Default 64.
     pub max_pending_incoming: usize,
-    /// Bound on outbound dials in progress. Default 32.
+    /// Bound on outbound dials in progress (DHT queries dial several peers at once).
+    /// Default 128.
     pub max_pending_outgoing: usize,
     /// Bound on connections to one peer. Default 2.
     pub max_connections_per_peer: usize,
@@ -127,8 +128,8 @@ impl Default for NetworkConfig {
             watermarks: None,
             grace_period: Duration::from_secs(20),
             protected_extra: 8,
-            max_pending_incoming: 32,
-            max_pending_outgoing: 32,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 128,
             max_connections_per_peer: 2,
             reconnect: true,
             backoff: BackoffConfig::default(),
@@ -220,6 +221,13 @@ impl NetworkConfig {
     pub fn with_watermarks(mut self, low: usize, high: usize, grace_period: Duration) -> Self {
         self.watermarks = Some((low, high));
         self.grace_period = grace_period;
+        self
+    }
+
+    /// Sets the bounds on inbound handshakes and outbound dials in progress.
+    pub fn with_pending_limits(mut self, incoming: usize, outgoing: usize) -> Self {
+        self.max_pending_incoming = incoming;
+        self.max_pending_outgoing = outgoing;
         self
     }
 

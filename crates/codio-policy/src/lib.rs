@@ -12,6 +12,9 @@
 //!
 //! [`Behaviour`] drives them from a swarm: put it first in a composed behaviour.
 //!
+//! NAT traversal: [`autorelay`] reserves relay slots when AutoNAT finds the node private
+//! (rust-libp2p has relay, AutoNAT and DCUtR, but nothing that ties them together).
+//!
 //! ```
 //! use codio_policy::{BackoffConfig, Behaviour, LimitsConfig, PolicyConfig};
 //! use std::time::Duration;
@@ -27,6 +30,7 @@
 //!
 //! [`Instant`]: std::time::Instant
 
+pub mod autorelay;
 mod backoff;
 mod behaviour;
 mod limits;

@@ -13,8 +13,8 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// |---|---|
 /// | [`max_established`](Self::with_max_established) | 50: hard ceiling on established connections |
 /// | [`protected_extra`](Self::with_protected_extra) | 8: protected peers may exceed the ceiling by this many |
-/// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 32 inbound handshakes at once |
-/// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 32 outbound dials at once |
+/// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 64 inbound handshakes at once |
+/// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 128 outbound dials at once |
 /// | [`max_per_peer`](Self::with_max_per_peer) | 2 connections per peer |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
@@ -42,8 +42,8 @@ impl LimitsConfig {
         Self {
             max_established,
             protected_extra: 8,
-            max_pending_incoming: 32,
-            max_pending_outgoing: 32,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 128,
             max_per_peer: 2,
             high_watermark: max_established * 4 / 5,
             low_watermark: max_established * 3 / 5,
