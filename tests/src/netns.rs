@@ -41,7 +41,7 @@ pub fn is_netns_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let output = std::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -137,7 +137,7 @@ pub fn setup_fresh_netns() {
     run("ip", &["link", "set", "br0", "up"]).expect("bridge up");
 }
 
-static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+pub(crate) static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A host of a [`NetLab`].
 #[derive(Debug, Clone)]

@@ -107,6 +107,28 @@ impl NodeProcess {
         }
     }
 
+    /// Like [`wait_for_line`](Self::wait_for_line), but a matching line already read counts
+    /// too (for lines whose order against others is not fixed).
+    pub async fn expect_line(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut predicate: impl FnMut(&str) -> bool,
+    ) -> String {
+        if let Some(line) = self.lines_so_far().iter().find(|l| predicate(l)) {
+            return line.clone();
+        }
+        self.wait_for_line(timeout, what, predicate).await
+    }
+
+    /// Every line the child wrote so far (without waiting).
+    pub fn lines_so_far(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     /// Sends `signal` (e.g. `"INT"`, `"TERM"`) to the child with `kill(1)`.
     pub fn signal(&self, signal: &str) {
         let pid = self.id().expect("child still running");

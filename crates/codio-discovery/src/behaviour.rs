@@ -13,7 +13,6 @@ use libp2p::{
     identify, kad,
     kad::store::MemoryStore,
     mdns,
-    multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
         NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
@@ -231,15 +230,14 @@ impl Behaviour {
 
     /// Feeds an identify result: the listen addresses of peers that speak our Kademlia
     /// protocol go into the routing table (libp2p learns no addresses of inbound peers
-    /// otherwise).
+    /// otherwise), relayed ones included.
     pub fn on_identify(&mut self, peer_id: PeerId, info: &identify::Info) {
         if !info.protocols.contains(&self.kad_protocol) {
             return;
         }
-        for address in &info.listen_addrs {
-            if address.iter().any(|p| p == Protocol::P2pCircuit) {
-                continue;
-            }
+        // Relayed (`/p2p-circuit`) addresses are kept: for a private peer they are the only
+        // way in.
+        for address in usable_addresses(info) {
             self.inner.kad.add_address(&peer_id, address.clone());
         }
     }
@@ -506,6 +504,24 @@ impl Behaviour {
             _ => None,
         }
     }
+}
+
+/// The listen addresses of an identify result that others can use: loopback addresses only
+/// when the peer itself sees us on loopback (it runs on this host). A remote peer's loopback
+/// address would lead a dialer to itself or to another local process.
+pub fn usable_addresses(info: &identify::Info) -> impl Iterator<Item = &Multiaddr> {
+    let local = is_loopback(&info.observed_addr);
+    info.listen_addrs
+        .iter()
+        .filter(move |address| local || !is_loopback(address))
+}
+
+fn is_loopback(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 impl NetworkBehaviour for Behaviour {

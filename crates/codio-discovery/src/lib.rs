@@ -43,7 +43,7 @@
 mod behaviour;
 mod config;
 
-pub use behaviour::{Behaviour, Event, Source};
+pub use behaviour::{Behaviour, Event, Source, usable_addresses};
 pub use config::{DiscoveryConfig, KadMode, split_peer_id};
 pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};
 

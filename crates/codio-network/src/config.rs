@@ -38,10 +38,10 @@ pub struct NetworkConfig {
     pub bootstrap_peers: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS and dial them. Default `true`.
     pub enable_mdns: bool,
-    /// Use circuit relays for NAT traversal. Default `true`.
-    ///
-    /// Relay support is provided by the policy layer; until it is composed into the facade this
-    /// flag is reported as unsupported in the logs and otherwise ignored.
+    /// NAT traversal for this node as a client: the relay v2 client transport (so
+    /// `/p2p-circuit` addresses can be dialed and listened on), automatic reservations on
+    /// relays when AutoNAT finds the node private, and DCUtR hole punching to upgrade relayed
+    /// connections to direct ones. Default `true`.
     pub enable_relay: bool,
     /// IP address to listen on. Default `0.0.0.0` (every IPv4 interface).
     pub listen_ip: IpAddr,
@@ -84,7 +84,8 @@ pub struct NetworkConfig {
     /// Bound on outbound dials in progress (DHT queries dial several peers at once).
     /// Default 128.
     pub max_pending_outgoing: usize,
-    /// Bound on connections to one peer. Default 2.
+    /// Bound on connections to one peer. Default 4 (surplus connections are closed after
+    /// 30 s, keeping the oldest direct one).
     pub max_connections_per_peer: usize,
     /// Reconnect peers that matter after unexpected disconnects and failed dials. Default
     /// `true`.
@@ -94,6 +95,22 @@ pub struct NetworkConfig {
     pub backoff: BackoffConfig,
     /// Failed pings after which a connection is closed as dead. Default 3.
     pub ping_failures: u32,
+    /// Serve as a relay v2 for other peers (opt-in). The relay advertises itself only once
+    /// it has a confirmed external address (see `external_addrs` and AutoNAT). Default
+    /// `false`.
+    pub relay_server: bool,
+    /// Resource limits of the relay server. Default [`RelayServerLimits::default`].
+    pub relay_limits: RelayServerLimits,
+    /// Relays to reserve on when private, besides bootstrap peers that advertise the relay
+    /// protocol (`/…/p2p/<relay id>`). Default empty.
+    pub relays: Vec<Multiaddr>,
+    /// Most relay reservations held at once when private. Default 2.
+    pub max_relay_reservations: usize,
+    /// Addresses this node is known to be reachable at (a server's public address): confirmed
+    /// at start without waiting for AutoNAT. Default empty.
+    pub external_addrs: Vec<Multiaddr>,
+    /// AutoNAT settings. Default [`AutonatSettings::default`].
+    pub autonat: AutonatSettings,
     /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
     pub transport: TransportConfig,
     /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
@@ -130,14 +147,119 @@ impl Default for NetworkConfig {
             protected_extra: 8,
             max_pending_incoming: 64,
             max_pending_outgoing: 128,
-            max_connections_per_peer: 2,
+            max_connections_per_peer: 4,
             reconnect: true,
             backoff: BackoffConfig::default(),
             ping_failures: 3,
+            relay_server: false,
+            relay_limits: RelayServerLimits::default(),
+            relays: vec![],
+            max_relay_reservations: 2,
+            external_addrs: vec![],
+            autonat: AutonatSettings::default(),
             transport: TransportConfig::default(),
             event_buffer: 1024,
             command_buffer: 64,
             shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Resource limits of the relay server (defaults are libp2p's).
+///
+/// | limit | default |
+/// |---|---|
+/// | `max_reservations` | 128 reservations in total |
+/// | `max_reservations_per_peer` | 4 |
+/// | `reservation_duration` | 1 h (clients renew before expiry) |
+/// | `max_circuits` | 16 relayed connections at once |
+/// | `max_circuits_per_peer` | 4 |
+/// | `max_circuit_duration` | 2 min per relayed connection |
+/// | `max_circuit_bytes` | 128 KiB per relayed connection (enough for hole punching) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayServerLimits {
+    /// Reservations in total.
+    pub max_reservations: usize,
+    /// Reservations per peer.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts unless renewed.
+    pub reservation_duration: Duration,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections per peer.
+    pub max_circuits_per_peer: usize,
+    /// Lifetime of a relayed connection.
+    pub max_circuit_duration: Duration,
+    /// Bytes a relayed connection may carry.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayServerLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(60 * 60),
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            max_circuit_duration: Duration::from_secs(2 * 60),
+            max_circuit_bytes: 1 << 17,
+        }
+    }
+}
+
+impl RelayServerLimits {
+    /// The libp2p relay configuration with these limits (and libp2p's default rate limits).
+    pub(crate) fn relay_config(&self) -> libp2p::relay::Config {
+        libp2p::relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: self.reservation_duration,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes,
+            ..libp2p::relay::Config::default()
+        }
+    }
+}
+
+/// AutoNAT (v1) settings: how the node learns whether it is publicly reachable, by asking
+/// connected peers to dial it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutonatSettings {
+    /// Delay before the first probe. Default 15 s.
+    pub boot_delay: Duration,
+    /// Probe interval while the status is unknown or not yet confident. Default 90 s.
+    pub retry_interval: Duration,
+    /// Probe interval once confident. Default 15 min.
+    pub refresh_interval: Duration,
+    /// Only probe through peers seen at global IP addresses and only serve such peers.
+    /// Default `true`; private deployments (one LAN, a lab) turn it off.
+    pub only_global_ips: bool,
+}
+
+impl Default for AutonatSettings {
+    fn default() -> Self {
+        Self {
+            boot_delay: Duration::from_secs(15),
+            retry_interval: Duration::from_secs(90),
+            refresh_interval: Duration::from_secs(15 * 60),
+            only_global_ips: true,
+        }
+    }
+}
+
+impl AutonatSettings {
+    pub(crate) fn autonat_config(&self) -> libp2p::autonat::v1::Config {
+        libp2p::autonat::v1::Config {
+            boot_delay: self.boot_delay,
+            retry_interval: self.retry_interval,
+            refresh_interval: self.refresh_interval,
+            only_global_ips: self.only_global_ips,
+            // Probes go to distinct servers; in small deployments one server is all there is.
+            throttle_server_period: self.retry_interval.min(Duration::from_secs(90)),
+            ..libp2p::autonat::v1::Config::default()
         }
     }
 }
@@ -348,6 +470,14 @@ impl NetworkConfig {
         }
         if self.max_connections_per_peer == 0 {
             return invalid("max_connections_per_peer", "must be at least 1");
+        }
+        for addr in &self.relays {
+            if crate::peer_id_of(addr).is_none() {
+                return Err(crate::NetworkError::InvalidConfig {
+                    field: "relays",
+                    reason: format!("{addr} has no /p2p/<peer id> suffix"),
+                });
+            }
         }
         for addr in &self.reserved_peers {
             if crate::peer_id_of(addr).is_none() {

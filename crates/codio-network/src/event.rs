@@ -23,6 +23,22 @@ pub enum DiscoverySource {
     Dht,
 }
 
+/// Whether the node is reachable from outside, as AutoNAT found out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NatStatus {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// Publicly reachable at `address`.
+    Public {
+        /// The address peers dialed back successfully.
+        address: Multiaddr,
+    },
+    /// Behind a NAT or firewall: reachable through relays only.
+    Private,
+}
+
 /// Something that happened in the network.
 ///
 /// Subscribe with [`NetworkManager::subscribe`](crate::NetworkManager::subscribe). Events are
@@ -50,6 +66,41 @@ pub enum NetworkEvent {
         address: Multiaddr,
         /// Who dialed.
         direction: Direction,
+        /// Whether the connection runs through a relay.
+        relayed: bool,
+    },
+    /// A connection answered its first ping: it carries traffic.
+    ConnectionVerified {
+        /// The peer.
+        peer_id: PeerId,
+        /// The round-trip time measured.
+        rtt: Duration,
+        /// Whether the connection runs through a relay.
+        relayed: bool,
+    },
+    /// AutoNAT's verdict on this node's reachability changed.
+    NatStatusChanged {
+        /// The new status.
+        status: NatStatus,
+    },
+    /// A relay accepted (or renewed) this node's reservation: the node is reachable through it.
+    RelayReservationAccepted {
+        /// The relay.
+        relay: PeerId,
+        /// Whether this renewed an existing reservation.
+        renewal: bool,
+    },
+    /// Hole punching upgraded a relayed connection to a direct one.
+    HolePunchSucceeded {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// Hole punching failed; the connection stays relayed.
+    HolePunchFailed {
+        /// The peer.
+        peer_id: PeerId,
+        /// Why.
+        error: String,
     },
     /// The last connection to a peer closed.
     PeerDisconnected {

@@ -27,7 +27,8 @@ use codio_discovery::{Event as DiscoveryEvent, QueryId};
 use codio_policy::{ConnectionCounts, Event as PolicyEvent, PingOutcome};
 
 use crate::{
-    ConnectError, DhtError, DiscoverySource, Lookup, NetworkError, NetworkEvent, PeerInfo,
+    ConnectError, DhtError, DiscoverySource, Lookup, NatStatus, NetworkError, NetworkEvent,
+    PeerInfo,
     behaviour::{Behaviour, BehaviourEvent},
     event::Direction,
     peer_id_of, without_p2p,
@@ -42,6 +43,7 @@ pub(crate) enum Command {
     /// Listen on `address`, then start discovery (bootstrap dials, mDNS dials, DHT bootstrap).
     Start {
         address: Multiaddr,
+        external: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
     },
     FindPeer {
@@ -79,6 +81,7 @@ pub(crate) struct Shared {
     peers: RwLock<HashMap<PeerId, PeerInfo>>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
     counts: RwLock<ConnectionCounts>,
+    nat: RwLock<NatStatus>,
 }
 
 impl Shared {
@@ -103,6 +106,17 @@ impl Shared {
 
     pub(crate) fn counts(&self) -> ConnectionCounts {
         *self.counts.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn nat_status(&self) -> NatStatus {
+        self.nat
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_nat_status(&self, status: NatStatus) {
+        *self.nat.write().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     fn set_counts(&self, counts: ConnectionCounts) {
@@ -174,6 +188,10 @@ pub(crate) struct EventLoop {
     pending_queries: HashMap<QueryId, PendingQuery>,
     listeners: Vec<ListenerId>,
     query_timeout: Duration,
+    /// Every open connection: its peer and whether it is relayed.
+    connections: HashMap<ConnectionId, (PeerId, bool)>,
+    /// Connections that answered a ping already.
+    verified: HashSet<ConnectionId>,
 }
 
 impl EventLoop {
@@ -199,6 +217,8 @@ impl EventLoop {
             pending_queries: HashMap::new(),
             listeners: Vec::new(),
             query_timeout,
+            connections: HashMap::new(),
+            verified: HashSet::new(),
         }
     }
 
@@ -235,8 +255,16 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Start { address, reply } => match self.swarm.listen_on(address.clone()) {
+            Command::Start {
+                address,
+                external,
+                reply,
+            } => match self.swarm.listen_on(address.clone()) {
                 Ok(id) => {
+                    for address in external {
+                        tracing::info!(%address, "external address (configured)");
+                        self.swarm.add_external_address(address);
+                    }
                     self.listeners.push(id);
                     self.pending_listens.insert(id, (address, reply));
                     self.swarm.behaviour_mut().discovery.start();
@@ -458,10 +486,16 @@ impl EventLoop {
             ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
-            } => self.on_connection_closed(peer_id, num_established, cause.map(|c| c.to_string())),
+            } => self.on_connection_closed(
+                peer_id,
+                connection_id,
+                num_established,
+                cause.map(|c| c.to_string()),
+            ),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -539,6 +573,9 @@ impl EventLoop {
         num_established: u32,
     ) {
         let now = Instant::now();
+        let relayed = endpoint.is_relayed();
+        self.connections.insert(connection_id, (peer_id, relayed));
+        let all_relayed = self.all_relayed(&peer_id);
         let (address, direction) = match &endpoint {
             ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
             ConnectedPoint::Listener { send_back_addr, .. } => {
@@ -551,6 +588,7 @@ impl EventLoop {
                 .or_insert_with(|| PeerInfo::new(peer_id, now));
             info.connections = num_established as usize;
             info.last_seen = now;
+            info.relayed = all_relayed;
             if direction == Direction::Outbound {
                 info.add_address(address.clone(), MAX_ADDRESSES_PER_PEER);
             }
@@ -568,20 +606,40 @@ impl EventLoop {
             pending.reply.send(Ok(peer_id));
         }
         if num_established == 1 {
-            tracing::info!(%peer_id, %address, ?direction, "peer connected");
+            tracing::info!(%peer_id, %address, ?direction, relayed, "peer connected");
             self.emit(NetworkEvent::PeerConnected {
                 peer_id,
                 address,
                 direction,
+                relayed,
             });
+        } else if !relayed {
+            tracing::info!(%peer_id, %address, ?direction, "direct connection added");
         }
     }
 
-    fn on_connection_closed(&mut self, peer_id: PeerId, remaining: u32, cause: Option<String>) {
+    fn all_relayed(&self, peer_id: &PeerId) -> bool {
+        self.connections
+            .values()
+            .filter(|(p, _)| p == peer_id)
+            .all(|(_, relayed)| *relayed)
+    }
+
+    fn on_connection_closed(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        remaining: u32,
+        cause: Option<String>,
+    ) {
+        self.connections.remove(&connection_id);
+        self.verified.remove(&connection_id);
         if remaining > 0 {
+            let all_relayed = self.all_relayed(&peer_id);
             self.shared.update_peers(|peers| {
                 if let Some(info) = peers.get_mut(&peer_id) {
                     info.connections = remaining as usize;
+                    info.relayed = all_relayed;
                 }
             });
             return;
@@ -612,8 +670,11 @@ impl EventLoop {
                         }
                     }
                 });
-                for addr in &info.listen_addrs {
+                for addr in codio_discovery::usable_addresses(&info) {
                     self.swarm.add_peer_address(peer_id, addr.clone());
+                }
+                if let Some(autorelay) = self.swarm.behaviour_mut().autorelay.as_mut() {
+                    autorelay.on_identify(peer_id, &info);
                 }
                 self.swarm
                     .behaviour_mut()
@@ -640,6 +701,18 @@ impl EventLoop {
                         connection,
                         PingOutcome::Success,
                     );
+                    if self.verified.insert(connection) {
+                        let relayed = self
+                            .connections
+                            .get(&connection)
+                            .is_some_and(|(_, relayed)| *relayed);
+                        tracing::info!(%peer, ?rtt, relayed, "connection verified by ping");
+                        self.emit(NetworkEvent::ConnectionVerified {
+                            peer_id: peer,
+                            rtt,
+                            relayed,
+                        });
+                    }
                     let now = Instant::now();
                     self.shared.update_peers(|peers| {
                         if let Some(info) = peers.get_mut(&peer) {
@@ -661,8 +734,70 @@ impl EventLoop {
                 }
             },
             BehaviourEvent::Policy(event) => self.on_policy_event(event),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => tracing::debug!(?event, "relay server"),
+            BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
+            BehaviourEvent::Dcutr(libp2p::dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer_id = %remote_peer_id, "hole punch succeeded: direct connection");
+                    self.emit(NetworkEvent::HolePunchSucceeded {
+                        peer_id: remote_peer_id,
+                    });
+                }
+                Err(error) => {
+                    tracing::info!(peer_id = %remote_peer_id, %error, "hole punch failed");
+                    self.emit(NetworkEvent::HolePunchFailed {
+                        peer_id: remote_peer_id,
+                        error: error.to_string(),
+                    });
+                }
+            },
+            BehaviourEvent::Autorelay(event) => tracing::debug!(?event, "autorelay"),
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
+    }
+
+    fn on_relay_client_event(&mut self, event: libp2p::relay::client::Event) {
+        match event {
+            libp2p::relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+                if let Some(autorelay) = self.swarm.behaviour_mut().autorelay.as_mut() {
+                    autorelay.on_accepted(&relay_peer_id);
+                }
+                self.emit(NetworkEvent::RelayReservationAccepted {
+                    relay: relay_peer_id,
+                    renewal,
+                });
+            }
+            other => tracing::debug!(?other, "relay client"),
+        }
+    }
+
+    fn on_autonat_event(&mut self, event: libp2p::autonat::v1::Event) {
+        use codio_policy::autorelay::Reachability;
+        use libp2p::autonat::v1::{Event, NatStatus as AutonatStatus};
+        let Event::StatusChanged { new, .. } = event else {
+            tracing::debug!(?event, "autonat");
+            return;
+        };
+        let (status, reachability) = match new {
+            AutonatStatus::Public(address) => (NatStatus::Public { address }, Reachability::Public),
+            AutonatStatus::Private => (NatStatus::Private, Reachability::Private),
+            AutonatStatus::Unknown => (NatStatus::Unknown, Reachability::Unknown),
+        };
+        tracing::info!(?status, "NAT status");
+        if let Some(autorelay) = self.swarm.behaviour_mut().autorelay.as_mut() {
+            autorelay.set_reachability(reachability);
+        }
+        self.shared.set_nat_status(status.clone());
+        self.emit(NetworkEvent::NatStatusChanged { status });
     }
 
     fn on_policy_event(&mut self, event: PolicyEvent) {

@@ -60,9 +60,9 @@ use std::{
 pub use codio_discovery::KadMode;
 pub use codio_policy::{BackoffConfig, ConnectionCounts};
 pub use codio_transport::TransportConfig;
-pub use config::NetworkConfig;
+pub use config::{AutonatSettings, NetworkConfig, RelayServerLimits};
 pub use error::{ConnectError, DhtError, NetworkError};
-pub use event::{Direction, DiscoverySource, NetworkEvent};
+pub use event::{Direction, DiscoverySource, NatStatus, NetworkEvent};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use libp2p::{Swarm, multiaddr::Protocol, swarm};
 pub use peer::PeerInfo;
@@ -82,6 +82,34 @@ pub(crate) fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
         Some(Protocol::P2p(peer_id)) => Some(peer_id),
         _ => None,
     }
+}
+
+/// TCP + Noise + Yamux, and with `enable_relay` the relay client transport with the same
+/// upgrades, as one transport.
+fn build_transport(
+    keypair: &Keypair,
+    config: &NetworkConfig,
+) -> Result<
+    (
+        codio_transport::CodioTransport,
+        Option<libp2p::relay::client::Behaviour>,
+    ),
+    NetworkError,
+> {
+    let direct = codio_transport::build_transport(keypair, &config.transport)?;
+    if !config.enable_relay {
+        return Ok((direct, None));
+    }
+    let (relay_transport, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
+    let relayed = codio_transport::upgrade(relay_transport, keypair, &config.transport)?;
+    // Relay first: the DNS layer of the direct transport reports addresses it cannot dial as
+    // errors rather than "not supported", which would stop the fall-through.
+    let transport =
+        libp2p::Transport::map_err(libp2p::Transport::or_transport(relayed, direct), |error| {
+            error.into_inner()
+        });
+    let transport = libp2p::Transport::map(transport, |output, _| output.into_inner());
+    Ok((libp2p::Transport::boxed(transport), Some(relay_client)))
 }
 
 /// The outcome of a DHT lookup ([`NetworkManager::lookup`]).
@@ -138,8 +166,8 @@ impl NetworkManager {
             .clone()
             .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
         let local_peer_id = keypair.public().to_peer_id();
-        let transport = codio_transport::build_transport(&keypair, &config.transport)?;
-        let mut behaviour = behaviour::Behaviour::new(&keypair, &config)?;
+        let (transport, relay_client) = build_transport(&keypair, &config)?;
+        let mut behaviour = behaviour::Behaviour::new(&keypair, &config, relay_client)?;
         // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
         for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
             if let Some(peer_id) = peer_id_of(address) {
@@ -191,12 +219,15 @@ impl NetworkManager {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(NetworkError::AlreadyStarted);
         }
-        if self.config.enable_relay {
-            tracing::warn!("enable_relay is set, but relaying is not part of this build yet");
-        }
         let address = self.config.listen_multiaddr();
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Start { address, reply }).await?;
+        let external = self.config.external_addrs.clone();
+        self.send(Command::Start {
+            address,
+            external,
+            reply,
+        })
+        .await?;
         let first = rx.await.map_err(|_| NetworkError::ShutDown)??;
         let mut addrs = self.shared.listen_addrs();
         if addrs.is_empty() {
@@ -208,6 +239,10 @@ impl NetworkManager {
     /// Connects to the peer at `address` and returns its peer id once a connection is
     /// established.
     ///
+    /// A `/p2p/<relay>/p2p-circuit/p2p/<id>` address reaches a peer through a relay: the node
+    /// connects to the relay first and waits (up to the connect timeout) until the relay has
+    /// identified it, so hole punching can upgrade the relayed connection to a direct one.
+    ///
     /// With a `/p2p/<id>` suffix the remote must prove that identity, and an already connected
     /// peer is returned at once; without it, whoever answers is accepted. A connected peer is
     /// protected from trimming and reconnected with backoff after unexpected disconnects, until
@@ -218,6 +253,49 @@ impl NetworkManager {
     ///
     /// A [`ConnectError`] saying why: wrong peer id, timeout, unreachable, denied, shut down.
     pub async fn connect_peer(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
+        if let Some(relay) = codio_policy::autorelay::relay_of(&address) {
+            self.prepare_relay(&address, relay).await?;
+        }
+        self.dial(address).await
+    }
+
+    /// Before dialing through a relay: be connected to it and identified by it, so that the
+    /// relay has told us our observed address (DCUtR needs it to punch a hole).
+    async fn prepare_relay(&self, address: &Multiaddr, relay: PeerId) -> Result<(), ConnectError> {
+        let identified = |m: &Self| {
+            m.peer_info(&relay)
+                .is_some_and(|info| info.agent_version.is_some())
+        };
+        if identified(self) {
+            return Ok(());
+        }
+        let mut relay_address = Multiaddr::empty();
+        for protocol in address.iter() {
+            if protocol == Protocol::P2pCircuit {
+                break;
+            }
+            relay_address.push(protocol);
+        }
+        let mut events = self.subscribe();
+        self.dial(relay_address).await?;
+        let wait = async {
+            while !identified(self) {
+                match events.recv().await {
+                    Ok(NetworkEvent::PeerIdentified { peer_id, .. }) if peer_id == relay => break,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(ConnectError::ShutDown),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.config.transport.connect_timeout(), wait).await {
+            Ok(result) => result,
+            // Not identified in time: dial anyway; the connection may still be relayed only.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn dial(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Dial {
             address: address.clone(),
@@ -358,6 +436,11 @@ impl NetworkManager {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// What AutoNAT found out about this node's reachability.
+    pub fn nat_status(&self) -> NatStatus {
+        self.shared.nat_status()
     }
 
     /// Connection counts: established now, pending, and the peak ever established.

@@ -23,6 +23,8 @@ pub struct PeerInfo {
     pub agent_version: Option<String>,
     /// Last measured ping round-trip time.
     pub rtt: Option<Duration>,
+    /// Whether every connection to the peer runs through a relay (no direct connection).
+    pub relayed: bool,
 }
 
 impl PeerInfo {
@@ -35,6 +37,7 @@ impl PeerInfo {
             connections: 0,
             agent_version: None,
             rtt: None,
+            relayed: false,
         }
     }
 

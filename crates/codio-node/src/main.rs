@@ -14,8 +14,10 @@ use clap::Parser;
 use std::time::Duration;
 
 use codio_network::{
-    BackoffConfig, KadMode, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager, TransportConfig,
+    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NatStatus, NetworkConfig, NetworkEvent,
+    NetworkManager, PeerId, TransportConfig,
 };
+use libp2p::multiaddr::Protocol;
 use tokio::sync::broadcast::error::RecvError;
 
 /// Command-line options.
@@ -32,6 +34,10 @@ struct Args {
     /// /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
     #[arg(long = "dial", value_name = "ADDR")]
     dial: Vec<Multiaddr>,
+    /// Peer to look up in the DHT and connect to (repeatable), once a bootstrap peer has
+    /// identified this node (bounded by 30 s).
+    #[arg(long = "find-peer", value_name = "PEER_ID")]
+    find_peers: Vec<PeerId>,
     /// Bootstrap peer (repeatable): dialed at start, dialed again when lost, and used to join
     /// the DHT, e.g. /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
     #[arg(long = "bootstrap", value_name = "ADDR")]
@@ -67,6 +73,28 @@ struct Args {
     /// Largest reconnection delay, in milliseconds.
     #[arg(long, default_value_t = 300_000, value_name = "MS")]
     backoff_max_ms: u64,
+    /// Disable NAT traversal as a client (relay client, automatic reservations, hole punching).
+    #[arg(long)]
+    no_relay: bool,
+    /// Serve as a relay for peers behind NATs.
+    #[arg(long)]
+    relay_server: bool,
+    /// Relay to reserve on when private (repeatable), besides bootstrap peers that are relays.
+    #[arg(long = "relay", value_name = "ADDR")]
+    relays: Vec<Multiaddr>,
+    /// An address this node is known to be reachable at (repeatable), e.g. a server's public
+    /// address; confirmed at start without waiting for AutoNAT.
+    #[arg(long = "external-addr", value_name = "ADDR")]
+    external_addrs: Vec<Multiaddr>,
+    /// Delay before the first AutoNAT probe, in milliseconds.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    autonat_boot_delay_ms: u64,
+    /// AutoNAT probe interval while unsure, in milliseconds.
+    #[arg(long, default_value_t = 90_000, value_name = "MS")]
+    autonat_retry_ms: u64,
+    /// Let AutoNAT probe through and serve peers at private IP addresses (one LAN, a lab).
+    #[arg(long)]
+    autonat_private_ips: bool,
 }
 
 #[tokio::main]
@@ -90,7 +118,16 @@ async fn main() -> anyhow::Result<()> {
         bootstrap_peers: args.bootstrap,
         reserved_peers: args.reserved,
         enable_mdns: !args.no_mdns,
-        enable_relay: false,
+        enable_relay: !args.no_relay,
+        relay_server: args.relay_server,
+        relays: args.relays,
+        external_addrs: args.external_addrs,
+        autonat: AutonatSettings {
+            boot_delay: Duration::from_millis(args.autonat_boot_delay_ms),
+            retry_interval: Duration::from_millis(args.autonat_retry_ms),
+            only_global_ips: !args.autonat_private_ips,
+            ..AutonatSettings::default()
+        },
         kad_mode: if args.kad_server {
             KadMode::Server
         } else {
@@ -113,6 +150,14 @@ async fn main() -> anyhow::Result<()> {
             .with_min(Duration::from_millis(args.backoff_min_ms))
             .with_max(Duration::from_millis(args.backoff_max_ms)),
     );
+    let config_bootstrap_ids: Vec<PeerId> = config
+        .bootstrap_peers
+        .iter()
+        .filter_map(|a| match a.iter().last() {
+            Some(Protocol::P2p(peer)) => Some(peer),
+            _ => None,
+        })
+        .collect();
     let network = NetworkManager::new(config)
         .await
         .context("creating the network")?;
@@ -130,6 +175,39 @@ async fn main() -> anyhow::Result<()> {
             match network.connect_peer(addr.clone()).await {
                 Ok(peer) => tracing::info!(%peer, %addr, "dialed"),
                 Err(error) => tracing::error!(%addr, %error, "dial failed"),
+            }
+        });
+    }
+
+    if !args.find_peers.is_empty() {
+        let network = network.clone();
+        let bootstrap: Vec<PeerId> = config_bootstrap_ids;
+        let mut events = network.subscribe();
+        tokio::spawn(async move {
+            let joined = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match events.recv().await {
+                        Ok(NetworkEvent::PeerIdentified { peer_id, .. })
+                            if bootstrap.is_empty() || bootstrap.contains(&peer_id) =>
+                        {
+                            break;
+                        }
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            })
+            .await;
+            if joined.is_err() {
+                tracing::warn!(
+                    "no bootstrap peer identified this node within 30 s; looking up anyway"
+                );
+            }
+            for peer in args.find_peers {
+                match network.find_peer(peer).await {
+                    Ok(addresses) => tracing::info!(%peer, ?addresses, "found peer"),
+                    Err(error) => tracing::error!(%peer, %error, "find peer failed"),
+                }
             }
         });
     }
@@ -160,7 +238,27 @@ fn log_event(event: &NetworkEvent, connected: usize) {
             peer_id,
             address,
             direction,
-        } => tracing::info!(%peer_id, %address, ?direction, connected, "peer connected"),
+            relayed,
+        } => tracing::info!(%peer_id, %address, ?direction, relayed, connected, "peer connected"),
+        NetworkEvent::ConnectionVerified {
+            peer_id,
+            rtt,
+            relayed,
+        } => tracing::info!(%peer_id, ?rtt, relayed, "ping answered"),
+        NetworkEvent::NatStatusChanged { status } => match status {
+            NatStatus::Public { address } => tracing::info!(%address, "NAT status: public"),
+            NatStatus::Private => tracing::info!("NAT status: private"),
+            _ => tracing::info!("NAT status: unknown"),
+        },
+        NetworkEvent::RelayReservationAccepted { relay, renewal } => {
+            tracing::info!(%relay, renewal, "relay reservation accepted");
+        }
+        NetworkEvent::HolePunchSucceeded { peer_id } => {
+            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
+        }
+        NetworkEvent::HolePunchFailed { peer_id, error } => {
+            tracing::warn!(%peer_id, %error, "hole punch failed");
+        }
         NetworkEvent::PeerDisconnected { peer_id, cause } => {
             let cause = cause.as_deref().unwrap_or("closed");
             tracing::info!(%peer_id, cause, connected, "peer disconnected");

@@ -358,6 +358,7 @@ impl Behaviour {
         let next = [
             self.reconnector.next_due(),
             self.table.next_trim(),
+            self.table.next_prune(),
             self.liveness.next_expiry(),
         ]
         .into_iter()
@@ -376,6 +377,13 @@ impl Behaviour {
             self.push(dial(due.peer_id, due.addresses));
         }
         self.trim(now);
+        for (connection_id, peer_id) in self.table.prune_duplicates(now) {
+            tracing::debug!(%peer_id, ?connection_id, "closing a surplus connection");
+            self.push(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(connection_id),
+            });
+        }
         for (connection_id, peer_id) in self.liveness.expired(now) {
             self.close_dead(peer_id, connection_id, 0);
         }
@@ -471,7 +479,8 @@ impl NetworkBehaviour for Behaviour {
         let now = Instant::now();
         match event {
             FromSwarm::ConnectionEstablished(e) => {
-                self.table.on_established(e.connection_id, e.peer_id, now);
+                self.table
+                    .on_established(e.connection_id, e.peer_id, now, e.endpoint.is_relayed());
                 self.liveness
                     .on_established(e.connection_id, e.peer_id, now);
                 self.trim(now);

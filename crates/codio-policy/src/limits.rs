@@ -15,7 +15,8 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// | [`protected_extra`](Self::with_protected_extra) | 8: protected peers may exceed the ceiling by this many |
 /// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 64 inbound handshakes at once |
 /// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 128 outbound dials at once |
-/// | [`max_per_peer`](Self::with_max_per_peer) | 2 connections per peer |
+/// | [`max_per_peer`](Self::with_max_per_peer) | 4 connections per peer |
+/// | [`duplicate_grace`](Self::with_duplicate_grace) | 30 s: after this, surplus connections to a peer are closed, keeping its oldest direct one |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,7 @@ pub struct LimitsConfig {
     pub(crate) high_watermark: usize,
     pub(crate) low_watermark: usize,
     pub(crate) grace_period: Duration,
+    pub(crate) duplicate_grace: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -44,10 +46,11 @@ impl LimitsConfig {
             protected_extra: 8,
             max_pending_incoming: 64,
             max_pending_outgoing: 128,
-            max_per_peer: 2,
+            max_per_peer: 4,
             high_watermark: max_established * 4 / 5,
             low_watermark: max_established * 3 / 5,
             grace_period: Duration::from_secs(20),
+            duplicate_grace: Duration::from_secs(30),
         }
     }
 
@@ -86,6 +89,13 @@ impl LimitsConfig {
     pub fn with_watermarks(mut self, low: usize, high: usize) -> Self {
         self.low_watermark = low;
         self.high_watermark = high;
+        self
+    }
+
+    /// Sets how long surplus connections to one peer (simultaneous dials, AutoNAT dial-backs,
+    /// a relayed connection once a direct one exists) may live before they are closed.
+    pub fn with_duplicate_grace(mut self, grace: Duration) -> Self {
+        self.duplicate_grace = grace;
         self
     }
 
@@ -138,6 +148,7 @@ pub enum Denial {
 struct Established {
     peer_id: PeerId,
     since: Instant,
+    relayed: bool,
 }
 
 /// Counts of connections.
@@ -297,8 +308,14 @@ impl ConnectionTable {
         self.pending_outgoing.remove(id);
     }
 
-    /// A connection was established.
-    pub fn on_established(&mut self, id: ConnectionId, peer_id: PeerId, now: Instant) {
+    /// A connection was established (`relayed`: through a relay circuit).
+    pub fn on_established(
+        &mut self,
+        id: ConnectionId,
+        peer_id: PeerId,
+        now: Instant,
+        relayed: bool,
+    ) {
         self.pending_incoming.remove(&id);
         self.pending_outgoing.remove(&id);
         if self
@@ -308,6 +325,7 @@ impl ConnectionTable {
                 Established {
                     peer_id,
                     since: now,
+                    relayed,
                 },
             )
             .is_none()
@@ -385,6 +403,51 @@ impl ConnectionTable {
         trimmed
     }
 
+    /// Connections that are surplus: for every peer with several open connections, all but its
+    /// oldest direct connection (its oldest relayed one when none is direct).
+    fn surplus(&self) -> Vec<(ConnectionId, Established)> {
+        let mut keep: HashMap<PeerId, (bool, Instant, ConnectionId)> = HashMap::new();
+        let open = || {
+            self.established
+                .iter()
+                .filter(|(id, _)| !self.closing.contains(id))
+        };
+        for (id, c) in open() {
+            let rank = (c.relayed, c.since, *id);
+            let best = keep.entry(c.peer_id).or_insert(rank);
+            if rank < *best {
+                *best = rank;
+            }
+        }
+        open()
+            .filter(|(id, c)| keep.get(&c.peer_id).is_some_and(|best| best.2 != **id))
+            .map(|(id, c)| (*id, *c))
+            .collect()
+    }
+
+    /// Surplus connections (see [`LimitsConfig::with_duplicate_grace`]) older than the
+    /// duplicate grace period at `now`. Returned connections count as closing.
+    pub fn prune_duplicates(&mut self, now: Instant) -> Vec<(ConnectionId, PeerId)> {
+        let grace = self.config.duplicate_grace;
+        let pruned: Vec<(ConnectionId, PeerId)> = self
+            .surplus()
+            .into_iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= grace)
+            .map(|(id, c)| (id, c.peer_id))
+            .collect();
+        self.closing.extend(pruned.iter().map(|(id, _)| *id));
+        pruned
+    }
+
+    /// When [`prune_duplicates`](Self::prune_duplicates) may next have something to do.
+    pub fn next_prune(&self) -> Option<Instant> {
+        let grace = self.config.duplicate_grace;
+        self.surplus()
+            .into_iter()
+            .map(|(_, c)| c.since + grace)
+            .min()
+    }
+
     /// When [`trim`](Self::trim) may next have something to do: while the table is under
     /// pressure, the later of the end of the grace period and the moment the oldest
     /// trimmable connection is old enough. `None` when nothing could ever be trimmed.
@@ -421,7 +484,7 @@ mod tests {
         for n in 0..2 {
             let p = PeerId::random();
             t.check_established(&p).unwrap();
-            t.on_established(id(n), p, now);
+            t.on_established(id(n), p, now, false);
         }
         let stranger = PeerId::random();
         assert_eq!(
@@ -431,7 +494,7 @@ mod tests {
         let friend = PeerId::random();
         t.protect(friend);
         t.check_established(&friend).unwrap();
-        t.on_established(id(2), friend, now);
+        t.on_established(id(2), friend, now, false);
         let friend2 = PeerId::random();
         t.protect(friend2);
         assert_eq!(
@@ -458,7 +521,7 @@ mod tests {
         );
         t.on_pending_failed(&id(0));
         t.admit_pending_incoming(id(3)).unwrap();
-        t.on_established(id(1), PeerId::random(), Instant::now());
+        t.on_established(id(1), PeerId::random(), Instant::now(), false);
         assert_eq!(t.counts().pending_incoming, 2);
         for n in 10..13 {
             t.admit_pending_outgoing(id(n), None).unwrap();
@@ -478,21 +541,51 @@ mod tests {
         );
         let t0 = Instant::now();
         for n in 0..3 {
-            t.on_established(id(n), PeerId::random(), t0);
+            t.on_established(id(n), PeerId::random(), t0, false);
         }
         assert!(t.trim(t0).is_empty(), "at the high watermark, not above");
         assert_eq!(t.next_trim(), None);
-        t.on_established(id(3), PeerId::random(), t0);
+        t.on_established(id(3), PeerId::random(), t0, false);
         assert_eq!(t.trim(t0).len(), 3, "above high: down to low");
     }
 
     #[test]
+    fn surplus_connections_are_pruned_keeping_the_oldest_direct_one() {
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(100).with_duplicate_grace(Duration::from_secs(10)),
+        );
+        let t0 = Instant::now();
+        let p = PeerId::random();
+        let q = PeerId::random();
+        t.on_established(id(0), p, t0, true); // relayed first
+        t.on_established(id(1), p, t0 + Duration::from_secs(1), false); // hole punched
+        t.on_established(id(2), p, t0 + Duration::from_secs(2), false); // a dial-back
+        t.on_established(id(3), q, t0, false); // a single connection is never surplus
+        assert_eq!(t.next_prune(), Some(t0 + Duration::from_secs(10)));
+        assert!(t.prune_duplicates(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(
+            t.prune_duplicates(t0 + Duration::from_secs(10)),
+            vec![(id(0), p)]
+        );
+        assert_eq!(t.next_prune(), Some(t0 + Duration::from_secs(12)));
+        assert_eq!(
+            t.prune_duplicates(t0 + Duration::from_secs(12)),
+            vec![(id(2), p)]
+        );
+        assert_eq!(t.next_prune(), None);
+        for n in [0, 2] {
+            t.on_closed(&id(n));
+        }
+        assert_eq!(t.counts().established, 2);
+    }
+
+    #[test]
     fn per_peer_limit() {
-        let mut t = table(10);
+        let mut t = ConnectionTable::new(LimitsConfig::new(10).with_max_per_peer(2));
         let p = PeerId::random();
         let now = Instant::now();
-        t.on_established(id(0), p, now);
-        t.on_established(id(1), p, now);
+        t.on_established(id(0), p, now, false);
+        t.on_established(id(1), p, now, false);
         assert_eq!(t.check_established(&p), Err(Denial::PerPeer { limit: 2 }));
         assert_eq!(
             t.admit_pending_outgoing(id(5), Some(&p)),
@@ -516,7 +609,7 @@ mod tests {
             t.protect(*p);
         }
         for (n, p) in protected.iter().chain(&others).enumerate() {
-            t.on_established(id(n), *p, t0 + Duration::from_millis(n as u64));
+            t.on_established(id(n), *p, t0 + Duration::from_millis(n as u64), false);
         }
         t.set_value(others[5], 10); // the most valuable unprotected peer stays
         assert!(
@@ -550,9 +643,9 @@ mod tests {
         let t0 = Instant::now();
         let p = PeerId::random();
         t.protect(p);
-        t.on_established(id(0), p, t0);
-        t.on_established(id(1), PeerId::random(), t0);
-        t.on_established(id(2), PeerId::random(), t0 + Duration::from_secs(9));
+        t.on_established(id(0), p, t0, false);
+        t.on_established(id(1), PeerId::random(), t0, false);
+        t.on_established(id(2), PeerId::random(), t0 + Duration::from_secs(9), false);
         t.trim(t0 + Duration::from_secs(9));
         // At t0+19 the table has been above high for 10 s; id(2) is 10 s old, id(1) 19 s.
         assert_eq!(t.next_trim(), Some(t0 + Duration::from_secs(19)));
@@ -568,8 +661,8 @@ mod tests {
                 .with_watermarks(0, 1)
                 .with_grace_period(Duration::from_secs(10)),
         );
-        t2.on_established(id(0), PeerId::random(), t0);
-        t2.on_established(id(1), PeerId::random(), t0 + Duration::from_secs(6));
+        t2.on_established(id(0), PeerId::random(), t0, false);
+        t2.on_established(id(1), PeerId::random(), t0 + Duration::from_secs(6), false);
         t2.trim(t0 + Duration::from_secs(5));
         // Only the old connection qualifies at t0+15; the young one a second later.
         assert_eq!(
