@@ -24,6 +24,8 @@ pub(crate) struct Behaviour {
     pub(crate) autonat: autonat::v1::Behaviour,
     pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     pub(crate) autorelay: Toggle<codio_policy::autorelay::Behaviour>,
+    pub(crate) protocol: codio_protocol::Behaviour,
+    pub(crate) bulk: libp2p_stream::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
 }
@@ -35,6 +37,7 @@ impl Behaviour {
         keypair: &identity::Keypair,
         config: &NetworkConfig,
         relay_client: Option<relay::client::Behaviour>,
+        codec_stats: std::sync::Arc<codio_protocol::CodecStats>,
     ) -> Result<Self, crate::NetworkError> {
         let local_peer_id = keypair.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -73,6 +76,8 @@ impl Behaviour {
                     )
                 })
                 .into(),
+            protocol: codio_protocol::behaviour(&config.protocol, codec_stats),
+            bulk: libp2p_stream::Behaviour::new(),
             identify,
             ping,
         })

@@ -7,6 +7,7 @@ use std::{
 
 use codio_discovery::{DiscoveryConfig, KadMode};
 use codio_policy::{BackoffConfig, LimitsConfig, PolicyConfig};
+use codio_protocol::ProtocolConfig;
 use codio_transport::TransportConfig;
 use libp2p::{Multiaddr, StreamProtocol, identity::Keypair, multiaddr::Protocol};
 
@@ -47,8 +48,11 @@ pub struct NetworkConfig {
     pub listen_ip: IpAddr,
     /// The node's identity. Default `None`: a fresh Ed25519 keypair is generated.
     pub keypair: Option<Keypair>,
-    /// How long a connection that no protocol uses stays open. Default `None`: connections stay
-    /// open until closed explicitly or by failure (libp2p's own default closes them after 10 s).
+    /// How long a *surplus* connection (a second connection to a peer: simultaneous dials,
+    /// AutoNAT dial-backs, a relayed connection once a direct one exists) stays open while no
+    /// protocol uses it. A peer's primary connection is kept alive by the policy whatever
+    /// this says, so quiet peers stay connected (libp2p's own default closes every quiet
+    /// connection after 10 s). Default 30 s; `None`: surplus connections are never closed.
     pub idle_timeout: Option<Duration>,
     /// Interval between pings on each connection. Default 15 s.
     pub ping_interval: Duration,
@@ -84,8 +88,8 @@ pub struct NetworkConfig {
     /// Bound on outbound dials in progress (DHT queries dial several peers at once).
     /// Default 128.
     pub max_pending_outgoing: usize,
-    /// Bound on connections to one peer. Default 4 (surplus connections are closed after
-    /// 30 s, keeping the oldest direct one).
+    /// Bound on connections to one peer. Default 4 (surplus connections close once idle for
+    /// `idle_timeout`; the oldest direct one is kept).
     pub max_connections_per_peer: usize,
     /// Reconnect peers that matter after unexpected disconnects and failed dials. Default
     /// `true`.
@@ -111,6 +115,21 @@ pub struct NetworkConfig {
     pub external_addrs: Vec<Multiaddr>,
     /// AutoNAT settings. Default [`AutonatSettings::default`].
     pub autonat: AutonatSettings,
+    /// `/codio/1.0.0` request/response settings (timeout, streams per connection). Default
+    /// [`ProtocolConfig::default`].
+    pub protocol: ProtocolConfig,
+    /// Inbound requests queued for the application's handler; when full, requests are
+    /// answered `Overloaded` at once instead of queuing without bound. Default 256.
+    pub inbound_request_buffer: usize,
+    /// Outbound requests in flight at once across all peers; further `send_request` calls
+    /// wait for a slot. Default 1024.
+    pub max_outbound_requests: usize,
+    /// Inbound bulk streams queued for the application; beyond it new streams are dropped
+    /// (reset). Default 16.
+    pub bulk_stream_buffer: usize,
+    /// A bulk transfer fails when a read or write makes no progress for this long. Default
+    /// 30 s.
+    pub bulk_idle_timeout: Duration,
     /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
     pub transport: TransportConfig,
     /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
@@ -133,7 +152,7 @@ impl Default for NetworkConfig {
             enable_relay: true,
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             keypair: None,
-            idle_timeout: None,
+            idle_timeout: Some(Duration::from_secs(30)),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(20),
             kad_mode: KadMode::Auto,
@@ -157,6 +176,11 @@ impl Default for NetworkConfig {
             max_relay_reservations: 2,
             external_addrs: vec![],
             autonat: AutonatSettings::default(),
+            protocol: ProtocolConfig::default(),
+            inbound_request_buffer: 256,
+            max_outbound_requests: 1024,
+            bulk_stream_buffer: 16,
+            bulk_idle_timeout: Duration::from_secs(30),
             transport: TransportConfig::default(),
             event_buffer: 1024,
             command_buffer: 64,
@@ -487,6 +511,15 @@ impl NetworkConfig {
                 });
             }
         }
+        if self.inbound_request_buffer == 0
+            || self.max_outbound_requests == 0
+            || self.bulk_stream_buffer == 0
+        {
+            return invalid(
+                "inbound_request_buffer/max_outbound_requests",
+                "must be at least 1",
+            );
+        }
         if self.query_timeout.is_zero() {
             return invalid("query_timeout", "must be greater than zero");
         }
@@ -521,7 +554,7 @@ mod tests {
         assert!(c.bootstrap_peers.is_empty());
         assert!(c.enable_mdns);
         assert!(c.enable_relay);
-        assert!(c.idle_timeout.is_none());
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.listen_multiaddr().to_string(), "/ip4/0.0.0.0/tcp/0");
     }
 

@@ -172,6 +172,15 @@ pub enum NetworkEvent {
         /// Failed attempts.
         attempts: u32,
     },
+    /// An inbound `/codio/1.0.0` request failed before it could be answered (malformed or
+    /// oversized frame, truncated stream, slow sender hitting the timeout); its stream was
+    /// reset, other streams are unaffected.
+    InboundRequestFailed {
+        /// The peer.
+        peer_id: PeerId,
+        /// What went wrong.
+        error: String,
+    },
     /// An outgoing connection attempt failed.
     DialFailed {
         /// The peer, when known.

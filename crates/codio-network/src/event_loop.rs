@@ -7,7 +7,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,10 +28,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use codio_discovery::{Event as DiscoveryEvent, QueryId};
 use codio_policy::{ConnectionCounts, Event as PolicyEvent, PingOutcome};
+use codio_protocol::{ErrorCode, Request, Response};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 
 use crate::{
     ConnectError, DhtError, DiscoverySource, Lookup, NatStatus, NetworkError, NetworkEvent,
-    PeerInfo,
+    PeerInfo, RequestError,
     behaviour::{Behaviour, BehaviourEvent},
     event::Direction,
     peer_id_of, without_p2p,
@@ -73,6 +78,63 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    SendRequest {
+        peer_id: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, RequestError>>,
+    },
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
+}
+
+/// A request from a peer, for the application to answer through its [`Responder`].
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked.
+    pub peer_id: PeerId,
+    /// What.
+    pub request: Request,
+    /// Where the answer goes.
+    pub responder: Responder,
+}
+
+/// Answers one [`InboundRequest`]. Dropping it unanswered answers `Internal` so the requester
+/// does not wait for its timeout.
+#[derive(Debug)]
+pub struct Responder {
+    channel: Option<ResponseChannel<Response>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Responder {
+    /// Sends `response`. Waits while the node's command queue is full (back-pressure).
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::ShutDown`] when the node has shut down.
+    pub async fn respond(mut self, response: Response) -> Result<(), NetworkError> {
+        let Some(channel) = self.channel.take() else {
+            return Ok(());
+        };
+        self.commands
+            .send(Command::Respond { channel, response })
+            .await
+            .map_err(|_| NetworkError::ShutDown)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            let response = Response::error(ErrorCode::Internal, "the handler dropped the request");
+            // Best effort: with a full queue the requester times out instead.
+            let _ = self
+                .commands
+                .try_send(Command::Respond { channel, response });
+        }
+    }
 }
 
 /// State shared between the event loop (the only writer) and the handles (readers).
@@ -188,22 +250,52 @@ pub(crate) struct EventLoop {
     pending_queries: HashMap<QueryId, PendingQuery>,
     listeners: Vec<ListenerId>,
     query_timeout: Duration,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, RequestError>>>,
+    inbound: mpsc::Sender<InboundRequest>,
+    handler_installed: Arc<AtomicBool>,
+    commands_tx: mpsc::WeakSender<Command>,
     /// Every open connection: its peer and whether it is relayed.
     connections: HashMap<ConnectionId, (PeerId, bool)>,
     /// Connections that answered a ping already.
     verified: HashSet<ConnectionId>,
 }
 
+/// The channels the event loop works with.
+pub(crate) struct Channels {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    /// For [`Responder`]s: weak, so the loop does not keep itself alive.
+    pub(crate) commands_tx: mpsc::WeakSender<Command>,
+    pub(crate) events: broadcast::Sender<NetworkEvent>,
+    pub(crate) inbound: mpsc::Sender<InboundRequest>,
+    pub(crate) handler_installed: Arc<AtomicBool>,
+}
+
+/// The timeouts the event loop applies.
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) shutdown: Duration,
+    pub(crate) query: Duration,
+}
+
 impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
-        commands: mpsc::Receiver<Command>,
-        events: broadcast::Sender<NetworkEvent>,
+        channels: Channels,
         shared: Arc<Shared>,
-        connect_timeout: Duration,
-        shutdown_timeout: Duration,
-        query_timeout: Duration,
+        timeouts: Timeouts,
     ) -> Self {
+        let Channels {
+            commands,
+            commands_tx,
+            events,
+            inbound,
+            handler_installed,
+        } = channels;
+        let Timeouts {
+            connect: connect_timeout,
+            shutdown: shutdown_timeout,
+            query: query_timeout,
+        } = timeouts;
         Self {
             swarm,
             commands,
@@ -219,6 +311,10 @@ impl EventLoop {
             query_timeout,
             connections: HashMap::new(),
             verified: HashSet::new(),
+            pending_requests: HashMap::new(),
+            inbound,
+            handler_installed,
+            commands_tx,
         }
     }
 
@@ -278,6 +374,29 @@ impl EventLoop {
                 }
             },
             Command::Dial { address, reply } => self.dial(address, reply),
+            Command::SendRequest {
+                peer_id,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .protocol
+                    .send_request(&peer_id, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .protocol
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!("response dropped: the requester's stream is gone");
+                }
+            }
             Command::FindPeer { peer_id, reply } => {
                 self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
                 if let Some(info) = self.shared.peer(&peer_id) {
@@ -756,8 +875,145 @@ impl EventLoop {
                 }
             },
             BehaviourEvent::Autorelay(event) => tracing::debug!(?event, "autorelay"),
+            BehaviourEvent::Protocol(event) => self.on_protocol_event(event),
+            BehaviourEvent::Bulk(()) => {}
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
+    }
+
+    fn on_protocol_event(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message, OutboundFailure};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.touch(&peer);
+                self.on_inbound_request(peer, request, channel);
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.touch(&peer);
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let result = match response {
+                        Response::Error {
+                            code: ErrorCode::TooLarge,
+                            message,
+                        } => Err(RequestError::TooLarge(message)),
+                        Response::Error { code, message } => {
+                            Err(RequestError::Remote { code, message })
+                        }
+                        other => Ok(other),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "request failed");
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let error = match error {
+                        OutboundFailure::Timeout => RequestError::Timeout,
+                        OutboundFailure::DialFailure => {
+                            RequestError::PeerUnreachable("dial failed".to_owned())
+                        }
+                        OutboundFailure::ConnectionClosed => RequestError::PeerUnreachable(
+                            "connection closed before the response".to_owned(),
+                        ),
+                        OutboundFailure::UnsupportedProtocols => RequestError::ProtocolViolation(
+                            format!("peer does not speak {}", codio_protocol::PROTOCOL),
+                        ),
+                        OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            RequestError::ProtocolViolation(e.to_string())
+                        }
+                        OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            RequestError::ProtocolViolation(format!("truncated response: {e}"))
+                        }
+                        OutboundFailure::Io(e) => RequestError::PeerUnreachable(e.to_string()),
+                    };
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed; stream reset");
+                self.emit(NetworkEvent::InboundRequestFailed {
+                    peer_id: peer,
+                    error: error.to_string(),
+                });
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Hands an inbound request to the application, or answers at once when there is no
+    /// handler or its queue is full.
+    fn on_inbound_request(
+        &mut self,
+        peer_id: PeerId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        let refuse = |this: &mut Self, channel, code, message: &str| {
+            let _ = this
+                .swarm
+                .behaviour_mut()
+                .protocol
+                .send_response(channel, Response::error(code, message));
+        };
+        if !self.handler_installed.load(Ordering::Acquire) {
+            refuse(self, channel, ErrorCode::NotFound, "no request handler");
+            return;
+        }
+        let Some(commands) = self.commands_tx.upgrade() else {
+            refuse(self, channel, ErrorCode::Internal, "shutting down");
+            return;
+        };
+        let inbound = InboundRequest {
+            peer_id,
+            request,
+            responder: Responder {
+                channel: Some(channel),
+                commands,
+            },
+        };
+        match self.inbound.try_send(inbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(mut inbound)) => {
+                tracing::debug!(%peer_id, "request handler saturated; answering Overloaded");
+                if let Some(channel) = inbound.responder.channel.take() {
+                    refuse(self, channel, ErrorCode::Overloaded, "request queue full");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(mut inbound)) => {
+                if let Some(channel) = inbound.responder.channel.take() {
+                    refuse(self, channel, ErrorCode::NotFound, "request handler gone");
+                }
+            }
+        }
+    }
+
+    fn touch(&self, peer_id: &PeerId) {
+        let now = Instant::now();
+        self.shared.update_peers(|peers| {
+            if let Some(info) = peers.get_mut(peer_id) {
+                info.last_seen = now;
+            }
+        });
     }
 
     fn on_relay_client_event(&mut self, event: libp2p::relay::client::Event) {

@@ -42,6 +42,7 @@
 //! [`Swarm`]: libp2p::Swarm
 
 mod behaviour;
+mod bulk;
 mod config;
 mod error;
 mod event;
@@ -57,12 +58,16 @@ use std::{
     time::Duration,
 };
 
+pub use bulk::IncomingBulk;
 pub use codio_discovery::KadMode;
 pub use codio_policy::{BackoffConfig, ConnectionCounts};
+pub use codio_protocol::bulk::{BulkError, BulkHeader};
+pub use codio_protocol::{ContentId, ErrorCode, Metadata, ProtocolConfig, Request, Response};
 pub use codio_transport::TransportConfig;
 pub use config::{AutonatSettings, NetworkConfig, RelayServerLimits};
-pub use error::{ConnectError, DhtError, NetworkError};
+pub use error::{ConnectError, DhtError, NetworkError, RequestError};
 pub use event::{Direction, DiscoverySource, NatStatus, NetworkEvent};
+pub use event_loop::{InboundRequest, Responder};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use libp2p::{Swarm, multiaddr::Protocol, swarm};
 pub use peer::PeerInfo;
@@ -139,6 +144,13 @@ pub(crate) fn without_p2p(mut address: Multiaddr) -> Multiaddr {
 #[derive(Debug, Clone)]
 pub struct NetworkManager {
     local_peer_id: PeerId,
+    requests: Arc<tokio::sync::Semaphore>,
+    bulk_control: bulk::BulkControl,
+    bulk: Arc<std::sync::Mutex<Option<mpsc::Receiver<IncomingBulk>>>>,
+    bulk_installed: Arc<AtomicBool>,
+    codec_stats: Arc<codio_protocol::CodecStats>,
+    inbound: Arc<std::sync::Mutex<Option<mpsc::Receiver<InboundRequest>>>>,
+    handler_installed: Arc<AtomicBool>,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,
@@ -167,7 +179,9 @@ impl NetworkManager {
             .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
         let local_peer_id = keypair.public().to_peer_id();
         let (transport, relay_client) = build_transport(&keypair, &config)?;
-        let mut behaviour = behaviour::Behaviour::new(&keypair, &config, relay_client)?;
+        let codec_stats = Arc::new(codio_protocol::CodecStats::default());
+        let mut behaviour =
+            behaviour::Behaviour::new(&keypair, &config, relay_client, codec_stats.clone())?;
         // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
         for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
             if let Some(peer_id) = peer_id_of(address) {
@@ -178,24 +192,62 @@ impl NetworkManager {
         }
         let swarm_config = swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
+        let swarm_bulk_control = behaviour.bulk.new_control();
         let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
 
         let (commands, command_rx) = mpsc::channel(config.command_buffer);
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_request_buffer);
+        let handler_installed = Arc::new(AtomicBool::new(false));
         let (events, _) = broadcast::channel(config.event_buffer);
         let shared = Arc::new(Shared::default());
         let event_loop = EventLoop::new(
             swarm,
-            command_rx,
-            events.clone(),
+            event_loop::Channels {
+                commands: command_rx,
+                commands_tx: commands.downgrade(),
+                events: events.clone(),
+                inbound: inbound_tx,
+                handler_installed: handler_installed.clone(),
+            },
             shared.clone(),
-            config.transport.connect_timeout(),
-            config.shutdown_timeout,
-            config.query_timeout,
+            event_loop::Timeouts {
+                connect: config.transport.connect_timeout(),
+                shutdown: config.shutdown_timeout,
+                query: config.query_timeout,
+            },
         );
-        let task = tokio::spawn(event_loop.run());
+        let mut bulk_control = swarm_bulk_control;
+        let bulk_incoming = bulk_control
+            .accept(codio_protocol::bulk::BULK_PROTOCOL)
+            .map_err(|_| NetworkError::InvalidConfig {
+                field: "bulk",
+                reason: "bulk protocol registered twice".to_owned(),
+            })?;
+        let (bulk_tx, bulk_rx) = mpsc::channel(config.bulk_stream_buffer);
+        let bulk_installed = Arc::new(AtomicBool::new(false));
+        let (alive_tx, alive_rx) = tokio::sync::watch::channel(());
+        tokio::spawn(bulk::accept_loop(
+            bulk_incoming,
+            bulk_tx,
+            bulk_installed.clone(),
+            alive_rx,
+            config.bulk_idle_timeout,
+        ));
+        let task = tokio::spawn(async move {
+            event_loop.run().await;
+            drop(alive_tx);
+        });
         tracing::info!(%local_peer_id, "network created");
+        let requests = Arc::new(tokio::sync::Semaphore::new(config.max_outbound_requests));
         Ok(Self {
             local_peer_id,
+            bulk_control: bulk::BulkControl(bulk_control),
+            bulk: Arc::new(std::sync::Mutex::new(Some(bulk_rx))),
+            bulk_installed,
+            codec_stats,
+            requests,
+            inbound: Arc::new(std::sync::Mutex::new(Some(inbound_rx))),
+            handler_installed,
             config: Arc::new(config),
             commands,
             events,
@@ -421,6 +473,124 @@ impl NetworkManager {
             Ok(Err(_)) => Err(DhtError::ShutDown),
             Err(_) => Err(DhtError::Timeout { after: limit }),
         }
+    }
+
+    /// Sends a `/codio/1.0.0` request to `peer_id` and waits for its response. At most
+    /// [`NetworkConfig::max_outbound_requests`] requests are in flight; further calls wait for
+    /// a slot (back-pressure). The peer is dialed if needed (addresses from the DHT, identify,
+    /// earlier connections).
+    ///
+    /// # Errors
+    ///
+    /// A [`RequestError`]: timeout, peer unreachable, protocol violation, too large, remote
+    /// error, shut down.
+    pub async fn send_request(
+        &self,
+        peer_id: PeerId,
+        request: Request,
+    ) -> Result<Response, RequestError> {
+        // Refuse oversized requests here rather than after a round trip.
+        codio_protocol::encode(&request, codio_protocol::MAX_REQUEST_FRAME)
+            .map_err(|e| RequestError::TooLarge(e.to_string()))?;
+        let _permit = self
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| RequestError::ShutDown)?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SendRequest {
+                peer_id,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::ShutDown)?;
+        // libp2p's own timeout answers first; this only guards against a stuck event loop.
+        let limit = self.config.protocol.request_timeout + self.config.transport.connect_timeout();
+        match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::ShutDown),
+            Err(_) => Err(RequestError::Timeout),
+        }
+    }
+
+    /// Takes the stream of inbound `/codio/1.0.0` requests (once; later calls return `None`).
+    /// Until it is taken, requests are answered `NotFound`. The queue holds
+    /// [`NetworkConfig::inbound_request_buffer`] requests; beyond that requests are answered
+    /// `Overloaded` at once, so a slow handler never makes the node buffer without bound.
+    pub fn take_inbound_requests(&self) -> Option<mpsc::Receiver<InboundRequest>> {
+        let receiver = self
+            .inbound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if receiver.is_some() {
+            self.handler_installed.store(true, Ordering::Release);
+        }
+        receiver
+    }
+
+    /// Inbound `/codio/1.0.0` requests rejected while reading (malformed, oversized,
+    /// truncated, wrong version); their streams were dropped.
+    pub fn rejected_requests(&self) -> u64 {
+        self.codec_stats.rejected_requests()
+    }
+
+    /// Streams `header.size` bytes from `source` to `peer_id` on one `/codio/bulk/1.0.0`
+    /// stream, in 64 KiB chunks with back-pressure, calling `progress` with the bytes sent so
+    /// far; returns once the receiver confirmed every byte. Memory use does not depend on the
+    /// size. Fails when a read or write makes no progress for
+    /// [`NetworkConfig::bulk_idle_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// A [`BulkError`]: stalled peer, rejected by the receiver, source too short, stream
+    /// failure.
+    pub async fn send_bulk<R>(
+        &self,
+        peer_id: PeerId,
+        header: BulkHeader,
+        source: &mut R,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, BulkError>
+    where
+        R: futures::AsyncRead + Unpin,
+    {
+        let idle = self.config.bulk_idle_timeout;
+        let mut control = self.bulk_control.0.clone();
+        let open = control.open_stream(peer_id, codio_protocol::bulk::BULK_PROTOCOL);
+        let mut stream = match tokio::time::timeout(idle, open).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(protocol))) => {
+                return Err(BulkError::Protocol(
+                    codio_protocol::ProtocolError::Malformed(format!(
+                        "peer does not speak {protocol}"
+                    )),
+                ));
+            }
+            Ok(Err(error)) => {
+                return Err(BulkError::Protocol(codio_protocol::ProtocolError::Io(
+                    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, error.to_string()),
+                )));
+            }
+            Err(_) => return Err(BulkError::Timeout(idle)),
+        };
+        codio_protocol::bulk::send_bulk(&mut stream, &header, source, idle, progress).await
+    }
+
+    /// Takes the stream of inbound bulk transfers (once; later calls return `None`). Until
+    /// it is taken, inbound bulk streams are refused.
+    pub fn take_bulk_streams(&self) -> Option<mpsc::Receiver<IncomingBulk>> {
+        let receiver = self
+            .bulk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if receiver.is_some() {
+            self.bulk_installed.store(true, Ordering::Release);
+        }
+        receiver
     }
 
     /// The currently connected peers.

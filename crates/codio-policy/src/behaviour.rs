@@ -2,8 +2,7 @@
 //! the clock, and turns their decisions into dials, closes and events.
 
 use std::{
-    collections::{HashSet, VecDeque},
-    convert::Infallible,
+    collections::{HashMap, HashSet, VecDeque},
     pin::Pin,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -14,15 +13,15 @@ use libp2p::{
     core::{Endpoint, transport::PortUse},
     swarm::{
         CloseConnection, ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour,
-        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
-        dummy,
     },
 };
 use tokio::time::Sleep;
 
 use crate::{
     backoff::{BackoffConfig, Rng},
+    handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
     liveness::{Liveness, PingOutcome},
     reconnect::{Decision, Reconnector},
@@ -169,8 +168,10 @@ pub struct Behaviour {
     /// Peers explicitly disconnected: this node dials them no more until watched again.
     disconnected: HashSet<PeerId>,
     disconnected_order: VecDeque<PeerId>,
-    queue: VecDeque<ToSwarm<Event, Infallible>>,
+    queue: VecDeque<ToSwarm<Event, KeepAlive>>,
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Whether each open connection's handler is told to keep it alive.
+    keep_alive: HashMap<ConnectionId, bool>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -199,6 +200,7 @@ impl Behaviour {
             disconnected_order: VecDeque::new(),
             queue: VecDeque::new(),
             timer: None,
+            keep_alive: HashMap::new(),
         }
     }
 
@@ -307,7 +309,7 @@ impl Behaviour {
         self.table.counts()
     }
 
-    fn push(&mut self, action: ToSwarm<Event, Infallible>) {
+    fn push(&mut self, action: ToSwarm<Event, KeepAlive>) {
         if self.queue.len() >= MAX_QUEUED {
             tracing::warn!("policy queue full; dropping the oldest action");
             self.queue.pop_front();
@@ -358,7 +360,6 @@ impl Behaviour {
         let next = [
             self.reconnector.next_due(),
             self.table.next_trim(),
-            self.table.next_prune(),
             self.liveness.next_expiry(),
         ]
         .into_iter()
@@ -377,17 +378,39 @@ impl Behaviour {
             self.push(dial(due.peer_id, due.addresses));
         }
         self.trim(now);
-        for (connection_id, peer_id) in self.table.prune_duplicates(now) {
-            tracing::debug!(%peer_id, ?connection_id, "closing a surplus connection");
-            self.push(ToSwarm::CloseConnection {
-                peer_id,
-                connection: CloseConnection::One(connection_id),
-            });
-        }
         for (connection_id, peer_id) in self.liveness.expired(now) {
             self.close_dead(peer_id, connection_id, 0);
         }
         self.reset_timer();
+    }
+
+    /// Releases surplus connections (they close once idle) and keeps the others alive.
+    fn update_keep_alive(&mut self) {
+        let surplus: HashSet<ConnectionId> = self
+            .table
+            .surplus_connections()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let peers = self.table.connection_peers();
+        let mut notifications = Vec::new();
+        for (connection_id, kept) in &mut self.keep_alive {
+            let want = !surplus.contains(connection_id);
+            if *kept != want
+                && let Some(peer_id) = peers.get(connection_id)
+            {
+                *kept = want;
+                tracing::debug!(%peer_id, ?connection_id, keep_alive = want, "connection keep-alive");
+                notifications.push(ToSwarm::NotifyHandler {
+                    peer_id: *peer_id,
+                    handler: NotifyHandler::One(*connection_id),
+                    event: KeepAlive(want),
+                });
+            }
+        }
+        for notification in notifications {
+            self.push(notification);
+        }
     }
 
     fn trim(&mut self, now: Instant) {
@@ -405,7 +428,7 @@ impl Behaviour {
     }
 }
 
-fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, Infallible> {
+fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, KeepAlive> {
     ToSwarm::Dial {
         opts: DialOpts::peer_id(peer_id)
             .addresses(addresses)
@@ -416,7 +439,7 @@ fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, Infallible
 }
 
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = dummy::ConnectionHandler;
+    type ConnectionHandler = Handler;
     type ToSwarm = Event;
 
     fn handle_pending_inbound_connection(
@@ -440,7 +463,7 @@ impl NetworkBehaviour for Behaviour {
         self.table
             .check_established(&peer)
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
-        Ok(dummy::ConnectionHandler)
+        Ok(Handler::new())
     }
 
     fn handle_pending_outbound_connection(
@@ -472,7 +495,7 @@ impl NetworkBehaviour for Behaviour {
         self.table
             .check_established(&peer)
             .map_err(|reason| self.deny(Some(peer), Endpoint::Dialer, reason))?;
-        Ok(dummy::ConnectionHandler)
+        Ok(Handler::new())
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -481,6 +504,8 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(e) => {
                 self.table
                     .on_established(e.connection_id, e.peer_id, now, e.endpoint.is_relayed());
+                self.keep_alive.insert(e.connection_id, true);
+                self.update_keep_alive();
                 self.liveness
                     .on_established(e.connection_id, e.peer_id, now);
                 self.trim(now);
@@ -497,6 +522,8 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.table.on_closed(&e.connection_id);
+                self.keep_alive.remove(&e.connection_id);
+                self.update_keep_alive();
                 self.liveness.on_closed(&e.connection_id);
                 if e.remaining_established == 0
                     && let Some(decision) = self.reconnector.on_disconnected(&e.peer_id, now)

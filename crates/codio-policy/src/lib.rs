@@ -33,12 +33,14 @@
 pub mod autorelay;
 mod backoff;
 mod behaviour;
+mod handler;
 mod limits;
 mod liveness;
 mod reconnect;
 
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
+pub use handler::{Handler, KeepAlive};
 pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
 pub use liveness::{Liveness, PingOutcome};
 pub use reconnect::{Decision, DueDial, Reconnector};

@@ -16,7 +16,7 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 64 inbound handshakes at once |
 /// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 128 outbound dials at once |
 /// | [`max_per_peer`](Self::with_max_per_peer) | 4 connections per peer |
-/// | [`duplicate_grace`](Self::with_duplicate_grace) | 30 s: after this, surplus connections to a peer are closed, keeping its oldest direct one |
+/// | (surplus connections) | a peer's connections beyond its oldest direct one are not kept alive: they close once idle |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,6 @@ pub struct LimitsConfig {
     pub(crate) high_watermark: usize,
     pub(crate) low_watermark: usize,
     pub(crate) grace_period: Duration,
-    pub(crate) duplicate_grace: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -50,7 +49,6 @@ impl LimitsConfig {
             high_watermark: max_established * 4 / 5,
             low_watermark: max_established * 3 / 5,
             grace_period: Duration::from_secs(20),
-            duplicate_grace: Duration::from_secs(30),
         }
     }
 
@@ -89,13 +87,6 @@ impl LimitsConfig {
     pub fn with_watermarks(mut self, low: usize, high: usize) -> Self {
         self.low_watermark = low;
         self.high_watermark = high;
-        self
-    }
-
-    /// Sets how long surplus connections to one peer (simultaneous dials, AutoNAT dial-backs,
-    /// a relayed connection once a direct one exists) may live before they are closed.
-    pub fn with_duplicate_grace(mut self, grace: Duration) -> Self {
-        self.duplicate_grace = grace;
         self
     }
 
@@ -425,27 +416,23 @@ impl ConnectionTable {
             .collect()
     }
 
-    /// Surplus connections (see [`LimitsConfig::with_duplicate_grace`]) older than the
-    /// duplicate grace period at `now`. Returned connections count as closing.
-    pub fn prune_duplicates(&mut self, now: Instant) -> Vec<(ConnectionId, PeerId)> {
-        let grace = self.config.duplicate_grace;
-        let pruned: Vec<(ConnectionId, PeerId)> = self
-            .surplus()
-            .into_iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.since) >= grace)
-            .map(|(id, c)| (id, c.peer_id))
-            .collect();
-        self.closing.extend(pruned.iter().map(|(id, _)| *id));
-        pruned
+    /// The peer of every open connection.
+    pub fn connection_peers(&self) -> HashMap<ConnectionId, PeerId> {
+        self.established
+            .iter()
+            .map(|(id, c)| (*id, c.peer_id))
+            .collect()
     }
 
-    /// When [`prune_duplicates`](Self::prune_duplicates) may next have something to do.
-    pub fn next_prune(&self) -> Option<Instant> {
-        let grace = self.config.duplicate_grace;
+    /// The surplus connections: for every peer with several connections, all but its oldest
+    /// direct connection (its oldest relayed one when none is direct). They are not kept
+    /// alive: each closes once no protocol uses it for the swarm's idle timeout, so requests
+    /// in flight on it are never cut.
+    pub fn surplus_connections(&self) -> Vec<(ConnectionId, PeerId)> {
         self.surplus()
             .into_iter()
-            .map(|(_, c)| c.since + grace)
-            .min()
+            .map(|(id, c)| (id, c.peer_id))
+            .collect()
     }
 
     /// When [`trim`](Self::trim) may next have something to do: while the table is under
@@ -550,10 +537,8 @@ mod tests {
     }
 
     #[test]
-    fn surplus_connections_are_pruned_keeping_the_oldest_direct_one() {
-        let mut t = ConnectionTable::new(
-            LimitsConfig::new(100).with_duplicate_grace(Duration::from_secs(10)),
-        );
+    fn surplus_connections_are_all_but_the_oldest_direct_one() {
+        let mut t = ConnectionTable::new(LimitsConfig::new(100));
         let t0 = Instant::now();
         let p = PeerId::random();
         let q = PeerId::random();
@@ -561,22 +546,12 @@ mod tests {
         t.on_established(id(1), p, t0 + Duration::from_secs(1), false); // hole punched
         t.on_established(id(2), p, t0 + Duration::from_secs(2), false); // a dial-back
         t.on_established(id(3), q, t0, false); // a single connection is never surplus
-        assert_eq!(t.next_prune(), Some(t0 + Duration::from_secs(10)));
-        assert!(t.prune_duplicates(t0 + Duration::from_secs(9)).is_empty());
-        assert_eq!(
-            t.prune_duplicates(t0 + Duration::from_secs(10)),
-            vec![(id(0), p)]
-        );
-        assert_eq!(t.next_prune(), Some(t0 + Duration::from_secs(12)));
-        assert_eq!(
-            t.prune_duplicates(t0 + Duration::from_secs(12)),
-            vec![(id(2), p)]
-        );
-        assert_eq!(t.next_prune(), None);
-        for n in [0, 2] {
-            t.on_closed(&id(n));
-        }
-        assert_eq!(t.counts().established, 2);
+        let mut surplus = t.surplus_connections();
+        surplus.sort();
+        assert_eq!(surplus, vec![(id(0), p), (id(2), p)]);
+        t.on_closed(&id(1));
+        // The primary went away: the oldest remaining direct connection takes over.
+        assert_eq!(t.surplus_connections(), vec![(id(0), p)]);
     }
 
     #[test]

@@ -1,0 +1,688 @@
+//! `/codio/1.0.0` between nodes: every message type, 1,000 concurrent requests, overload,
+//! and hostile input (malformed, oversized, truncated, slow) that must not hurt the node.
+
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{io, time::Duration};
+
+use codio_network::{
+    ContentId, ErrorCode, InboundRequest, Metadata, NetworkManager, PeerId, ProtocolConfig,
+    Request, RequestError, Response,
+};
+use codio_tests::{EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::{StreamProtocol, Swarm, identity, request_response, swarm::SwarmEvent};
+use tokio::sync::mpsc;
+
+const KNOWN: ContentId = ContentId([7; 32]);
+
+/// The answer a test server gives to `request`.
+fn answer(request: &Request) -> Response {
+    match request {
+        Request::GetChunk { content, index } if *content == KNOWN => Response::Chunk {
+            content: *content,
+            index: *index,
+            data: vec![*index as u8; 1024],
+        },
+        Request::GetMetadata { content } if *content == KNOWN => Response::Metadata(Metadata {
+            content: *content,
+            size: 10 * 1024,
+            chunk_size: 1024,
+        }),
+        Request::App { payload, .. } => Response::App {
+            payload: payload.clone(),
+        },
+        _ => Response::error(ErrorCode::NotFound, "unknown content"),
+    }
+}
+
+/// Serves requests from `requests` until the channel closes.
+fn serve(mut requests: mpsc::Receiver<InboundRequest>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Some(InboundRequest {
+            request, responder, ..
+        }) = requests.recv().await
+        {
+            let _ = responder.respond(answer(&request)).await;
+            served += 1;
+        }
+        served
+    })
+}
+
+async fn server(
+    config: codio_network::NetworkConfig,
+) -> (NetworkManager, tokio::task::JoinHandle<usize>) {
+    let node = started_node(config).await;
+    let handler = serve(node.take_inbound_requests().expect("first take"));
+    (node, handler)
+}
+
+#[tokio::test]
+async fn every_message_type_round_trips_between_nodes() {
+    init_tracing();
+    let (server, _handler) = server(loopback_config()).await;
+    assert!(server.take_inbound_requests().is_none(), "taken once only");
+    let client = started_node(loopback_config()).await;
+    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let requests = [
+        Request::GetChunk {
+            content: KNOWN,
+            index: 3,
+        },
+        Request::GetMetadata { content: KNOWN },
+        Request::App {
+            topic: "echo".into(),
+            payload: b"hello".to_vec(),
+        },
+    ];
+    for request in requests {
+        let response = client.send_request(id, request.clone()).await.unwrap();
+        assert_eq!(response, answer(&request));
+    }
+    let err = client
+        .send_request(
+            id,
+            Request::GetChunk {
+                content: ContentId([0; 32]),
+                index: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let too_big = Request::App {
+        topic: "x".into(),
+        payload: vec![0; codio_protocol_limit() + 1],
+    };
+    assert!(matches!(
+        client.send_request(id, too_big).await,
+        Err(RequestError::TooLarge(_))
+    ));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+fn codio_protocol_limit() -> usize {
+    64 * 1024
+}
+
+#[tokio::test]
+async fn requests_without_a_handler_are_refused_clearly() {
+    init_tracing();
+    let server = started_node(loopback_config()).await;
+    let client = started_node(loopback_config()).await;
+    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let err = client
+        .send_request(id, Request::GetMetadata { content: KNOWN })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RequestError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// 1,000 requests in flight at once from 10 peers: every one answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_requests_across_ten_peers() {
+    init_tracing();
+    // The handler queue is sized for the burst: 1,000 requests arrive at once.
+    let mut config = loopback_config().with_max_peers(64);
+    config.inbound_request_buffer = 1024;
+    let (server, handler) = server(config).await;
+    let target = dial_addr(&server);
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let client = started_node(loopback_config()).await;
+        client.connect_peer(target.clone()).await.unwrap();
+        clients.push(client);
+    }
+    let server_id = server.local_peer_id();
+    let requests = clients.iter().enumerate().flat_map(|(c, client)| {
+        (0..100u64).map(move |i| {
+            let request = Request::App {
+                topic: "load".into(),
+                payload: format!("{c}:{i}").into_bytes(),
+            };
+            async move {
+                (
+                    request.clone(),
+                    client.send_request(server_id, request).await,
+                )
+            }
+        })
+    });
+    let results = futures::future::join_all(requests).await;
+    assert_eq!(results.len(), 1000);
+    for (request, result) in results {
+        assert_eq!(result.unwrap(), answer(&request));
+    }
+    for client in &clients {
+        client.shutdown().await;
+    }
+    server.shutdown().await;
+    assert_eq!(handler.await.unwrap(), 1000);
+}
+
+/// A handler that does not keep up: the node answers Overloaded beyond its queue instead of
+/// buffering, and the queued requests are answered once the handler catches up.
+#[tokio::test]
+async fn slow_handler_makes_the_node_refuse_not_buffer() {
+    init_tracing();
+    let mut config = loopback_config();
+    config.inbound_request_buffer = 4;
+    let server = started_node(config).await;
+    let mut requests = server.take_inbound_requests().unwrap();
+    let client = started_node(loopback_config()).await;
+    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let mut calls: futures::stream::FuturesUnordered<_> = (0..12u8)
+        .map(|i| {
+            client.send_request(
+                id,
+                Request::App {
+                    topic: "t".into(),
+                    payload: vec![i],
+                },
+            )
+        })
+        .collect();
+    // Nobody reads the queue: the four queued requests wait, the other eight are refused at once.
+    for _ in 0..8 {
+        let result = tokio::time::timeout(EVENT_TIMEOUT, calls.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(RequestError::Remote {
+                    code: ErrorCode::Overloaded,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+    // The handler catches up: the queued four are answered.
+    for _ in 0..4 {
+        let InboundRequest {
+            request, responder, ..
+        } = tokio::time::timeout(EVENT_TIMEOUT, requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        responder.respond(answer(&request)).await.unwrap();
+    }
+    for _ in 0..4 {
+        let result = tokio::time::timeout(EVENT_TIMEOUT, calls.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(result, Ok(Response::App { .. })), "{result:?}");
+    }
+    drop(calls);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// What a hostile client sends on a `/codio/1.0.0` stream.
+#[derive(Debug, Clone)]
+struct Raw {
+    bytes: Vec<u8>,
+    /// Pause after each byte (a slow sender).
+    per_byte: Option<Duration>,
+}
+
+/// A codec that writes raw bytes as the request and reads whatever comes back.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Raw;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> io::Result<Raw> {
+        Err(io::Error::other("the hostile client serves nothing"))
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.take(1 << 20).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        raw: Raw,
+    ) -> io::Result<()> {
+        match raw.per_byte {
+            None => io.write_all(&raw.bytes).await?,
+            Some(pause) => {
+                for byte in raw.bytes {
+                    io.write_all(&[byte]).await?;
+                    io.flush().await?;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        io.close().await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()> {
+        Err(io::Error::other("the hostile client serves nothing"))
+    }
+}
+
+fn hostile_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
+    let keypair = identity::Keypair::generate_ed25519();
+    let behaviour = request_response::Behaviour::with_codec(
+        RawCodec,
+        [(
+            codio_protocol_id(),
+            request_response::ProtocolSupport::Outbound,
+        )],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+    );
+    Swarm::new(
+        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
+        behaviour,
+        keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(60)),
+    )
+}
+
+fn codio_protocol_id() -> StreamProtocol {
+    StreamProtocol::new("/codio/1.0.0")
+}
+
+/// Sends `raw` from a hostile swarm and returns how its request ended.
+async fn send_raw(
+    swarm: &mut Swarm<request_response::Behaviour<RawCodec>>,
+    server: PeerId,
+    raw: Raw,
+) -> Result<Vec<u8>, String> {
+    let id = swarm.behaviour_mut().send_request(&server, raw);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                }) if request_id == id => return Ok(response),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    error,
+                    ..
+                }) if request_id == id => {
+                    return Err(error.to_string());
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("hostile request ends")
+}
+
+/// Malformed frames, oversized and truncated length prefixes, a 1 byte/s sender: each is
+/// rejected or timed out with its stream reset, and the node keeps serving others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
+    init_tracing();
+    let mut config = loopback_config();
+    config.protocol = ProtocolConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ProtocolConfig::default()
+    };
+    let (server, _handler) = server(config).await;
+    let server_id = server.local_peer_id();
+    let good = started_node(loopback_config()).await;
+    good.connect_peer(dial_addr(&server)).await.unwrap();
+
+    let mut hostile = hostile_swarm();
+    hostile.add_peer_address(server_id, server.listen_addrs()[0].clone());
+    let valid = codio_protocol::encode(&Request::GetMetadata { content: KNOWN }, 1 << 16).unwrap();
+    let cases: Vec<(&str, Raw)> = vec![
+        (
+            "length prefix 2^32-1",
+            Raw {
+                bytes: u32::MAX.to_be_bytes().to_vec(),
+                per_byte: None,
+            },
+        ),
+        (
+            "length prefix 2^64-1 (8 bytes)",
+            Raw {
+                bytes: u64::MAX.to_be_bytes().to_vec(),
+                per_byte: None,
+            },
+        ),
+        (
+            "zero length",
+            Raw {
+                bytes: vec![0, 0, 0, 0],
+                per_byte: None,
+            },
+        ),
+        (
+            "truncated frame",
+            Raw {
+                bytes: valid[..valid.len() - 3].to_vec(),
+                per_byte: None,
+            },
+        ),
+        (
+            "garbage body",
+            Raw {
+                bytes: vec![0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff],
+                per_byte: None,
+            },
+        ),
+        (
+            "unknown version",
+            Raw {
+                bytes: [&[0u8, 0, 0, 2][..], &[9, 0]].concat(),
+                per_byte: None,
+            },
+        ),
+        (
+            "1 byte per second",
+            Raw {
+                bytes: valid.clone(),
+                per_byte: Some(Duration::from_secs(1)),
+            },
+        ),
+    ];
+    for (what, raw) in cases {
+        // A well-behaved request runs at the same time on another connection.
+        let rejected_before = server.rejected_requests();
+        let good_request = good.send_request(
+            server_id,
+            Request::App {
+                topic: "t".into(),
+                payload: what.as_bytes().to_vec(),
+            },
+        );
+        let (hostile_result, good_result) =
+            tokio::join!(send_raw(&mut hostile, server_id, raw), good_request);
+        assert!(
+            good_result.is_ok(),
+            "{what}: the well-behaved request failed: {good_result:?}"
+        );
+        // The hostile stream gets no valid response: an error, or an empty/garbled reply.
+        if let Ok(bytes) = &hostile_result {
+            assert!(
+                codio_protocol::decode::<Response>(bytes.get(4..).unwrap_or(&[])).is_err(),
+                "{what}: got a response {bytes:?}"
+            );
+        }
+        // The node counted the rejection (a slow sender once its request timeout expired).
+        let counted = codio_tests::eventually(EVENT_TIMEOUT, || async {
+            server.rejected_requests() > rejected_before
+        })
+        .await;
+        assert!(counted, "{what}: not counted as rejected");
+    }
+    // The node is fine: the good peer is still connected and served.
+    assert!(server.peer_info(&good.local_peer_id()).is_some());
+    let response = good
+        .send_request(server_id, Request::GetMetadata { content: KNOWN })
+        .await
+        .unwrap();
+    assert_eq!(response, answer(&Request::GetMetadata { content: KNOWN }));
+    good.shutdown().await;
+    server.shutdown().await;
+}
+
+/// FNV-1a over everything written through it.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// `size` pseudo-random bytes generated on the fly (nothing is held in memory), hashed as
+/// they are produced.
+struct Generated {
+    left: u64,
+    state: u64,
+    hash: Fnv,
+}
+
+impl futures::AsyncRead for Generated {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let word = self.state.to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        self.hash.update(&buf[..n]);
+        self.left -= n as u64;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+/// Hashes what it is given, stores nothing.
+struct HashSink(Fnv);
+
+impl futures::AsyncWrite for HashSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.0.update(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// 1 GiB over one stream: streamed, back-pressured, progress reported, checksum verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_bulk_transfer_with_checksum() {
+    init_tracing();
+    const SIZE: u64 = 1 << 30;
+    let receiver = started_node(loopback_config()).await;
+    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let sender = started_node(loopback_config()).await;
+    let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+
+    let receive = tokio::spawn(async move {
+        let mut bulk = incoming.recv().await.unwrap();
+        let header = bulk.header().await.unwrap();
+        let mut sink = HashSink(Fnv::new());
+        let mut updates = 0u64;
+        let received = bulk
+            .receive(&header, &mut sink, |_| updates += 1)
+            .await
+            .unwrap();
+        (header, received, sink.0.0, updates)
+    });
+    let mut source = Generated {
+        left: SIZE,
+        state: 0x9e37_79b9_7f4a_7c15,
+        hash: Fnv::new(),
+    };
+    let header = codio_network::BulkHeader {
+        content: KNOWN,
+        size: SIZE,
+        topic: "video".into(),
+    };
+    let mut last = 0;
+    let mut monotonic = true;
+    let sent = sender
+        .send_bulk(receiver_id, header.clone(), &mut source, |n| {
+            monotonic &= n > last;
+            last = n;
+        })
+        .await
+        .unwrap();
+    let (got_header, received, receiver_hash, updates) = receive.await.unwrap();
+    assert_eq!(sent, SIZE);
+    assert_eq!(received, SIZE);
+    assert_eq!(got_header, header);
+    assert!(monotonic && last == SIZE, "progress must rise to the size");
+    assert!(
+        updates >= SIZE / (64 * 1024),
+        "progress per chunk: {updates}"
+    );
+    assert_eq!(receiver_hash, source.hash.0, "checksum mismatch");
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
+/// A receiver may refuse; a sender whose source is too short fails clearly; with no bulk
+/// consumer installed, transfers are refused.
+#[tokio::test]
+async fn bulk_transfers_can_be_refused() {
+    init_tracing();
+    let receiver = started_node(loopback_config()).await;
+    let sender = started_node(loopback_config()).await;
+    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let header = codio_network::BulkHeader {
+        content: KNOWN,
+        size: 10 << 20,
+        topic: "t".into(),
+    };
+
+    // No consumer installed yet.
+    let mut source = Generated {
+        left: 10 << 20,
+        state: 1,
+        hash: Fnv::new(),
+    };
+    let err = sender
+        .send_bulk(id, header.clone(), &mut source, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            codio_network::BulkError::Rejected {
+                code: ErrorCode::Overloaded,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The consumer rejects after reading the header.
+    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let rejecting = tokio::spawn(async move {
+        let mut bulk = incoming.recv().await.unwrap();
+        let header = bulk.header().await.unwrap();
+        assert_eq!(header.topic, "t");
+        bulk.reject(ErrorCode::TooLarge, "no room").await.unwrap();
+        incoming
+    });
+    let mut source = Generated {
+        left: 10 << 20,
+        state: 2,
+        hash: Fnv::new(),
+    };
+    let err = sender
+        .send_bulk(id, header.clone(), &mut source, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            codio_network::BulkError::Rejected {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let _incoming = rejecting.await.unwrap();
+
+    // A source shorter than announced.
+    let mut short = Generated {
+        left: 1000,
+        state: 3,
+        hash: Fnv::new(),
+    };
+    let err = sender
+        .send_bulk(id, header, &mut short, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, codio_network::BulkError::SourceEnded { got: 1000, .. }),
+        "{err}"
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
