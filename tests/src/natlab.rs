@@ -23,7 +23,7 @@ use std::{
 
 use tokio::process::Command;
 
-use crate::netns::{LAB_COUNTER, run};
+use crate::netns::{End, LAB_COUNTER, run, veth};
 
 /// A host of the lab.
 #[derive(Debug, Clone)]
@@ -112,41 +112,20 @@ impl NatLab {
         // Public hosts: a veth into the bridge each.
         for (n, host) in [(1, lab.relay.clone()), (2, lab.public.clone())] {
             lab.add_netns(&host.netns)?;
-            let port = format!("h{n}");
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &sw,
-                    "link",
-                    "add",
-                    &port,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    &host.netns,
-                ],
+            veth(
+                End {
+                    netns: &sw,
+                    ifname: &format!("h{n}"),
+                    master: Some("brp"),
+                    cidr: None,
+                },
+                End {
+                    netns: &host.netns,
+                    ifname: "eth0",
+                    master: None,
+                    cidr: Some(&format!("{}/24", host.ip)),
+                },
             )?;
-            run(
-                "ip",
-                &["-n", &sw, "link", "set", &port, "master", "brp", "up"],
-            )?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &host.netns,
-                    "addr",
-                    "add",
-                    &format!("{}/24", host.ip),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &host.netns, "link", "set", "eth0", "up"])?;
         }
 
         // Routers and their private hosts.
@@ -154,74 +133,34 @@ impl NatLab {
             let nat = name(&format!("n{k}"));
             lab.add_netns(&nat)?;
             lab.add_netns(&host.netns)?;
-            let port = format!("n{k}");
-            run(
-                "ip",
-                &[
-                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "wan",
-                    "netns", &nat,
-                ],
+            veth(
+                End {
+                    netns: &sw,
+                    ifname: &format!("n{k}"),
+                    master: Some("brp"),
+                    cidr: None,
+                },
+                End {
+                    netns: &nat,
+                    ifname: "wan",
+                    master: None,
+                    cidr: Some(&format!("10.77.100.1{k}/24")),
+                },
             )?;
-            run(
-                "ip",
-                &["-n", &sw, "link", "set", &port, "master", "brp", "up"],
+            veth(
+                End {
+                    netns: &nat,
+                    ifname: "lan",
+                    master: None,
+                    cidr: Some(&format!("10.77.1{k}.1/24")),
+                },
+                End {
+                    netns: &host.netns,
+                    ifname: "eth0",
+                    master: None,
+                    cidr: Some(&format!("{}/24", host.ip)),
+                },
             )?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &nat,
-                    "addr",
-                    "add",
-                    &format!("10.77.100.1{k}/24"),
-                    "dev",
-                    "wan",
-                ],
-            )?;
-            run("ip", &["-n", &nat, "link", "set", "wan", "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &nat,
-                    "link",
-                    "add",
-                    "lan",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    &host.netns,
-                ],
-            )?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &nat,
-                    "addr",
-                    "add",
-                    &format!("10.77.1{k}.1/24"),
-                    "dev",
-                    "lan",
-                ],
-            )?;
-            run("ip", &["-n", &nat, "link", "set", "lan", "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &host.netns,
-                    "addr",
-                    "add",
-                    &format!("{}/24", host.ip),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &host.netns, "link", "set", "eth0", "up"])?;
             run(
                 "ip",
                 &[

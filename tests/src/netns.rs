@@ -137,6 +137,43 @@ pub fn setup_fresh_netns() {
     run("ip", &["link", "set", "br0", "up"]).expect("bridge up");
 }
 
+/// One end of a veth pair: its namespace, interface name, optional bridge and address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct End<'a> {
+    pub(crate) netns: &'a str,
+    pub(crate) ifname: &'a str,
+    pub(crate) master: Option<&'a str>,
+    pub(crate) cidr: Option<&'a str>,
+}
+
+/// Creates a veth pair between `a` and `b`: each end enslaved to its bridge and given its
+/// address when set, both up.
+pub(crate) fn veth(a: End<'_>, b: End<'_>) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "-n", a.netns, "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname,
+            "netns", b.netns,
+        ],
+    )?;
+    for end in [a, b] {
+        if let Some(master) = end.master {
+            run(
+                "ip",
+                &["-n", end.netns, "link", "set", end.ifname, "master", master],
+            )?;
+        }
+        if let Some(cidr) = end.cidr {
+            run(
+                "ip",
+                &["-n", end.netns, "addr", "add", cidr, "dev", end.ifname],
+            )?;
+        }
+        run("ip", &["-n", end.netns, "link", "set", end.ifname, "up"])?;
+    }
+    Ok(())
+}
+
 pub(crate) static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A host of a [`NetLab`].
@@ -200,30 +237,20 @@ impl NetLab {
             };
             lab.hosts.push(host.clone());
             run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                    "netns", &netns,
-                ],
+            veth(
+                End {
+                    netns: &sw,
+                    ifname: &port,
+                    master: Some("br0"),
+                    cidr: None,
+                },
+                End {
+                    netns: &netns,
+                    ifname: "eth0",
+                    master: None,
+                    cidr: Some(&format!("{}/24", host.ip)),
+                },
             )?;
-            run(
-                "ip",
-                &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
-            )?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &netns,
-                    "addr",
-                    "add",
-                    &format!("{}/24", host.ip),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
         }
         Ok(lab)
     }
