@@ -82,6 +82,7 @@ impl NatLab {
     /// removed.
     pub fn new() -> Result<Self, String> {
         run("nft", &["--version"]).map_err(|e| format!("nftables missing: {e}"))?;
+        crate::netns::reap_stale_namespaces();
         let id = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("codio{}n{id}", std::process::id());
         let name = |n: &str| format!("{prefix}{n}");

@@ -137,6 +137,38 @@ pub fn setup_fresh_netns() {
     run("ip", &["link", "set", "br0", "up"]).expect("bridge up");
 }
 
+/// Deletes namespaces left by earlier test processes that died without cleaning up (killed
+/// by a signal, so no `Drop` ran): names `codio<pid>x…` / `codio<pid>n…` whose process no
+/// longer exists.
+pub(crate) fn reap_stale_namespaces() {
+    let Ok(output) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("codio") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let marker = rest[digits.len()..].chars().next();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if !matches!(marker, Some('x' | 'n')) || pid == std::process::id() {
+            continue;
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("removing stale namespace {name} of dead process {pid}");
+            let _ = run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
 /// One end of a veth pair: its namespace, interface name, optional bridge and address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct End<'a> {
@@ -201,6 +233,7 @@ impl NetLab {
     /// Why the namespaces cannot be created here (not root, no `ip`, …). Whatever was created
     /// before the error is removed.
     pub fn new(hosts: u8) -> Result<Self, String> {
+        reap_stale_namespaces();
         let id = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("codio{}x{id}", std::process::id());
         let switch = format!("{prefix}sw");
