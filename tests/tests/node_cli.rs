@@ -85,3 +85,41 @@ async fn bad_dial_address_is_rejected_with_a_clear_message() {
     let status = node.wait_exit(LOG_TIMEOUT).await;
     assert_eq!(status.code(), Some(2), "clap exits 2 on bad arguments");
 }
+
+#[tokio::test]
+async fn identity_persists_across_restarts_in_the_data_dir() {
+    let dir = std::env::temp_dir().join(format!("codio-node-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let binary = node_binary();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut node = NodeProcess::spawn(
+            &binary,
+            [
+                "--no-mdns",
+                "--listen-ip",
+                "127.0.0.1",
+                "--data-dir",
+                &dir_arg,
+            ],
+        );
+        let line = node
+            .wait_for_line(LOG_TIMEOUT, "peer id", |l| l.contains("local peer id"))
+            .await;
+        ids.push(field(&line, "peer_id").unwrap().to_owned());
+        node.signal("TERM");
+        assert!(node.wait_exit(LOG_TIMEOUT).await.success());
+    }
+    assert_eq!(ids[0], ids[1], "the peer id changed across a restart");
+    // A corrupt key is refused, not replaced.
+    std::fs::write(dir.join("identity.key"), b"garbage").unwrap();
+    let mut node = NodeProcess::spawn(&binary, ["--no-mdns", "--data-dir", &dir_arg]);
+    node.wait_for_line(LOG_TIMEOUT, "corrupt key error", |l| {
+        l.contains("refusing to replace")
+    })
+    .await;
+    assert!(!node.wait_exit(LOG_TIMEOUT).await.success());
+    assert_eq!(std::fs::read(dir.join("identity.key")).unwrap(), b"garbage");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

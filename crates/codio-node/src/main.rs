@@ -7,7 +7,9 @@
 //!
 //! Logs go to stderr through `tracing` (filter with `RUST_LOG`, default `info`).
 
-use std::net::IpAddr;
+mod identity;
+
+use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,6 +26,10 @@ use tokio::sync::broadcast::error::RecvError;
 #[derive(Debug, Parser)]
 #[command(name = "codio-node", version, about = "Run a codio network node")]
 struct Args {
+    /// Directory for the node's state: its identity key (created on first start, reused after,
+    /// so the peer id stays stable). Without it the node gets a fresh identity every start.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// TCP port to listen on (0: any free port).
     #[arg(long, default_value_t = 0)]
     listen_port: u16,
@@ -111,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let mut signals = Signals::register()?;
 
     let config = NetworkConfig {
         listen_port: args.listen_port,
@@ -150,6 +157,16 @@ async fn main() -> anyhow::Result<()> {
             .with_min(Duration::from_millis(args.backoff_min_ms))
             .with_max(Duration::from_millis(args.backoff_max_ms)),
     );
+    let config = match &args.data_dir {
+        Some(dir) => {
+            let (keypair, created) = identity::load_or_create(dir)?;
+            if created {
+                tracing::info!(dir = %dir.display(), "created a new identity");
+            }
+            config.with_keypair(keypair)
+        }
+        None => config,
+    };
     let config_bootstrap_ids: Vec<PeerId> = config
         .bootstrap_peers
         .iter()
@@ -212,11 +229,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            signal = &mut shutdown => {
+            signal = signals.recv() => {
                 tracing::info!(signal = signal?, "shutting down");
                 break;
             }
@@ -300,22 +315,46 @@ fn log_event(event: &NetworkEvent, connected: usize) {
     }
 }
 
-/// Resolves with the signal's name on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// SIGINT (Ctrl-C) and SIGTERM, registered as soon as this is created, so a signal that
+/// arrives while the node is still starting stops it cleanly too.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("waiting for Ctrl-C"),
-            _ = term.recv() => Ok("SIGTERM"),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())
+                    .context("installing the SIGINT handler")?,
+                terminate: signal(SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
+
+    /// Resolves with the name of the first signal received.
+    async fn recv(&mut self) -> anyhow::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok("SIGINT"),
+                _ = self.terminate.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
     }
 }
