@@ -500,6 +500,24 @@ struct Generated {
     hash: Fnv,
 }
 
+impl Generated {
+    fn new(size: u64, seed: u64) -> Self {
+        Self {
+            left: size,
+            state: seed,
+            hash: Fnv::new(),
+        }
+    }
+}
+
+/// Asserts that a bulk transfer was rejected with `code`.
+fn assert_rejected(result: Result<u64, codio_network::BulkError>, code: ErrorCode) {
+    match result {
+        Err(codio_network::BulkError::Rejected { code: got, .. }) if got == code => {}
+        other => panic!("expected a rejection with {code:?}, got {other:?}"),
+    }
+}
+
 impl futures::AsyncRead for Generated {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -571,11 +589,7 @@ async fn one_gib_bulk_transfer_with_checksum() {
             .unwrap();
         (header, received, sink.0.0, updates)
     });
-    let mut source = Generated {
-        left: SIZE,
-        state: 0x9e37_79b9_7f4a_7c15,
-        hash: Fnv::new(),
-    };
+    let mut source = Generated::new(SIZE, 0x9e37_79b9_7f4a_7c15);
     let header = codio_network::BulkHeader {
         content: KNOWN,
         size: SIZE,
@@ -619,24 +633,12 @@ async fn bulk_transfers_can_be_refused() {
     };
 
     // No consumer installed yet.
-    let mut source = Generated {
-        left: 10 << 20,
-        state: 1,
-        hash: Fnv::new(),
-    };
-    let err = sender
-        .send_bulk(id, header.clone(), &mut source, |_| {})
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            codio_network::BulkError::Rejected {
-                code: ErrorCode::Overloaded,
-                ..
-            }
-        ),
-        "{err}"
+    let mut source = Generated::new(10 << 20, 1);
+    assert_rejected(
+        sender
+            .send_bulk(id, header.clone(), &mut source, |_| {})
+            .await,
+        ErrorCode::Overloaded,
     );
 
     // The consumer rejects after reading the header.
@@ -648,33 +650,17 @@ async fn bulk_transfers_can_be_refused() {
         bulk.reject(ErrorCode::TooLarge, "no room").await.unwrap();
         incoming
     });
-    let mut source = Generated {
-        left: 10 << 20,
-        state: 2,
-        hash: Fnv::new(),
-    };
-    let err = sender
-        .send_bulk(id, header.clone(), &mut source, |_| {})
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            codio_network::BulkError::Rejected {
-                code: ErrorCode::TooLarge,
-                ..
-            }
-        ),
-        "{err}"
+    let mut source = Generated::new(10 << 20, 2);
+    assert_rejected(
+        sender
+            .send_bulk(id, header.clone(), &mut source, |_| {})
+            .await,
+        ErrorCode::TooLarge,
     );
     let _incoming = rejecting.await.unwrap();
 
     // A source shorter than announced.
-    let mut short = Generated {
-        left: 1000,
-        state: 3,
-        hash: Fnv::new(),
-    };
+    let mut short = Generated::new(1000, 3);
     let err = sender
         .send_bulk(id, header, &mut short, |_| {})
         .await

@@ -117,6 +117,35 @@ fn build_transport(
     Ok((libp2p::Transport::boxed(transport), Some(relay_client)))
 }
 
+/// The receiving end of a queue the application takes once; taking it tells the producer
+/// (through `installed`) that somebody consumes, so it stops refusing.
+#[derive(Debug)]
+struct Handoff<T> {
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<T>>>,
+    installed: Arc<AtomicBool>,
+}
+
+impl<T> Handoff<T> {
+    fn new(receiver: mpsc::Receiver<T>, installed: Arc<AtomicBool>) -> Self {
+        Self {
+            receiver: std::sync::Mutex::new(Some(receiver)),
+            installed,
+        }
+    }
+
+    fn take(&self) -> Option<mpsc::Receiver<T>> {
+        let receiver = self
+            .receiver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if receiver.is_some() {
+            self.installed.store(true, Ordering::Release);
+        }
+        receiver
+    }
+}
+
 /// The outcome of a DHT lookup ([`NetworkManager::lookup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -146,11 +175,9 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     requests: Arc<tokio::sync::Semaphore>,
     bulk_control: bulk::BulkControl,
-    bulk: Arc<std::sync::Mutex<Option<mpsc::Receiver<IncomingBulk>>>>,
-    bulk_installed: Arc<AtomicBool>,
+    bulk: Arc<Handoff<IncomingBulk>>,
     codec_stats: Arc<codio_protocol::CodecStats>,
-    inbound: Arc<std::sync::Mutex<Option<mpsc::Receiver<InboundRequest>>>>,
-    handler_installed: Arc<AtomicBool>,
+    inbound: Arc<Handoff<InboundRequest>>,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,
@@ -242,12 +269,10 @@ impl NetworkManager {
         Ok(Self {
             local_peer_id,
             bulk_control: bulk::BulkControl(bulk_control),
-            bulk: Arc::new(std::sync::Mutex::new(Some(bulk_rx))),
-            bulk_installed,
+            bulk: Arc::new(Handoff::new(bulk_rx, bulk_installed)),
             codec_stats,
             requests,
-            inbound: Arc::new(std::sync::Mutex::new(Some(inbound_rx))),
-            handler_installed,
+            inbound: Arc::new(Handoff::new(inbound_rx, handler_installed)),
             config: Arc::new(config),
             commands,
             events,
@@ -520,15 +545,7 @@ impl NetworkManager {
     /// [`NetworkConfig::inbound_request_buffer`] requests; beyond that requests are answered
     /// `Overloaded` at once, so a slow handler never makes the node buffer without bound.
     pub fn take_inbound_requests(&self) -> Option<mpsc::Receiver<InboundRequest>> {
-        let receiver = self
-            .inbound
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if receiver.is_some() {
-            self.handler_installed.store(true, Ordering::Release);
-        }
-        receiver
+        self.inbound.take()
     }
 
     /// Inbound `/codio/1.0.0` requests rejected while reading (malformed, oversized,
@@ -582,15 +599,7 @@ impl NetworkManager {
     /// Takes the stream of inbound bulk transfers (once; later calls return `None`). Until
     /// it is taken, inbound bulk streams are refused.
     pub fn take_bulk_streams(&self) -> Option<mpsc::Receiver<IncomingBulk>> {
-        let receiver = self
-            .bulk
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if receiver.is_some() {
-            self.bulk_installed.store(true, Ordering::Release);
-        }
-        receiver
+        self.bulk.take()
     }
 
     /// The currently connected peers.

@@ -170,8 +170,7 @@ where
     let mut buffer = vec![0u8; BULK_CHUNK];
     let mut sent = 0u64;
     while sent < header.size {
-        let want =
-            usize::try_from((header.size - sent).min(BULK_CHUNK as u64)).unwrap_or(BULK_CHUNK);
+        let want = next_chunk(header.size, sent);
         let n = within(idle, source.read(&mut buffer[..want])).await?;
         if n == 0 {
             return Err(BulkError::SourceEnded {
@@ -184,6 +183,11 @@ where
         progress(sent);
     }
     within(idle, stream.flush()).await
+}
+
+/// Bytes to move next: a full chunk, or what is left of `size` after `done`.
+fn next_chunk(size: u64, done: u64) -> usize {
+    usize::try_from(size.saturating_sub(done).min(BULK_CHUNK as u64)).unwrap_or(BULK_CHUNK)
 }
 
 /// Reads the header of an inbound bulk stream.
@@ -225,8 +229,7 @@ where
     let mut buffer = vec![0u8; BULK_CHUNK];
     let mut received = 0u64;
     while received < header.size {
-        let want =
-            usize::try_from((header.size - received).min(BULK_CHUNK as u64)).unwrap_or(BULK_CHUNK);
+        let want = next_chunk(header.size, received);
         let n = within(idle, stream.read(&mut buffer[..want])).await?;
         if n == 0 {
             return Err(ProtocolError::Io(std::io::Error::new(
