@@ -17,6 +17,14 @@ use tokio::sync::mpsc;
 
 const KNOWN: ContentId = ContentId([7; 32]);
 
+/// Asserts that a request failed with a remote error `code`.
+fn assert_remote(err: &RequestError, code: ErrorCode) {
+    assert!(
+        matches!(err, RequestError::Remote { code: got, .. } if *got == code),
+        "expected a remote {code:?}, got {err}"
+    );
+}
+
 /// The answer a test server gives to `request`.
 fn answer(request: &Request) -> Response {
     match request {
@@ -92,19 +100,10 @@ async fn every_message_type_round_trips_between_nodes() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RequestError::Remote {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_remote(&err, ErrorCode::NotFound);
     let too_big = Request::App {
         topic: "x".into(),
-        payload: vec![0; codio_protocol_limit() + 1],
+        payload: vec![0; codio_protocol::MAX_REQUEST_FRAME + 1],
     };
     assert!(matches!(
         client.send_request(id, too_big).await,
@@ -112,10 +111,6 @@ async fn every_message_type_round_trips_between_nodes() {
     ));
     client.shutdown().await;
     server.shutdown().await;
-}
-
-fn codio_protocol_limit() -> usize {
-    64 * 1024
 }
 
 #[tokio::test]
@@ -128,16 +123,7 @@ async fn requests_without_a_handler_are_refused_clearly() {
         .send_request(id, Request::GetMetadata { content: KNOWN })
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RequestError::Remote {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_remote(&err, ErrorCode::NotFound);
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -382,7 +368,11 @@ async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
 
     let mut hostile = hostile_swarm();
     hostile.add_peer_address(server_id, server.listen_addrs()[0].clone());
-    let valid = codio_protocol::encode(&Request::GetMetadata { content: KNOWN }, 1 << 16).unwrap();
+    let valid = codio_protocol::encode(
+        &Request::GetMetadata { content: KNOWN },
+        codio_protocol::MAX_REQUEST_FRAME,
+    )
+    .unwrap();
     let cases: Vec<(&str, Raw)> = vec![
         (
             "length prefix 2^32-1",
