@@ -662,3 +662,61 @@ async fn bulk_transfers_can_be_refused() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+/// Sixteen bulk transfers started at once from one peer all arrive. (libp2p-stream 0.5, used
+/// before `codio_protocol::streams`, kept one waiting inbound stream and reset the rest of such
+/// a burst; the benchmark's 4-stream run found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
+    init_tracing();
+    const STREAMS: u64 = 16;
+    const SIZE: u64 = 256 * 1024;
+    let receiver = started_node(loopback_config()).await;
+    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let sender = started_node(loopback_config()).await;
+    let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+
+    let receive = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..STREAMS {
+            let mut bulk = incoming.recv().await.unwrap();
+            tasks.spawn(async move {
+                let header = bulk.header().await.unwrap();
+                let mut sink = HashSink(Fnv::new());
+                let received = bulk.receive(&header, &mut sink, |_| {}).await.unwrap();
+                (header.content, received, sink.0.0)
+            });
+        }
+        tasks.join_all().await
+    });
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..STREAMS {
+        let sender = sender.clone();
+        sends.spawn(async move {
+            let mut source = Generated::new(SIZE, 1 + i);
+            let header = codio_network::BulkHeader {
+                content: codio_network::ContentId([i as u8; 32]),
+                size: SIZE,
+                topic: "burst".into(),
+            };
+            let sent = sender
+                .send_bulk(receiver_id, header, &mut source, |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("transfer {i} failed: {e}"));
+            ([i as u8; 32], sent, source.hash.0)
+        });
+    }
+    let mut sent: Vec<_> = sends.join_all().await;
+    let mut received: Vec<_> = receive
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(content, n, hash)| (content.0, n, hash))
+        .collect();
+    sent.sort();
+    received.sort();
+    assert_eq!(sent.len(), STREAMS as usize);
+    assert_eq!(sent, received, "every transfer arrives intact");
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}

@@ -25,7 +25,7 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     pub(crate) autorelay: Toggle<codio_policy::autorelay::Behaviour>,
     pub(crate) protocol: codio_protocol::Behaviour,
-    pub(crate) bulk: libp2p_stream::Behaviour,
+    pub(crate) bulk: codio_protocol::streams::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
 }
@@ -38,6 +38,7 @@ impl Behaviour {
         config: &NetworkConfig,
         relay_client: Option<relay::client::Behaviour>,
         codec_stats: std::sync::Arc<codio_protocol::CodecStats>,
+        bulk: codio_protocol::streams::Behaviour,
     ) -> Result<Self, crate::NetworkError> {
         let local_peer_id = keypair.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -77,7 +78,7 @@ impl Behaviour {
                 })
                 .into(),
             protocol: codio_protocol::behaviour(&config.protocol, codec_stats),
-            bulk: libp2p_stream::Behaviour::new(),
+            bulk,
             identify,
             ping,
         })

@@ -12,19 +12,8 @@ use codio_protocol::{
     ErrorCode,
     bulk::{BulkError, BulkHeader, read_bulk_header, receive_bulk, reject_bulk},
 };
-use futures::StreamExt;
 use libp2p::{PeerId, Stream};
 use tokio::sync::{mpsc, watch};
-
-/// The stream crate's control handle (it has no `Debug` of its own).
-#[derive(Clone)]
-pub(crate) struct BulkControl(pub(crate) libp2p_stream::Control);
-
-impl std::fmt::Debug for BulkControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BulkControl")
-    }
-}
 
 /// An inbound bulk transfer: read its header, then receive it into a sink or reject it.
 #[derive(Debug)]
@@ -77,7 +66,7 @@ impl IncomingBulk {
 /// stream crate keeps a single waiting stream and would drop the rest of a burst). Streams
 /// beyond the queue, or while no consumer is installed, are refused.
 pub(crate) async fn accept_loop(
-    mut incoming: libp2p_stream::IncomingStreams,
+    mut incoming: codio_protocol::streams::IncomingStreams,
     queue: mpsc::Sender<IncomingBulk>,
     installed: Arc<AtomicBool>,
     mut alive: watch::Receiver<()>,

@@ -62,6 +62,7 @@ pub use bulk::IncomingBulk;
 pub use codio_discovery::KadMode;
 pub use codio_policy::{BackoffConfig, ConnectionCounts};
 pub use codio_protocol::bulk::{BulkError, BulkHeader};
+use codio_protocol::streams::OpenStreamError;
 pub use codio_protocol::{ContentId, ErrorCode, Metadata, ProtocolConfig, Request, Response};
 pub use codio_transport::TransportConfig;
 pub use config::{AutonatSettings, NetworkConfig, RelayServerLimits};
@@ -174,7 +175,7 @@ pub(crate) fn without_p2p(mut address: Multiaddr) -> Multiaddr {
 pub struct NetworkManager {
     local_peer_id: PeerId,
     requests: Arc<tokio::sync::Semaphore>,
-    bulk_control: bulk::BulkControl,
+    bulk_control: codio_protocol::streams::Control,
     bulk: Arc<Handoff<IncomingBulk>>,
     codec_stats: Arc<codio_protocol::CodecStats>,
     inbound: Arc<Handoff<InboundRequest>>,
@@ -207,8 +208,11 @@ impl NetworkManager {
         let local_peer_id = keypair.public().to_peer_id();
         let (transport, relay_client) = build_transport(&keypair, &config)?;
         let codec_stats = Arc::new(codio_protocol::CodecStats::default());
+        let (bulk, bulk_control, bulk_incoming) = codio_protocol::streams::Behaviour::new(
+            codio_protocol::streams::StreamsConfig::new(codio_protocol::bulk::BULK_PROTOCOL),
+        );
         let mut behaviour =
-            behaviour::Behaviour::new(&keypair, &config, relay_client, codec_stats.clone())?;
+            behaviour::Behaviour::new(&keypair, &config, relay_client, codec_stats.clone(), bulk)?;
         // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
         for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
             if let Some(peer_id) = peer_id_of(address) {
@@ -219,7 +223,6 @@ impl NetworkManager {
         }
         let swarm_config = swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
-        let swarm_bulk_control = behaviour.bulk.new_control();
         let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
 
         let (commands, command_rx) = mpsc::channel(config.command_buffer);
@@ -243,13 +246,6 @@ impl NetworkManager {
                 query: config.query_timeout,
             },
         );
-        let mut bulk_control = swarm_bulk_control;
-        let bulk_incoming = bulk_control
-            .accept(codio_protocol::bulk::BULK_PROTOCOL)
-            .map_err(|_| NetworkError::InvalidConfig {
-                field: "bulk",
-                reason: "bulk protocol registered twice".to_owned(),
-            })?;
         let (bulk_tx, bulk_rx) = mpsc::channel(config.bulk_stream_buffer);
         let bulk_installed = Arc::new(AtomicBool::new(false));
         let (alive_tx, alive_rx) = tokio::sync::watch::channel(());
@@ -268,7 +264,7 @@ impl NetworkManager {
         let requests = Arc::new(tokio::sync::Semaphore::new(config.max_outbound_requests));
         Ok(Self {
             local_peer_id,
-            bulk_control: bulk::BulkControl(bulk_control),
+            bulk_control,
             bulk: Arc::new(Handoff::new(bulk_rx, bulk_installed)),
             codec_stats,
             requests,
@@ -575,11 +571,10 @@ impl NetworkManager {
         R: futures::AsyncRead + Unpin,
     {
         let idle = self.config.bulk_idle_timeout;
-        let mut control = self.bulk_control.0.clone();
-        let open = control.open_stream(peer_id, codio_protocol::bulk::BULK_PROTOCOL);
+        let open = self.bulk_control.open_stream(peer_id);
         let mut stream = match tokio::time::timeout(idle, open).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(protocol))) => {
+            Ok(Err(OpenStreamError::UnsupportedProtocol(protocol))) => {
                 return Err(BulkError::Protocol(
                     codio_protocol::ProtocolError::Malformed(format!(
                         "peer does not speak {protocol}"

@@ -2,7 +2,7 @@
 //!
 //! [`build_transport`] returns the transport every codio node speaks: TCP (with `TCP_NODELAY`)
 //! optionally behind DNS resolution, secured with [Noise](libp2p::noise) (XX handshake, Ed25519
-//! identities) and multiplexed with [Yamux](libp2p::yamux). The whole connection set-up — TCP
+//! identities) and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on [`NOISE_FRAME_PAYLOAD`]). The whole connection set-up — TCP
 //! connect, protocol negotiation, Noise handshake and Yamux negotiation — is bounded by
 //! [`TransportConfig::connect_timeout`]; a set-up that takes longer fails with an
 //! [`std::io::ErrorKind::TimedOut`] error.
@@ -45,8 +45,12 @@ use libp2p::{
         transport::{Boxed, timeout::TransportTimeoutError},
         upgrade::Version,
     },
-    dns, identity, noise, tcp, yamux,
+    dns, identity, noise, tcp,
 };
+
+mod muxer;
+
+pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
 /// multiplexed connections behind a boxed, type-erased [`Transport`].
@@ -95,6 +99,8 @@ impl From<NegotiationMode> for Version {
 /// | [`max_streams`](Self::with_max_streams) | 512 concurrent Yamux streams per connection |
 /// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
+/// | [`yamux_frame_size`](Self::with_yamux_frame_size) | [`NOISE_FRAME_PAYLOAD`] (64,499 bytes: one Yamux frame fills one Noise message; libp2p-yamux uses 16 KiB) |
+/// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 128 MiB (raised to 256 KiB × `max_streams` when lower; rust-yamux defaults to 1 GiB) |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     nodelay: bool,
@@ -103,6 +109,8 @@ pub struct TransportConfig {
     max_streams: usize,
     dns: bool,
     negotiation: NegotiationMode,
+    yamux_frame_size: usize,
+    yamux_connection_window: usize,
 }
 
 impl Default for TransportConfig {
@@ -114,6 +122,8 @@ impl Default for TransportConfig {
             max_streams: 512,
             dns: true,
             negotiation: NegotiationMode::default(),
+            yamux_frame_size: NOISE_FRAME_PAYLOAD,
+            yamux_connection_window: 128 * 1024 * 1024,
         }
     }
 }
@@ -156,6 +166,22 @@ impl TransportConfig {
         self
     }
 
+    /// Sets the largest Yamux data frame codio sends (default [`NOISE_FRAME_PAYLOAD`]). Larger
+    /// frames mean fewer Noise messages and system calls per byte; smaller ones interleave
+    /// concurrent streams more finely.
+    pub fn with_yamux_frame_size(mut self, bytes: usize) -> Self {
+        self.yamux_frame_size = bytes.max(1);
+        self
+    }
+
+    /// Bounds the sum of the auto-tuned Yamux receive windows of one connection's streams
+    /// (default 128 MiB; never below 256 KiB × [`max_streams`](Self::with_max_streams)): the
+    /// most a peer can make a connection buffer.
+    pub fn with_yamux_connection_window(mut self, bytes: usize) -> Self {
+        self.yamux_connection_window = bytes;
+        self
+    }
+
     /// The connection set-up timeout.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
@@ -167,10 +193,12 @@ impl TransportConfig {
     }
 
     /// The Yamux configuration derived from this configuration.
-    pub fn yamux_config(&self) -> yamux::Config {
-        let mut config = yamux::Config::default();
-        config.set_max_num_streams(self.max_streams);
-        config
+    pub fn yamux_config(&self) -> YamuxConfig {
+        YamuxConfig::new(
+            self.max_streams,
+            self.yamux_frame_size,
+            self.yamux_connection_window,
+        )
     }
 
     /// The TCP configuration derived from this configuration.

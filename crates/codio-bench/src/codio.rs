@@ -1,0 +1,227 @@
+//! codio: the `codio-network` facade with its defaults (mDNS off: benchmarks never multicast
+//! on the host's network), bulk transfers on `/codio/bulk/1.0.0` and requests on
+//! `/codio/1.0.0`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use codio_network::{
+    BulkHeader, ContentId, KadMode, NetworkConfig, NetworkManager, Request, Response,
+};
+use futures::AsyncReadExt as _;
+
+use crate::{
+    drive::{RequestRun, drive},
+    stats::Samples,
+};
+
+/// Overrides of codio's transport defaults, for tuning experiments (`--yamux-frame-size`).
+pub(crate) static YAMUX_FRAME_SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// The benchmark's node configuration.
+pub(crate) fn config() -> NetworkConfig {
+    let mut transport = codio_network::TransportConfig::default();
+    if let Some(size) = YAMUX_FRAME_SIZE.get() {
+        transport = transport.with_yamux_frame_size(*size);
+    }
+    NetworkConfig::default()
+        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .with_mdns(false)
+        .with_transport(transport)
+}
+
+/// A started node.
+pub(crate) async fn node(config: NetworkConfig) -> anyhow::Result<NetworkManager> {
+    let node = NetworkManager::new(config).await?;
+    node.start().await?;
+    Ok(node)
+}
+
+/// `node`'s first listen address with its `/p2p/` suffix.
+pub(crate) fn dial_addr(node: &NetworkManager) -> anyhow::Result<libp2p::Multiaddr> {
+    let addr = node
+        .listen_addrs()
+        .into_iter()
+        .next()
+        .context("node is not listening")?;
+    Ok(addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id())))
+}
+
+async fn pair() -> anyhow::Result<(NetworkManager, NetworkManager)> {
+    let server = node(config()).await?;
+    let client = node(config()).await?;
+    client.connect_peer(dial_addr(&server)?).await?;
+    Ok((client, server))
+}
+
+async fn close(nodes: [NetworkManager; 2]) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
+/// confirmed.
+pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
+    let (client, server) = pair().await?;
+    let mut incoming = server.take_bulk_streams().context("bulk streams")?;
+    tokio::spawn(async move {
+        while let Some(mut bulk) = incoming.recv().await {
+            tokio::spawn(async move {
+                let received = async {
+                    let header = bulk.header().await?;
+                    bulk.receive(&header, &mut futures::io::sink(), |_| {})
+                        .await
+                }
+                .await;
+                if let Err(error) = received {
+                    tracing::error!(%error, "bulk receiver failed");
+                }
+            });
+        }
+    });
+    let peer = server.local_peer_id();
+    let start = Instant::now();
+    let mut senders = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let client = client.clone();
+        senders.push(tokio::spawn(async move {
+            let header = BulkHeader {
+                content: ContentId([i as u8; 32]),
+                size: bytes_each,
+                topic: "bench".into(),
+            };
+            let mut source = futures::io::repeat(0).take(bytes_each);
+            let sent = client.send_bulk(peer, header, &mut source, |_| {}).await?;
+            anyhow::ensure!(sent == bytes_each, "short transfer");
+            anyhow::Ok(())
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let rate = (bytes_each * streams as u64) as f64 / start.elapsed().as_secs_f64();
+    close([client, server]).await;
+    Ok(rate)
+}
+
+/// `count` `App` requests of `size` bytes answered with the same payload, `in_flight` at a
+/// time.
+pub(crate) async fn requests(
+    count: usize,
+    in_flight: usize,
+    size: usize,
+) -> anyhow::Result<RequestRun> {
+    let (client, server) = pair().await?;
+    let mut inbound = server.take_inbound_requests().context("inbound requests")?;
+    tokio::spawn(async move {
+        while let Some(request) = inbound.recv().await {
+            let payload = match request.request {
+                Request::App { payload, .. } => payload,
+                _ => Vec::new(),
+            };
+            let _ = request.responder.respond(Response::App { payload }).await;
+        }
+    });
+    let peer = server.local_peer_id();
+    let caller = client.clone();
+    let run = drive(count, in_flight, count / 10, move || {
+        let client = caller.clone();
+        async move {
+            let response = client
+                .send_request(
+                    peer,
+                    Request::App {
+                        topic: "bench".into(),
+                        payload: vec![7u8; size],
+                    },
+                )
+                .await?;
+            match response {
+                Response::App { payload } if payload.len() == size => Ok(()),
+                other => anyhow::bail!("unexpected response {other:?}"),
+            }
+        }
+    })
+    .await?;
+    close([client, server]).await;
+    Ok(run)
+}
+
+/// `count` sequential `connect_peer` calls, each disconnected before the next.
+pub(crate) async fn setup(count: usize) -> anyhow::Result<Samples> {
+    let server = node(config()).await?;
+    let client = node(config()).await?;
+    let addr = dial_addr(&server)?;
+    let mut samples = Samples::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        let peer = client.connect_peer(addr.clone()).await?;
+        samples.push(t.elapsed());
+        client.disconnect_peer(peer).await?;
+    }
+    close([client, server]).await;
+    Ok(samples)
+}
+
+/// What a Kademlia run measured.
+#[derive(Debug)]
+pub(crate) struct KadRun {
+    pub(crate) joined: Duration,
+    pub(crate) lookups: Samples,
+    pub(crate) rpcs: Samples,
+}
+
+/// `nodes` DHT servers bootstrapped from the first; every node looks up another one.
+pub(crate) async fn kad(nodes: usize) -> anyhow::Result<KadRun> {
+    let start = Instant::now();
+    let config = || {
+        config()
+            .with_kad_mode(KadMode::Server)
+            .with_max_peers(4 * nodes)
+            .with_pending_limits(4 * nodes, 4 * nodes)
+            .with_query_timeout(Duration::from_secs(60))
+    };
+    let bootstrap = node(config()).await?;
+    let mut all = vec![bootstrap.clone()];
+    let boot_addr = dial_addr(&bootstrap)?;
+    for _ in 1..nodes {
+        all.push(node(config().with_bootstrap_peers(vec![boot_addr.clone()])).await?);
+    }
+    // Joined: the bootstrap node has identified everyone (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while bootstrap.connected_peers().len() < nodes - 1
+        || bootstrap
+            .connected_peers()
+            .iter()
+            .any(|p| p.agent_version.is_none())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "network did not join in 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let joined = start.elapsed();
+    let mut lookups = Samples::with_capacity(nodes);
+    let mut rpcs = Samples::with_capacity(nodes);
+    for i in 0..nodes {
+        let target = all[(i * 37 + 11) % nodes].local_peer_id();
+        if target == all[i].local_peer_id() {
+            continue;
+        }
+        let lookup = all[i].lookup(target.to_bytes()).await?;
+        anyhow::ensure!(
+            lookup.peers.first() == Some(&target),
+            "lookup of {target} did not find it"
+        );
+        lookups.push(lookup.duration);
+        // RPC counts ride in the microsecond samples as plain numbers.
+        rpcs.push(Duration::from_micros(u64::from(lookup.requests)));
+    }
+    for node in all {
+        node.shutdown().await;
+    }
+    Ok(KadRun {
+        joined,
+        lookups,
+        rpcs,
+    })
+}

@@ -1,0 +1,391 @@
+//! `codio-bench`: raw TCP, stock rust-libp2p and codio measured side by side on loopback, in
+//! one run.
+//!
+//! ```text
+//! cargo run --release -p codio-bench                  # full run (~3 minutes), table on stdout
+//! cargo run --release -p codio-bench -- --json r.json # also write the JSON report
+//! cargo run -p codio-bench -- --smoke                 # tiny sizes: checks that it all works
+//! ```
+//!
+//! Every figure is from the same process and machine state: bulk throughput (1 and 4
+//! streams), small request latency and rate (1 and 64 in flight), connection set-up, memory
+//! per idle connection (server in a child process), a 100-node Kademlia network, and the
+//! one-core ChaCha20-Poly1305 rate as the ceiling of an encrypted stream.
+
+mod cipher;
+mod codio;
+mod drive;
+mod memory;
+mod raw;
+mod report;
+mod stats;
+mod stock;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    report::{Report, Row},
+    stats::median,
+};
+
+/// Which stack a measurement runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Kind {
+    /// Plain TCP sockets.
+    Raw,
+    /// rust-libp2p with its default TCP + Noise + Yamux.
+    Stock,
+    /// codio-network.
+    Codio,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            Kind::Stock => "stock",
+            Kind::Codio => "codio",
+        }
+    }
+}
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Bulk,
+    Requests,
+    Setup,
+    Memory,
+    Kad,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Side-by-side benchmarks: raw TCP, stock libp2p, codio"
+)]
+struct Args {
+    /// Tiny sizes: checks that every measurement works (CI), figures mean nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Run only these parts (comma separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Measure only these stacks (comma separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    stacks: Vec<Kind>,
+    /// Repetitions of each bulk measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Experiment: codio's Yamux frame size in bytes (default: the transport's default).
+    #[arg(long)]
+    yamux_frame_size: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Internal: the child server of the memory measurement.
+    #[command(hide = true)]
+    IdleServer {
+        /// The stack to serve.
+        kind: Kind,
+    },
+}
+
+/// The sizes of a run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    bulk_single: u64,
+    bulk_each_of_4: u64,
+    requests_sequential: usize,
+    requests_parallel: usize,
+    request_size: usize,
+    setups: usize,
+    idle_warmup: usize,
+    idle_connections: usize,
+    kad_nodes: usize,
+    cipher_time: Duration,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            bulk_single: 1 << 30,
+            bulk_each_of_4: 256 << 20,
+            requests_sequential: 20_000,
+            requests_parallel: 100_000,
+            request_size: 64,
+            setups: 300,
+            idle_warmup: 24,
+            idle_connections: 1000,
+            kad_nodes: 100,
+            cipher_time: Duration::from_secs(1),
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            bulk_single: 4 << 20,
+            bulk_each_of_4: 1 << 20,
+            requests_sequential: 200,
+            requests_parallel: 2_000,
+            request_size: 64,
+            setups: 10,
+            idle_warmup: 2,
+            idle_connections: 20,
+            kad_nodes: 10,
+            cipher_time: Duration::from_millis(50),
+        }
+    }
+}
+
+const KINDS: [Kind; 3] = [Kind::Raw, Kind::Stock, Kind::Codio];
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
+                |_| // kad warns of "no known peers" at every lone node's start.
+                tracing_subscriber::EnvFilter::new("warn,libp2p_kad=error"),
+            ),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(size) = args.yamux_frame_size {
+        let _ = codio::YAMUX_FRAME_SIZE.set(size);
+    }
+    if let Some(Sub::IdleServer { kind }) = args.command {
+        return runtime.block_on(memory::serve(kind));
+    }
+    let sizes = if args.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let report = runtime.block_on(run(&args, sizes))?;
+    report.print_table();
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// The stacks to measure, with their column index.
+fn stacks(args: &Args) -> impl Iterator<Item = (usize, Kind)> + '_ {
+    KINDS
+        .into_iter()
+        .enumerate()
+        .filter(|(_, kind)| args.stacks.is_empty() || args.stacks.contains(kind))
+}
+
+fn wants(args: &Args, part: Part) -> bool {
+    args.only.is_empty() || args.only.contains(&part)
+}
+
+async fn bulk(kind: Kind, streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
+    match kind {
+        Kind::Raw => raw::bulk(streams, bytes_each).await,
+        Kind::Stock => stock::bulk(streams, bytes_each).await,
+        Kind::Codio => codio::bulk(streams, bytes_each).await,
+    }
+}
+
+async fn requests(
+    kind: Kind,
+    count: usize,
+    in_flight: usize,
+    size: usize,
+) -> anyhow::Result<drive::RequestRun> {
+    match kind {
+        Kind::Raw => raw::requests(count, in_flight, size).await,
+        Kind::Stock => stock::requests(count, in_flight, size).await,
+        Kind::Codio => codio::requests(count, in_flight, size).await,
+    }
+}
+
+async fn setup(kind: Kind, count: usize) -> anyhow::Result<stats::Samples> {
+    match kind {
+        Kind::Raw => raw::setup(count).await,
+        Kind::Stock => stock::setup(count).await,
+        Kind::Codio => codio::setup(count).await,
+    }
+}
+
+/// Three values, one per kind, in [`KINDS`] order.
+type PerKind = [f64; 3];
+
+// Progress, one line per measurement, goes to stderr: the table on stdout stays clean.
+#[allow(clippy::print_stderr)]
+async fn run(args: &Args, sizes: Sizes) -> anyhow::Result<Report> {
+    let mut report = Report::new(args.smoke);
+    let mib = |bytes_per_s: f64| bytes_per_s / f64::from(1u32 << 20);
+
+    if wants(args, Part::Bulk) {
+        let cipher = cipher::seal_rate(sizes.cipher_time)?;
+        report.cipher_mib_s = mib(cipher);
+        eprintln!("cipher: {:.0} MiB/s", mib(cipher));
+        for (streams, each) in [(1, sizes.bulk_single), (4, sizes.bulk_each_of_4)] {
+            let mut per_kind: PerKind = [f64::NAN; 3];
+            for (i, kind) in stacks(args) {
+                let mut runs = Vec::with_capacity(args.repeat);
+                for _ in 0..args.repeat.max(1) {
+                    runs.push(mib(bulk(kind, streams, each).await?));
+                }
+                per_kind[i] = median(runs);
+                eprintln!(
+                    "bulk {streams} stream(s) {}: {:.0} MiB/s",
+                    kind.name(),
+                    per_kind[i]
+                );
+            }
+            let mut row = Row::higher(
+                "bulk",
+                format!(
+                    "{streams} stream{} throughput",
+                    if streams == 1 { "" } else { "s" }
+                ),
+                "MiB/s",
+                per_kind,
+            );
+            if streams == 1 {
+                let goal = (2.0 * per_kind[1]).max(0.75 * mib(cipher));
+                row = row.target(
+                    format!(">= {goal:.0} (2x stock, 75% of one-core cipher)"),
+                    per_kind[2] >= goal,
+                );
+            }
+            report.rows.push(row);
+        }
+    }
+
+    if wants(args, Part::Requests) {
+        for (count, in_flight) in [
+            (sizes.requests_sequential, 1),
+            (sizes.requests_parallel, 64),
+        ] {
+            let mut p50: PerKind = [f64::NAN; 3];
+            let mut p99: PerKind = [f64::NAN; 3];
+            let mut rate: PerKind = [f64::NAN; 3];
+            for (i, kind) in stacks(args) {
+                let run = requests(kind, count, in_flight, sizes.request_size).await?;
+                p50[i] = run.latencies.quantile(0.5);
+                p99[i] = run.latencies.quantile(0.99);
+                rate[i] = run.per_second();
+                eprintln!(
+                    "requests x{in_flight} {}: p50 {:.0} us, p99 {:.0} us, {:.0}/s",
+                    kind.name(),
+                    p50[i],
+                    p99[i],
+                    rate[i]
+                );
+            }
+            let label = |what: &str| {
+                format!(
+                    "{} B request, {in_flight} in flight: {what}",
+                    sizes.request_size
+                )
+            };
+            let mut p50_row = Row::lower("requests", label("p50"), "us", p50);
+            if in_flight == 1 {
+                p50_row = p50_row.target("<= 100".into(), p50[2] <= 100.0);
+            }
+            report.rows.push(p50_row);
+            report
+                .rows
+                .push(Row::lower("requests", label("p99"), "us", p99));
+            let mut rate_row = Row::higher("requests", label("rate"), "req/s", rate);
+            if in_flight == 64 {
+                rate_row = rate_row.target(">= 50000".into(), rate[2] >= 50_000.0);
+            }
+            report.rows.push(rate_row);
+        }
+    }
+
+    if wants(args, Part::Setup) {
+        let mut p50: PerKind = [f64::NAN; 3];
+        let mut p99: PerKind = [f64::NAN; 3];
+        for (i, kind) in stacks(args) {
+            let samples = setup(kind, sizes.setups).await?;
+            p50[i] = samples.quantile(0.5);
+            p99[i] = samples.quantile(0.99);
+            eprintln!(
+                "setup {}: p50 {:.0} us p99 {:.0} us",
+                kind.name(),
+                p50[i],
+                p99[i]
+            );
+        }
+        report.rows.push(
+            Row::lower("connections", "set-up p50".into(), "us", p50)
+                .target("<= stock".into(), p50[2] <= p50[1]),
+        );
+        report
+            .rows
+            .push(Row::lower("connections", "set-up p99".into(), "us", p99));
+    }
+
+    if wants(args, Part::Memory) {
+        let mut per_conn: PerKind = [f64::NAN; 3];
+        for (i, kind) in stacks(args) {
+            per_conn[i] =
+                memory::per_idle_connection(kind, sizes.idle_warmup, sizes.idle_connections)
+                    .await?
+                    / 1024.0;
+            eprintln!(
+                "memory {}: {:.1} KiB per idle connection",
+                kind.name(),
+                per_conn[i]
+            );
+        }
+        report.rows.push(
+            Row::lower(
+                "memory",
+                format!(
+                    "server RSS per idle connection ({})",
+                    sizes.idle_connections
+                ),
+                "KiB",
+                per_conn,
+            )
+            .target("<= 64".into(), per_conn[2] <= 64.0),
+        );
+    }
+
+    if wants(args, Part::Kad) {
+        let kad = codio::kad(sizes.kad_nodes).await?;
+        let only_codio = |v: f64| [f64::NAN, f64::NAN, v];
+        let nodes = sizes.kad_nodes;
+        report.rows.push(Row::lower(
+            "kademlia",
+            format!("{nodes} nodes joined"),
+            "ms",
+            only_codio(kad.joined.as_secs_f64() * 1e3),
+        ));
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            report.rows.push(Row::lower(
+                "kademlia",
+                format!("lookup {name} ({nodes} nodes)"),
+                "ms",
+                only_codio(kad.lookups.quantile(q) / 1e3),
+            ));
+        }
+        report.rows.push(Row::lower(
+            "kademlia",
+            "RPCs per lookup p50".into(),
+            "count",
+            only_codio(kad.rpcs.quantile(0.5)),
+        ));
+    }
+    Ok(report)
+}
