@@ -7,7 +7,7 @@
 //!
 //! Unlike `libp2p-stream` 0.5, which hands inbound streams through a channel holding a single
 //! stream and resets the rest of a burst (the opener then sees a misleading "connection is
-//! closed"), inbound streams wait in a bounded queue of [`StreamsConfig::inbound_capacity`];
+//! closed"), inbound streams wait in a bounded queue of [`StreamsConfig::with_inbound_capacity`];
 //! only beyond it is a stream reset, logged and counted ([`Control::dropped_inbound`]).
 //! Outbound streams open concurrently rather than one at a time per connection.
 //!
