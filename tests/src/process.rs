@@ -48,16 +48,28 @@ impl NodeProcess {
             )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().expect("spawn child process");
         let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel(LINE_BUFFER);
+        let stdout_tx = tx.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 if tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Standard output (`--json` events, `config` output) arrives prefixed, in the same
+        // stream of lines.
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if stdout_tx.send(format!("{STDOUT}{line}")).await.is_err() {
                     break;
                 }
             }
@@ -153,6 +165,9 @@ impl NodeProcess {
         }
     }
 }
+
+/// Prefix of the lines a child wrote to standard output.
+pub const STDOUT: &str = "[stdout] ";
 
 /// The value of `key=value` in a tracing log line (values end at whitespace).
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

@@ -36,6 +36,7 @@ async fn second_node_dials_the_first_and_both_log_the_connection() {
     let mut second = NodeProcess::spawn(
         &binary,
         [
+            "--no-mdns",
             "--listen-ip",
             "127.0.0.1",
             "--listen-port",
@@ -79,11 +80,13 @@ async fn second_node_dials_the_first_and_both_log_the_connection() {
 #[tokio::test]
 async fn bad_dial_address_is_rejected_with_a_clear_message() {
     let binary = node_binary();
-    let mut node = NodeProcess::spawn(&binary, ["--dial", "not-a-multiaddr"]);
-    node.wait_for_line(LOG_TIMEOUT, "argument error", |l| l.contains("--dial"))
-        .await;
+    let mut node = NodeProcess::spawn(&binary, ["--no-mdns", "--dial", "not-a-multiaddr"]);
+    node.wait_for_line(LOG_TIMEOUT, "configuration error", |l| {
+        l.contains("dial[0] = \"not-a-multiaddr\": not a multiaddr")
+    })
+    .await;
     let status = node.wait_exit(LOG_TIMEOUT).await;
-    assert_eq!(status.code(), Some(2), "clap exits 2 on bad arguments");
+    assert_eq!(status.code(), Some(2), "an invalid configuration exits 2");
 }
 
 #[tokio::test]

@@ -720,3 +720,76 @@ async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
     sender.shutdown().await;
     receiver.shutdown().await;
 }
+
+/// With a registry configured, requests and bulk bytes are counted on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_bulk_bytes() {
+    use std::sync::{Arc, Mutex};
+
+    use codio_network::metrics::{Registry, encode};
+
+    init_tracing();
+    let sender_registry = Arc::new(Mutex::new(Registry::default()));
+    let receiver_registry = Arc::new(Mutex::new(Registry::default()));
+    let (receiver, serving) =
+        server(loopback_config().with_metrics(receiver_registry.clone())).await;
+    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let sender = started_node(loopback_config().with_metrics(sender_registry.clone())).await;
+    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    for _ in 0..3 {
+        sender
+            .send_request(
+                id,
+                Request::App {
+                    topic: "m".into(),
+                    payload: vec![1; 10],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let receive = tokio::spawn(async move {
+        let mut bulk = incoming.recv().await.unwrap();
+        let header = bulk.header().await.unwrap();
+        bulk.receive(&header, &mut HashSink(Fnv::new()), |_| {})
+            .await
+            .unwrap()
+    });
+    let header = codio_network::BulkHeader {
+        content: KNOWN,
+        size: 1 << 20,
+        topic: "m".into(),
+    };
+    sender
+        .send_bulk(id, header, &mut Generated::new(1 << 20, 5), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(receive.await.unwrap(), 1 << 20);
+    let text = |registry: &Arc<Mutex<Registry>>| {
+        let mut out = String::new();
+        encode(&mut out, &registry.lock().unwrap()).unwrap();
+        out
+    };
+    let sent = text(&sender_registry);
+    for line in [
+        "codio_request_duration_seconds_count 3",
+        "codio_requests_total{outcome=\"ok\"} 3",
+        "codio_bulk_bytes_total{direction=\"outbound\"} 1048576",
+        "codio_connected_peers 1",
+    ] {
+        assert!(sent.contains(line), "sender lacks {line:?}:\n{sent}");
+    }
+    let received = text(&receiver_registry);
+    for line in [
+        "codio_inbound_requests_total 3",
+        "codio_bulk_bytes_total{direction=\"inbound\"} 1048576",
+    ] {
+        assert!(
+            received.contains(line),
+            "receiver lacks {line:?}:\n{received}"
+        );
+    }
+    sender.shutdown().await;
+    receiver.shutdown().await;
+    serving.abort();
+}

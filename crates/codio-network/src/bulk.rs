@@ -22,6 +22,7 @@ pub struct IncomingBulk {
     pub peer_id: PeerId,
     stream: Stream,
     idle: Duration,
+    metrics: Option<Arc<crate::metrics::CodioMetrics>>,
 }
 
 impl IncomingBulk {
@@ -49,7 +50,11 @@ impl IncomingBulk {
     where
         W: futures::AsyncWrite + Unpin,
     {
-        receive_bulk(&mut self.stream, header, sink, self.idle, progress).await
+        let received = receive_bulk(&mut self.stream, header, sink, self.idle, progress).await?;
+        if let Some(metrics) = &self.metrics {
+            metrics.on_bulk(true, received);
+        }
+        Ok(received)
     }
 
     /// Refuses the transfer, telling the sender why.
@@ -71,6 +76,7 @@ pub(crate) async fn accept_loop(
     installed: Arc<AtomicBool>,
     mut alive: watch::Receiver<()>,
     idle: Duration,
+    metrics: Option<Arc<crate::metrics::CodioMetrics>>,
 ) {
     loop {
         let next = tokio::select! {
@@ -84,6 +90,7 @@ pub(crate) async fn accept_loop(
             peer_id,
             stream,
             idle,
+            metrics: metrics.clone(),
         };
         let refused = if !installed.load(Ordering::Acquire) {
             Some((bulk, "no bulk receiver"))

@@ -2,6 +2,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -140,6 +141,9 @@ pub struct NetworkConfig {
     /// How long [`NetworkManager::shutdown`](crate::NetworkManager::shutdown) waits for
     /// connections to close gracefully. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Registry to record Prometheus metrics in (libp2p's and codio's; see
+    /// [`metrics`](crate::metrics)). Default `None`: no metrics are kept.
+    pub metrics: Option<Arc<Mutex<crate::metrics::Registry>>>,
 }
 
 impl Default for NetworkConfig {
@@ -185,6 +189,7 @@ impl Default for NetworkConfig {
             event_buffer: 1024,
             command_buffer: 64,
             shutdown_timeout: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -446,6 +451,12 @@ impl NetworkConfig {
     /// Sets the transport configuration.
     pub fn with_transport(mut self, transport: TransportConfig) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Records metrics into `registry` (see [`metrics`](crate::metrics)).
+    pub fn with_metrics(mut self, registry: Arc<Mutex<crate::metrics::Registry>>) -> Self {
+        self.metrics = Some(registry);
         self
     }
 

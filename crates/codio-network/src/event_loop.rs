@@ -254,6 +254,7 @@ pub(crate) struct EventLoop {
     inbound: mpsc::Sender<InboundRequest>,
     handler_installed: Arc<AtomicBool>,
     commands_tx: mpsc::WeakSender<Command>,
+    metrics: Option<crate::metrics::Metrics>,
     /// Every open connection: its peer and whether it is relayed.
     connections: HashMap<ConnectionId, (PeerId, bool)>,
     /// Connections that answered a ping already.
@@ -268,6 +269,7 @@ pub(crate) struct Channels {
     pub(crate) events: broadcast::Sender<NetworkEvent>,
     pub(crate) inbound: mpsc::Sender<InboundRequest>,
     pub(crate) handler_installed: Arc<AtomicBool>,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The timeouts the event loop applies.
@@ -290,6 +292,7 @@ impl EventLoop {
             events,
             inbound,
             handler_installed,
+            metrics,
         } = channels;
         let Timeouts {
             connect: connect_timeout,
@@ -315,6 +318,7 @@ impl EventLoop {
             inbound,
             handler_installed,
             commands_tx,
+            metrics,
         }
     }
 
@@ -345,6 +349,17 @@ impl EventLoop {
     }
 
     fn emit(&self, event: NetworkEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.on_network_event(&event);
+            if matches!(
+                event,
+                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
+            ) {
+                metrics
+                    .codio
+                    .set_connected_peers(self.swarm.connected_peers().count());
+            }
+        }
         // No subscriber is not an error: events are optional to consume.
         let _ = self.events.send(event);
     }
@@ -572,6 +587,9 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.on_swarm_event(&event);
+        }
         let connections_changed = matches!(
             event,
             SwarmEvent::ConnectionEstablished { .. }
@@ -968,6 +986,9 @@ impl EventLoop {
         request: Request,
         channel: ResponseChannel<Response>,
     ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.codio.on_inbound_request();
+        }
         let refuse = |this: &mut Self, channel, code, message: &str| {
             let _ = this
                 .swarm

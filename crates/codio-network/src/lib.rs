@@ -47,23 +47,28 @@ mod config;
 mod error;
 mod event;
 mod event_loop;
+pub mod metrics;
 mod peer;
 
 use std::{
     collections::HashSet,
     sync::{
-        Arc,
+        Arc, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
+
+use libp2p::core::muxing::StreamMuxerBox;
 
 pub use bulk::IncomingBulk;
 pub use codio_discovery::KadMode;
 pub use codio_policy::{BackoffConfig, ConnectionCounts};
 pub use codio_protocol::bulk::{BulkError, BulkHeader};
 use codio_protocol::streams::OpenStreamError;
-pub use codio_protocol::{ContentId, ErrorCode, Metadata, ProtocolConfig, Request, Response};
+pub use codio_protocol::{
+    ContentId, ErrorCode, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request, Response,
+};
 pub use codio_transport::TransportConfig;
 pub use config::{AutonatSettings, NetworkConfig, RelayServerLimits};
 pub use error::{ConnectError, DhtError, NetworkError, RequestError};
@@ -176,6 +181,7 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     requests: Arc<tokio::sync::Semaphore>,
     bulk_control: codio_protocol::streams::Control,
+    metrics: Option<Arc<metrics::CodioMetrics>>,
     bulk: Arc<Handoff<IncomingBulk>>,
     codec_stats: Arc<codio_protocol::CodecStats>,
     inbound: Arc<Handoff<InboundRequest>>,
@@ -207,6 +213,20 @@ impl NetworkManager {
             .unwrap_or_else(libp2p::identity::Keypair::generate_ed25519);
         let local_peer_id = keypair.public().to_peer_id();
         let (transport, relay_client) = build_transport(&keypair, &config)?;
+        let (transport, metrics) = match &config.metrics {
+            Some(registry) => {
+                // A poisoned lock only means another thread panicked while encoding; the
+                // registry itself is still consistent.
+                let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                let metrics = metrics::Metrics::register(&mut registry);
+                let transport = libp2p::Transport::boxed(libp2p::Transport::map(
+                    libp2p::metrics::BandwidthTransport::new(transport, &mut registry),
+                    |(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)),
+                ));
+                (transport, Some(metrics))
+            }
+            None => (transport, None),
+        };
         let codec_stats = Arc::new(codio_protocol::CodecStats::default());
         let (bulk, bulk_control, bulk_incoming) = codio_protocol::streams::Behaviour::new(
             codio_protocol::streams::StreamsConfig::new(codio_protocol::bulk::BULK_PROTOCOL),
@@ -238,6 +258,7 @@ impl NetworkManager {
                 events: events.clone(),
                 inbound: inbound_tx,
                 handler_installed: handler_installed.clone(),
+                metrics: metrics.clone(),
             },
             shared.clone(),
             event_loop::Timeouts {
@@ -255,6 +276,7 @@ impl NetworkManager {
             bulk_installed.clone(),
             alive_rx,
             config.bulk_idle_timeout,
+            metrics.as_ref().map(|m| m.codio.clone()),
         ));
         let task = tokio::spawn(async move {
             event_loop.run().await;
@@ -265,6 +287,7 @@ impl NetworkManager {
         Ok(Self {
             local_peer_id,
             bulk_control,
+            metrics: metrics.as_ref().map(|m| m.codio.clone()),
             bulk: Arc::new(Handoff::new(bulk_rx, bulk_installed)),
             codec_stats,
             requests,
@@ -529,11 +552,20 @@ impl NetworkManager {
             .map_err(|_| RequestError::ShutDown)?;
         // libp2p's own timeout answers first; this only guards against a stuck event loop.
         let limit = self.config.protocol.request_timeout + self.config.transport.connect_timeout();
-        match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::ShutDown),
             Err(_) => Err(RequestError::Timeout),
+        };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match result {
+                Ok(_) => metrics::Outcome::ok,
+                Err(_) => metrics::Outcome::error,
+            };
+            metrics.on_request(started.elapsed(), outcome);
         }
+        result
     }
 
     /// Takes the stream of inbound `/codio/1.0.0` requests (once; later calls return `None`).
@@ -588,7 +620,12 @@ impl NetworkManager {
             }
             Err(_) => return Err(BulkError::Timeout(idle)),
         };
-        codio_protocol::bulk::send_bulk(&mut stream, &header, source, idle, progress).await
+        let sent =
+            codio_protocol::bulk::send_bulk(&mut stream, &header, source, idle, progress).await?;
+        if let Some(metrics) = &self.metrics {
+            metrics.on_bulk(false, sent);
+        }
+        Ok(sent)
     }
 
     /// Takes the stream of inbound bulk transfers (once; later calls return `None`). Until

@@ -1,114 +1,90 @@
 //! `codio-node`: runs a codio network node until Ctrl-C or SIGTERM.
 //!
 //! ```text
-//! codio-node --listen-port 4001
-//! codio-node --listen-port 4002 --dial /ip4/127.0.0.1/tcp/4001/p2p/<peer id>
+//! codio-node --listen-port 4001 --data-dir /var/lib/codio
+//! codio-node --config /etc/codio/node.toml --json
+//! codio-node config example > node.toml
+//! codio-node send --to /ip4/10.0.0.1/tcp/4001/p2p/<peer id> ./file.bin
 //! ```
 //!
-//! Logs go to stderr through `tracing` (filter with `RUST_LOG`, default `info`).
+//! Configuration: defaults < TOML file (`--config`) < `CODIO_*` environment variables < flags
+//! (`docs/operations.md`). Logs go to stderr through `tracing` (filter with `RUST_LOG`,
+//! default `info`); `--json` adds one JSON event per line on stdout.
 
+mod config;
+mod http;
 mod identity;
+mod output;
+mod peerbook;
+mod transfer;
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context;
-use clap::Parser;
-use std::time::Duration;
-
-use codio_network::{
-    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NatStatus, NetworkConfig, NetworkEvent,
-    NetworkManager, PeerId, TransportConfig,
-};
-use libp2p::multiaddr::Protocol;
+use clap::{Parser, Subcommand};
+use codio_network::{Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry};
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-/// Command-line options.
+use crate::{
+    config::{NodeConfig, Overrides, Validated},
+    output::Output,
+    peerbook::PeerBook,
+};
+
+/// Command-line interface.
 #[derive(Debug, Parser)]
 #[command(name = "codio-node", version, about = "Run a codio network node")]
-struct Args {
-    /// Directory for the node's state: its identity key (created on first start, reused after,
-    /// so the peer id stays stable). Without it the node gets a fresh identity every start.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// TCP port to listen on (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    listen_port: u16,
-    /// IP address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    listen_ip: IpAddr,
-    /// Address of a peer to connect to at start (repeatable), e.g.
-    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
-    #[arg(long = "dial", value_name = "ADDR")]
-    dial: Vec<Multiaddr>,
-    /// Peer to look up in the DHT and connect to (repeatable), once a bootstrap peer has
-    /// identified this node (bounded by 30 s).
-    #[arg(long = "find-peer", value_name = "PEER_ID")]
-    find_peers: Vec<PeerId>,
-    /// Bootstrap peer (repeatable): dialed at start, dialed again when lost, and used to join
-    /// the DHT, e.g. /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
-    #[arg(long = "bootstrap", value_name = "ADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Disable mDNS discovery on the local network.
-    #[arg(long)]
-    no_mdns: bool,
-    /// Always answer DHT queries (default: only once the node has a confirmed external address).
-    #[arg(long)]
-    kad_server: bool,
-    /// Peer to keep connected (repeatable): dialed at start, protected from trimming and
-    /// reconnected with backoff, but not used for the DHT bootstrap.
-    #[arg(long = "reserved", value_name = "ADDR")]
-    reserved: Vec<Multiaddr>,
-    /// Maximum number of established connections.
-    #[arg(long, default_value_t = 50)]
-    max_peers: usize,
-    /// Interval between pings on each connection, in milliseconds.
-    #[arg(long, default_value_t = 15_000, value_name = "MS")]
-    ping_interval_ms: u64,
-    /// Time after which an unanswered ping fails, in milliseconds.
-    #[arg(long, default_value_t = 20_000, value_name = "MS")]
-    ping_timeout_ms: u64,
-    /// Failed pings after which a connection is closed as dead.
-    #[arg(long, default_value_t = 3)]
-    ping_failures: u32,
-    /// Bound on connection set-up (TCP + Noise + Yamux), in milliseconds.
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
-    connect_timeout_ms: u64,
-    /// First reconnection delay, in milliseconds.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    backoff_min_ms: u64,
-    /// Largest reconnection delay, in milliseconds.
-    #[arg(long, default_value_t = 300_000, value_name = "MS")]
-    backoff_max_ms: u64,
-    /// Disable NAT traversal as a client (relay client, automatic reservations, hole punching).
-    #[arg(long)]
-    no_relay: bool,
-    /// Serve as a relay for peers behind NATs.
-    #[arg(long)]
-    relay_server: bool,
-    /// Relay to reserve on when private (repeatable), besides bootstrap peers that are relays.
-    #[arg(long = "relay", value_name = "ADDR")]
-    relays: Vec<Multiaddr>,
-    /// An address this node is known to be reachable at (repeatable), e.g. a server's public
-    /// address; confirmed at start without waiting for AutoNAT.
-    #[arg(long = "external-addr", value_name = "ADDR")]
-    external_addrs: Vec<Multiaddr>,
-    /// Delay before the first AutoNAT probe, in milliseconds.
-    #[arg(long, default_value_t = 15_000, value_name = "MS")]
-    autonat_boot_delay_ms: u64,
-    /// AutoNAT probe interval while unsure, in milliseconds.
-    #[arg(long, default_value_t = 90_000, value_name = "MS")]
-    autonat_retry_ms: u64,
-    /// Let AutoNAT probe through and serve peers at private IP addresses (one LAN, a lab).
-    #[arg(long)]
-    autonat_private_ips: bool,
+struct Cli {
+    /// TOML configuration file (see `codio-node config example`).
+    #[arg(long, env = "CODIO_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Send a file to a peer over /codio/bulk/1.0.0 (its inbox stores it), then exit.
+    Send {
+        /// The receiver's address, ending in /p2p/PEER_ID.
+        #[arg(long, value_name = "ADDR")]
+        to: Multiaddr,
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print a documented configuration file with every default.
+    Example,
+    /// Validate the configuration (file, environment, flags) and print the result.
+    Check,
+}
+
+/// How often the peer book is written while it changes.
+const PEER_BOOK_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // kad warns of "no known peers" at every lone node's start.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_kad=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(
@@ -116,68 +92,108 @@ async fn main() -> anyhow::Result<()> {
                 && std::env::var_os("NO_COLOR").is_none(),
         )
         .init();
-    let args = Args::parse();
-    let mut signals = Signals::register()?;
-
-    let config = NetworkConfig {
-        listen_port: args.listen_port,
-        max_peers: args.max_peers,
-        bootstrap_peers: args.bootstrap,
-        reserved_peers: args.reserved,
-        enable_mdns: !args.no_mdns,
-        enable_relay: !args.no_relay,
-        relay_server: args.relay_server,
-        relays: args.relays,
-        external_addrs: args.external_addrs,
-        autonat: AutonatSettings {
-            boot_delay: Duration::from_millis(args.autonat_boot_delay_ms),
-            retry_interval: Duration::from_millis(args.autonat_retry_ms),
-            only_global_ips: !args.autonat_private_ips,
-            ..AutonatSettings::default()
-        },
-        kad_mode: if args.kad_server {
-            KadMode::Server
-        } else {
-            KadMode::Auto
-        },
-        ..NetworkConfig::default()
-    }
-    .with_listen_ip(args.listen_ip)
-    .with_ping(
-        Duration::from_millis(args.ping_interval_ms),
-        Duration::from_millis(args.ping_timeout_ms),
-    )
-    .with_ping_failures(args.ping_failures)
-    .with_transport(
-        TransportConfig::default()
-            .with_connect_timeout(Duration::from_millis(args.connect_timeout_ms)),
-    )
-    .with_backoff(
-        BackoffConfig::default()
-            .with_min(Duration::from_millis(args.backoff_min_ms))
-            .with_max(Duration::from_millis(args.backoff_max_ms)),
-    );
-    let config = match &args.data_dir {
-        Some(dir) => {
-            let (keypair, created) = identity::load_or_create(dir)?;
-            if created {
-                tracing::info!(dir = %dir.display(), "created a new identity");
-            }
-            config.with_keypair(keypair)
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
         }
-        None => config,
+    }
+}
+
+/// Exit code for an invalid configuration (as for bad command-line usage).
+const INVALID_CONFIG: u8 = 2;
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // `config` output and config errors.
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Config {
+        action: ConfigAction::Example,
+    }) = cli.command
+    {
+        print!("{}", config::EXAMPLE);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let node_config = NodeConfig::load(cli.config.as_deref(), cli.overrides)?;
+    let validated = match node_config.validate() {
+        Ok(validated) => validated,
+        Err(errors) => {
+            eprintln!("codio-node: invalid configuration:");
+            for error in errors {
+                eprintln!("  - {error}");
+            }
+            return Ok(ExitCode::from(INVALID_CONFIG));
+        }
     };
-    let config_bootstrap_ids: Vec<PeerId> = config
-        .bootstrap_peers
-        .iter()
-        .filter_map(|a| match a.iter().last() {
-            Some(Protocol::P2p(peer)) => Some(peer),
-            _ => None,
-        })
-        .collect();
-    let network = NetworkManager::new(config)
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Check,
+        }) => {
+            println!("# configuration OK");
+            print!("{}", toml::to_string(&node_config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Send { to, file }) => send(&node_config, &validated, to, &file).await,
+        _ => serve(&node_config, &validated).await,
+    }
+}
+
+/// Builds and starts the network of `config`.
+async fn start_network(
+    config: &NodeConfig,
+    validated: &Validated,
+    registry: Option<Arc<Mutex<Registry>>>,
+) -> anyhow::Result<NetworkManager> {
+    let mut network_config = config.network_config(validated);
+    if let Some(dir) = &config.data_dir {
+        let (keypair, created) = identity::load_or_create(dir)?;
+        if created {
+            tracing::info!(dir = %dir.display(), "created a new identity");
+        }
+        network_config = network_config.with_keypair(keypair);
+    }
+    if let Some(registry) = registry {
+        network_config = network_config.with_metrics(registry);
+    }
+    NetworkManager::new(network_config)
         .await
-        .context("creating the network")?;
+        .context("creating the network")
+}
+
+async fn send(
+    config: &NodeConfig,
+    validated: &Validated,
+    to: Multiaddr,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let output = Output::new(config.json);
+    let network = start_network(config, validated, None).await?;
+    network.start().await.context("starting the network")?;
+    let peer = network
+        .connect_peer(to.clone())
+        .await
+        .with_context(|| format!("connecting to {to}"))?;
+    let result = transfer::send_file(&network, peer, file, output).await;
+    network.shutdown().await;
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<ExitCode> {
+    let output = Output::new(config.json);
+    let mut signals = Signals::register()?;
+    let registry = config
+        .metrics_addr
+        .map(|_| Arc::new(Mutex::new(Registry::default())));
+    // Bind the metrics endpoint first: a taken port fails the start, not a scrape later.
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    let network = start_network(config, validated, registry.clone()).await?;
     let peer_id = network.local_peer_id();
     tracing::info!(%peer_id, "local peer id");
     let mut events = network.subscribe();
@@ -185,9 +201,35 @@ async fn main() -> anyhow::Result<()> {
     for addr in &addrs {
         tracing::info!(address = %format!("{addr}/p2p/{peer_id}"), "listening on");
     }
+    if let (Some(listener), Some(registry)) = (metrics_listener, registry) {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        output.json("metrics_listening", json!({ "address": addr.to_string() }));
+        tokio::spawn(http::serve(listener, registry));
+    }
+    output.json(
+        "started",
+        json!({
+            "peer_id": peer_id.to_string(),
+            "listen_addrs": addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect::<Vec<_>>(),
+        }),
+    );
 
-    for addr in args.dial {
+    let mut book = match (&config.data_dir, config.peer_book) {
+        (Some(dir), true) => Some(PeerBook::load(dir)),
+        _ => None,
+    };
+    if let Some(book) = &book {
+        let known = book.dial_addresses();
+        tracing::info!(peers = known.len(), "dialing the peers of the peer book");
+        for (peer, addresses) in known {
+            let network = network.clone();
+            tokio::spawn(async move { redial(&network, peer, addresses).await });
+        }
+    }
+    for addr in &validated.dial {
         let network = network.clone();
+        let addr = addr.clone();
         tokio::spawn(async move {
             match network.connect_peer(addr.clone()).await {
                 Ok(peer) => tracing::info!(%peer, %addr, "dialed"),
@@ -195,123 +237,130 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-
-    if !args.find_peers.is_empty() {
-        let network = network.clone();
-        let bootstrap: Vec<PeerId> = config_bootstrap_ids;
-        let mut events = network.subscribe();
-        tokio::spawn(async move {
-            let joined = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
-                    match events.recv().await {
-                        Ok(NetworkEvent::PeerIdentified { peer_id, .. })
-                            if bootstrap.is_empty() || bootstrap.contains(&peer_id) =>
-                        {
-                            break;
-                        }
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => break,
-                    }
-                }
-            })
-            .await;
-            if joined.is_err() {
-                tracing::warn!(
-                    "no bootstrap peer identified this node within 30 s; looking up anyway"
-                );
-            }
-            for peer in args.find_peers {
-                match network.find_peer(peer).await {
-                    Ok(addresses) => tracing::info!(%peer, ?addresses, "found peer"),
-                    Err(error) => tracing::error!(%peer, %error, "find peer failed"),
-                }
-            }
-        });
+    if !validated.find_peers.is_empty() {
+        tokio::spawn(find_peers(
+            network.clone(),
+            validated
+                .bootstrap
+                .iter()
+                .filter_map(config::peer_of)
+                .collect(),
+            validated.find_peers.clone(),
+        ));
     }
-
-    loop {
-        tokio::select! {
-            signal = signals.recv() => {
-                tracing::info!(signal = signal?, "shutting down");
-                break;
-            }
-            event = events.recv() => match event {
-                Ok(event) => log_event(&event, network.connected_peers().len()),
-                Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
-                Err(RecvError::Closed) => break,
-            },
+    if let Some(dir) = &config.inbox {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the inbox {}", dir.display()))?;
+        if let Some(incoming) = network.take_bulk_streams() {
+            tokio::spawn(transfer::run_inbox(
+                incoming,
+                dir.clone(),
+                config.inbox_max_bytes,
+                output,
+            ));
         }
     }
+
+    let mut save_tick = tokio::time::interval(PEER_BOOK_SAVE_INTERVAL);
+    save_tick.tick().await;
+    let signal = loop {
+        tokio::select! {
+            signal = signals.recv() => break Some(signal?),
+            _ = save_tick.tick() => save_book(book.as_mut()),
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if let Some(book) = book.as_mut() {
+                        remember(book, &event, &network);
+                    }
+                    output.network_event(&event, network.connected_peers().len());
+                }
+                Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
+                Err(RecvError::Closed) => break None,
+            },
+        }
+    };
+    tracing::info!(signal = signal.unwrap_or("none"), "shutting down");
+    if let Some(book) = book.as_mut() {
+        // The connections as they are now: addresses of every connected peer.
+        for peer in network.connected_peers() {
+            book.record(peer.peer_id, peer.addresses.iter().cloned());
+        }
+    }
+    save_book(book.as_mut());
     network.shutdown().await;
+    output.json("stopped", json!({ "signal": signal }));
     tracing::info!("stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn log_event(event: &NetworkEvent, connected: usize) {
+fn save_book(book: Option<&mut PeerBook>) {
+    if let Some(book) = book {
+        match book.save() {
+            Ok(()) => tracing::debug!(peers = book.len(), "peer book saved"),
+            Err(error) => tracing::warn!(%error, "cannot save the peer book"),
+        }
+    }
+}
+
+/// Learns addresses for the peer book from connection events.
+fn remember(book: &mut PeerBook, event: &NetworkEvent, network: &NetworkManager) {
     match event {
         NetworkEvent::PeerConnected {
             peer_id,
             address,
-            direction,
-            relayed,
-        } => tracing::info!(%peer_id, %address, ?direction, relayed, connected, "peer connected"),
-        NetworkEvent::ConnectionVerified {
-            peer_id,
-            rtt,
-            relayed,
-        } => tracing::info!(%peer_id, ?rtt, relayed, "ping answered"),
-        NetworkEvent::NatStatusChanged { status } => match status {
-            NatStatus::Public { address } => tracing::info!(%address, "NAT status: public"),
-            NatStatus::Private => tracing::info!("NAT status: private"),
-            _ => tracing::info!("NAT status: unknown"),
-        },
-        NetworkEvent::RelayReservationAccepted { relay, renewal } => {
-            tracing::info!(%relay, renewal, "relay reservation accepted");
-        }
-        NetworkEvent::HolePunchSucceeded { peer_id } => {
-            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
-        }
-        NetworkEvent::HolePunchFailed { peer_id, error } => {
-            tracing::warn!(%peer_id, %error, "hole punch failed");
-        }
-        NetworkEvent::PeerDisconnected { peer_id, cause } => {
-            let cause = cause.as_deref().unwrap_or("closed");
-            tracing::info!(%peer_id, cause, connected, "peer disconnected");
-        }
-        NetworkEvent::PeerDiscovered {
-            peer_id,
-            addresses,
-            source,
-        } => tracing::info!(%peer_id, ?addresses, ?source, "peer discovered"),
+            direction: codio_network::Direction::Outbound,
+            relayed: false,
+        } => book.record(*peer_id, [address.clone()]),
         NetworkEvent::PeerIdentified {
             peer_id,
-            agent_version,
+            listen_addrs,
             ..
-        } => tracing::info!(%peer_id, %agent_version, "peer identified"),
-        NetworkEvent::DialFailed { peer_id, error } => {
-            tracing::warn!(?peer_id, %error, "dial failed");
+        } if network.peer_info(peer_id).is_some() => {
+            book.record(*peer_id, listen_addrs.iter().take(8).cloned());
         }
-        NetworkEvent::ConnectionDenied {
-            peer_id,
-            direction,
-            reason,
-        } => tracing::info!(?peer_id, ?direction, %reason, "connection denied"),
-        NetworkEvent::PeerTrimmed { peer_id } => tracing::info!(%peer_id, "connection trimmed"),
-        NetworkEvent::DeadPeer { peer_id, failures } => {
-            tracing::warn!(%peer_id, failures, "peer stopped answering pings");
+        _ => {}
+    }
+}
+
+/// Dials a peer from the peer book, one address after the other.
+async fn redial(network: &NetworkManager, peer: PeerId, addresses: Vec<Multiaddr>) {
+    for address in addresses {
+        match network.connect_peer(address.clone()).await {
+            Ok(_) => {
+                tracing::info!(%peer, %address, "reconnected to a peer from the peer book");
+                return;
+            }
+            Err(error) => tracing::debug!(%peer, %address, %error, "peer book address failed"),
         }
-        NetworkEvent::Reconnecting {
-            peer_id,
-            attempt,
-            delay,
-        } => tracing::info!(%peer_id, attempt, ?delay, "reconnecting"),
-        NetworkEvent::Reconnected { peer_id, attempts } => {
-            tracing::info!(%peer_id, attempts, "reconnected");
+    }
+    tracing::info!(%peer, "no address of this peer-book peer answered");
+}
+
+/// Waits (at most 30 s) until a bootstrap peer identified this node, then looks up `peers`.
+async fn find_peers(network: NetworkManager, bootstrap: Vec<PeerId>, peers: Vec<PeerId>) {
+    let mut events = network.subscribe();
+    let joined = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(NetworkEvent::PeerIdentified { peer_id, .. })
+                    if bootstrap.is_empty() || bootstrap.contains(&peer_id) =>
+                {
+                    break;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
         }
-        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => {
-            tracing::warn!(%peer_id, attempts, "gave up reconnecting");
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!("no bootstrap peer identified this node within 30 s; looking up anyway");
+    }
+    for peer in peers {
+        match network.find_peer(peer).await {
+            Ok(addresses) => tracing::info!(%peer, ?addresses, "found peer"),
+            Err(error) => tracing::error!(%peer, %error, "find peer failed"),
         }
-        other => tracing::debug!(?other, "event"),
     }
 }
 

@@ -1,0 +1,315 @@
+//! Prometheus metrics: libp2p's own (`libp2p-metrics`: swarm connections and dials,
+//! identify, ping, relay server, DCUtR, bandwidth by protocol stack) and codio's (`codio_*`), in one registry that
+//! the application owns and serves.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use codio_network::{NetworkConfig, metrics::Registry};
+//!
+//! let registry = Arc::new(Mutex::new(Registry::default()));
+//! let config = NetworkConfig::default().with_metrics(registry.clone());
+//! // ... NetworkManager::new(config), then encode the registry on each scrape:
+//! let mut text = String::new();
+//! codio_network::metrics::encode(&mut text, &registry.lock().unwrap()).unwrap();
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use libp2p::metrics::Recorder;
+pub use libp2p::metrics::Registry;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+};
+
+use crate::{NetworkEvent, behaviour::BehaviourEvent};
+
+/// Encodes `registry` in the Prometheus text exposition format (OpenMetrics).
+///
+/// # Errors
+///
+/// Only when writing to `out` fails.
+pub fn encode(out: &mut String, registry: &Registry) -> std::fmt::Result {
+    prometheus_client::encoding::text::encode(out, registry)
+}
+
+// Label values are the variant names: lower case, as Prometheus labels usually are.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum Direction {
+    inbound,
+    outbound,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: Direction,
+}
+
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum Outcome {
+    ok,
+    error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: Outcome,
+}
+
+/// codio's own metrics (prefix `codio_`).
+#[derive(Debug)]
+pub(crate) struct CodioMetrics {
+    connected_peers: Gauge,
+    peers_connected: Counter,
+    peers_disconnected: Counter,
+    dial_failures: Counter,
+    reconnect_attempts: Counter,
+    reconnects: Counter,
+    reconnects_given_up: Counter,
+    connections_denied: Counter,
+    peers_trimmed: Counter,
+    dead_peers: Counter,
+    hole_punches: Family<OutcomeLabel, Counter>,
+    requests: Family<OutcomeLabel, Counter>,
+    request_duration: Histogram,
+    inbound_requests: Counter,
+    bulk_bytes: Family<DirectionLabel, Counter>,
+}
+
+impl CodioMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            connected_peers: Gauge::default(),
+            peers_connected: Counter::default(),
+            peers_disconnected: Counter::default(),
+            dial_failures: Counter::default(),
+            reconnect_attempts: Counter::default(),
+            reconnects: Counter::default(),
+            reconnects_given_up: Counter::default(),
+            connections_denied: Counter::default(),
+            peers_trimmed: Counter::default(),
+            dead_peers: Counter::default(),
+            hole_punches: Family::default(),
+            requests: Family::default(),
+            // 50 us .. ~26 s, doubling.
+            request_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.0, 20),
+            ),
+            inbound_requests: Counter::default(),
+            bulk_bytes: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("codio");
+        r.register(
+            "connected_peers",
+            "Peers with at least one established connection",
+            metrics.connected_peers.clone(),
+        );
+        r.register(
+            "peers_connected",
+            "Peers that became connected",
+            metrics.peers_connected.clone(),
+        );
+        r.register(
+            "peers_disconnected",
+            "Peers whose last connection closed",
+            metrics.peers_disconnected.clone(),
+        );
+        r.register(
+            "dial_failures",
+            "Outbound dials that failed",
+            metrics.dial_failures.clone(),
+        );
+        r.register(
+            "reconnect_attempts",
+            "Reconnection attempts scheduled by the policy",
+            metrics.reconnect_attempts.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Peers reconnected after an unexpected disconnect",
+            metrics.reconnects.clone(),
+        );
+        r.register(
+            "reconnects_given_up",
+            "Peers the policy stopped reconnecting",
+            metrics.reconnects_given_up.clone(),
+        );
+        r.register(
+            "connections_denied",
+            "Connections refused by the connection limits",
+            metrics.connections_denied.clone(),
+        );
+        r.register(
+            "peers_trimmed",
+            "Connections closed to get back under the low watermark",
+            metrics.peers_trimmed.clone(),
+        );
+        r.register(
+            "dead_peers",
+            "Connections closed because pings stopped being answered",
+            metrics.dead_peers.clone(),
+        );
+        r.register(
+            "hole_punches",
+            "DCUtR hole punches by outcome",
+            metrics.hole_punches.clone(),
+        );
+        r.register(
+            "requests",
+            "Outbound /codio/1.0.0 requests by outcome",
+            metrics.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Outbound /codio/1.0.0 request latency, send to response",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.request_duration.clone(),
+        );
+        r.register(
+            "inbound_requests",
+            "Inbound /codio/1.0.0 requests received",
+            metrics.inbound_requests.clone(),
+        );
+        r.register_with_unit(
+            "bulk",
+            "Bulk transfer payload bytes by direction",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.bulk_bytes.clone(),
+        );
+        // Every labelled series exists from the start, at zero, so dashboards and alerts see
+        // it before the first event.
+        for direction in [Direction::inbound, Direction::outbound] {
+            drop(
+                metrics
+                    .bulk_bytes
+                    .get_or_create(&DirectionLabel { direction }),
+            );
+        }
+        for outcome in [Outcome::ok, Outcome::error] {
+            drop(metrics.requests.get_or_create(&OutcomeLabel {
+                outcome: outcome.clone(),
+            }));
+            drop(
+                metrics
+                    .hole_punches
+                    .get_or_create(&OutcomeLabel { outcome }),
+            );
+        }
+        metrics
+    }
+
+    pub(crate) fn on_request(&self, took: Duration, outcome: Outcome) {
+        self.request_duration.observe(took.as_secs_f64());
+        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn on_bulk(&self, inbound: bool, bytes: u64) {
+        let direction = if inbound {
+            Direction::inbound
+        } else {
+            Direction::outbound
+        };
+        self.bulk_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(bytes);
+    }
+
+    pub(crate) fn set_connected_peers(&self, peers: usize) {
+        self.connected_peers
+            .set(i64::try_from(peers).unwrap_or(i64::MAX));
+    }
+
+    fn on_event(&self, event: &NetworkEvent) {
+        match event {
+            NetworkEvent::PeerConnected { .. } => {
+                self.peers_connected.inc();
+            }
+            NetworkEvent::PeerDisconnected { .. } => {
+                self.peers_disconnected.inc();
+            }
+            NetworkEvent::DialFailed { .. } => {
+                self.dial_failures.inc();
+            }
+            NetworkEvent::Reconnecting { .. } => {
+                self.reconnect_attempts.inc();
+            }
+            NetworkEvent::Reconnected { .. } => {
+                self.reconnects.inc();
+            }
+            NetworkEvent::ReconnectGaveUp { .. } => {
+                self.reconnects_given_up.inc();
+            }
+            NetworkEvent::ConnectionDenied { .. } => {
+                self.connections_denied.inc();
+            }
+            NetworkEvent::PeerTrimmed { .. } => {
+                self.peers_trimmed.inc();
+            }
+            NetworkEvent::DeadPeer { .. } => {
+                self.dead_peers.inc();
+            }
+            NetworkEvent::HolePunchSucceeded { .. } => {
+                self.hole_punches
+                    .get_or_create(&OutcomeLabel {
+                        outcome: Outcome::ok,
+                    })
+                    .inc();
+            }
+            NetworkEvent::HolePunchFailed { .. } => {
+                self.hole_punches
+                    .get_or_create(&OutcomeLabel {
+                        outcome: Outcome::error,
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_inbound_request(&self) {
+        self.inbound_requests.inc();
+    }
+}
+
+/// Everything recorded by the event loop.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    libp2p: Arc<libp2p::metrics::Metrics>,
+    pub(crate) codio: Arc<CodioMetrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        Self {
+            libp2p: Arc::new(libp2p::metrics::Metrics::new(registry)),
+            codio: Arc::new(CodioMetrics::register(registry)),
+        }
+    }
+
+    pub(crate) fn on_network_event(&self, event: &NetworkEvent) {
+        self.codio.on_event(event);
+    }
+
+    pub(crate) fn on_swarm_event(&self, event: &libp2p::swarm::SwarmEvent<BehaviourEvent>) {
+        self.libp2p.record(event);
+        if let libp2p::swarm::SwarmEvent::Behaviour(event) = event {
+            match event {
+                BehaviourEvent::Identify(e) => self.libp2p.record(e),
+                BehaviourEvent::Ping(e) => self.libp2p.record(e),
+                BehaviourEvent::RelayServer(e) => self.libp2p.record(e),
+                BehaviourEvent::Dcutr(e) => self.libp2p.record(e),
+                // Kademlia's raw events stay inside codio-discovery; its `libp2p_kad_*`
+                // metrics are therefore not recorded.
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The node's configuration: defaults, then a TOML file (`--config`), then `CODIO_*`
+//! environment variables, then command-line flags (each layer overrides the one before).
+//! [`NodeConfig::validate`] checks the merged result and names every bad field.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use codio_network::{
+    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NetworkConfig, PeerId, TransportConfig,
+};
+use libp2p::multiaddr::Protocol;
+use serde::{Deserialize, Serialize};
+
+/// Everything `codio-node` can be configured with. Keys of the TOML file are the field names;
+/// flags are the same names in kebab case; environment variables are `CODIO_` + the name in
+/// upper case (lists comma separated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct NodeConfig {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) listen_ip: IpAddr,
+    pub(crate) listen_port: u16,
+    pub(crate) max_peers: usize,
+    pub(crate) mdns: bool,
+    pub(crate) kad_server: bool,
+    pub(crate) bootstrap: Vec<String>,
+    pub(crate) reserved: Vec<String>,
+    pub(crate) dial: Vec<String>,
+    pub(crate) find_peer: Vec<String>,
+    pub(crate) relay: bool,
+    pub(crate) relay_server: bool,
+    pub(crate) relays: Vec<String>,
+    pub(crate) external_addrs: Vec<String>,
+    pub(crate) ping_interval_ms: u64,
+    pub(crate) ping_timeout_ms: u64,
+    pub(crate) ping_failures: u32,
+    pub(crate) connect_timeout_ms: u64,
+    pub(crate) backoff_min_ms: u64,
+    pub(crate) backoff_max_ms: u64,
+    pub(crate) autonat_boot_delay_ms: u64,
+    pub(crate) autonat_retry_ms: u64,
+    pub(crate) autonat_private_ips: bool,
+    pub(crate) peer_book: bool,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) json: bool,
+    pub(crate) inbox: Option<PathBuf>,
+    pub(crate) inbox_max_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_port: 0,
+            max_peers: 50,
+            mdns: true,
+            kad_server: false,
+            bootstrap: vec![],
+            reserved: vec![],
+            dial: vec![],
+            find_peer: vec![],
+            relay: true,
+            relay_server: false,
+            relays: vec![],
+            external_addrs: vec![],
+            ping_interval_ms: 15_000,
+            ping_timeout_ms: 20_000,
+            ping_failures: 3,
+            connect_timeout_ms: 10_000,
+            backoff_min_ms: 500,
+            backoff_max_ms: 300_000,
+            autonat_boot_delay_ms: 15_000,
+            autonat_retry_ms: 90_000,
+            autonat_private_ips: false,
+            peer_book: true,
+            metrics_addr: None,
+            json: false,
+            inbox: None,
+            inbox_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// `codio-node config example`: every key with its default and what it does. A test checks
+/// that it parses to [`NodeConfig::default`] and mentions every key.
+pub(crate) const EXAMPLE: &str = r#"# codio-node configuration (TOML). Every key is optional; the values shown are the defaults.
+# Precedence: defaults < this file (--config) < CODIO_* environment variables < flags.
+# Environment variables are CODIO_ + the key in upper case, lists comma separated,
+# e.g. CODIO_LISTEN_PORT=4001 CODIO_BOOTSTRAP=/ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
+
+# Directory for the node's state: identity.key (created on first start, mode 0600, reused
+# after: the peer id stays stable) and peers.json (the peer book). Without it the node gets
+# a fresh identity every start and keeps no peer book.
+# data_dir = "/var/lib/codio"
+
+# Address and TCP port to listen on (port 0: any free port).
+listen_ip = "0.0.0.0"
+listen_port = 0
+
+# Most established connections (peers beyond it are refused; bootstrap and reserved peers
+# get a few extra slots).
+max_peers = 50
+
+# Discover peers on the local network with mDNS (needs multicast: off in most containers).
+mdns = true
+
+# Always answer DHT queries (default: only once the node has a confirmed external address).
+kad_server = false
+
+# Bootstrap peers: dialed at start, redialed when lost, used to join the DHT. Each must end
+# in /p2p/<peer id>, and each peer may appear once.
+bootstrap = []
+
+# Peers kept connected (protected from trimming, reconnected with backoff); /p2p/ required.
+reserved = []
+
+# Addresses dialed once at start.
+dial = []
+
+# Peer ids looked up in the DHT and connected to once a bootstrap peer identified us.
+find_peer = []
+
+# NAT traversal as a client: relay client, automatic relay reservations, hole punching.
+relay = true
+# Serve as a relay for peers behind NATs.
+relay_server = false
+# Relays to reserve on when private, besides bootstrap peers that are relays.
+relays = []
+# Addresses this node is known to be reachable at (confirmed without waiting for AutoNAT).
+external_addrs = []
+
+# Liveness: ping interval and timeout; failed pings in a row before a connection is closed.
+ping_interval_ms = 15000
+ping_timeout_ms = 20000
+ping_failures = 3
+
+# Bound on connection set-up (TCP connect + Noise + Yamux).
+connect_timeout_ms = 10000
+
+# Reconnection backoff: first delay, doubling (with +-20% jitter) up to the largest.
+backoff_min_ms = 500
+backoff_max_ms = 300000
+
+# AutoNAT: delay before the first probe, probe interval while unsure, and whether peers at
+# private IP addresses count (one LAN, a lab).
+autonat_boot_delay_ms = 15000
+autonat_retry_ms = 90000
+autonat_private_ips = false
+
+# Remember connected peers in <data_dir>/peers.json and dial them again at the next start.
+peer_book = true
+
+# Serve Prometheus metrics at http://<metrics_addr>/metrics (off when unset).
+# metrics_addr = "127.0.0.1:9090"
+
+# Print one JSON object per event on stdout (logs stay on stderr).
+json = false
+
+# Accept bulk transfers into this directory, stored under their SHA-256 content id.
+# inbox = "/var/lib/codio/inbox"
+# Largest transfer the inbox accepts, in bytes.
+inbox_max_bytes = 1073741824
+"#;
+
+/// Command-line flags that override the file; each also reads `CODIO_<NAME>`.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct Overrides {
+    /// Directory for the identity key and the peer book [env: CODIO_DATA_DIR].
+    #[arg(long, env = "CODIO_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// IP address to listen on (default 0.0.0.0).
+    #[arg(long, env = "CODIO_LISTEN_IP")]
+    listen_ip: Option<IpAddr>,
+    /// TCP port to listen on (0: any free port; default 0).
+    #[arg(long, env = "CODIO_LISTEN_PORT")]
+    listen_port: Option<u16>,
+    /// Maximum number of established connections (default 50).
+    #[arg(long, env = "CODIO_MAX_PEERS")]
+    max_peers: Option<usize>,
+    /// Disable mDNS discovery.
+    #[arg(long, env = "CODIO_NO_MDNS")]
+    no_mdns: bool,
+    /// Always answer DHT queries.
+    #[arg(long, env = "CODIO_KAD_SERVER")]
+    kad_server: bool,
+    /// Bootstrap peer, ending in /p2p/PEER_ID (repeatable).
+    #[arg(
+        long = "bootstrap",
+        env = "CODIO_BOOTSTRAP",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<String>,
+    /// Peer to keep connected, ending in /p2p/PEER_ID (repeatable).
+    #[arg(
+        long = "reserved",
+        env = "CODIO_RESERVED",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    reserved: Vec<String>,
+    /// Address to dial at start (repeatable).
+    #[arg(
+        long = "dial",
+        env = "CODIO_DIAL",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    dial: Vec<String>,
+    /// Peer id to look up in the DHT and connect to (repeatable).
+    #[arg(
+        long = "find-peer",
+        env = "CODIO_FIND_PEER",
+        value_name = "PEER_ID",
+        value_delimiter = ','
+    )]
+    find_peer: Vec<String>,
+    /// Disable NAT traversal as a client.
+    #[arg(long, env = "CODIO_NO_RELAY")]
+    no_relay: bool,
+    /// Serve as a relay.
+    #[arg(long, env = "CODIO_RELAY_SERVER")]
+    relay_server: bool,
+    /// Relay to reserve on when private (repeatable).
+    #[arg(
+        long = "relay",
+        env = "CODIO_RELAYS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    relays: Vec<String>,
+    /// Address this node is reachable at (repeatable).
+    #[arg(
+        long = "external-addr",
+        env = "CODIO_EXTERNAL_ADDRS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    external_addrs: Vec<String>,
+    /// Ping interval in milliseconds (default 15000).
+    #[arg(long, env = "CODIO_PING_INTERVAL_MS", value_name = "MS")]
+    ping_interval_ms: Option<u64>,
+    /// Ping timeout in milliseconds (default 20000).
+    #[arg(long, env = "CODIO_PING_TIMEOUT_MS", value_name = "MS")]
+    ping_timeout_ms: Option<u64>,
+    /// Failed pings before a connection is closed (default 3).
+    #[arg(long, env = "CODIO_PING_FAILURES")]
+    ping_failures: Option<u32>,
+    /// Connection set-up bound in milliseconds (default 10000).
+    #[arg(long, env = "CODIO_CONNECT_TIMEOUT_MS", value_name = "MS")]
+    connect_timeout_ms: Option<u64>,
+    /// First reconnection delay in milliseconds (default 500).
+    #[arg(long, env = "CODIO_BACKOFF_MIN_MS", value_name = "MS")]
+    backoff_min_ms: Option<u64>,
+    /// Largest reconnection delay in milliseconds (default 300000).
+    #[arg(long, env = "CODIO_BACKOFF_MAX_MS", value_name = "MS")]
+    backoff_max_ms: Option<u64>,
+    /// Delay before the first AutoNAT probe in milliseconds (default 15000).
+    #[arg(long, env = "CODIO_AUTONAT_BOOT_DELAY_MS", value_name = "MS")]
+    autonat_boot_delay_ms: Option<u64>,
+    /// AutoNAT probe interval while unsure, in milliseconds (default 90000).
+    #[arg(long, env = "CODIO_AUTONAT_RETRY_MS", value_name = "MS")]
+    autonat_retry_ms: Option<u64>,
+    /// Let AutoNAT use peers at private IP addresses.
+    #[arg(long, env = "CODIO_AUTONAT_PRIVATE_IPS")]
+    autonat_private_ips: bool,
+    /// Keep no peer book.
+    #[arg(long, env = "CODIO_NO_PEER_BOOK")]
+    no_peer_book: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "CODIO_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Print one JSON event per line on stdout.
+    #[arg(long, env = "CODIO_JSON")]
+    json: bool,
+    /// Accept bulk transfers into this directory.
+    #[arg(long, env = "CODIO_INBOX", value_name = "DIR")]
+    inbox: Option<PathBuf>,
+    /// Largest transfer the inbox accepts, in bytes (default 1 GiB).
+    #[arg(long, env = "CODIO_INBOX_MAX_BYTES", value_name = "BYTES")]
+    inbox_max_bytes: Option<u64>,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}
+
+fn set_list(target: &mut Vec<String>, value: Vec<String>) {
+    if !value.is_empty() {
+        *target = value;
+    }
+}
+
+impl Overrides {
+    fn apply(self, c: &mut NodeConfig) {
+        if self.data_dir.is_some() {
+            c.data_dir = self.data_dir;
+        }
+        set(&mut c.listen_ip, self.listen_ip);
+        set(&mut c.listen_port, self.listen_port);
+        set(&mut c.max_peers, self.max_peers);
+        c.mdns &= !self.no_mdns;
+        c.kad_server |= self.kad_server;
+        set_list(&mut c.bootstrap, self.bootstrap);
+        set_list(&mut c.reserved, self.reserved);
+        set_list(&mut c.dial, self.dial);
+        set_list(&mut c.find_peer, self.find_peer);
+        c.relay &= !self.no_relay;
+        c.relay_server |= self.relay_server;
+        set_list(&mut c.relays, self.relays);
+        set_list(&mut c.external_addrs, self.external_addrs);
+        set(&mut c.ping_interval_ms, self.ping_interval_ms);
+        set(&mut c.ping_timeout_ms, self.ping_timeout_ms);
+        set(&mut c.ping_failures, self.ping_failures);
+        set(&mut c.connect_timeout_ms, self.connect_timeout_ms);
+        set(&mut c.backoff_min_ms, self.backoff_min_ms);
+        set(&mut c.backoff_max_ms, self.backoff_max_ms);
+        set(&mut c.autonat_boot_delay_ms, self.autonat_boot_delay_ms);
+        set(&mut c.autonat_retry_ms, self.autonat_retry_ms);
+        c.autonat_private_ips |= self.autonat_private_ips;
+        c.peer_book &= !self.no_peer_book;
+        if self.metrics_addr.is_some() {
+            c.metrics_addr = self.metrics_addr;
+        }
+        c.json |= self.json;
+        if self.inbox.is_some() {
+            c.inbox = self.inbox;
+        }
+        set(&mut c.inbox_max_bytes, self.inbox_max_bytes);
+    }
+}
+
+impl NodeConfig {
+    /// Defaults, overridden by the file at `path` (if any), then by `overrides` (flags and
+    /// environment variables, which clap has already merged).
+    pub(crate) fn load(path: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?;
+                Self::parse(&text)
+                    .with_context(|| format!("in the configuration {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        overrides.apply(&mut config);
+        Ok(config)
+    }
+
+    /// Parses a TOML configuration (unknown keys are errors: a typo must not be ignored).
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Checks every field and converts the result; all problems are reported at once, each
+    /// naming its field.
+    pub(crate) fn validate(&self) -> Result<Validated, Vec<String>> {
+        let mut errors = Vec::new();
+        let bootstrap = addresses("bootstrap", &self.bootstrap, true, &mut errors);
+        let reserved = addresses("reserved", &self.reserved, true, &mut errors);
+        let dial = addresses("dial", &self.dial, false, &mut errors);
+        let relays = addresses("relays", &self.relays, false, &mut errors);
+        let external = addresses("external_addrs", &self.external_addrs, false, &mut errors);
+        duplicates("bootstrap", &bootstrap, &mut errors);
+        duplicates("reserved", &reserved, &mut errors);
+        let mut find_peers = Vec::new();
+        for (i, text) in self.find_peer.iter().enumerate() {
+            match text.parse::<PeerId>() {
+                Ok(peer) => find_peers.push(peer),
+                Err(e) => errors.push(format!("find_peer[{i}] = {text:?}: not a peer id ({e})")),
+            }
+        }
+        let positive = [
+            ("max_peers", self.max_peers as u64),
+            ("ping_interval_ms", self.ping_interval_ms),
+            ("ping_timeout_ms", self.ping_timeout_ms),
+            ("ping_failures", u64::from(self.ping_failures)),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("backoff_min_ms", self.backoff_min_ms),
+            ("autonat_retry_ms", self.autonat_retry_ms),
+            ("inbox_max_bytes", self.inbox_max_bytes),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                errors.push(format!("{field} = 0: must be at least 1"));
+            }
+        }
+        if self.backoff_min_ms > self.backoff_max_ms {
+            errors.push(format!(
+                "backoff_min_ms = {} is larger than backoff_max_ms = {}",
+                self.backoff_min_ms, self.backoff_max_ms
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Validated {
+            bootstrap,
+            reserved,
+            dial,
+            relays,
+            external,
+            find_peers,
+        })
+    }
+
+    /// The network configuration for these settings.
+    pub(crate) fn network_config(&self, v: &Validated) -> NetworkConfig {
+        let ms = Duration::from_millis;
+        NetworkConfig {
+            listen_port: self.listen_port,
+            max_peers: self.max_peers,
+            bootstrap_peers: v.bootstrap.clone(),
+            reserved_peers: v.reserved.clone(),
+            enable_mdns: self.mdns,
+            enable_relay: self.relay,
+            relay_server: self.relay_server,
+            relays: v.relays.clone(),
+            external_addrs: v.external.clone(),
+            autonat: AutonatSettings {
+                boot_delay: ms(self.autonat_boot_delay_ms),
+                retry_interval: ms(self.autonat_retry_ms),
+                only_global_ips: !self.autonat_private_ips,
+                ..AutonatSettings::default()
+            },
+            kad_mode: if self.kad_server {
+                KadMode::Server
+            } else {
+                KadMode::Auto
+            },
+            ..NetworkConfig::default()
+        }
+        .with_listen_ip(self.listen_ip)
+        .with_ping(ms(self.ping_interval_ms), ms(self.ping_timeout_ms))
+        .with_ping_failures(self.ping_failures)
+        .with_transport(
+            TransportConfig::default().with_connect_timeout(ms(self.connect_timeout_ms)),
+        )
+        .with_backoff(
+            BackoffConfig::default()
+                .with_min(ms(self.backoff_min_ms))
+                .with_max(ms(self.backoff_max_ms)),
+        )
+    }
+}
+
+/// The parsed values of a valid configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Validated {
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) reserved: Vec<Multiaddr>,
+    pub(crate) dial: Vec<Multiaddr>,
+    pub(crate) relays: Vec<Multiaddr>,
+    pub(crate) external: Vec<Multiaddr>,
+    pub(crate) find_peers: Vec<PeerId>,
+}
+
+/// The peer id an address ends in, if any.
+pub(crate) fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+fn addresses(
+    field: &str,
+    texts: &[String],
+    need_peer_id: bool,
+    errors: &mut Vec<String>,
+) -> Vec<Multiaddr> {
+    let mut parsed = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        match text.trim().parse::<Multiaddr>() {
+            Ok(address) if need_peer_id && peer_of(&address).is_none() => errors.push(format!(
+                "{field}[{i}] = {text:?}: missing /p2p/<peer id> (the peer must be identified)"
+            )),
+            Ok(address) => parsed.push(address),
+            Err(e) => errors.push(format!("{field}[{i}] = {text:?}: not a multiaddr ({e})")),
+        }
+    }
+    parsed
+}
+
+fn duplicates(field: &str, addresses: &[Multiaddr], errors: &mut Vec<String>) {
+    let mut seen: HashMap<PeerId, usize> = HashMap::new();
+    for (i, address) in addresses.iter().enumerate() {
+        if let Some(peer) = peer_of(address)
+            && let Some(first) = seen.insert(peer, i)
+        {
+            errors.push(format!(
+                "{field}[{i}]: duplicate peer {peer} (already {field}[{first}])"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_example_is_the_defaults_and_names_every_key() {
+        assert_eq!(NodeConfig::parse(EXAMPLE).unwrap(), NodeConfig::default());
+        let everything = NodeConfig {
+            data_dir: Some("/d".into()),
+            metrics_addr: Some("127.0.0.1:1".parse().unwrap()),
+            inbox: Some("/i".into()),
+            ..NodeConfig::default()
+        };
+        let keys = toml::to_string(&everything).unwrap();
+        for line in keys.lines() {
+            let key = line.split(" = ").next().unwrap();
+            assert!(
+                EXAMPLE.contains(&format!("{key} = ")),
+                "the example does not document {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let peer = PeerId::random();
+        let config = NodeConfig::parse(&format!(
+            r#"
+            bootstrap = ["/ip4/10.0.0.1/tcp/1/p2p/{peer}", "/ip4/10.0.0.2/tcp/1/p2p/{peer}",
+                         "/ip4/10.0.0.3/tcp/1", "not an address"]
+            find_peer = ["nope"]
+            ping_failures = 0
+            backoff_min_ms = 10
+            backoff_max_ms = 5
+            "#
+        ))
+        .unwrap();
+        let errors = config.validate().unwrap_err();
+        let joined = errors.join("\n");
+        for expected in [
+            "bootstrap[1]: duplicate peer",
+            "bootstrap[2] = \"/ip4/10.0.0.3/tcp/1\": missing /p2p/",
+            "bootstrap[3] = \"not an address\": not a multiaddr",
+            "find_peer[0] = \"nope\": not a peer id",
+            "ping_failures = 0",
+            "backoff_min_ms = 10 is larger than backoff_max_ms = 5",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing {expected:?} in:\n{joined}"
+            );
+        }
+        assert_eq!(errors.len(), 6, "{joined}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_key() {
+        let err = NodeConfig::parse("listen_port = 70000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = NodeConfig::parse("listen_prot = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_prot"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = NodeConfig::parse("listen_port = 4001\nmdns = true\nmax_peers = 7").unwrap();
+        let mut config = file;
+        Overrides {
+            listen_port: Some(5001),
+            no_mdns: true,
+            ..Overrides::default()
+        }
+        .apply(&mut config);
+        assert_eq!(config.listen_port, 5001);
+        assert!(!config.mdns);
+        assert_eq!(config.max_peers, 7, "unset flags keep the file's value");
+    }
+}

@@ -1,0 +1,316 @@
+//! What the node reports: log lines through `tracing` (stderr) and, with `--json`, one JSON
+//! object per line on stdout for scripts.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use codio_network::{NatStatus, NetworkEvent};
+use serde_json::{Value, json};
+
+/// Writes events; cheap to clone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// Prints `fields` (an object) with `event` and a timestamp as one line on stdout, in
+    /// JSON mode; does nothing otherwise.
+    pub(crate) fn json(&self, event: &str, fields: Value) {
+        if !self.json {
+            return;
+        }
+        let mut object = match fields {
+            Value::Object(map) => map,
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("value".into(), other);
+                map
+            }
+        };
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        object.insert("ts_ms".into(), json!(ts));
+        object.insert("event".into(), json!(event));
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (the reader went away) must not stop the node.
+        let _ = writeln!(stdout, "{}", Value::Object(object));
+        let _ = stdout.flush();
+    }
+
+    /// Reports a network event: a log line, and a JSON line in JSON mode.
+    pub(crate) fn network_event(&self, event: &NetworkEvent, connected: usize) {
+        log_event(event, connected);
+        if self.json {
+            let (name, fields) = event_json(event, connected);
+            self.json(name, fields);
+        }
+    }
+}
+
+/// Throttled progress of one transfer: at most one report a second, plus the last.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    output: Output,
+    direction: &'static str,
+    peer: String,
+    content: String,
+    total: u64,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    pub(crate) fn new(
+        output: Output,
+        direction: &'static str,
+        peer: String,
+        content: String,
+        total: u64,
+    ) -> Self {
+        Self {
+            output,
+            direction,
+            peer,
+            content,
+            total,
+            started: Instant::now(),
+            last: None,
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: u64) {
+        let now = Instant::now();
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1));
+        if !due && bytes < self.total {
+            return;
+        }
+        self.last = Some(now);
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        let percent = if self.total == 0 {
+            100.0
+        } else {
+            bytes as f64 * 100.0 / self.total as f64
+        };
+        let mib_s = bytes as f64 / elapsed / f64::from(1u32 << 20);
+        tracing::info!(
+            direction = self.direction,
+            peer = %self.peer,
+            content = %self.content,
+            bytes,
+            total = self.total,
+            percent = format!("{percent:.1}"),
+            mib_s = format!("{mib_s:.1}"),
+            "transfer progress"
+        );
+        self.output.json(
+            "transfer_progress",
+            json!({
+                "direction": self.direction,
+                "peer_id": self.peer,
+                "content": self.content,
+                "bytes": bytes,
+                "total": self.total,
+                "mib_per_s": (mib_s * 10.0).round() / 10.0,
+            }),
+        );
+    }
+}
+
+fn event_json(event: &NetworkEvent, connected: usize) -> (&'static str, Value) {
+    match event {
+        NetworkEvent::Listening { address } => {
+            ("listening", json!({ "address": address.to_string() }))
+        }
+        NetworkEvent::PeerConnected {
+            peer_id,
+            address,
+            direction,
+            relayed,
+        } => (
+            "peer_connected",
+            json!({
+                "peer_id": peer_id.to_string(),
+                "address": address.to_string(),
+                "direction": format!("{direction:?}").to_lowercase(),
+                "relayed": relayed,
+                "connected": connected,
+            }),
+        ),
+        NetworkEvent::PeerDisconnected { peer_id, cause } => (
+            "peer_disconnected",
+            json!({ "peer_id": peer_id.to_string(), "cause": cause, "connected": connected }),
+        ),
+        NetworkEvent::PeerIdentified {
+            peer_id,
+            agent_version,
+            listen_addrs,
+        } => (
+            "peer_identified",
+            json!({
+                "peer_id": peer_id.to_string(),
+                "agent_version": agent_version,
+                "listen_addrs": listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        ),
+        NetworkEvent::PeerDiscovered {
+            peer_id,
+            addresses,
+            source,
+        } => (
+            "peer_discovered",
+            json!({
+                "peer_id": peer_id.to_string(),
+                "addresses": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "source": format!("{source:?}").to_lowercase(),
+            }),
+        ),
+        NetworkEvent::ConnectionVerified {
+            peer_id,
+            rtt,
+            relayed,
+        } => (
+            "ping_answered",
+            json!({ "peer_id": peer_id.to_string(), "rtt_us": rtt.as_micros() as u64, "relayed": relayed }),
+        ),
+        NetworkEvent::NatStatusChanged { status } => (
+            "nat_status",
+            match status {
+                NatStatus::Public { address } => {
+                    json!({ "status": "public", "address": address.to_string() })
+                }
+                NatStatus::Private => json!({ "status": "private" }),
+                _ => json!({ "status": "unknown" }),
+            },
+        ),
+        NetworkEvent::DialFailed { peer_id, error } => (
+            "dial_failed",
+            json!({ "peer_id": peer_id.map(|p| p.to_string()), "error": error.to_string() }),
+        ),
+        NetworkEvent::ConnectionDenied {
+            peer_id,
+            direction,
+            reason,
+        } => (
+            "connection_denied",
+            json!({
+                "peer_id": peer_id.map(|p| p.to_string()),
+                "direction": format!("{direction:?}").to_lowercase(),
+                "reason": reason.to_string(),
+            }),
+        ),
+        NetworkEvent::Reconnecting {
+            peer_id,
+            attempt,
+            delay,
+        } => (
+            "reconnecting",
+            json!({ "peer_id": peer_id.to_string(), "attempt": attempt, "delay_ms": delay.as_millis() as u64 }),
+        ),
+        NetworkEvent::Reconnected { peer_id, attempts } => (
+            "reconnected",
+            json!({ "peer_id": peer_id.to_string(), "attempts": attempts }),
+        ),
+        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => (
+            "reconnect_gave_up",
+            json!({ "peer_id": peer_id.to_string(), "attempts": attempts }),
+        ),
+        NetworkEvent::DeadPeer { peer_id, failures } => (
+            "dead_peer",
+            json!({ "peer_id": peer_id.to_string(), "failures": failures }),
+        ),
+        NetworkEvent::PeerTrimmed { peer_id } => {
+            ("peer_trimmed", json!({ "peer_id": peer_id.to_string() }))
+        }
+        NetworkEvent::HolePunchSucceeded { peer_id } => (
+            "hole_punch_succeeded",
+            json!({ "peer_id": peer_id.to_string() }),
+        ),
+        NetworkEvent::HolePunchFailed { peer_id, error } => (
+            "hole_punch_failed",
+            json!({ "peer_id": peer_id.to_string(), "error": error.to_string() }),
+        ),
+        NetworkEvent::RelayReservationAccepted { relay, renewal } => (
+            "relay_reservation",
+            json!({ "relay": relay.to_string(), "renewal": renewal }),
+        ),
+        other => ("other", json!({ "debug": format!("{other:?}") })),
+    }
+}
+
+fn log_event(event: &NetworkEvent, connected: usize) {
+    match event {
+        NetworkEvent::PeerConnected {
+            peer_id,
+            address,
+            direction,
+            relayed,
+        } => tracing::info!(%peer_id, %address, ?direction, relayed, connected, "peer connected"),
+        NetworkEvent::ConnectionVerified {
+            peer_id,
+            rtt,
+            relayed,
+        } => tracing::info!(%peer_id, ?rtt, relayed, "ping answered"),
+        NetworkEvent::NatStatusChanged { status } => match status {
+            NatStatus::Public { address } => tracing::info!(%address, "NAT status: public"),
+            NatStatus::Private => tracing::info!("NAT status: private"),
+            _ => tracing::info!("NAT status: unknown"),
+        },
+        NetworkEvent::RelayReservationAccepted { relay, renewal } => {
+            tracing::info!(%relay, renewal, "relay reservation accepted");
+        }
+        NetworkEvent::HolePunchSucceeded { peer_id } => {
+            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
+        }
+        NetworkEvent::HolePunchFailed { peer_id, error } => {
+            tracing::warn!(%peer_id, %error, "hole punch failed");
+        }
+        NetworkEvent::PeerDisconnected { peer_id, cause } => {
+            let cause = cause.as_deref().unwrap_or("closed");
+            tracing::info!(%peer_id, cause, connected, "peer disconnected");
+        }
+        NetworkEvent::PeerDiscovered {
+            peer_id,
+            addresses,
+            source,
+        } => tracing::info!(%peer_id, ?addresses, ?source, "peer discovered"),
+        NetworkEvent::PeerIdentified {
+            peer_id,
+            agent_version,
+            ..
+        } => tracing::info!(%peer_id, %agent_version, "peer identified"),
+        NetworkEvent::DialFailed { peer_id, error } => {
+            tracing::warn!(?peer_id, %error, "dial failed");
+        }
+        NetworkEvent::ConnectionDenied {
+            peer_id,
+            direction,
+            reason,
+        } => tracing::info!(?peer_id, ?direction, %reason, "connection denied"),
+        NetworkEvent::PeerTrimmed { peer_id } => tracing::info!(%peer_id, "connection trimmed"),
+        NetworkEvent::DeadPeer { peer_id, failures } => {
+            tracing::warn!(%peer_id, failures, "peer stopped answering pings");
+        }
+        NetworkEvent::Reconnecting {
+            peer_id,
+            attempt,
+            delay,
+        } => tracing::info!(%peer_id, attempt, ?delay, "reconnecting"),
+        NetworkEvent::Reconnected { peer_id, attempts } => {
+            tracing::info!(%peer_id, attempts, "reconnected");
+        }
+        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => {
+            tracing::warn!(%peer_id, attempts, "gave up reconnecting");
+        }
+        other => tracing::debug!(?other, "event"),
+    }
+}

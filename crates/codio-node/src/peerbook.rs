@@ -1,0 +1,298 @@
+//! The peer book: peers this node was connected to and their addresses, kept in
+//! `<data_dir>/peers.json` so that a restarted node dials them again without mDNS or a
+//! bootstrap peer.
+//!
+//! Writes are atomic (a temporary file in the same directory, synced, then renamed over the
+//! old one), so a crash leaves either the old or the new book. A missing book is normal on
+//! the first start; a corrupt one is moved aside (`peers.json.corrupt`) with a warning and
+//! the node starts with an empty book.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use codio_network::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// File name inside the data directory.
+pub(crate) const FILE: &str = "peers.json";
+/// Most peers remembered (the least recently seen are forgotten first).
+const CAPACITY: usize = 256;
+/// Most addresses remembered per peer.
+const ADDRESSES_PER_PEER: usize = 8;
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    peers: Vec<StoredPeer>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPeer {
+    peer_id: String,
+    addresses: Vec<String>,
+    /// Seconds since the Unix epoch.
+    last_seen: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    addresses: Vec<Multiaddr>,
+    last_seen: u64,
+}
+
+/// The in-memory book, saved on [`PeerBook::save`].
+#[derive(Debug)]
+pub(crate) struct PeerBook {
+    path: PathBuf,
+    peers: HashMap<PeerId, Entry>,
+    dirty: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl PeerBook {
+    /// Loads the book of `dir`; never fails (see the module docs).
+    pub(crate) fn load(dir: &Path) -> Self {
+        let path = dir.join(FILE);
+        let mut book = Self {
+            path,
+            peers: HashMap::new(),
+            dirty: false,
+        };
+        let text = match fs::read_to_string(&book.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return book,
+            Err(e) => {
+                tracing::warn!(path = %book.path.display(), error = %e, "cannot read the peer book; starting without it");
+                return book;
+            }
+        };
+        match serde_json::from_str::<Stored>(&text) {
+            Ok(stored) if stored.version == VERSION => {
+                for peer in stored.peers {
+                    let Ok(peer_id) = peer.peer_id.parse::<PeerId>() else {
+                        tracing::warn!(peer = %peer.peer_id, "peer book: skipping a bad peer id");
+                        continue;
+                    };
+                    let addresses: Vec<Multiaddr> = peer
+                        .addresses
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .take(ADDRESSES_PER_PEER)
+                        .collect();
+                    if !addresses.is_empty() {
+                        book.peers.insert(
+                            peer_id,
+                            Entry {
+                                addresses,
+                                last_seen: peer.last_seen,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(stored) => {
+                tracing::warn!(
+                    version = stored.version,
+                    "peer book of an unknown version; ignoring it"
+                );
+            }
+            Err(error) => {
+                let aside = book.path.with_extension("json.corrupt");
+                let moved = fs::rename(&book.path, &aside).is_ok();
+                tracing::warn!(
+                    path = %book.path.display(),
+                    %error,
+                    moved_to = %aside.display(),
+                    moved,
+                    "the peer book is corrupt; starting with an empty one"
+                );
+            }
+        }
+        book
+    }
+
+    /// Peers, most recently seen first, each with its addresses ending in `/p2p/<id>`.
+    pub(crate) fn dial_addresses(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut peers: Vec<_> = self.peers.iter().collect();
+        peers.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.last_seen));
+        peers
+            .into_iter()
+            .map(|(peer, entry)| {
+                let addresses = entry
+                    .addresses
+                    .iter()
+                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(*peer)))
+                    .collect();
+                (*peer, addresses)
+            })
+            .collect()
+    }
+
+    /// Number of peers in the book.
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Remembers that `peer` was reachable at `addresses` (without `/p2p/`), now.
+    pub(crate) fn record(&mut self, peer: PeerId, addresses: impl IntoIterator<Item = Multiaddr>) {
+        let entry = self.peers.entry(peer).or_insert_with(|| Entry {
+            addresses: Vec::new(),
+            last_seen: 0,
+        });
+        for address in addresses {
+            let address = strip_p2p(address);
+            if let Some(i) = entry.addresses.iter().position(|a| *a == address) {
+                entry.addresses.remove(i);
+            }
+            // Newest first.
+            entry.addresses.insert(0, address);
+        }
+        entry.addresses.truncate(ADDRESSES_PER_PEER);
+        entry.last_seen = now();
+        if entry.addresses.is_empty() {
+            self.peers.remove(&peer);
+        }
+        while self.peers.len() > CAPACITY {
+            let oldest = self
+                .peers
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(p, _)| *p);
+            match oldest {
+                Some(oldest) => self.peers.remove(&oldest),
+                None => break,
+            };
+        }
+        self.dirty = true;
+    }
+
+    /// Writes the book if it changed since the last save.
+    pub(crate) fn save(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let stored = Stored {
+            version: VERSION,
+            peers: self
+                .peers
+                .iter()
+                .map(|(peer, entry)| StoredPeer {
+                    peer_id: peer.to_string(),
+                    addresses: entry.addresses.iter().map(ToString::to_string).collect(),
+                    last_seen: entry.last_seen,
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec_pretty(&stored).map_err(io::Error::other)?;
+        write_atomically(&self.path, &json)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn strip_p2p(mut address: Multiaddr) -> Multiaddr {
+    if matches!(
+        address.iter().last(),
+        Some(libp2p::multiaddr::Protocol::P2p(_))
+    ) {
+        address.pop();
+    }
+    address
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed over it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Ok(dir) = fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("codio-peerbook-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn saved_peers_come_back_newest_address_first() {
+        let dir = temp_dir("roundtrip");
+        let peer = PeerId::random();
+        let mut book = PeerBook::load(&dir);
+        assert_eq!(book.len(), 0);
+        book.record(peer, ["/ip4/10.0.0.1/tcp/1".parse().unwrap()]);
+        book.record(
+            peer,
+            [format!("/ip4/10.0.0.2/tcp/2/p2p/{peer}").parse().unwrap()],
+        );
+        book.save().unwrap();
+        assert!(!dir.join("peers.json.tmp").exists());
+        let again = PeerBook::load(&dir);
+        let dial = again.dial_addresses();
+        assert_eq!(dial.len(), 1);
+        assert_eq!(dial[0].0, peer);
+        assert_eq!(
+            dial[0].1,
+            vec![
+                format!("/ip4/10.0.0.2/tcp/2/p2p/{peer}")
+                    .parse::<Multiaddr>()
+                    .unwrap(),
+                format!("/ip4/10.0.0.1/tcp/1/p2p/{peer}").parse().unwrap(),
+            ]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_book_is_moved_aside_not_fatal() {
+        let dir = temp_dir("corrupt");
+        fs::write(dir.join(FILE), b"{ not json").unwrap();
+        let mut book = PeerBook::load(&dir);
+        assert_eq!(book.len(), 0);
+        assert!(dir.join("peers.json.corrupt").exists());
+        book.record(PeerId::random(), ["/ip4/10.0.0.1/tcp/1".parse().unwrap()]);
+        book.save().unwrap();
+        assert_eq!(PeerBook::load(&dir).len(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_book_is_bounded() {
+        let dir = temp_dir("bounded");
+        let mut book = PeerBook::load(&dir);
+        for _ in 0..CAPACITY + 10 {
+            book.record(PeerId::random(), ["/ip4/10.0.0.1/tcp/1".parse().unwrap()]);
+        }
+        assert_eq!(book.len(), CAPACITY);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

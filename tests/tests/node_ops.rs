@@ -1,0 +1,379 @@
+//! `codio-node` for operators: configuration layers and validation, the peer book across a
+//! restart, the metrics endpoint, `--json` events and file transfers with progress. Every
+//! node listens on 127.0.0.1 with mDNS off.
+
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{path::PathBuf, time::Duration};
+
+use codio_tests::{
+    node_binary,
+    process::{NodeProcess, STDOUT, field},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    process::Command,
+};
+
+const LOG_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A directory removed when dropped, also when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("codio-ops-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const LOCAL: [&str; 4] = ["--no-mdns", "--listen-ip", "127.0.0.1", "--no-relay"];
+
+fn node(args: &[&str]) -> NodeProcess {
+    NodeProcess::spawn(
+        node_binary(),
+        LOCAL.iter().copied().chain(args.iter().copied()),
+    )
+}
+
+fn node_with_env(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+    let mut command = Command::new(node_binary());
+    command.envs(env.iter().copied());
+    NodeProcess::spawn_command(command, LOCAL.iter().copied().chain(args.iter().copied()))
+}
+
+/// The node's dialable address, from its "listening on" line.
+async fn address_of(node: &mut NodeProcess) -> String {
+    let line = node
+        .expect_line(LOG_TIMEOUT, "listen address", |l| {
+            l.contains("listening on")
+        })
+        .await;
+    field(&line, "address").unwrap().to_owned()
+}
+
+fn peer_of(address: &str) -> String {
+    address.rsplit('/').next().unwrap().to_owned()
+}
+
+async fn stop(mut node: NodeProcess) {
+    node.signal("TERM");
+    let status = node.wait_exit(LOG_TIMEOUT).await;
+    assert!(status.success(), "node exited with {status}");
+}
+
+/// Runs the node to completion (a command that exits by itself); returns its lines and code.
+async fn run_to_exit(mut node: NodeProcess) -> (Vec<String>, Option<i32>) {
+    let status = node.wait_exit(LOG_TIMEOUT).await;
+    // Give the line readers the tail of the output: they end with the pipes.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let before = node.lines_so_far().len();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if node.lines_so_far().len() == before {
+                break;
+            }
+        }
+    })
+    .await
+    .ok();
+    (node.lines_so_far().to_vec(), status.code())
+}
+
+#[tokio::test]
+async fn configuration_layers_and_validation_name_the_bad_field() {
+    let dir = TempDir::new("config");
+    // `config example` prints a file that `config check` accepts as is.
+    let (lines, code) = run_to_exit(node(&["config", "example"])).await;
+    assert_eq!(code, Some(0));
+    let example: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(STDOUT))
+        .collect();
+    assert!(example.iter().any(|l| l.starts_with("listen_port = 0")));
+    std::fs::write(dir.path("example.toml"), example.join("\n")).unwrap();
+    let (lines, code) = run_to_exit(node(&[
+        "--config",
+        &dir.arg("example.toml"),
+        "config",
+        "check",
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+
+    // File < environment < flags.
+    std::fs::write(dir.path("node.toml"), "listen_port = 4001\nmax_peers = 7\n").unwrap();
+    let check = |env: &'static [(&'static str, &'static str)], flags: &'static [&'static str]| {
+        let config = dir.arg("node.toml");
+        async move {
+            let mut args = vec!["--config", config.as_str()];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["config", "check"]);
+            run_to_exit(node_with_env(&args, env)).await
+        }
+    };
+    let (lines, code) = check(&[], &[]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("{STDOUT}listen_port = 4001"))
+    );
+    let (lines, _) = check(&[("CODIO_LISTEN_PORT", "5001")], &[]).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("{STDOUT}listen_port = 5001"))
+    );
+    let (lines, _) = check(&[("CODIO_LISTEN_PORT", "5001")], &["--listen-port", "6001"]).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("{STDOUT}listen_port = 6001"))
+    );
+    assert!(lines.iter().any(|l| l == &format!("{STDOUT}max_peers = 7")));
+
+    // Bad values: every one reported, each naming its field; exit code 2.
+    let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    std::fs::write(
+        dir.path("bad.toml"),
+        format!(
+            "bootstrap = [\"/ip4/10.0.0.1/tcp/1/p2p/{peer}\", \"/ip4/10.0.0.2/tcp/1/p2p/{peer}\", \
+             \"/ip4/10.0.0.3/tcp/1\", \"/ip4/300.0.0.1/tcp/1\"]\nping_failures = 0\n"
+        ),
+    )
+    .unwrap();
+    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("bad.toml")])).await;
+    assert_eq!(code, Some(2), "{lines:#?}");
+    let text = lines.join("\n");
+    for expected in [
+        "bootstrap[1]: duplicate peer",
+        "bootstrap[2] = \"/ip4/10.0.0.3/tcp/1\": missing /p2p/<peer id>",
+        "bootstrap[3] = \"/ip4/300.0.0.1/tcp/1\": not a multiaddr",
+        "ping_failures = 0: must be at least 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Out of range and unknown keys: the parser names the key.
+    std::fs::write(dir.path("range.toml"), "listen_port = 70000\n").unwrap();
+    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("range.toml")])).await;
+    assert_ne!(code, Some(0));
+    assert!(lines.join("\n").contains("listen_port"), "{lines:#?}");
+    std::fs::write(dir.path("typo.toml"), "listen_prot = 1\n").unwrap();
+    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("typo.toml")])).await;
+    assert_ne!(code, Some(0));
+    assert!(lines.join("\n").contains("listen_prot"), "{lines:#?}");
+    let (lines, code) = run_to_exit(node_with_env(&[], &[("CODIO_LISTEN_PORT", "70000")])).await;
+    assert_eq!(code, Some(2));
+    assert!(lines.join("\n").contains("--listen-port"), "{lines:#?}");
+}
+
+/// B dials A; SIGTERM makes B exit 0 with A in its peer book; B restarted with only its data
+/// directory (no dial, no bootstrap, no mDNS) reconnects to A, under the same peer id.
+#[tokio::test]
+async fn restart_reconnects_through_the_peer_book_and_sigterm_flushes_it() {
+    let dir = TempDir::new("peerbook");
+    let mut a = node(&["--data-dir", &dir.arg("a")]);
+    let a_address = address_of(&mut a).await;
+    let a_id = peer_of(&a_address);
+
+    let mut b = node(&["--data-dir", &dir.arg("b"), "--dial", &a_address]);
+    let b_address = address_of(&mut b).await;
+    let b_id = peer_of(&b_address);
+    b.expect_line(LOG_TIMEOUT, "b connected to a", |l| {
+        l.contains("peer connected") && l.contains(&a_id)
+    })
+    .await;
+    stop(b).await;
+    let book = std::fs::read_to_string(dir.path("b/peers.json")).expect("peer book written");
+    assert!(book.contains(&a_id), "peer book lacks {a_id}:\n{book}");
+    a.wait_for_line(LOG_TIMEOUT, "a sees b leave", |l| {
+        l.contains("peer disconnected") && l.contains(&b_id)
+    })
+    .await;
+
+    let mut b = node(&["--data-dir", &dir.arg("b")]);
+    let line = b
+        .wait_for_line(LOG_TIMEOUT, "restarted b's peer id", |l| {
+            l.contains("local peer id")
+        })
+        .await;
+    assert_eq!(
+        field(&line, "peer_id"),
+        Some(b_id.as_str()),
+        "identity changed"
+    );
+    b.wait_for_line(LOG_TIMEOUT, "b reconnects from the peer book", |l| {
+        l.contains("reconnected to a peer from the peer book") && l.contains(&a_id)
+    })
+    .await;
+    a.wait_for_line(LOG_TIMEOUT, "a sees b again", |l| {
+        l.contains("peer connected") && l.contains(&b_id)
+    })
+    .await;
+    stop(b).await;
+    stop(a).await;
+
+    // A corrupt book: a warning, the node runs.
+    std::fs::write(dir.path("b/peers.json"), b"{ corrupt").unwrap();
+    let mut b = node(&["--data-dir", &dir.arg("b")]);
+    b.wait_for_line(LOG_TIMEOUT, "corrupt book warning", |l| {
+        l.contains("WARN") && l.contains("peer book is corrupt")
+    })
+    .await;
+    address_of(&mut b).await;
+    stop(b).await;
+}
+
+async fn http_get(address: &str, path: &str) -> String {
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(LOG_TIMEOUT, socket.read_to_string(&mut response))
+        .await
+        .expect("metrics response in time")
+        .unwrap();
+    response
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
+    let mut a = node(&["--metrics-addr", "127.0.0.1:0"]);
+    let line = a
+        .wait_for_line(LOG_TIMEOUT, "metrics address", |l| {
+            l.contains("serving metrics")
+        })
+        .await;
+    let metrics_address = field(&line, "addr").unwrap().to_owned();
+    let a_address = address_of(&mut a).await;
+    let a_id = peer_of(&a_address);
+    let mut b = node(&["--dial", &a_address]);
+    b.expect_line(LOG_TIMEOUT, "b connected", |l| {
+        l.contains("peer connected") && l.contains(&a_id)
+    })
+    .await;
+    a.expect_line(LOG_TIMEOUT, "a identified b", |l| {
+        l.contains("peer identified")
+    })
+    .await;
+
+    let response = http_get(&metrics_address, "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    for name in [
+        "codio_connected_peers 1",
+        "codio_peers_connected_total 1",
+        "codio_dial_failures_total",
+        "codio_reconnects_total",
+        "codio_connections_denied_total",
+        "codio_request_duration_seconds_bucket",
+        "codio_bulk_bytes_total",
+        "codio_inbound_requests_total",
+        "libp2p_swarm_connections_established_total",
+        "libp2p_identify_",
+        "libp2p_ping_",
+        "libp2p_bandwidth_bytes_total",
+    ] {
+        assert!(response.contains(name), "no {name} in:\n{response}");
+    }
+    assert!(
+        http_get(&metrics_address, "/")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    stop(b).await;
+    stop(a).await;
+}
+
+/// `--json` prints one JSON object per line; a file sent with `codio-node send` lands in the
+/// receiver's inbox under its SHA-256, with progress reported on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_events_and_a_file_transfer_with_progress() {
+    let dir = TempDir::new("transfer");
+    let mut receiver = node(&["--json", "--inbox", &dir.arg("inbox")]);
+    let started = receiver
+        .wait_for_line(LOG_TIMEOUT, "started event", |l| {
+            l.starts_with(STDOUT) && l.contains("\"started\"")
+        })
+        .await;
+    let started: serde_json::Value =
+        serde_json::from_str(started.strip_prefix(STDOUT).unwrap()).unwrap();
+    let address = started["listen_addrs"][0].as_str().unwrap().to_owned();
+
+    // 3 MiB of patterned bytes.
+    let content: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(dir.path("file.bin"), &content).unwrap();
+    let (lines, code) = run_to_exit(node(&[
+        "--json",
+        "send",
+        "--to",
+        &address,
+        &dir.arg("file.bin"),
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(STDOUT))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "transfer_progress")
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(progress.first(), Some(&0));
+    assert_eq!(progress.last(), Some(&(3 << 20)));
+    let complete = events
+        .iter()
+        .find(|e| e["event"] == "transfer_complete")
+        .expect("transfer_complete event");
+    let digest = complete["content"].as_str().unwrap().to_owned();
+
+    let done = receiver
+        .wait_for_line(LOG_TIMEOUT, "receiver completes", |l| {
+            l.starts_with(STDOUT) && l.contains("\"transfer_complete\"")
+        })
+        .await;
+    assert!(done.contains(&digest));
+    let stored = dir.path("inbox").join(&digest);
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        content,
+        "stored bytes differ"
+    );
+    // Every stdout line of the receiver is one JSON object with an event name.
+    for line in receiver
+        .lines_so_far()
+        .iter()
+        .filter_map(|l| l.strip_prefix(STDOUT))
+    {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            value["event"].is_string() && value["ts_ms"].is_u64(),
+            "{line}"
+        );
+    }
+    stop(receiver).await;
+}
