@@ -529,6 +529,18 @@ mod tests {
     }
 
     #[test]
+    fn the_operations_guide_shows_the_current_example() {
+        let guide = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md"),
+        )
+        .unwrap();
+        assert!(
+            guide.contains(EXAMPLE.trim_end()),
+            "docs/operations.md must quote config::EXAMPLE verbatim"
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_field() {
         let peer = PeerId::random();
         let config = NodeConfig::parse(&format!(
