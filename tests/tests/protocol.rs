@@ -793,3 +793,201 @@ async fn metrics_count_requests_and_bulk_bytes() {
     receiver.shutdown().await;
     serving.abort();
 }
+
+/// A bare swarm that only opens `/codio/rpc/1.0.0` streams (no codio node behind it).
+async fn raw_rpc_stream(server: &NetworkManager) -> libp2p::Stream {
+    use codio_protocol::streams::{Behaviour as Streams, StreamsConfig};
+
+    let keypair = identity::Keypair::generate_ed25519();
+    let (behaviour, control, _incoming) =
+        Streams::new(StreamsConfig::new(codio_protocol::rpc::RPC_PROTOCOL));
+    let mut swarm = Swarm::new(
+        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
+        behaviour,
+        keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(60)),
+    );
+    swarm
+        .dial(
+            server.listen_addrs()[0]
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(server.local_peer_id())),
+        )
+        .unwrap();
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("raw swarm connects");
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    tokio::time::timeout(EVENT_TIMEOUT, control.open_stream(server.local_peer_id()))
+        .await
+        .expect("rpc stream opens in time")
+        .expect("rpc stream opens")
+}
+
+/// Hostile `/codio/rpc/1.0.0` streams: each bad frame is counted and ends its stream; a slow
+/// frame is cut off by the request timeout; other peers are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_rpc_streams_are_cut_off_and_counted() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+
+    init_tracing();
+    let mut config = loopback_config();
+    config.protocol = ProtocolConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ProtocolConfig::default()
+    };
+    let (server, _handler) = server(config).await;
+    let good = started_node(loopback_config()).await;
+    let server_id = good.connect_peer(dial_addr(&server)).await.unwrap();
+    let valid = codio_protocol::rpc::encode_request(&codio_protocol::rpc::RpcRequest {
+        id: 1,
+        request: Request::GetMetadata { content: KNOWN },
+    })
+    .unwrap();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "length prefix 2^32-1",
+            u32::MAX.to_be_bytes().to_vec(),
+            false,
+        ),
+        ("zero length", vec![0, 0, 0, 0], false),
+        (
+            "garbage body",
+            vec![0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff],
+            false,
+        ),
+        ("unknown version", vec![0, 0, 0, 2, 9, 0], false),
+        (
+            "a frame that never completes",
+            valid[..valid.len() - 3].to_vec(),
+            false,
+        ),
+        (
+            "a valid request, then garbage",
+            [&valid[..], &[0, 0, 0, 1, 7]].concat(),
+            true,
+        ),
+    ];
+    for (what, bytes, answers_first) in cases {
+        let rejected_before = server.rejected_requests();
+        let mut stream = raw_rpc_stream(&server).await;
+        stream.write_all(&bytes).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{what}: the server did not end the stream");
+        if answers_first {
+            let response = codio_protocol::rpc::decode_response(&got[4..]).unwrap();
+            assert_eq!(response.id, 1, "{what}");
+            assert_eq!(
+                response.response,
+                answer(&Request::GetMetadata { content: KNOWN })
+            );
+        } else {
+            assert!(got.is_empty(), "{what}: got {got:?}");
+        }
+        let counted = codio_tests::eventually(EVENT_TIMEOUT, || async {
+            server.rejected_requests() > rejected_before
+        })
+        .await;
+        assert!(counted, "{what}: not counted as rejected");
+        let ok = good
+            .send_request(
+                server_id,
+                Request::App {
+                    topic: "t".into(),
+                    payload: what.as_bytes().to_vec(),
+                },
+            )
+            .await;
+        assert!(ok.is_ok(), "{what}: a well-behaved request failed: {ok:?}");
+    }
+    good.shutdown().await;
+    server.shutdown().await;
+}
+
+/// A peer that speaks only `/codio/1.0.0` (one stream per request) is still asked: codio
+/// falls back, and remembers to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
+    init_tracing();
+    let keypair = identity::Keypair::generate_ed25519();
+    let stats = std::sync::Arc::new(codio_protocol::CodecStats::default());
+    let mut legacy = Swarm::new(
+        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
+        codio_protocol::behaviour(&ProtocolConfig::default(), stats),
+        keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(60)),
+    );
+    legacy
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = legacy.select_next_some().await {
+            break address;
+        }
+    };
+    let legacy_id = *legacy.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = legacy.select_next_some().await
+            {
+                let _ = legacy
+                    .behaviour_mut()
+                    .send_response(channel, answer(&request));
+            }
+        }
+    });
+    let node = started_node(loopback_config()).await;
+    node.connect_peer(address.with(libp2p::multiaddr::Protocol::P2p(legacy_id)))
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        let request = Request::App {
+            topic: "legacy".into(),
+            payload: vec![i],
+        };
+        let response =
+            tokio::time::timeout(EVENT_TIMEOUT, node.send_request(legacy_id, request.clone()))
+                .await
+                .expect("answered in time")
+                .unwrap();
+        assert_eq!(response, answer(&request));
+    }
+    node.shutdown().await;
+}
+
+/// After a disconnect the request stream is gone; the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_work_again_after_a_reconnect() {
+    init_tracing();
+    let (server, _handler) = server(loopback_config()).await;
+    let client = started_node(loopback_config()).await;
+    let request = Request::GetMetadata { content: KNOWN };
+    for _ in 0..3 {
+        let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+        let response = client.send_request(id, request.clone()).await.unwrap();
+        assert_eq!(response, answer(&request));
+        client.disconnect_peer(id).await.unwrap();
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}

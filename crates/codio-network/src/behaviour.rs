@@ -25,6 +25,7 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     pub(crate) autorelay: Toggle<codio_policy::autorelay::Behaviour>,
     pub(crate) protocol: codio_protocol::Behaviour,
+    pub(crate) rpc: codio_protocol::streams::Behaviour,
     pub(crate) bulk: codio_protocol::streams::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -39,6 +40,7 @@ impl Behaviour {
         relay_client: Option<relay::client::Behaviour>,
         codec_stats: std::sync::Arc<codio_protocol::CodecStats>,
         bulk: codio_protocol::streams::Behaviour,
+        rpc: codio_protocol::streams::Behaviour,
     ) -> Result<Self, crate::NetworkError> {
         let local_peer_id = keypair.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -78,6 +80,7 @@ impl Behaviour {
                 })
                 .into(),
             protocol: codio_protocol::behaviour(&config.protocol, codec_stats),
+            rpc,
             bulk,
             identify,
             ping,

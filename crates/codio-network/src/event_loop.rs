@@ -104,36 +104,85 @@ pub struct InboundRequest {
 /// does not wait for its timeout.
 #[derive(Debug)]
 pub struct Responder {
-    channel: Option<ResponseChannel<Response>>,
-    commands: mpsc::Sender<Command>,
+    inner: Option<ReplyPath>,
+}
+
+/// How the response travels back: through the swarm (`/codio/1.0.0`) or to the writer of an
+/// RPC stream (`/codio/rpc/1.0.0`).
+#[derive(Debug)]
+enum ReplyPath {
+    Swarm {
+        channel: ResponseChannel<Response>,
+        commands: mpsc::Sender<Command>,
+    },
+    Rpc(crate::rpc::RpcReply),
 }
 
 impl Responder {
+    pub(crate) fn swarm(
+        channel: ResponseChannel<Response>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Self {
+            inner: Some(ReplyPath::Swarm { channel, commands }),
+        }
+    }
+
+    pub(crate) fn rpc(reply: crate::rpc::RpcReply) -> Self {
+        Self {
+            inner: Some(ReplyPath::Rpc(reply)),
+        }
+    }
+
     /// Sends `response`. Waits while the node's command queue is full (back-pressure).
     ///
     /// # Errors
     ///
-    /// [`NetworkError::ShutDown`] when the node has shut down.
+    /// [`NetworkError::ShutDown`] when the node has shut down or the requester's stream is
+    /// gone.
     pub async fn respond(mut self, response: Response) -> Result<(), NetworkError> {
-        let Some(channel) = self.channel.take() else {
-            return Ok(());
-        };
-        self.commands
-            .send(Command::Respond { channel, response })
-            .await
-            .map_err(|_| NetworkError::ShutDown)
+        match self.inner.take() {
+            None => Ok(()),
+            Some(ReplyPath::Swarm { channel, commands }) => commands
+                .send(Command::Respond { channel, response })
+                .await
+                .map_err(|_| NetworkError::ShutDown),
+            Some(ReplyPath::Rpc(reply)) => {
+                let tx = reply.tx.clone();
+                tx.send(reply.answer(response))
+                    .await
+                    .map_err(|_| NetworkError::ShutDown)
+            }
+        }
+    }
+
+    /// Answers at once with an error, without waiting (best effort).
+    pub(crate) fn refuse(mut self, code: ErrorCode, message: &str) {
+        self.send_now(Response::error(code, message));
+    }
+
+    fn send_now(&mut self, response: Response) {
+        match self.inner.take() {
+            None => {}
+            // Best effort: with a full queue the requester times out instead.
+            Some(ReplyPath::Swarm { channel, commands }) => {
+                let _ = commands.try_send(Command::Respond { channel, response });
+            }
+            // Never full: the queue has a slot for every permit, and the reply holds one.
+            Some(ReplyPath::Rpc(reply)) => {
+                let tx = reply.tx.clone();
+                let _ = tx.try_send(reply.answer(response));
+            }
+        }
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        if let Some(channel) = self.channel.take() {
-            let response = Response::error(ErrorCode::Internal, "the handler dropped the request");
-            // Best effort: with a full queue the requester times out instead.
-            let _ = self
-                .commands
-                .try_send(Command::Respond { channel, response });
-        }
+        self.send_now(Response::error(
+            ErrorCode::Internal,
+            "the handler dropped the request",
+        ));
     }
 }
 
@@ -255,6 +304,8 @@ pub(crate) struct EventLoop {
     handler_installed: Arc<AtomicBool>,
     commands_tx: mpsc::WeakSender<Command>,
     metrics: Option<crate::metrics::Metrics>,
+    /// Its sessions are forgotten when a connection of their peer closes.
+    rpc: Arc<crate::rpc::RpcClient>,
     /// Every open connection: its peer and whether it is relayed.
     connections: HashMap<ConnectionId, (PeerId, bool)>,
     /// Connections that answered a ping already.
@@ -270,6 +321,7 @@ pub(crate) struct Channels {
     pub(crate) inbound: mpsc::Sender<InboundRequest>,
     pub(crate) handler_installed: Arc<AtomicBool>,
     pub(crate) metrics: Option<crate::metrics::Metrics>,
+    pub(crate) rpc: Arc<crate::rpc::RpcClient>,
 }
 
 /// The timeouts the event loop applies.
@@ -293,6 +345,7 @@ impl EventLoop {
             inbound,
             handler_installed,
             metrics,
+            rpc,
         } = channels;
         let Timeouts {
             connect: connect_timeout,
@@ -319,6 +372,7 @@ impl EventLoop {
             handler_installed,
             commands_tx,
             metrics,
+            rpc,
         }
     }
 
@@ -771,6 +825,9 @@ impl EventLoop {
     ) {
         self.connections.remove(&connection_id);
         self.verified.remove(&connection_id);
+        // The request stream may have run on this connection: later requests open a new one
+        // rather than race the dying stream.
+        self.rpc.forget(&peer_id);
         if remaining > 0 {
             let all_relayed = self.all_relayed(&peer_id);
             self.shared.update_peers(|peers| {
@@ -894,7 +951,7 @@ impl EventLoop {
             },
             BehaviourEvent::Autorelay(event) => tracing::debug!(?event, "autorelay"),
             BehaviourEvent::Protocol(event) => self.on_protocol_event(event),
-            BehaviourEvent::Bulk(()) => {}
+            BehaviourEvent::Bulk(()) | BehaviourEvent::Rpc(()) => {}
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
     }
@@ -1007,23 +1064,20 @@ impl EventLoop {
         let inbound = InboundRequest {
             peer_id,
             request,
-            responder: Responder {
-                channel: Some(channel),
-                commands,
-            },
+            responder: Responder::swarm(channel, commands),
         };
         match self.inbound.try_send(inbound) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(mut inbound)) => {
+            Err(mpsc::error::TrySendError::Full(inbound)) => {
                 tracing::debug!(%peer_id, "request handler saturated; answering Overloaded");
-                if let Some(channel) = inbound.responder.channel.take() {
-                    refuse(self, channel, ErrorCode::Overloaded, "request queue full");
-                }
+                inbound
+                    .responder
+                    .refuse(ErrorCode::Overloaded, "request queue full");
             }
-            Err(mpsc::error::TrySendError::Closed(mut inbound)) => {
-                if let Some(channel) = inbound.responder.channel.take() {
-                    refuse(self, channel, ErrorCode::NotFound, "request handler gone");
-                }
+            Err(mpsc::error::TrySendError::Closed(inbound)) => {
+                inbound
+                    .responder
+                    .refuse(ErrorCode::NotFound, "request handler gone");
             }
         }
     }

@@ -49,6 +49,7 @@ mod event;
 mod event_loop;
 pub mod metrics;
 mod peer;
+mod rpc;
 
 use std::{
     collections::HashSet,
@@ -181,6 +182,7 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     requests: Arc<tokio::sync::Semaphore>,
     bulk_control: codio_protocol::streams::Control,
+    rpc: Arc<rpc::RpcClient>,
     metrics: Option<Arc<metrics::CodioMetrics>>,
     bulk: Arc<Handoff<IncomingBulk>>,
     codec_stats: Arc<codio_protocol::CodecStats>,
@@ -231,8 +233,19 @@ impl NetworkManager {
         let (bulk, bulk_control, bulk_incoming) = codio_protocol::streams::Behaviour::new(
             codio_protocol::streams::StreamsConfig::new(codio_protocol::bulk::BULK_PROTOCOL),
         );
-        let mut behaviour =
-            behaviour::Behaviour::new(&keypair, &config, relay_client, codec_stats.clone(), bulk)?;
+        // RPC streams are long-lived, one per peer and direction: a small inbound queue.
+        let (rpc_streams, rpc_control, rpc_incoming) = codio_protocol::streams::Behaviour::new(
+            codio_protocol::streams::StreamsConfig::new(codio_protocol::rpc::RPC_PROTOCOL)
+                .with_inbound_capacity(64),
+        );
+        let mut behaviour = behaviour::Behaviour::new(
+            &keypair,
+            &config,
+            relay_client,
+            codec_stats.clone(),
+            bulk,
+            rpc_streams,
+        )?;
         // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
         for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
             if let Some(peer_id) = peer_id_of(address) {
@@ -247,6 +260,7 @@ impl NetworkManager {
 
         let (commands, command_rx) = mpsc::channel(config.command_buffer);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_request_buffer);
+        let rpc_client = Arc::new(rpc::RpcClient::new(rpc_control));
         let handler_installed = Arc::new(AtomicBool::new(false));
         let (events, _) = broadcast::channel(config.event_buffer);
         let shared = Arc::new(Shared::default());
@@ -256,9 +270,10 @@ impl NetworkManager {
                 commands: command_rx,
                 commands_tx: commands.downgrade(),
                 events: events.clone(),
-                inbound: inbound_tx,
+                inbound: inbound_tx.clone(),
                 handler_installed: handler_installed.clone(),
                 metrics: metrics.clone(),
+                rpc: rpc_client.clone(),
             },
             shared.clone(),
             event_loop::Timeouts {
@@ -270,6 +285,17 @@ impl NetworkManager {
         let (bulk_tx, bulk_rx) = mpsc::channel(config.bulk_stream_buffer);
         let bulk_installed = Arc::new(AtomicBool::new(false));
         let (alive_tx, alive_rx) = tokio::sync::watch::channel(());
+        tokio::spawn(rpc::accept_loop(
+            rpc_incoming,
+            rpc::ServerContext {
+                inbound: inbound_tx,
+                installed: handler_installed.clone(),
+                stats: codec_stats.clone(),
+                metrics: metrics.as_ref().map(|m| m.codio.clone()),
+                frame_timeout: config.protocol.request_timeout,
+            },
+            alive_rx.clone(),
+        ));
         tokio::spawn(bulk::accept_loop(
             bulk_incoming,
             bulk_tx,
@@ -287,6 +313,7 @@ impl NetworkManager {
         Ok(Self {
             local_peer_id,
             bulk_control,
+            rpc: rpc_client,
             metrics: metrics.as_ref().map(|m| m.codio.clone()),
             bulk: Arc::new(Handoff::new(bulk_rx, bulk_installed)),
             codec_stats,
@@ -541,6 +568,33 @@ impl NetworkManager {
             .acquire()
             .await
             .map_err(|_| RequestError::ShutDown)?;
+        let limit = self.config.protocol.request_timeout + self.config.transport.connect_timeout();
+        let started = std::time::Instant::now();
+        // `/codio/rpc/1.0.0` first; `/codio/1.0.0` for peers that do not speak it.
+        let result = match self.rpc.request(peer_id, request, limit).await {
+            Ok(response) => Ok(response),
+            Err(rpc::RpcFailure::Failed(error)) => Err(error),
+            Err(rpc::RpcFailure::Unsupported(request)) => {
+                self.send_request_per_stream(peer_id, request, limit).await
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match result {
+                Ok(_) => metrics::Outcome::ok,
+                Err(_) => metrics::Outcome::error,
+            };
+            metrics.on_request(started.elapsed(), outcome);
+        }
+        result
+    }
+
+    /// `/codio/1.0.0`: one stream per request, through the event loop.
+    async fn send_request_per_stream(
+        &self,
+        peer_id: PeerId,
+        request: Request,
+        limit: Duration,
+    ) -> Result<Response, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::SendRequest {
@@ -551,21 +605,11 @@ impl NetworkManager {
             .await
             .map_err(|_| RequestError::ShutDown)?;
         // libp2p's own timeout answers first; this only guards against a stuck event loop.
-        let limit = self.config.protocol.request_timeout + self.config.transport.connect_timeout();
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
+        match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::ShutDown),
             Err(_) => Err(RequestError::Timeout),
-        };
-        if let Some(metrics) = &self.metrics {
-            let outcome = match result {
-                Ok(_) => metrics::Outcome::ok,
-                Err(_) => metrics::Outcome::error,
-            };
-            metrics.on_request(started.elapsed(), outcome);
         }
-        result
     }
 
     /// Takes the stream of inbound `/codio/1.0.0` requests (once; later calls return `None`).

@@ -120,6 +120,13 @@ impl CodecStats {
         self.rejected_requests
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Counts one inbound request rejected while reading (for readers outside this codec,
+    /// such as [`rpc`](crate::rpc) sessions).
+    pub fn record_rejected(&self) {
+        self.rejected_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The `request_response` codec of `/codio/1.0.0`: one framed request, one framed response

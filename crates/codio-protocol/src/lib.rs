@@ -24,6 +24,7 @@
 pub mod bulk;
 mod codec;
 mod message;
+pub mod rpc;
 pub mod streams;
 
 use std::{io, time::Duration};
