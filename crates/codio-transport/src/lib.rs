@@ -40,15 +40,12 @@ use std::{io, time::Duration};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::{
     PeerId, Transport,
-    core::{
-        muxing::StreamMuxerBox,
-        transport::{Boxed, timeout::TransportTimeoutError},
-        upgrade::Version,
-    },
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
     dns, identity, noise, tcp,
 };
 
 mod muxer;
+mod timeout;
 
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 
@@ -251,21 +248,12 @@ where
 {
     let noise = noise::Config::new(keypair)?;
     let timeout = config.connect_timeout;
-    Ok(transport
+    let transport = transport
         .upgrade(config.negotiation.into())
         .authenticate(noise)
         .multiplex(config.yamux_config())
-        .timeout(timeout)
-        .map_err(move |error| match error {
-            TransportTimeoutError::Timeout => io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connection set-up did not finish within {timeout:?}"),
-            ),
-            TransportTimeoutError::TimerError(error) => error,
-            TransportTimeoutError::Other(error) => io::Error::other(error),
-        })
-        .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)))
-        .boxed())
+        .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)));
+    Ok(timeout::SetupTimeout::new(transport, timeout).boxed())
 }
 
 /// Whether a transport error (as reported in a dial or listen error) is the connection set-up
@@ -346,6 +334,44 @@ mod tests {
             .expect("ping within 10 s");
         assert_eq!(peer, a_id);
         assert!(rtt < Duration::from_secs(5));
+    }
+
+    /// codio's own Yamux adapter (64 KiB frames) speaks the same wire protocol as a stock
+    /// libp2p node (libp2p-yamux, 16 KiB frames): a stock swarm dials codio and pings.
+    #[tokio::test]
+    async fn codio_yamux_interoperates_with_stock_libp2p_yamux() {
+        let mut codio = swarm(&TransportConfig::default());
+        let addr = listen(&mut codio).await;
+        let keypair = identity::Keypair::generate_ed25519();
+        let stock_transport = tcp::tokio::Transport::new(tcp::Config::new())
+            .upgrade(Version::V1)
+            .authenticate(noise::Config::new(&keypair).unwrap())
+            .multiplex(libp2p::yamux::Config::default())
+            .boxed();
+        let mut stock = Swarm::new(
+            stock_transport,
+            libp2p::ping::Behaviour::default(),
+            keypair.public().to_peer_id(),
+            libp2p::swarm::Config::with_tokio_executor(),
+        );
+        stock.dial(addr).unwrap();
+        let codio_id = *codio.local_peer_id();
+        let run = async {
+            loop {
+                tokio::select! {
+                    _ = codio.select_next_some() => {}
+                    event = stock.select_next_some() => {
+                        if let SwarmEvent::Behaviour(libp2p::ping::Event { peer, result: Ok(_), .. }) = event {
+                            return peer;
+                        }
+                    }
+                }
+            }
+        };
+        let peer = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("ping within 10 s");
+        assert_eq!(peer, codio_id);
     }
 
     #[tokio::test]
