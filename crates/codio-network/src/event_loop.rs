@@ -203,6 +203,15 @@ impl Shared {
         peers.values().cloned().collect()
     }
 
+    /// Records that `peer_id` was heard from at `now`.
+    pub(crate) fn touch(&self, peer_id: &PeerId, now: Instant) {
+        self.update_peers(|peers| {
+            if let Some(info) = peers.get_mut(peer_id) {
+                info.last_seen = now;
+            }
+        });
+    }
+
     pub(crate) fn peer(&self, peer_id: &PeerId) -> Option<PeerInfo> {
         let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         peers.get(peer_id).cloned()
@@ -1083,12 +1092,7 @@ impl EventLoop {
     }
 
     fn touch(&self, peer_id: &PeerId) {
-        let now = Instant::now();
-        self.shared.update_peers(|peers| {
-            if let Some(info) = peers.get_mut(peer_id) {
-                info.last_seen = now;
-            }
-        });
+        self.shared.touch(peer_id, Instant::now());
     }
 
     fn on_relay_client_event(&mut self, event: libp2p::relay::client::Event) {

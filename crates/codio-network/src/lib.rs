@@ -260,10 +260,10 @@ impl NetworkManager {
 
         let (commands, command_rx) = mpsc::channel(config.command_buffer);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_request_buffer);
-        let rpc_client = Arc::new(rpc::RpcClient::new(rpc_control));
+        let shared = Arc::new(Shared::default());
+        let rpc_client = Arc::new(rpc::RpcClient::new(rpc_control, shared.clone()));
         let handler_installed = Arc::new(AtomicBool::new(false));
         let (events, _) = broadcast::channel(config.event_buffer);
-        let shared = Arc::new(Shared::default());
         let event_loop = EventLoop::new(
             swarm,
             event_loop::Channels {
@@ -293,6 +293,7 @@ impl NetworkManager {
                 stats: codec_stats.clone(),
                 metrics: metrics.as_ref().map(|m| m.codio.clone()),
                 frame_timeout: config.protocol.request_timeout,
+                shared: shared.clone(),
             },
             alive_rx.clone(),
         ));

@@ -19,7 +19,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use codio_protocol::{
@@ -34,7 +34,11 @@ use futures::{AsyncReadExt, AsyncWriteExt, io::ReadHalf, io::WriteHalf};
 use libp2p::{PeerId, Stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::{InboundRequest, RequestError, event_loop::Responder, metrics::CodioMetrics};
+use crate::{
+    InboundRequest, RequestError,
+    event_loop::{Responder, Shared},
+    metrics::CodioMetrics,
+};
 
 /// A client session closes its stream after this long without requests.
 pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(60);
@@ -42,6 +46,38 @@ pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(60);
 const SESSION_QUEUE: usize = 256;
 /// Bytes of requests or responses written in one go before a flush.
 const COALESCE: usize = 64 * 1024;
+/// A session records activity in the peer's `PeerInfo::last_seen` at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Updates `last_seen` of a session's peer, at most every [`TOUCH_EVERY`].
+#[derive(Debug)]
+struct Toucher {
+    shared: Arc<Shared>,
+    peer: PeerId,
+    last: Option<Instant>,
+}
+
+impl Toucher {
+    fn new(shared: Arc<Shared>, peer: PeerId) -> Self {
+        Self {
+            shared,
+            peer,
+            last: None,
+        }
+    }
+
+    fn touch(&mut self) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= TOUCH_EVERY)
+        {
+            self.last = Some(now);
+            self.shared.touch(&self.peer, now);
+        }
+    }
+}
+
 /// Peers remembered as not speaking the protocol (forgotten all at once beyond this).
 const MAX_LEGACY_PEERS: usize = 4096;
 
@@ -66,14 +102,16 @@ struct Outgoing {
 #[derive(Debug)]
 pub(crate) struct RpcClient {
     control: Control,
+    shared: Arc<Shared>,
     sessions: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
     legacy: Mutex<HashSet<PeerId>>,
 }
 
 impl RpcClient {
-    pub(crate) fn new(control: Control) -> Self {
+    pub(crate) fn new(control: Control, shared: Arc<Shared>) -> Self {
         Self {
             control,
+            shared,
             sessions: Mutex::new(HashMap::new()),
             legacy: Mutex::new(HashSet::new()),
         }
@@ -185,8 +223,9 @@ async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receive
     };
     let (reader, writer) = stream.split();
     let pending: Pending = Arc::default();
+    let toucher = Toucher::new(client.shared.clone(), peer);
     let why = {
-        let read = read_responses(reader, pending.clone());
+        let read = read_responses(reader, pending.clone(), toucher);
         let write = write_requests(writer, &mut rx, pending.clone());
         futures::pin_mut!(read, write);
         match futures::future::select(read, write).await {
@@ -271,7 +310,11 @@ async fn write_requests(
     }
 }
 
-async fn read_responses(mut reader: ReadHalf<Stream>, pending: Pending) -> &'static str {
+async fn read_responses(
+    mut reader: ReadHalf<Stream>,
+    pending: Pending,
+    mut toucher: Toucher,
+) -> &'static str {
     loop {
         let body = match codio_protocol::read_frame(&mut reader, MAX_RPC_RESPONSE_FRAME).await {
             Ok(body) => body,
@@ -282,6 +325,7 @@ async fn read_responses(mut reader: ReadHalf<Stream>, pending: Pending) -> &'sta
             Ok(response) => response,
             Err(_) => return "malformed response",
         };
+        toucher.touch();
         let reply = pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -309,6 +353,7 @@ pub(crate) struct ServerContext {
     pub(crate) installed: Arc<AtomicBool>,
     pub(crate) stats: Arc<CodecStats>,
     pub(crate) metrics: Option<Arc<CodioMetrics>>,
+    pub(crate) shared: Arc<Shared>,
     /// Once a frame has begun, the rest must arrive within this (slow senders are cut off),
     /// the request timeout of `/codio/1.0.0`.
     pub(crate) frame_timeout: Duration,
@@ -390,6 +435,7 @@ async fn read_requests(
     slots: Arc<Semaphore>,
     tx: mpsc::Sender<Answer>,
 ) -> &'static str {
+    let mut toucher = Toucher::new(context.shared.clone(), peer);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return "closed";
@@ -411,6 +457,7 @@ async fn read_requests(
                 return "malformed request";
             }
         };
+        toucher.touch();
         if let Some(metrics) = &context.metrics {
             metrics.on_inbound_request();
         }
