@@ -848,6 +848,8 @@ impl EventLoop {
             return;
         }
         self.shared.update_peers(|peers| peers.remove(&peer_id));
+        // No connection is left: every request stream of this peer is dead.
+        self.rpc.peer_gone(&peer_id);
         tracing::info!(%peer_id, ?cause, "peer disconnected");
         for reply in self
             .pending_disconnects

@@ -294,6 +294,7 @@ impl NetworkManager {
                 metrics: metrics.as_ref().map(|m| m.codio.clone()),
                 frame_timeout: config.protocol.request_timeout,
                 shared: shared.clone(),
+                switches: rpc_client.switches.clone(),
             },
             alive_rx.clone(),
         ));

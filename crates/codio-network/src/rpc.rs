@@ -98,12 +98,41 @@ struct Outgoing {
     reply: Reply,
 }
 
+/// Kill switches of running sessions, by peer: dropping a peer's senders ends its sessions
+/// (their stream died with the peer's last connection; a dead Yamux stream is not guaranteed
+/// to wake a reader).
+#[derive(Debug, Default)]
+pub(crate) struct KillSwitches(Mutex<HashMap<PeerId, Vec<oneshot::Sender<()>>>>);
+
+impl KillSwitches {
+    /// A switch for a new session of `peer`.
+    fn arm(&self, peer: PeerId) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let switches = map.entry(peer).or_default();
+        // Sessions that ended by themselves dropped their receivers.
+        switches.retain(|s| !s.is_closed());
+        switches.push(tx);
+        rx
+    }
+
+    /// Ends every session of `peer`.
+    fn trip(&self, peer: &PeerId) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(peer);
+    }
+}
+
 /// Outbound sessions, one per peer.
 #[derive(Debug)]
 pub(crate) struct RpcClient {
     control: Control,
     shared: Arc<Shared>,
     sessions: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
+    /// Of outbound and inbound sessions alike.
+    pub(crate) switches: Arc<KillSwitches>,
     legacy: Mutex<HashSet<PeerId>>,
 }
 
@@ -113,6 +142,7 @@ impl RpcClient {
             control,
             shared,
             sessions: Mutex::new(HashMap::new()),
+            switches: Arc::default(),
             legacy: Mutex::new(HashSet::new()),
         }
     }
@@ -133,6 +163,12 @@ impl RpcClient {
             .remove(peer);
     }
 
+    /// The last connection to `peer` closed: its sessions, outbound and inbound, end now.
+    pub(crate) fn peer_gone(&self, peer: &PeerId) {
+        self.forget(peer);
+        self.switches.trip(peer);
+    }
+
     /// The session of `peer`, opened if there is none (or it ended).
     fn session(self: &Arc<Self>, peer: PeerId) -> mpsc::Sender<Outgoing> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -144,7 +180,8 @@ impl RpcClient {
         sessions.retain(|_, tx| !tx.is_closed());
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         sessions.insert(peer, tx.clone());
-        tokio::spawn(run_session(self.clone(), peer, rx));
+        let kill = self.switches.arm(peer);
+        tokio::spawn(run_session(self.clone(), peer, rx, kill));
         tx
     }
 
@@ -196,7 +233,12 @@ fn unreachable(why: &str) -> RpcFailure {
     RpcFailure::Failed(RequestError::PeerUnreachable(why.to_owned()))
 }
 
-async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receiver<Outgoing>) {
+async fn run_session(
+    client: Arc<RpcClient>,
+    peer: PeerId,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut kill: oneshot::Receiver<()>,
+) {
     let stream = match client.control.open_stream(peer).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -227,11 +269,10 @@ async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receive
     let why = {
         let read = read_responses(reader, pending.clone(), toucher);
         let write = write_requests(writer, &mut rx, pending.clone());
-        futures::pin_mut!(read, write);
-        match futures::future::select(read, write).await {
-            futures::future::Either::Left((why, _)) | futures::future::Either::Right((why, _)) => {
-                why
-            }
+        tokio::select! {
+            why = read => why,
+            why = write => why,
+            _ = &mut kill => "connection closed",
         }
     };
     tracing::debug!(%peer, why, "request stream ended");
@@ -354,6 +395,7 @@ pub(crate) struct ServerContext {
     pub(crate) stats: Arc<CodecStats>,
     pub(crate) metrics: Option<Arc<CodioMetrics>>,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) switches: Arc<KillSwitches>,
     /// Once a frame has begun, the rest must arrive within this (slow senders are cut off),
     /// the request timeout of `/codio/1.0.0`.
     pub(crate) frame_timeout: Duration,
@@ -377,7 +419,16 @@ pub(crate) async fn accept_loop(
         let Some((peer, stream)) = next else {
             break;
         };
-        tokio::spawn(serve_session(peer, stream, context.clone()));
+        let kill = context.switches.arm(peer);
+        let mut alive = alive.clone();
+        let context = context.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = serve_session(peer, stream, context) => {}
+                _ = kill => tracing::debug!(%peer, "inbound request stream ended with the connection"),
+                _ = alive.changed() => {}
+            }
+        });
     }
     tracing::debug!("rpc accept loop stopped");
 }
