@@ -295,8 +295,19 @@ impl request_response::Codec for RawCodec {
     }
 }
 
-fn hostile_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
+/// A swarm on codio's transport with nothing but `behaviour` (no codio node behind it).
+fn bare_swarm<B: libp2p::swarm::NetworkBehaviour>(behaviour: B) -> Swarm<B> {
     let keypair = identity::Keypair::generate_ed25519();
+    Swarm::new(
+        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
+        behaviour,
+        keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(60)),
+    )
+}
+
+fn hostile_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
     let behaviour = request_response::Behaviour::with_codec(
         RawCodec,
         [(
@@ -305,13 +316,7 @@ fn hostile_swarm() -> Swarm<request_response::Behaviour<RawCodec>> {
         )],
         request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
     );
-    Swarm::new(
-        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
-        behaviour,
-        keypair.public().to_peer_id(),
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(60)),
-    )
+    bare_swarm(behaviour)
 }
 
 fn codio_protocol_id() -> StreamProtocol {
@@ -798,16 +803,9 @@ async fn metrics_count_requests_and_bulk_bytes() {
 async fn raw_rpc_stream(server: &NetworkManager) -> libp2p::Stream {
     use codio_protocol::streams::{Behaviour as Streams, StreamsConfig};
 
-    let keypair = identity::Keypair::generate_ed25519();
     let (behaviour, control, _incoming) =
         Streams::new(StreamsConfig::new(codio_protocol::rpc::RPC_PROTOCOL));
-    let mut swarm = Swarm::new(
-        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
-        behaviour,
-        keypair.public().to_peer_id(),
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(60)),
-    );
+    let mut swarm = bare_swarm(behaviour);
     swarm
         .dial(
             server.listen_addrs()[0]
@@ -922,15 +920,8 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
     init_tracing();
-    let keypair = identity::Keypair::generate_ed25519();
     let stats = std::sync::Arc::new(codio_protocol::CodecStats::default());
-    let mut legacy = Swarm::new(
-        codio_transport::build_transport(&keypair, &Default::default()).unwrap(),
-        codio_protocol::behaviour(&ProtocolConfig::default(), stats),
-        keypair.public().to_peer_id(),
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(60)),
-    );
+    let mut legacy = bare_swarm(codio_protocol::behaviour(&ProtocolConfig::default(), stats));
     legacy
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();

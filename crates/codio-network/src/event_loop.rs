@@ -186,6 +186,37 @@ impl Drop for Responder {
     }
 }
 
+/// A response as the requester sees it: error responses become [`RequestError`]s.
+pub(crate) fn response_result(response: Response) -> Result<Response, RequestError> {
+    match response {
+        Response::Error {
+            code: ErrorCode::TooLarge,
+            message,
+        } => Err(RequestError::TooLarge(message)),
+        Response::Error { code, message } => Err(RequestError::Remote { code, message }),
+        other => Ok(other),
+    }
+}
+
+/// Hands `request` to the application's queue, or answers `Overloaded` (queue full) or
+/// `NotFound` (handler gone) at once; the queue never waits.
+pub(crate) fn enqueue(queue: &mpsc::Sender<InboundRequest>, request: InboundRequest) {
+    match queue.try_send(request) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(request)) => {
+            tracing::debug!(peer_id = %request.peer_id, "request handler saturated; answering Overloaded");
+            request
+                .responder
+                .refuse(ErrorCode::Overloaded, "request queue full");
+        }
+        Err(mpsc::error::TrySendError::Closed(request)) => {
+            request
+                .responder
+                .refuse(ErrorCode::NotFound, "request handler gone");
+        }
+    }
+}
+
 /// State shared between the event loop (the only writer) and the handles (readers).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
@@ -992,17 +1023,7 @@ impl EventLoop {
             } => {
                 self.touch(&peer);
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let result = match response {
-                        Response::Error {
-                            code: ErrorCode::TooLarge,
-                            message,
-                        } => Err(RequestError::TooLarge(message)),
-                        Response::Error { code, message } => {
-                            Err(RequestError::Remote { code, message })
-                        }
-                        other => Ok(other),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(response_result(response));
                 }
             }
             Event::OutboundFailure {
@@ -1077,20 +1098,7 @@ impl EventLoop {
             request,
             responder: Responder::swarm(channel, commands),
         };
-        match self.inbound.try_send(inbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(inbound)) => {
-                tracing::debug!(%peer_id, "request handler saturated; answering Overloaded");
-                inbound
-                    .responder
-                    .refuse(ErrorCode::Overloaded, "request queue full");
-            }
-            Err(mpsc::error::TrySendError::Closed(inbound)) => {
-                inbound
-                    .responder
-                    .refuse(ErrorCode::NotFound, "request handler gone");
-            }
-        }
+        enqueue(&self.inbound, inbound);
     }
 
     fn touch(&self, peer_id: &PeerId) {

@@ -36,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::{
     InboundRequest, RequestError,
-    event_loop::{Responder, Shared},
+    event_loop::{Responder, Shared, enqueue, response_result},
     metrics::CodioMetrics,
 };
 
@@ -372,17 +372,7 @@ async fn read_responses(
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
         if let Some(reply) = reply {
-            let result = match response {
-                Response::Error {
-                    code: ErrorCode::TooLarge,
-                    message,
-                } => Err(RpcFailure::Failed(RequestError::TooLarge(message))),
-                Response::Error { code, message } => {
-                    Err(RpcFailure::Failed(RequestError::Remote { code, message }))
-                }
-                other => Ok(other),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(response_result(response).map_err(RpcFailure::Failed));
         }
     }
 }
@@ -528,20 +518,7 @@ async fn read_requests(
             request,
             responder: Responder::rpc(reply),
         };
-        match context.inbound.try_send(inbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(inbound)) => {
-                tracing::debug!(%peer, "request handler saturated; answering Overloaded");
-                inbound
-                    .responder
-                    .refuse(ErrorCode::Overloaded, "request queue full");
-            }
-            Err(mpsc::error::TrySendError::Closed(inbound)) => {
-                inbound
-                    .responder
-                    .refuse(ErrorCode::NotFound, "request handler gone");
-            }
-        }
+        enqueue(&context.inbound, inbound);
     }
 }
 
