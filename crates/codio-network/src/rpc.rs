@@ -302,7 +302,7 @@ async fn write_requests(
     pending: Pending,
 ) -> &'static str {
     let mut next_id = 0u64;
-    let mut buffer = Vec::with_capacity(COALESCE);
+    let mut buffer = Vec::new();
     loop {
         let first = match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
             Ok(Some(first)) => first,
@@ -312,7 +312,7 @@ async fn write_requests(
                 return IDLE;
             }
         };
-        buffer.clear();
+        reuse(&mut buffer);
         let mut next = Some(first);
         while let Some(Outgoing { request, reply }) = next.take() {
             next_id += 1;
@@ -376,6 +376,18 @@ async fn read_responses(
         }
     }
 }
+
+/// Empties a write buffer for the next batch; one that grew past [`KEEP`] (a burst, a large
+/// response) is shrunk, so an idle session holds little memory.
+fn reuse(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    if buffer.capacity() > KEEP {
+        buffer.shrink_to(KEEP);
+    }
+}
+
+/// Write buffer capacity a session keeps between batches.
+const KEEP: usize = 4 * 1024;
 
 /// What inbound sessions need from the node.
 #[derive(Debug, Clone)]
@@ -561,9 +573,9 @@ async fn write_responses(
     mut writer: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<Answer>,
 ) -> &'static str {
-    let mut buffer = Vec::with_capacity(COALESCE);
+    let mut buffer = Vec::new();
     while let Some(first) = rx.recv().await {
-        buffer.clear();
+        reuse(&mut buffer);
         let mut next = Some(first);
         while let Some(answer) = next.take() {
             let frame = encode_response(&RpcResponse {
