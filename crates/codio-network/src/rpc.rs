@@ -387,7 +387,7 @@ fn reuse(buffer: &mut Vec<u8>) {
 }
 
 /// Write buffer capacity a session keeps between batches.
-const KEEP: usize = 4 * 1024;
+const KEEP: usize = 16 * 1024;
 
 /// What inbound sessions need from the node.
 #[derive(Debug, Clone)]
