@@ -97,7 +97,7 @@ impl From<NegotiationMode> for Version {
 /// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
 /// | [`yamux_frame_size`](Self::with_yamux_frame_size) | [`NOISE_FRAME_PAYLOAD`] (64,499 bytes: one Yamux frame fills one Noise message; libp2p-yamux uses 16 KiB) |
-/// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 128 MiB (raised to 256 KiB × `max_streams` when lower; rust-yamux defaults to 1 GiB) |
+/// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 256 MiB: 256 KiB for each of `max_streams` streams plus 128 MiB for busy streams to grow their windows into (rust-yamux defaults to 1 GiB) |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     nodelay: bool,
@@ -120,7 +120,7 @@ impl Default for TransportConfig {
             dns: true,
             negotiation: NegotiationMode::default(),
             yamux_frame_size: NOISE_FRAME_PAYLOAD,
-            yamux_connection_window: 128 * 1024 * 1024,
+            yamux_connection_window: 256 * 1024 * 1024,
         }
     }
 }
@@ -172,7 +172,8 @@ impl TransportConfig {
     }
 
     /// Bounds the sum of the auto-tuned Yamux receive windows of one connection's streams
-    /// (default 128 MiB; never below 256 KiB × [`max_streams`](Self::with_max_streams)): the
+    /// (default 256 MiB; never below 256 KiB × [`max_streams`](Self::with_max_streams), and
+    /// what lies above that is the room streams have to grow beyond 256 KiB): the
     /// most a peer can make a connection buffer.
     pub fn with_yamux_connection_window(mut self, bytes: usize) -> Self {
         self.yamux_connection_window = bytes;
