@@ -68,6 +68,16 @@ async fn server(
     (node, handler)
 }
 
+/// A serving node whose request timeout is 2 s, so slow senders are cut off quickly.
+async fn impatient_server() -> (NetworkManager, tokio::task::JoinHandle<usize>) {
+    let mut config = loopback_config();
+    config.protocol = ProtocolConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ProtocolConfig::default()
+    };
+    server(config).await
+}
+
 #[tokio::test]
 async fn every_message_type_round_trips_between_nodes() {
     init_tracing();
@@ -361,12 +371,7 @@ async fn send_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
     init_tracing();
-    let mut config = loopback_config();
-    config.protocol = ProtocolConfig {
-        request_timeout: Duration::from_secs(2),
-        ..ProtocolConfig::default()
-    };
-    let (server, _handler) = server(config).await;
+    let (server, _handler) = impatient_server().await;
     let server_id = server.local_peer_id();
     let good = started_node(loopback_config()).await;
     good.connect_peer(dial_addr(&server)).await.unwrap();
@@ -840,12 +845,7 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
     use futures::{AsyncReadExt, AsyncWriteExt};
 
     init_tracing();
-    let mut config = loopback_config();
-    config.protocol = ProtocolConfig {
-        request_timeout: Duration::from_secs(2),
-        ..ProtocolConfig::default()
-    };
-    let (server, _handler) = server(config).await;
+    let (server, _handler) = impatient_server().await;
     let good = started_node(loopback_config()).await;
     let server_id = good.connect_peer(dial_addr(&server)).await.unwrap();
     let valid = codio_protocol::rpc::encode_request(&codio_protocol::rpc::RpcRequest {
