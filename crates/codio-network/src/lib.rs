@@ -562,8 +562,9 @@ impl NetworkManager {
         peer_id: PeerId,
         request: Request,
     ) -> Result<Response, RequestError> {
-        // Refuse oversized requests here rather than after a round trip.
-        codio_protocol::encode(&request, codio_protocol::MAX_REQUEST_FRAME)
+        // Refuse oversized requests here rather than after a round trip (sized, not encoded:
+        // the request path encodes it once).
+        codio_protocol::check_size(&request, codio_protocol::MAX_REQUEST_FRAME)
             .map_err(|e| RequestError::TooLarge(e.to_string()))?;
         let _permit = self
             .requests

@@ -539,33 +539,16 @@ async fn read_request_frame(
     reader: &mut ReadHalf<Stream>,
     frame_timeout: Duration,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
-    let timed_out = || ProtocolError::Io(std::io::ErrorKind::TimedOut.into());
     let mut first = [0u8; 1];
     match tokio::time::timeout(SERVER_IDLE, reader.read(&mut first)).await {
         Ok(Ok(0)) | Err(_) => return Ok(None),
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return Err(error.into()),
     }
-    let rest = async {
-        let mut rest = [0u8; 3];
-        reader.read_exact(&mut rest).await?;
-        let length = u32::from_be_bytes([first[0], rest[0], rest[1], rest[2]]) as usize;
-        if length == 0 {
-            return Err(ProtocolError::Empty);
-        }
-        if length > MAX_RPC_REQUEST_FRAME {
-            return Err(ProtocolError::TooLarge {
-                size: length as u64,
-                limit: MAX_RPC_REQUEST_FRAME,
-            });
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).await?;
-        Ok(body)
-    };
+    let rest = codio_protocol::read_frame_rest(reader, first[0], MAX_RPC_REQUEST_FRAME);
     match tokio::time::timeout(frame_timeout, rest).await {
         Ok(body) => body.map(Some),
-        Err(_) => Err(timed_out()),
+        Err(_) => Err(ProtocolError::Io(std::io::ErrorKind::TimedOut.into())),
     }
 }
 

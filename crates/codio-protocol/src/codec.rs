@@ -69,6 +69,26 @@ pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, ProtocolError> {
     Ok(message)
 }
 
+/// Checks that `message` fits a frame body of `limit` bytes, as [`encode`] would, without
+/// encoding it (nothing is allocated or copied).
+///
+/// # Errors
+///
+/// [`ProtocolError::TooLarge`] beyond `limit`, [`ProtocolError::Encode`] when the message
+/// cannot be serialized.
+pub fn check_size<M: Serialize>(message: &M, limit: usize) -> Result<(), ProtocolError> {
+    let encoded = postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    let body = encoded + 1;
+    if body > limit {
+        return Err(ProtocolError::TooLarge {
+            size: body as u64,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Reads one frame body of at most `limit` bytes.
 ///
 /// # Errors
@@ -80,9 +100,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     io: &mut R,
     limit: usize,
 ) -> Result<Vec<u8>, ProtocolError> {
-    let mut prefix = [0u8; 4];
-    io.read_exact(&mut prefix).await?;
-    let length = u32::from_be_bytes(prefix) as usize;
+    let mut first = [0u8; 1];
+    io.read_exact(&mut first).await?;
+    read_frame_rest(io, first[0], limit).await
+}
+
+/// Reads the rest of a frame whose first length byte, `first`, was already read (for readers
+/// that wait for the start of a frame differently from the rest of it); otherwise as
+/// [`read_frame`].
+///
+/// # Errors
+///
+/// As [`read_frame`].
+pub async fn read_frame_rest<R: AsyncRead + Unpin>(
+    io: &mut R,
+    first: u8,
+    limit: usize,
+) -> Result<Vec<u8>, ProtocolError> {
+    let mut rest = [0u8; 3];
+    io.read_exact(&mut rest).await?;
+    let length = u32::from_be_bytes([first, rest[0], rest[1], rest[2]]) as usize;
     if length == 0 {
         return Err(ProtocolError::Empty);
     }
@@ -510,6 +547,18 @@ mod tests {
             let at = position % frame.len();
             frame[at] = value;
             let _ = block_on(Codec::default().read_request(&crate::PROTOCOL, &mut Cursor::new(&frame)));
+        }
+
+        /// `check_size` agrees with `encode` at every limit around the real size.
+        #[test]
+        fn check_size_agrees_with_encode(request in arb_request(), slack in 0usize..4) {
+            let body = encode(&request, usize::MAX).unwrap().len() - 4;
+            for limit in [body.saturating_sub(slack), body + slack] {
+                prop_assert_eq!(
+                    check_size(&request, limit).is_ok(),
+                    encode(&request, limit).is_ok()
+                );
+            }
         }
 
         /// Every request round-trips.

@@ -30,8 +30,8 @@ pub mod streams;
 use std::{io, time::Duration};
 
 pub use codec::{
-    Codec, CodecStats, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_TOPIC_LEN, decode, encode,
-    read_frame, write_frame,
+    Codec, CodecStats, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_TOPIC_LEN, check_size, decode,
+    encode, read_frame, read_frame_rest, write_frame,
 };
 use libp2p::{StreamProtocol, request_response};
 pub use message::{ContentId, ErrorCode, Metadata, Request, Response};
