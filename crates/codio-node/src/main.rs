@@ -272,7 +272,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
                     if let Some(book) = book.as_mut() {
                         remember(book, &event, &network);
                     }
-                    output.network_event(&event, network.connected_peers().len());
+                    output.network_event(&event, || network.connected_peers().len());
                 }
                 Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
                 Err(RecvError::Closed) => break None,

@@ -46,7 +46,15 @@ impl Output {
     }
 
     /// Reports a network event: a log line, and a JSON line in JSON mode.
-    pub(crate) fn network_event(&self, event: &NetworkEvent, connected: usize) {
+    /// `connected` counts the connected peers; it is asked only for connect and disconnect
+    /// events (counting copies the peer table).
+    pub(crate) fn network_event(&self, event: &NetworkEvent, connected: impl Fn() -> usize) {
+        let connected = match event {
+            NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. } => {
+                connected()
+            }
+            _ => 0,
+        };
         log_event(event, connected);
         if self.json {
             let (name, fields) = event_json(event, connected);
