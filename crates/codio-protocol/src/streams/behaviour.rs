@@ -10,7 +10,7 @@ use libp2p::{
     Multiaddr, PeerId, Stream,
     core::{Endpoint, transport::PortUse},
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler,
+        ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour, NotifyHandler,
         THandlerInEvent, THandlerOutEvent, ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
     },
@@ -138,7 +138,11 @@ impl NetworkBehaviour for Behaviour {
                 let Some(peer) = failure.peer_id else {
                     return;
                 };
-                if self.connections.contains_key(&peer) {
+                // A dial skipped because the peer is already being dialed (ours or another
+                // behaviour's) says nothing: the dial under way decides.
+                if self.connections.contains_key(&peer)
+                    || matches!(failure.error, DialError::DialPeerConditionFalse(_))
+                {
                     return;
                 }
                 for reply in self.dialing.remove(&peer).unwrap_or_default() {
@@ -168,5 +172,42 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use libp2p::{StreamProtocol, swarm::DialFailure};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn failure(behaviour: &mut Behaviour, peer: PeerId, error: &DialError) {
+        behaviour.on_swarm_event(FromSwarm::DialFailure(DialFailure {
+            peer_id: Some(peer),
+            error,
+            connection_id: ConnectionId::new_unchecked(1),
+        }));
+    }
+
+    /// Only a real dial failure fails the opens waiting for the peer; a dial skipped because
+    /// another is under way does not.
+    #[test]
+    fn opens_wait_through_skipped_dials_and_fail_with_real_ones() {
+        let (mut behaviour, _control, _incoming) =
+            Behaviour::new(StreamsConfig::new(StreamProtocol::new("/t/1")));
+        let peer = PeerId::random();
+        let (reply, mut rx) = oneshot::channel();
+        behaviour.route(peer, reply);
+        failure(
+            &mut behaviour,
+            peer,
+            &DialError::DialPeerConditionFalse(PeerCondition::DisconnectedAndNotDialing),
+        );
+        assert!(rx.try_recv().is_err(), "still waiting");
+        failure(&mut behaviour, peer, &DialError::NoAddresses);
+        assert!(matches!(rx.try_recv(), Ok(Err(OpenStreamError::Dial(_)))));
     }
 }
