@@ -262,6 +262,7 @@ impl NetworkManager {
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_request_buffer);
         let shared = Arc::new(Shared::default());
         let rpc_client = Arc::new(rpc::RpcClient::new(rpc_control, shared.clone()));
+        let codio_metrics = metrics.as_ref().map(|m| m.codio.clone());
         let handler_installed = Arc::new(AtomicBool::new(false));
         let (events, _) = broadcast::channel(config.event_buffer);
         let event_loop = EventLoop::new(
@@ -291,7 +292,7 @@ impl NetworkManager {
                 inbound: inbound_tx,
                 installed: handler_installed.clone(),
                 stats: codec_stats.clone(),
-                metrics: metrics.as_ref().map(|m| m.codio.clone()),
+                metrics: codio_metrics.clone(),
                 frame_timeout: config.protocol.request_timeout,
                 shared: shared.clone(),
                 switches: rpc_client.switches.clone(),
@@ -304,7 +305,7 @@ impl NetworkManager {
             bulk_installed.clone(),
             alive_rx,
             config.bulk_idle_timeout,
-            metrics.as_ref().map(|m| m.codio.clone()),
+            codio_metrics.clone(),
         ));
         let task = tokio::spawn(async move {
             event_loop.run().await;
@@ -316,7 +317,7 @@ impl NetworkManager {
             local_peer_id,
             bulk_control,
             rpc: rpc_client,
-            metrics: metrics.as_ref().map(|m| m.codio.clone()),
+            metrics: codio_metrics,
             bulk: Arc::new(Handoff::new(bulk_rx, bulk_installed)),
             codec_stats,
             requests,
