@@ -141,6 +141,22 @@ impl NodeProcess {
         &self.seen
     }
 
+    /// Every line the child wrote, once both of its pipes closed (for a child that exited).
+    ///
+    /// # Panics
+    ///
+    /// When the pipes stay open longer than `timeout`.
+    pub async fn all_lines(&mut self, timeout: Duration) -> &[String] {
+        let rest = tokio::time::timeout(timeout, async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line);
+            }
+        })
+        .await;
+        assert!(rest.is_ok(), "output did not end within {timeout:?}");
+        &self.seen
+    }
+
     /// Sends `signal` (e.g. `"INT"`, `"TERM"`) to the child with `kill(1)`.
     pub fn signal(&self, signal: &str) {
         let pid = self.id().expect("child still running");

@@ -82,19 +82,8 @@ async fn stop(mut node: NodeProcess) {
 /// Runs the node to completion (a command that exits by itself); returns its lines and code.
 async fn run_to_exit(mut node: NodeProcess) -> (Vec<String>, Option<i32>) {
     let status = node.wait_exit(LOG_TIMEOUT).await;
-    // Give the line readers the tail of the output: they end with the pipes.
-    tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            let before = node.lines_so_far().len();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if node.lines_so_far().len() == before {
-                break;
-            }
-        }
-    })
-    .await
-    .ok();
-    (node.lines_so_far().to_vec(), status.code())
+    let lines = node.all_lines(LOG_TIMEOUT).await.to_vec();
+    (lines, status.code())
 }
 
 #[tokio::test]
