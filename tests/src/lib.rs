@@ -46,6 +46,94 @@ pub fn loopback_config() -> NetworkConfig {
         .with_relay(false)
 }
 
+/// Shorthands for the layer settings tests change most (the library keeps each setting in
+/// its layer's configuration; these only reach into it).
+pub trait ConfigExt: Sized {
+    /// Sets the Kademlia mode.
+    fn with_kad_mode(self, mode: codio_network::KadMode) -> Self;
+    /// Sets the DHT query timeout.
+    fn with_query_timeout(self, timeout: Duration) -> Self;
+    /// Sets the watermarks and the grace period.
+    fn with_watermarks(self, low: usize, high: usize, grace: Duration) -> Self;
+    /// Sets the bounds on pending inbound and outbound connections.
+    fn with_pending_limits(self, incoming: usize, outgoing: usize) -> Self;
+    /// Turns reconnection on or off.
+    fn with_reconnect(self, reconnect: bool) -> Self;
+    /// Sets the reconnection backoff.
+    fn with_backoff(self, backoff: codio_network::BackoffConfig) -> Self;
+    /// Sets the ping interval, timeout and the failures that close a connection.
+    fn with_liveness(self, interval: Duration, timeout: Duration, failures: u32) -> Self;
+}
+
+impl ConfigExt for NetworkConfig {
+    fn with_kad_mode(mut self, mode: codio_network::KadMode) -> Self {
+        self.discovery = self.discovery.with_kad_mode(mode);
+        self
+    }
+
+    fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery = self.discovery.with_query_timeout(timeout);
+        self
+    }
+
+    fn with_watermarks(mut self, low: usize, high: usize, grace: Duration) -> Self {
+        let limits = self.policy.limits().clone();
+        *self.policy.limits_mut() = limits.with_watermarks(low, high).with_grace_period(grace);
+        self
+    }
+
+    fn with_pending_limits(mut self, incoming: usize, outgoing: usize) -> Self {
+        let limits = self.policy.limits().clone();
+        *self.policy.limits_mut() = limits
+            .with_max_pending_incoming(incoming)
+            .with_max_pending_outgoing(outgoing);
+        self
+    }
+
+    fn with_reconnect(mut self, reconnect: bool) -> Self {
+        self.policy = self.policy.with_reconnect(reconnect);
+        self
+    }
+
+    fn with_backoff(mut self, backoff: codio_network::BackoffConfig) -> Self {
+        self.policy = self.policy.with_backoff(backoff);
+        self
+    }
+
+    fn with_liveness(mut self, interval: Duration, timeout: Duration, failures: u32) -> Self {
+        self.policy = self.policy.with_liveness(interval, timeout, failures);
+        self
+    }
+}
+
+/// Creates and starts a node whose inbound requests come out of the returned queue.
+pub async fn started_server(
+    config: NetworkConfig,
+) -> (
+    NetworkManager,
+    tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
+) {
+    let mut builder = NetworkManager::builder(config);
+    let requests = builder.request_queue();
+    let node = builder.build().await.expect("create node");
+    node.start().await.expect("start node");
+    (node, requests)
+}
+
+/// Creates and starts a node whose inbound bulk transfers come out of the returned queue.
+pub async fn started_receiver(
+    config: NetworkConfig,
+) -> (
+    NetworkManager,
+    tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
+) {
+    let mut builder = NetworkManager::builder(config);
+    let bulk = builder.bulk_queue();
+    let node = builder.build().await.expect("create node");
+    node.start().await.expect("start node");
+    (node, bulk)
+}
+
 /// Creates and starts a loopback node.
 pub async fn started_node(config: NetworkConfig) -> NetworkManager {
     let node = NetworkManager::new(config).await.expect("create node");

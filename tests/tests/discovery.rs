@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 
 use codio_network::{KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId};
 use codio_tests::{
-    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
+    ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
     netns::{self, NetLab},
     node_binary,
     process::NodeProcess,
@@ -153,7 +153,11 @@ async fn bootstrap_peer_is_redialed_after_restart() {
     let peer = started_node(
         loopback_config()
             .with_bootstrap_peers(vec![address])
-            .with_bootstrap_timing(None, Duration::from_millis(200)),
+            .with_backoff(
+                codio_network::BackoffConfig::default()
+                    .with_min(Duration::from_millis(200))
+                    .with_max(Duration::from_secs(1)),
+            ),
     )
     .await;
     let mut events = peer.subscribe();

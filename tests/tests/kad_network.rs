@@ -9,7 +9,9 @@
 use std::{collections::HashSet, time::Duration};
 
 use codio_network::{KadMode, NetworkEvent};
-use codio_tests::{dial_addr, init_tracing, loopback_config, started_node, wait_for_event};
+use codio_tests::{
+    ConfigExt, dial_addr, init_tracing, loopback_config, started_node, wait_for_event,
+};
 
 const NODES: usize = 100;
 

@@ -14,7 +14,7 @@ use codio_network::{
     PeerId, TransportConfig,
 };
 use codio_tests::{
-    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
+    ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
     netns::{self, NetLab},
     node_binary,
     process::{NodeProcess, field},
@@ -388,8 +388,7 @@ async fn stalled_peer_is_detected_by_pings_and_reconnected() {
     let address: Multiaddr = field(&line, "address").unwrap().parse().unwrap();
     let a = started_node(
         loopback_config()
-            .with_ping(Duration::from_millis(200), Duration::from_millis(200))
-            .with_ping_failures(2)
+            .with_liveness(Duration::from_millis(200), Duration::from_millis(200), 2)
             .with_backoff(fast_backoff())
             .with_transport(
                 TransportConfig::default().with_connect_timeout(Duration::from_millis(500)),

@@ -10,7 +10,10 @@ use codio_network::{
     ContentId, ErrorCode, InboundRequest, Metadata, NetworkManager, PeerId, ProtocolConfig,
     Request, RequestError, Response,
 };
-use codio_tests::{EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node};
+use codio_tests::{
+    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, started_receiver,
+    started_server,
+};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{StreamProtocol, Swarm, identity, request_response, swarm::SwarmEvent};
 use tokio::sync::mpsc;
@@ -63,8 +66,8 @@ fn serve(mut requests: mpsc::Receiver<InboundRequest>) -> tokio::task::JoinHandl
 async fn server(
     config: codio_network::NetworkConfig,
 ) -> (NetworkManager, tokio::task::JoinHandle<usize>) {
-    let node = started_node(config).await;
-    let handler = serve(node.take_inbound_requests().expect("first take"));
+    let (node, requests) = started_server(config).await;
+    let handler = serve(requests);
     (node, handler)
 }
 
@@ -82,7 +85,6 @@ async fn impatient_server() -> (NetworkManager, tokio::task::JoinHandle<usize>) 
 async fn every_message_type_round_trips_between_nodes() {
     init_tracing();
     let (server, _handler) = server(loopback_config()).await;
-    assert!(server.take_inbound_requests().is_none(), "taken once only");
     let client = started_node(loopback_config()).await;
     let id = client.connect_peer(dial_addr(&server)).await.unwrap();
     let requests = [
@@ -144,7 +146,7 @@ async fn thousand_concurrent_requests_across_ten_peers() {
     init_tracing();
     // The handler queue is sized for the burst: 1,000 requests arrive at once.
     let mut config = loopback_config().with_max_peers(64);
-    config.inbound_request_buffer = 1024;
+    config.protocol.inbound_request_buffer = 1024;
     let (server, handler) = server(config).await;
     let target = dial_addr(&server);
     let mut clients = Vec::new();
@@ -186,9 +188,8 @@ async fn thousand_concurrent_requests_across_ten_peers() {
 async fn slow_handler_makes_the_node_refuse_not_buffer() {
     init_tracing();
     let mut config = loopback_config();
-    config.inbound_request_buffer = 4;
-    let server = started_node(config).await;
-    let mut requests = server.take_inbound_requests().unwrap();
+    config.protocol.inbound_request_buffer = 4;
+    let (server, mut requests) = started_server(config).await;
     let client = started_node(loopback_config()).await;
     let id = client.connect_peer(dial_addr(&server)).await.unwrap();
     let mut calls: futures::stream::FuturesUnordered<_> = (0..12u8)
@@ -302,6 +303,15 @@ impl request_response::Codec for RawCodec {
         _: Vec<u8>,
     ) -> io::Result<()> {
         Err(io::Error::other("the hostile client serves nothing"))
+    }
+}
+
+/// An `App` request whose topic is one byte over the limit: well-formed on the wire, refused
+/// by `Request::validate` on both request protocols.
+fn long_topic() -> Request {
+    Request::App {
+        topic: "t".repeat(codio_network::MAX_TOPIC_LEN + 1),
+        payload: vec![1],
     }
 }
 
@@ -423,6 +433,14 @@ async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
             "unknown version",
             Raw {
                 bytes: [&[0u8, 0, 0, 2][..], &[9, 0]].concat(),
+                per_byte: None,
+            },
+        ),
+        (
+            "topic over MAX_TOPIC_LEN (Request::validate)",
+            Raw {
+                bytes: codio_protocol::encode(&long_topic(), codio_protocol::MAX_REQUEST_FRAME)
+                    .unwrap(),
                 per_byte: None,
             },
         ),
@@ -573,8 +591,7 @@ impl futures::AsyncWrite for HashSink {
 async fn one_gib_bulk_transfer_with_checksum() {
     init_tracing();
     const SIZE: u64 = 1 << 30;
-    let receiver = started_node(loopback_config()).await;
-    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
     let sender = started_node(loopback_config()).await;
     let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
 
@@ -623,26 +640,28 @@ async fn one_gib_bulk_transfer_with_checksum() {
 #[tokio::test]
 async fn bulk_transfers_can_be_refused() {
     init_tracing();
-    let receiver = started_node(loopback_config()).await;
+    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
+    let unwilling = started_node(loopback_config()).await;
     let sender = started_node(loopback_config()).await;
     let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let unwilling_id = sender.connect_peer(dial_addr(&unwilling)).await.unwrap();
     let header = codio_network::BulkHeader {
         content: KNOWN,
         size: 10 << 20,
         topic: "t".into(),
     };
 
-    // No consumer installed yet.
+    // No consumer registered when the node was built.
     let mut source = Generated::new(10 << 20, 1);
     assert_rejected(
         sender
-            .send_bulk(id, header.clone(), &mut source, |_| {})
+            .send_bulk(unwilling_id, header.clone(), &mut source, |_| {})
             .await,
         ErrorCode::Overloaded,
     );
+    unwilling.shutdown().await;
 
     // The consumer rejects after reading the header.
-    let mut incoming = receiver.take_bulk_streams().unwrap();
     let rejecting = tokio::spawn(async move {
         let mut bulk = incoming.recv().await.unwrap();
         let header = bulk.header().await.unwrap();
@@ -681,8 +700,7 @@ async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
     init_tracing();
     const STREAMS: u64 = 16;
     const SIZE: u64 = 256 * 1024;
-    let receiver = started_node(loopback_config()).await;
-    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
     let sender = started_node(loopback_config()).await;
     let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
 
@@ -741,9 +759,13 @@ async fn metrics_count_requests_and_bulk_bytes() {
     init_tracing();
     let sender_registry = Arc::new(Mutex::new(Registry::default()));
     let receiver_registry = Arc::new(Mutex::new(Registry::default()));
-    let (receiver, serving) =
-        server(loopback_config().with_metrics(receiver_registry.clone())).await;
-    let mut incoming = receiver.take_bulk_streams().unwrap();
+    let mut builder =
+        NetworkManager::builder(loopback_config().with_metrics(receiver_registry.clone()));
+    let requests = builder.request_queue();
+    let mut incoming = builder.bulk_queue();
+    let receiver = builder.build().await.unwrap();
+    receiver.start().await.unwrap();
+    let serving = serve(requests);
     let sender = started_node(loopback_config().with_metrics(sender_registry.clone())).await;
     let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
     for _ in 0..3 {
@@ -872,6 +894,15 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
             false,
         ),
         (
+            "topic over MAX_TOPIC_LEN (Request::validate)",
+            codio_protocol::rpc::encode_request(&codio_protocol::rpc::RpcRequest {
+                id: 2,
+                request: long_topic(),
+            })
+            .unwrap(),
+            false,
+        ),
+        (
             "a valid request, then garbage",
             [&valid[..], &[0, 0, 0, 1, 7]].concat(),
             true,
@@ -920,8 +951,15 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
     init_tracing();
-    let stats = std::sync::Arc::new(codio_protocol::CodecStats::default());
-    let mut legacy = bare_swarm(codio_protocol::behaviour(&ProtocolConfig::default(), stats));
+    let stats = std::sync::Arc::new(codio_protocol::Stats::default());
+    let mut legacy = bare_swarm(libp2p::request_response::Behaviour::with_codec(
+        codio_protocol::Codec::new(stats),
+        [(
+            codio_protocol::PROTOCOL,
+            libp2p::request_response::ProtocolSupport::Full,
+        )],
+        libp2p::request_response::Config::default(),
+    ));
     legacy
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use codio_network::{
-    BulkHeader, ContentId, KadMode, NetworkConfig, NetworkManager, Request, Response,
+    BulkHeader, ContentId, KadMode, LimitsConfig, NetworkConfig, NetworkManager, Request, Response,
 };
 use futures::AsyncReadExt as _;
 
@@ -47,11 +47,22 @@ pub(crate) fn dial_addr(node: &NetworkManager) -> anyhow::Result<libp2p::Multiad
     Ok(addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id())))
 }
 
-async fn pair() -> anyhow::Result<(NetworkManager, NetworkManager)> {
-    let server = node(config()).await?;
+/// A client connected to a server whose inbound requests and bulk transfers come out of
+/// the two queues.
+async fn pair() -> anyhow::Result<(
+    NetworkManager,
+    NetworkManager,
+    tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
+    tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
+)> {
+    let mut builder = NetworkManager::builder(config());
+    let requests = builder.request_queue();
+    let bulk = builder.bulk_queue();
+    let server = builder.build().await?;
+    server.start().await?;
     let client = node(config()).await?;
     client.connect_peer(dial_addr(&server)?).await?;
-    Ok((client, server))
+    Ok((client, server, requests, bulk))
 }
 
 async fn close(nodes: [NetworkManager; 2]) {
@@ -63,8 +74,7 @@ async fn close(nodes: [NetworkManager; 2]) {
 /// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
 /// confirmed.
 pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
-    let (client, server) = pair().await?;
-    let mut incoming = server.take_bulk_streams().context("bulk streams")?;
+    let (client, server, _, mut incoming) = pair().await?;
     tokio::spawn(async move {
         while let Some(mut bulk) = incoming.recv().await {
             tokio::spawn(async move {
@@ -112,8 +122,7 @@ pub(crate) async fn requests(
     in_flight: usize,
     size: usize,
 ) -> anyhow::Result<RequestRun> {
-    let (client, server) = pair().await?;
-    let mut inbound = server.take_inbound_requests().context("inbound requests")?;
+    let (client, server, mut inbound, _) = pair().await?;
     tokio::spawn(async move {
         while let Some(request) = inbound.recv().await {
             let payload = match request.request {
@@ -176,11 +185,17 @@ pub(crate) struct KadRun {
 pub(crate) async fn kad(nodes: usize) -> anyhow::Result<KadRun> {
     let start = Instant::now();
     let config = || {
-        config()
+        let mut config = config().with_max_peers(4 * nodes);
+        config.discovery = config
+            .discovery
             .with_kad_mode(KadMode::Server)
-            .with_max_peers(4 * nodes)
-            .with_pending_limits(4 * nodes, 4 * nodes)
-            .with_query_timeout(Duration::from_secs(60))
+            .with_query_timeout(Duration::from_secs(60));
+        config.policy = config.policy.with_limits(
+            LimitsConfig::new(4 * nodes)
+                .with_max_pending_incoming(4 * nodes)
+                .with_max_pending_outgoing(4 * nodes),
+        );
+        config
     };
     let bootstrap = node(config()).await?;
     let mut all = vec![bootstrap.clone()];

@@ -77,9 +77,13 @@ pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
         }
         Kind::Codio => {
             let node = codio::node(
-                codio::config()
-                    .with_max_peers(4096)
-                    .with_pending_limits(256, 256),
+                codio::config().with_max_peers(4096).with_policy(
+                    codio_network::PolicyConfig::default().with_limits(
+                        codio_network::LimitsConfig::new(4096)
+                            .with_max_pending_incoming(256)
+                            .with_max_pending_outgoing(256),
+                    ),
+                ),
             )
             .await?;
             let addr = codio::dial_addr(&node)?.to_string();

@@ -2,9 +2,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    pin::Pin,
     task::{Context, Poll},
-    time::{Duration, Instant},
 };
 
 use libp2p::{
@@ -14,13 +12,12 @@ use libp2p::{
     kad::store::MemoryStore,
     mdns,
     swarm::{
-        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
-        NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
+        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
         behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use tokio::time::Sleep;
 
 use crate::{DiscoveryConfig, DiscoveryError, KadMode, QueryError};
 
@@ -116,13 +113,9 @@ pub struct Behaviour {
     inner: Inner,
     kad_protocol: StreamProtocol,
     dial_discovered: bool,
-    redial_delay: Duration,
-    bootstrap_upkeep: bool,
     started: bool,
     bootstrap: HashMap<PeerId, Multiaddr>,
     connections: HashMap<PeerId, usize>,
-    redials: HashMap<PeerId, Instant>,
-    redial_timer: Option<Pin<Box<Sleep>>>,
     unstarted: Vec<(PeerId, Vec<Multiaddr>)>,
     queue: VecDeque<Action>,
     providers: HashMap<kad::QueryId, HashSet<PeerId>>,
@@ -177,21 +170,19 @@ impl Behaviour {
             },
             kad_protocol: config.kad_protocol,
             dial_discovered: config.dial_discovered,
-            redial_delay: config.redial_delay,
-            bootstrap_upkeep: config.bootstrap_upkeep,
             started: false,
             bootstrap: config.bootstrap_peers.into_iter().collect(),
             connections: HashMap::new(),
-            redials: HashMap::new(),
-            redial_timer: None,
             unstarted: Vec::new(),
             queue: VecDeque::new(),
             providers: HashMap::new(),
         })
     }
 
-    /// Starts discovery: dials the bootstrap peers, dials the peers mDNS found so far, and
-    /// bootstraps the DHT. Calling it again does nothing.
+    /// Starts discovery: adds the bootstrap peers to the routing table, dials the peers mDNS
+    /// found so far, and bootstraps the DHT (Kademlia's bootstrap query contacts the bootstrap
+    /// peers). Calling it again does nothing. Keeping bootstrap peers connected is the
+    /// reconnection policy's job (`codio-policy`), not discovery's.
     pub fn start(&mut self) {
         if self.started {
             return;
@@ -203,10 +194,7 @@ impl Behaviour {
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         for (peer_id, address) in bootstrap {
-            self.inner.kad.add_address(&peer_id, address.clone());
-            if self.bootstrap_upkeep {
-                self.dial(peer_id, vec![address]);
-            }
+            self.inner.kad.add_address(&peer_id, address);
         }
         for (peer_id, addresses) in std::mem::take(&mut self.unstarted) {
             self.dial(peer_id, addresses);
@@ -339,51 +327,6 @@ impl Behaviour {
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build(),
         });
-    }
-
-    fn schedule_redial(&mut self, peer_id: PeerId) {
-        if !self.started || !self.bootstrap_upkeep || self.connections.contains_key(&peer_id) {
-            return;
-        }
-        let at = Instant::now() + self.redial_delay;
-        tracing::debug!(%peer_id, delay = ?self.redial_delay, "bootstrap peer lost; redial scheduled");
-        self.redials.insert(peer_id, at);
-        self.reset_redial_timer();
-    }
-
-    fn reset_redial_timer(&mut self) {
-        self.redial_timer = self
-            .redials
-            .values()
-            .min()
-            .map(|at| Box::pin(tokio::time::sleep_until((*at).into())));
-    }
-
-    fn poll_redials(&mut self, cx: &mut Context<'_>) {
-        let Some(timer) = self.redial_timer.as_mut() else {
-            return;
-        };
-        if timer.as_mut().poll(cx).is_pending() {
-            return;
-        }
-        let now = Instant::now();
-        let due: Vec<PeerId> = self
-            .redials
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer_id in due {
-            self.redials.remove(&peer_id);
-            if let Some(address) = self.bootstrap.get(&peer_id).cloned() {
-                self.dial(peer_id, vec![address]);
-            }
-        }
-        self.reset_redial_timer();
-        if let Some(timer) = self.redial_timer.as_mut() {
-            // Register the waker for the next deadline.
-            let _ = timer.as_mut().poll(cx);
-        }
     }
 
     fn on_inner_event(&mut self, event: InnerEvent) {
@@ -593,28 +536,13 @@ impl NetworkBehaviour for Behaviour {
         match &event {
             FromSwarm::ConnectionEstablished(established) => {
                 *self.connections.entry(established.peer_id).or_default() += 1;
-                if self.redials.remove(&established.peer_id).is_some() {
-                    self.reset_redial_timer();
-                }
             }
             FromSwarm::ConnectionClosed(closed) if closed.remaining_established == 0 => {
                 self.connections.remove(&closed.peer_id);
-                if self.bootstrap.contains_key(&closed.peer_id) {
-                    self.schedule_redial(closed.peer_id);
-                }
             }
             FromSwarm::ConnectionClosed(closed) => {
                 if let Some(count) = self.connections.get_mut(&closed.peer_id) {
                     *count = count.saturating_sub(1);
-                }
-            }
-            FromSwarm::DialFailure(failure) => {
-                let real_failure = !matches!(failure.error, DialError::DialPeerConditionFalse(_));
-                if real_failure
-                    && let Some(peer_id) = failure.peer_id
-                    && self.bootstrap.contains_key(&peer_id)
-                {
-                    self.schedule_redial(peer_id);
                 }
             }
             _ => {}
@@ -633,7 +561,6 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
-        self.poll_redials(cx);
         // Bounded: every iteration either returns or consumes one inner event.
         loop {
             if let Some(action) = self.queue.pop_front() {

@@ -31,8 +31,6 @@ pub enum KadMode {
 /// | [`kad_mode`](Self::with_kad_mode) | [`KadMode::Auto`] |
 /// | [`bootstrap_peers`](Self::with_bootstrap_peers) | none |
 /// | [`bootstrap_interval`](Self::with_bootstrap_interval) | 5 min; `None` disables periodic bootstrap |
-/// | [`redial_delay`](Self::with_redial_delay) | 10 s before a lost bootstrap peer is dialed again |
-/// | [`bootstrap_upkeep`](Self::with_bootstrap_upkeep) | `true`: bootstrap peers are dialed at start and when lost |
 /// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -43,8 +41,6 @@ pub struct DiscoveryConfig {
     pub(crate) kad_mode: KadMode,
     pub(crate) bootstrap_peers: Vec<(PeerId, Multiaddr)>,
     pub(crate) bootstrap_interval: Option<Duration>,
-    pub(crate) redial_delay: Duration,
-    pub(crate) bootstrap_upkeep: bool,
     pub(crate) query_timeout: Duration,
 }
 
@@ -58,8 +54,6 @@ impl Default for DiscoveryConfig {
             kad_mode: KadMode::Auto,
             bootstrap_peers: Vec::new(),
             bootstrap_interval: Some(Duration::from_secs(5 * 60)),
-            redial_delay: Duration::from_secs(10),
-            bootstrap_upkeep: true,
             query_timeout: Duration::from_secs(30),
         }
     }
@@ -118,20 +112,6 @@ impl DiscoveryConfig {
         self
     }
 
-    /// Sets the delay before a lost bootstrap peer is dialed again.
-    pub fn with_redial_delay(mut self, delay: Duration) -> Self {
-        self.redial_delay = delay;
-        self
-    }
-
-    /// Whether this behaviour dials the bootstrap peers at start and dials them again when
-    /// lost (default `true`). Turn it off when another behaviour keeps them connected (codio's
-    /// policy layer does, with backoff); they are still used for the DHT.
-    pub fn with_bootstrap_upkeep(mut self, upkeep: bool) -> Self {
-        self.bootstrap_upkeep = upkeep;
-        self
-    }
-
     /// Sets the timeout of each DHT query.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
@@ -146,6 +126,43 @@ impl DiscoveryConfig {
     /// The bootstrap peers.
     pub fn bootstrap_peers(&self) -> &[(PeerId, Multiaddr)] {
         &self.bootstrap_peers
+    }
+
+    /// The bootstrap peers as `/…/p2p/<id>` addresses.
+    pub fn bootstrap_addresses(&self) -> Vec<Multiaddr> {
+        self.bootstrap_peers
+            .iter()
+            .map(|(peer, address)| address.clone().with(Protocol::P2p(*peer)))
+            .collect()
+    }
+
+    /// Checks for values that cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::InvalidConfig`] naming the setting.
+    pub fn validate(&self) -> Result<(), DiscoveryError> {
+        let invalid = |field, reason: &str| {
+            Err(DiscoveryError::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.query_timeout.is_zero() {
+            return invalid("query_timeout", "must be greater than zero");
+        }
+        if self.mdns_query_interval.is_zero() {
+            return invalid("mdns_query_interval", "must be greater than zero");
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some((peer, _)) = self
+            .bootstrap_peers
+            .iter()
+            .find(|entry| !seen.insert(*entry))
+        {
+            return invalid("bootstrap_peers", &format!("{peer} is listed twice"));
+        }
+        Ok(())
     }
 }
 

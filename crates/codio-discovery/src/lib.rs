@@ -1,5 +1,5 @@
 //! Peer discovery for codio nodes: mDNS on the local network, a Kademlia DHT for global
-//! discovery and content routing, and bootstrap peers that are kept connected.
+//! discovery and content routing, and bootstrap peers to join it through.
 //!
 //! [`Behaviour`] is a plain libp2p [`NetworkBehaviour`](libp2p::swarm::NetworkBehaviour) and
 //! works in any swarm:
@@ -9,8 +9,9 @@
 //! - [`Behaviour::on_identify`] is the identify → Kademlia glue: Kademlia learns no listen
 //!   address of peers that dialed us, so the addresses they report through identify are added
 //!   when they speak our Kademlia protocol;
-//! - [`Behaviour::start`] dials the bootstrap peers and bootstraps the DHT; Kademlia then
-//!   bootstraps periodically, and bootstrap peers are dialed again after they are lost;
+//! - [`Behaviour::start`] adds the bootstrap peers to the routing table and bootstraps the
+//!   DHT, which contacts them; Kademlia then bootstraps periodically (keeping bootstrap peers
+//!   connected is the reconnection policy's job, in `codio-policy`);
 //! - DHT operations ([`closest_peers`](Behaviour::closest_peers),
 //!   [`find_peer`](Behaviour::find_peer), [`start_providing`](Behaviour::start_providing),
 //!   [`providers`](Behaviour::providers)) return a query id whose single final outcome arrives
@@ -57,6 +58,14 @@ pub enum DiscoveryError {
     /// A bootstrap address lacks the `/p2p/<peer id>` suffix.
     #[error("{0} has no /p2p/<peer id> suffix")]
     MissingPeerId(libp2p::Multiaddr),
+    /// A setting cannot work.
+    #[error("invalid discovery setting `{field}`: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The routing table is empty, so no query can start.
     #[error("no known peers in the routing table")]
     NoKnownPeers,

@@ -112,35 +112,6 @@ pub enum NetworkError {
     ShutDown,
 }
 
-/// Why [`NetworkManager::send_request`](crate::NetworkManager::send_request) failed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RequestError {
-    /// No response within the request timeout.
-    #[error("no response within the request timeout")]
-    Timeout,
-    /// The peer could not be reached or the connection closed before the response.
-    #[error("peer unreachable: {0}")]
-    PeerUnreachable(String),
-    /// The peer broke the protocol (malformed frame, unsupported protocol or version).
-    #[error("protocol violation: {0}")]
-    ProtocolViolation(String),
-    /// The request or its response exceeds the frame limit.
-    #[error("message too large: {0}")]
-    TooLarge(String),
-    /// The peer answered with an error.
-    #[error("remote error ({code}): {message}")]
-    Remote {
-        /// The error code.
-        code: codio_protocol::ErrorCode,
-        /// The peer's description.
-        message: String,
-    },
-    /// The network has shut down.
-    #[error("the network has shut down")]
-    ShutDown,
-}
-
 /// Why a DHT operation ([`find_peer`](crate::NetworkManager::find_peer),
 /// [`closest_peers`](crate::NetworkManager::closest_peers),
 /// [`provide`](crate::NetworkManager::provide),

@@ -2,10 +2,24 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, core::Endpoint};
+use serde::Serialize;
+
+use crate::NatStatus;
+
+/// Durations as whole milliseconds in serialized events.
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Durations as whole microseconds in serialized events.
+fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Direction of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// This node dialed.
     Outbound,
@@ -13,8 +27,19 @@ pub enum Direction {
     Inbound,
 }
 
+impl Direction {
+    /// The direction of a connection on which this node is `endpoint`.
+    pub fn of(endpoint: Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Dialer => Direction::Outbound,
+            Endpoint::Listener => Direction::Inbound,
+        }
+    }
+}
+
 /// How a peer was discovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum DiscoverySource {
     /// mDNS on the local network.
@@ -23,29 +48,17 @@ pub enum DiscoverySource {
     Dht,
 }
 
-/// Whether the node is reachable from outside, as AutoNAT found out.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum NatStatus {
-    /// Not known yet.
-    #[default]
-    Unknown,
-    /// Publicly reachable at `address`.
-    Public {
-        /// The address peers dialed back successfully.
-        address: Multiaddr,
-    },
-    /// Behind a NAT or firewall: reachable through relays only.
-    Private,
-}
-
 /// Something that happened in the network.
 ///
 /// Subscribe with [`NetworkManager::subscribe`](crate::NetworkManager::subscribe). Events are
 /// published after the state that [`NetworkManager::connected_peers`](crate::NetworkManager::connected_peers)
 /// reads has been updated, so a subscriber that sees [`NetworkEvent::PeerConnected`] also finds
 /// the peer there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (for logs and scripts) as an object tagged by `event` with the variant's name
+/// in snake case; durations are whole milliseconds (`delay_ms`) or microseconds (`rtt_us`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum NetworkEvent {
     /// The node listens on a new address.
@@ -70,20 +83,25 @@ pub enum NetworkEvent {
         relayed: bool,
     },
     /// A connection answered its first ping: it carries traffic.
+    #[serde(rename = "ping_answered")]
     ConnectionVerified {
         /// The peer.
         peer_id: PeerId,
         /// The round-trip time measured.
+        #[serde(rename = "rtt_us", serialize_with = "micros")]
         rtt: Duration,
         /// Whether the connection runs through a relay.
         relayed: bool,
     },
     /// AutoNAT's verdict on this node's reachability changed.
+    #[serde(rename = "nat_status")]
     NatStatusChanged {
         /// The new status.
+        #[serde(flatten)]
         status: NatStatus,
     },
     /// A relay accepted (or renewed) this node's reservation: the node is reachable through it.
+    #[serde(rename = "relay_reservation")]
     RelayReservationAccepted {
         /// The relay.
         relay: PeerId,
@@ -156,6 +174,7 @@ pub enum NetworkEvent {
         /// Which attempt (1-based).
         attempt: u32,
         /// Delay before the dial.
+        #[serde(rename = "delay_ms", serialize_with = "millis")]
         delay: Duration,
     },
     /// A peer that matters is connected again after `attempts` attempts.

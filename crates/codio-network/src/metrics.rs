@@ -1,5 +1,5 @@
 //! Prometheus metrics: libp2p's own (`libp2p-metrics`: swarm connections and dials,
-//! identify, ping, relay server, DCUtR, bandwidth by protocol stack) and codio's (`codio_*`), in one registry that
+//! identify, bandwidth by protocol stack) and codio's (`codio_*`), in one registry that
 //! the application owns and serves.
 //!
 //! ```
@@ -18,8 +18,16 @@ use std::{sync::Arc, time::Duration};
 use libp2p::metrics::Recorder;
 pub use libp2p::metrics::Registry;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Unit,
 };
 
 use crate::{NetworkEvent, behaviour::BehaviourEvent};
@@ -31,6 +39,59 @@ use crate::{NetworkEvent, behaviour::BehaviourEvent};
 /// Only when writing to `out` fails.
 pub fn encode(out: &mut String, registry: &Registry) -> std::fmt::Result {
     prometheus_client::encoding::text::encode(out, registry)
+}
+
+/// The protocol layer's counters ([`codio_protocol::Stats`]), read at scrape time.
+#[derive(Debug)]
+struct ProtocolCollector(Arc<codio_protocol::Stats>);
+
+impl Collector for ProtocolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let counters = [
+            (
+                "inbound_requests",
+                "Inbound requests read in full (/codio/1.0.0 and /codio/rpc/1.0.0)",
+                self.0.inbound_requests(),
+            ),
+            (
+                "rejected_requests",
+                "Inbound requests rejected while reading (malformed, oversized, too slow)",
+                self.0.rejected_requests(),
+            ),
+            (
+                "refused_requests",
+                "Inbound requests answered NotFound or Overloaded at once",
+                self.0.refused_requests(),
+            ),
+            (
+                "refused_bulk",
+                "Inbound bulk streams refused (no receiver or queue full)",
+                self.0.refused_bulk(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let mut bulk = encoder.encode_descriptor(
+            "bulk",
+            "Bulk transfer payload bytes by direction",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+        )?;
+        for (direction, bytes) in [
+            (Direction::inbound, self.0.bulk_received()),
+            (Direction::outbound, self.0.bulk_sent()),
+        ] {
+            ConstCounter::new(bytes).encode(bulk.encode_family(&DirectionLabel { direction })?)?;
+        }
+        Ok(())
+    }
 }
 
 // Label values are the variant names: lower case, as Prometheus labels usually are.
@@ -74,8 +135,6 @@ pub(crate) struct CodioMetrics {
     hole_punches: Family<OutcomeLabel, Counter>,
     requests: Family<OutcomeLabel, Counter>,
     request_duration: Histogram,
-    inbound_requests: Counter,
-    bulk_bytes: Family<DirectionLabel, Counter>,
 }
 
 impl CodioMetrics {
@@ -97,8 +156,6 @@ impl CodioMetrics {
             request_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.0, 20),
             ),
-            inbound_requests: Counter::default(),
-            bulk_bytes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("codio");
         r.register(
@@ -167,26 +224,8 @@ impl CodioMetrics {
             prometheus_client::registry::Unit::Seconds,
             metrics.request_duration.clone(),
         );
-        r.register(
-            "inbound_requests",
-            "Inbound /codio/1.0.0 requests received",
-            metrics.inbound_requests.clone(),
-        );
-        r.register_with_unit(
-            "bulk",
-            "Bulk transfer payload bytes by direction",
-            prometheus_client::registry::Unit::Bytes,
-            metrics.bulk_bytes.clone(),
-        );
         // Every labelled series exists from the start, at zero, so dashboards and alerts see
         // it before the first event.
-        for direction in [Direction::inbound, Direction::outbound] {
-            drop(
-                metrics
-                    .bulk_bytes
-                    .get_or_create(&DirectionLabel { direction }),
-            );
-        }
         for outcome in [Outcome::ok, Outcome::error] {
             drop(metrics.requests.get_or_create(&OutcomeLabel {
                 outcome: outcome.clone(),
@@ -203,17 +242,6 @@ impl CodioMetrics {
     pub(crate) fn on_request(&self, took: Duration, outcome: Outcome) {
         self.request_duration.observe(took.as_secs_f64());
         self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
-    }
-
-    pub(crate) fn on_bulk(&self, inbound: bool, bytes: u64) {
-        let direction = if inbound {
-            Direction::inbound
-        } else {
-            Direction::outbound
-        };
-        self.bulk_bytes
-            .get_or_create(&DirectionLabel { direction })
-            .inc_by(bytes);
     }
 
     pub(crate) fn set_connected_peers(&self, peers: usize) {
@@ -267,10 +295,6 @@ impl CodioMetrics {
             _ => {}
         }
     }
-
-    pub(crate) fn on_inbound_request(&self) {
-        self.inbound_requests.inc();
-    }
 }
 
 /// Everything recorded by the event loop.
@@ -287,7 +311,12 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn register(registry: &mut Registry) -> Self {
+    /// Registers every metric; the protocol layer's counters are read from `stats` on
+    /// each scrape.
+    pub(crate) fn register(registry: &mut Registry, stats: Arc<codio_protocol::Stats>) -> Self {
+        registry
+            .sub_registry_with_prefix("codio")
+            .register_collector(Box::new(ProtocolCollector(stats)));
         Self {
             libp2p: Arc::new(libp2p::metrics::Metrics::new(registry)),
             codio: Arc::new(CodioMetrics::register(registry)),
@@ -303,11 +332,9 @@ impl Metrics {
         if let libp2p::swarm::SwarmEvent::Behaviour(event) = event {
             match event {
                 BehaviourEvent::Identify(e) => self.libp2p.record(e),
-                BehaviourEvent::Ping(e) => self.libp2p.record(e),
-                BehaviourEvent::RelayServer(e) => self.libp2p.record(e),
-                BehaviourEvent::Dcutr(e) => self.libp2p.record(e),
-                // Kademlia's raw events stay inside codio-discovery; its `libp2p_kad_*`
-                // metrics are therefore not recorded.
+                // Kademlia's, ping's, the relay server's and DCUtR's raw events stay inside
+                // their layers (codio-discovery, codio-policy); their `libp2p_*` metrics are
+                // therefore not recorded. codio's own count their outcomes.
                 _ => {}
             }
         }

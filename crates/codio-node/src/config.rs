@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::Context as _;
 use codio_network::{
-    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NetworkConfig, PeerId, TransportConfig,
+    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NatConfig, NetworkConfig, PeerId,
+    PolicyConfig, TransportConfig,
 };
 use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
@@ -415,13 +416,20 @@ impl NodeConfig {
     /// The network configuration for these settings.
     pub(crate) fn network_config(&self, v: &Validated) -> NetworkConfig {
         let ms = Duration::from_millis;
-        NetworkConfig {
+        let mut config = NetworkConfig {
             listen_port: self.listen_port,
             max_peers: self.max_peers,
             bootstrap_peers: v.bootstrap.clone(),
             reserved_peers: v.reserved.clone(),
             enable_mdns: self.mdns,
             enable_relay: self.relay,
+            ..NetworkConfig::default()
+        }
+        .with_listen_ip(self.listen_ip)
+        .with_transport(
+            TransportConfig::default().with_connect_timeout(ms(self.connect_timeout_ms)),
+        );
+        config.nat = NatConfig {
             relay_server: self.relay_server,
             relays: v.relays.clone(),
             external_addrs: v.external.clone(),
@@ -431,24 +439,25 @@ impl NodeConfig {
                 only_global_ips: !self.autonat_private_ips,
                 ..AutonatSettings::default()
             },
-            kad_mode: if self.kad_server {
-                KadMode::Server
-            } else {
-                KadMode::Auto
-            },
-            ..NetworkConfig::default()
-        }
-        .with_listen_ip(self.listen_ip)
-        .with_ping(ms(self.ping_interval_ms), ms(self.ping_timeout_ms))
-        .with_ping_failures(self.ping_failures)
-        .with_transport(
-            TransportConfig::default().with_connect_timeout(ms(self.connect_timeout_ms)),
-        )
-        .with_backoff(
-            BackoffConfig::default()
-                .with_min(ms(self.backoff_min_ms))
-                .with_max(ms(self.backoff_max_ms)),
-        )
+            ..NatConfig::default()
+        };
+        config.discovery = config.discovery.with_kad_mode(if self.kad_server {
+            KadMode::Server
+        } else {
+            KadMode::Auto
+        });
+        config.policy = PolicyConfig::default()
+            .with_liveness(
+                ms(self.ping_interval_ms),
+                ms(self.ping_timeout_ms),
+                self.ping_failures,
+            )
+            .with_backoff(
+                BackoffConfig::default()
+                    .with_min(ms(self.backoff_min_ms))
+                    .with_max(ms(self.backoff_max_ms)),
+            );
+        config
     }
 }
 

@@ -27,9 +27,11 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use codio_network::{Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry};
+use codio_network::{
+    IncomingBulk, Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry,
+};
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
 
 use crate::{
     config::{NodeConfig, Overrides, Validated},
@@ -143,7 +145,7 @@ async fn start_network(
     config: &NodeConfig,
     validated: &Validated,
     registry: Option<Arc<Mutex<Registry>>>,
-) -> anyhow::Result<NetworkManager> {
+) -> anyhow::Result<(NetworkManager, Option<mpsc::Receiver<IncomingBulk>>)> {
     let mut network_config = config.network_config(validated);
     if let Some(dir) = &config.data_dir {
         let (keypair, created) = identity::load_or_create(dir)?;
@@ -155,9 +157,11 @@ async fn start_network(
     if let Some(registry) = registry {
         network_config = network_config.with_metrics(registry);
     }
-    NetworkManager::new(network_config)
-        .await
-        .context("creating the network")
+    let mut builder = NetworkManager::builder(network_config);
+    // Bulk transfers are accepted only with an inbox to put them in.
+    let inbox = config.inbox.is_some().then(|| builder.bulk_queue());
+    let network = builder.build().await.context("creating the network")?;
+    Ok((network, inbox))
 }
 
 async fn send(
@@ -167,7 +171,7 @@ async fn send(
     file: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let output = Output::new(config.json);
-    let network = start_network(config, validated, None).await?;
+    let (network, _) = start_network(config, validated, None).await?;
     network.start().await.context("starting the network")?;
     let peer = network
         .connect_peer(to.clone())
@@ -193,7 +197,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         ),
         None => None,
     };
-    let network = start_network(config, validated, registry.clone()).await?;
+    let (network, inbox) = start_network(config, validated, registry.clone()).await?;
     let peer_id = network.local_peer_id();
     tracing::info!(%peer_id, "local peer id");
     let mut events = network.subscribe();
@@ -251,7 +255,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     if let Some(dir) = &config.inbox {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the inbox {}", dir.display()))?;
-        if let Some(incoming) = network.take_bulk_streams() {
+        if let Some(incoming) = inbox {
             tokio::spawn(transfer::run_inbox(
                 incoming,
                 dir.clone(),

@@ -57,8 +57,18 @@ impl Output {
         };
         log_event(event, connected);
         if self.json {
-            let (name, fields) = event_json(event, connected);
-            self.json(name, fields);
+            // The event names itself (`event`: its variant in snake case); the node adds the
+            // peer count to connects and disconnects.
+            let mut fields =
+                serde_json::to_value(event).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+            let name = fields["event"].as_str().unwrap_or("other").to_owned();
+            if matches!(
+                event,
+                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
+            ) {
+                fields["connected"] = json!(connected);
+            }
+            self.json(&name, fields);
         }
     }
 }
@@ -131,127 +141,6 @@ impl Progress {
                 "mib_per_s": (mib_s * 10.0).round() / 10.0,
             }),
         );
-    }
-}
-
-fn event_json(event: &NetworkEvent, connected: usize) -> (&'static str, Value) {
-    match event {
-        NetworkEvent::Listening { address } => {
-            ("listening", json!({ "address": address.to_string() }))
-        }
-        NetworkEvent::PeerConnected {
-            peer_id,
-            address,
-            direction,
-            relayed,
-        } => (
-            "peer_connected",
-            json!({
-                "peer_id": peer_id.to_string(),
-                "address": address.to_string(),
-                "direction": format!("{direction:?}").to_lowercase(),
-                "relayed": relayed,
-                "connected": connected,
-            }),
-        ),
-        NetworkEvent::PeerDisconnected { peer_id, cause } => (
-            "peer_disconnected",
-            json!({ "peer_id": peer_id.to_string(), "cause": cause, "connected": connected }),
-        ),
-        NetworkEvent::PeerIdentified {
-            peer_id,
-            agent_version,
-            listen_addrs,
-        } => (
-            "peer_identified",
-            json!({
-                "peer_id": peer_id.to_string(),
-                "agent_version": agent_version,
-                "listen_addrs": listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            }),
-        ),
-        NetworkEvent::PeerDiscovered {
-            peer_id,
-            addresses,
-            source,
-        } => (
-            "peer_discovered",
-            json!({
-                "peer_id": peer_id.to_string(),
-                "addresses": addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "source": format!("{source:?}").to_lowercase(),
-            }),
-        ),
-        NetworkEvent::ConnectionVerified {
-            peer_id,
-            rtt,
-            relayed,
-        } => (
-            "ping_answered",
-            json!({ "peer_id": peer_id.to_string(), "rtt_us": rtt.as_micros() as u64, "relayed": relayed }),
-        ),
-        NetworkEvent::NatStatusChanged { status } => (
-            "nat_status",
-            match status {
-                NatStatus::Public { address } => {
-                    json!({ "status": "public", "address": address.to_string() })
-                }
-                NatStatus::Private => json!({ "status": "private" }),
-                _ => json!({ "status": "unknown" }),
-            },
-        ),
-        NetworkEvent::DialFailed { peer_id, error } => (
-            "dial_failed",
-            json!({ "peer_id": peer_id.map(|p| p.to_string()), "error": error.to_string() }),
-        ),
-        NetworkEvent::ConnectionDenied {
-            peer_id,
-            direction,
-            reason,
-        } => (
-            "connection_denied",
-            json!({
-                "peer_id": peer_id.map(|p| p.to_string()),
-                "direction": format!("{direction:?}").to_lowercase(),
-                "reason": reason.to_string(),
-            }),
-        ),
-        NetworkEvent::Reconnecting {
-            peer_id,
-            attempt,
-            delay,
-        } => (
-            "reconnecting",
-            json!({ "peer_id": peer_id.to_string(), "attempt": attempt, "delay_ms": delay.as_millis() as u64 }),
-        ),
-        NetworkEvent::Reconnected { peer_id, attempts } => (
-            "reconnected",
-            json!({ "peer_id": peer_id.to_string(), "attempts": attempts }),
-        ),
-        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => (
-            "reconnect_gave_up",
-            json!({ "peer_id": peer_id.to_string(), "attempts": attempts }),
-        ),
-        NetworkEvent::DeadPeer { peer_id, failures } => (
-            "dead_peer",
-            json!({ "peer_id": peer_id.to_string(), "failures": failures }),
-        ),
-        NetworkEvent::PeerTrimmed { peer_id } => {
-            ("peer_trimmed", json!({ "peer_id": peer_id.to_string() }))
-        }
-        NetworkEvent::HolePunchSucceeded { peer_id } => (
-            "hole_punch_succeeded",
-            json!({ "peer_id": peer_id.to_string() }),
-        ),
-        NetworkEvent::HolePunchFailed { peer_id, error } => (
-            "hole_punch_failed",
-            json!({ "peer_id": peer_id.to_string(), "error": error.to_string() }),
-        ),
-        NetworkEvent::RelayReservationAccepted { relay, renewal } => (
-            "relay_reservation",
-            json!({ "relay": relay.to_string(), "renewal": renewal }),
-        ),
-        other => ("other", json!({ "debug": format!("{other:?}") })),
     }
 }
 

@@ -8,12 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use either::Either;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
+    ping,
     swarm::{
-        CloseConnection, ConnectionDenied, ConnectionId, DialError, FromSwarm, NetworkBehaviour,
-        NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        CloseConnection, ConnectionDenied, ConnectionHandler, ConnectionHandlerSelect,
+        ConnectionId, DialError, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -34,6 +37,13 @@ const MAX_QUEUED: usize = 1024;
 const MAX_DISCONNECTED: usize = 1024;
 
 /// Configuration of the policy behaviour.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`limits`](Self::with_limits) | [`LimitsConfig::default`] |
+/// | [`backoff`](Self::with_backoff) | [`BackoffConfig::default`] |
+/// | [`reconnect`](Self::with_reconnect) | `true`: peers that matter are dialed again |
+/// | [`liveness`](Self::with_liveness) | ping every 15 s, 20 s timeout, 3 failures close the connection |
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub(crate) limits: LimitsConfig,
@@ -85,6 +95,31 @@ impl PolicyConfig {
     pub fn with_reconnect(mut self, reconnect: bool) -> Self {
         self.reconnect = reconnect;
         self
+    }
+
+    /// The connection limits.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// Mutable access to the connection limits (for callers that compose configurations).
+    pub fn limits_mut(&mut self) -> &mut LimitsConfig {
+        &mut self.limits
+    }
+
+    /// Checks for values that cannot work.
+    ///
+    /// # Errors
+    ///
+    /// The first [`InvalidConfig`](crate::InvalidConfig) found.
+    pub fn validate(&self) -> Result<(), crate::InvalidConfig> {
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return Err(crate::InvalidConfig::new(
+                "liveness",
+                "ping interval and timeout must be greater than zero",
+            ));
+        }
+        self.limits.validate()
     }
 
     /// Seeds the jitter generator (default: from OS randomness).
@@ -147,6 +182,17 @@ pub enum Event {
         /// Failed attempts.
         attempts: u32,
     },
+    /// A ping on a connection was answered.
+    Pong {
+        /// The peer.
+        peer_id: PeerId,
+        /// The connection.
+        connection_id: ConnectionId,
+        /// The round-trip time.
+        rtt: Duration,
+        /// Whether this is the connection's first answered ping (it carries traffic).
+        first: bool,
+    },
 }
 
 /// The connection policy behaviour. Place it **first** in a composed behaviour so denials
@@ -158,9 +204,13 @@ pub enum Event {
 /// - reconnection: peers registered with [`watch`](Self::watch) are protected and dialed again
 ///   after unexpected disconnects and failed dials, with exponential backoff and jitter;
 ///   [`unwatch`](Self::unwatch) (an explicit disconnect) stops that for good;
-/// - liveness: feed ping results to [`on_ping`](Self::on_ping); after the configured number of
-///   consecutive failures the connection is closed.
+/// - liveness: it runs libp2p ping on every connection and feeds the results to
+///   [`Liveness`]; after the configured number of consecutive failures, or a silent window,
+///   the connection is closed. Answered pings are reported as [`Event::Pong`].
 pub struct Behaviour {
+    ping: ping::Behaviour,
+    /// Connections that answered a ping already.
+    verified: HashSet<ConnectionId>,
     table: ConnectionTable,
     reconnector: Reconnector,
     liveness: Liveness,
@@ -188,6 +238,12 @@ impl Behaviour {
     pub fn new(config: PolicyConfig) -> Self {
         let rng = config.seed.map_or_else(Rng::from_entropy, Rng::with_seed);
         Self {
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(config.ping_interval)
+                    .with_timeout(config.ping_timeout),
+            ),
+            verified: HashSet::new(),
             table: ConnectionTable::new(config.limits),
             reconnector: Reconnector::new(config.backoff, rng),
             liveness: Liveness::new(
@@ -276,7 +332,7 @@ impl Behaviour {
 
     /// Feeds a ping outcome on `connection_id` to `peer_id`. A connection whose pings keep
     /// failing is closed (see [`Liveness`]).
-    pub fn on_ping(&mut self, peer_id: PeerId, connection_id: ConnectionId, outcome: PingOutcome) {
+    fn on_ping(&mut self, peer_id: PeerId, connection_id: ConnectionId, outcome: PingOutcome) {
         let now = Instant::now();
         if let Some(failures) = self.liveness.on_ping(&connection_id, outcome, now) {
             self.close_dead(peer_id, connection_id, failures);
@@ -307,6 +363,40 @@ impl Behaviour {
     /// Connection counts, including the peak.
     pub fn counts(&self) -> ConnectionCounts {
         self.table.counts()
+    }
+
+    /// A ping result from `connection_id`'s handler.
+    fn on_ping_result(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        result: Result<Duration, ping::Failure>,
+    ) {
+        let outcome = match &result {
+            Ok(_) => PingOutcome::Success,
+            Err(ping::Failure::Unsupported) => PingOutcome::Unsupported,
+            Err(error) => {
+                tracing::debug!(%peer_id, %error, "ping failed");
+                PingOutcome::Failure
+            }
+        };
+        self.on_ping(peer_id, connection_id, outcome);
+        if let Ok(rtt) = result {
+            let first = self.verified.insert(connection_id);
+            self.push(ToSwarm::GenerateEvent(Event::Pong {
+                peer_id,
+                connection_id,
+                rtt,
+                first,
+            }));
+        }
+    }
+
+    fn handler(
+        &mut self,
+        established: Result<THandler<ping::Behaviour>, ConnectionDenied>,
+    ) -> Result<PolicyHandler, ConnectionDenied> {
+        Ok(Handler::new().select(established?))
     }
 
     fn push(&mut self, action: ToSwarm<Event, KeepAlive>) {
@@ -438,8 +528,11 @@ fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, KeepAlive>
     }
 }
 
+/// The keep-alive handler and ping's, side by side.
+type PolicyHandler = ConnectionHandlerSelect<Handler, THandler<ping::Behaviour>>;
+
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
+    type ConnectionHandler = PolicyHandler;
     type ToSwarm = Event;
 
     fn handle_pending_inbound_connection(
@@ -455,15 +548,21 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
+        connection_id: ConnectionId,
         peer: PeerId,
-        _local_addr: &Multiaddr,
-        _remote_addr: &Multiaddr,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.table
             .check_established(&peer)
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
-        Ok(Handler::new())
+        let ping = self.ping.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        );
+        self.handler(ping)
     }
 
     fn handle_pending_outbound_connection(
@@ -486,20 +585,28 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_established_outbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
+        connection_id: ConnectionId,
         peer: PeerId,
-        _addr: &Multiaddr,
-        _role_override: Endpoint,
-        _port_use: PortUse,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.table
             .check_established(&peer)
             .map_err(|reason| self.deny(Some(peer), Endpoint::Dialer, reason))?;
-        Ok(Handler::new())
+        let ping = self.ping.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        );
+        self.handler(ping)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         let now = Instant::now();
+        self.ping.on_swarm_event(event);
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.table
@@ -523,6 +630,7 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionClosed(e) => {
                 self.table.on_closed(&e.connection_id);
                 self.keep_alive.remove(&e.connection_id);
+                self.verified.remove(&e.connection_id);
                 self.update_keep_alive();
                 self.liveness.on_closed(&e.connection_id);
                 if e.remaining_established == 0
@@ -549,11 +657,16 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_connection_handler_event(
         &mut self,
-        _peer_id: PeerId,
-        _connection_id: ConnectionId,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        match event {}
+        match event {
+            Either::Left(never) => match never {},
+            Either::Right(result) => {
+                self.on_ping_result(peer_id, connection_id, result);
+            }
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
@@ -577,8 +690,10 @@ impl NetworkBehaviour for Behaviour {
         {
             cx.waker().wake_by_ref();
         }
+        // `ping::Behaviour` is not polled: it only turns handler results into events, and
+        // those are taken from the handlers directly (`on_connection_handler_event`).
         match self.queue.pop_front() {
-            Some(action) => Poll::Ready(action),
+            Some(action) => Poll::Ready(action.map_in(Either::Left)),
             None => Poll::Pending,
         }
     }

@@ -12,8 +12,13 @@
 //!
 //! [`Behaviour`] drives them from a swarm: put it first in a composed behaviour.
 //!
-//! NAT traversal: [`autorelay`] reserves relay slots when AutoNAT finds the node private
-//! (rust-libp2p has relay, AutoNAT and DCUtR, but nothing that ties them together).
+//! [`Behaviour`] also runs libp2p ping on every connection and feeds it to [`Liveness`]: the
+//! ping → liveness glue lives here, not in the application.
+//!
+//! NAT traversal: [`nat::Behaviour`] is one behaviour for the relay client and server,
+//! AutoNAT, DCUtR hole punching and [`autorelay`], which reserves relay slots when AutoNAT
+//! finds the node private (rust-libp2p has relay, AutoNAT and DCUtR, but nothing that ties
+//! them together).
 //!
 //! ```
 //! use codio_policy::{BackoffConfig, Behaviour, LimitsConfig, PolicyConfig};
@@ -36,6 +41,7 @@ mod behaviour;
 mod handler;
 mod limits;
 mod liveness;
+pub mod nat;
 mod reconnect;
 
 pub use backoff::{BackoffConfig, Rng};
@@ -44,3 +50,23 @@ pub use handler::{Handler, KeepAlive};
 pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
 pub use liveness::{Liveness, PingOutcome};
 pub use reconnect::{Decision, DueDial, Reconnector};
+
+/// A setting of the policy layer that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy setting `{field}`: {reason}")]
+#[non_exhaustive]
+pub struct InvalidConfig {
+    /// The setting.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl InvalidConfig {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -26,8 +26,8 @@ pub struct LimitsConfig {
     pub(crate) max_pending_incoming: usize,
     pub(crate) max_pending_outgoing: usize,
     pub(crate) max_per_peer: usize,
-    pub(crate) high_watermark: usize,
-    pub(crate) low_watermark: usize,
+    /// `(low, high)`; `None`: 60 % and 80 % of `max_established`, whatever it is set to.
+    pub(crate) watermarks: Option<(usize, usize)>,
     pub(crate) grace_period: Duration,
 }
 
@@ -46,13 +46,13 @@ impl LimitsConfig {
             max_pending_incoming: 64,
             max_pending_outgoing: 128,
             max_per_peer: 4,
-            high_watermark: max_established * 4 / 5,
-            low_watermark: max_established * 3 / 5,
+            watermarks: None,
             grace_period: Duration::from_secs(20),
         }
     }
 
-    /// Sets the hard ceiling on established connections (watermarks are left as they are).
+    /// Sets the hard ceiling on established connections (watermarks set with
+    /// [`with_watermarks`](Self::with_watermarks) stay; default ones follow the ceiling).
     pub fn with_max_established(mut self, max: usize) -> Self {
         self.max_established = max;
         self
@@ -85,9 +85,34 @@ impl LimitsConfig {
     /// Sets the watermarks: above `high` for the grace period, connections are trimmed down
     /// to `low`.
     pub fn with_watermarks(mut self, low: usize, high: usize) -> Self {
-        self.low_watermark = low;
-        self.high_watermark = high;
+        self.watermarks = Some((low, high));
         self
+    }
+
+    /// The watermarks `(low, high)` in force.
+    pub fn watermarks(&self) -> (usize, usize) {
+        self.watermarks
+            .unwrap_or((self.max_established * 3 / 5, self.max_established * 4 / 5))
+    }
+
+    /// Checks for values that cannot work.
+    ///
+    /// # Errors
+    ///
+    /// The first [`InvalidConfig`](crate::InvalidConfig) found.
+    pub fn validate(&self) -> Result<(), crate::InvalidConfig> {
+        let invalid = |field, reason| Err(crate::InvalidConfig::new(field, reason));
+        if self.max_established == 0 || u32::try_from(self.max_established).is_err() {
+            return invalid("max_established", "must be between 1 and 2^32 - 1");
+        }
+        let (low, high) = self.watermarks();
+        if low > high || high > self.max_established {
+            return invalid("watermarks", "need low <= high <= max_established");
+        }
+        if self.max_per_peer == 0 {
+            return invalid("max_per_peer", "must be at least 1");
+        }
+        Ok(())
     }
 
     /// Sets the grace period.
@@ -337,7 +362,7 @@ impl ConnectionTable {
                 self.per_peer.remove(&conn.peer_id);
             }
         }
-        if self.live() <= self.config.low_watermark {
+        if self.live() <= self.config.watermarks().0 {
             self.above_high_since = None;
         }
     }
@@ -361,18 +386,18 @@ impl ConnectionTable {
     /// [`on_closed`](Self::on_closed).
     pub fn trim(&mut self, now: Instant) -> Vec<(ConnectionId, PeerId)> {
         let count = self.live();
-        if count <= self.config.low_watermark {
+        if count <= self.config.watermarks().0 {
             self.above_high_since = None;
             return Vec::new();
         }
-        if self.above_high_since.is_none() && count <= self.config.high_watermark {
+        if self.above_high_since.is_none() && count <= self.config.watermarks().1 {
             return Vec::new();
         }
         let since = *self.above_high_since.get_or_insert(now);
         if now.saturating_duration_since(since) < self.config.grace_period {
             return Vec::new();
         }
-        let excess = count.saturating_sub(self.config.low_watermark);
+        let excess = count.saturating_sub(self.config.watermarks().0);
         let mut candidates: Vec<(ConnectionId, Established)> = self
             .trimmable()
             .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.config.grace_period)
@@ -388,7 +413,7 @@ impl ConnectionTable {
             .map(|(id, c)| (id, c.peer_id))
             .collect();
         self.closing.extend(trimmed.iter().map(|(id, _)| *id));
-        if self.live() <= self.config.low_watermark {
+        if self.live() <= self.config.watermarks().0 {
             self.above_high_since = None;
         }
         trimmed

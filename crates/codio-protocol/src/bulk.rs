@@ -285,3 +285,67 @@ where
     let _ = within(idle, stream.close()).await;
     Ok(())
 }
+
+/// An inbound bulk transfer: read its header, then receive it into a sink or reject it.
+#[derive(Debug)]
+pub struct IncomingBulk {
+    /// The sender.
+    pub peer_id: libp2p::PeerId,
+    stream: libp2p::Stream,
+    idle: Duration,
+    stats: std::sync::Arc<crate::Stats>,
+}
+
+impl IncomingBulk {
+    pub(crate) fn new(
+        peer_id: libp2p::PeerId,
+        stream: libp2p::Stream,
+        idle: Duration,
+        stats: std::sync::Arc<crate::Stats>,
+    ) -> Self {
+        Self {
+            peer_id,
+            stream,
+            idle,
+            stats,
+        }
+    }
+
+    /// Reads what the sender announces.
+    ///
+    /// # Errors
+    ///
+    /// A [`BulkError`] for a stalled, malformed or oversized header.
+    pub async fn header(&mut self) -> Result<BulkHeader, BulkError> {
+        read_bulk_header(&mut self.stream, self.idle).await
+    }
+
+    /// Receives the payload announced by `header` into `sink`, calling `progress` with the
+    /// bytes received so far, and confirms it to the sender.
+    ///
+    /// # Errors
+    ///
+    /// A [`BulkError`]: stalled or truncated stream, failing sink.
+    pub async fn receive<W>(
+        mut self,
+        header: &BulkHeader,
+        sink: &mut W,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, BulkError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let received = receive_bulk(&mut self.stream, header, sink, self.idle, progress).await?;
+        self.stats.record_bulk(true, received);
+        Ok(received)
+    }
+
+    /// Refuses the transfer, telling the sender why.
+    ///
+    /// # Errors
+    ///
+    /// A [`BulkError`] when the answer cannot be written.
+    pub async fn reject(mut self, code: ErrorCode, message: &str) -> Result<(), BulkError> {
+        reject_bulk(&mut self.stream, code, message, self.idle).await
+    }
+}

@@ -13,7 +13,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{ProtocolError, Request, Response, VERSION};
+use crate::{ProtocolError, Request, Response, Stats, VERSION};
 
 /// Largest request frame accepted: 64 KiB.
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -112,7 +112,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// # Errors
 ///
 /// As [`read_frame`].
-pub async fn read_frame_rest<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame_rest<R: AsyncRead + Unpin>(
     io: &mut R,
     first: u8,
     limit: usize,
@@ -144,38 +144,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &[u8]) -> io:
     io.flush().await
 }
 
-/// Counters of the codec, shared by every connection's copy.
-#[derive(Debug, Default)]
-pub struct CodecStats {
-    rejected_requests: std::sync::atomic::AtomicU64,
-}
-
-impl CodecStats {
-    /// Inbound requests rejected while reading (malformed, oversized, truncated, wrong
-    /// version); their streams were dropped.
-    pub fn rejected_requests(&self) -> u64 {
-        self.rejected_requests
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Counts one inbound request rejected while reading (for readers outside this codec,
-    /// such as [`rpc`](crate::rpc) sessions).
-    pub fn record_rejected(&self) {
-        self.rejected_requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// The `request_response` codec of `/codio/1.0.0`: one framed request, one framed response
 /// per stream, both bounded.
 #[derive(Debug, Clone, Default)]
 pub struct Codec {
-    stats: std::sync::Arc<CodecStats>,
+    stats: std::sync::Arc<Stats>,
 }
 
 impl Codec {
     /// A codec counting into `stats`.
-    pub fn new(stats: std::sync::Arc<CodecStats>) -> Self {
+    pub fn new(stats: std::sync::Arc<Stats>) -> Self {
         Self { stats }
     }
 
@@ -185,24 +163,18 @@ impl Codec {
     {
         let body = read_frame(io, MAX_REQUEST_FRAME).await?;
         let request: Request = decode(&body)?;
-        if let Request::App { topic, .. } = &request
-            && topic.len() > MAX_TOPIC_LEN
-        {
-            return Err(ProtocolError::Malformed(format!("topic of {} bytes", topic.len())).into());
-        }
+        request.validate()?;
         Ok(request)
     }
 }
 
 /// Counts a rejected request when dropped armed.
-struct RejectOnDrop(Option<std::sync::Arc<CodecStats>>);
+struct RejectOnDrop(Option<std::sync::Arc<Stats>>);
 
 impl Drop for RejectOnDrop {
     fn drop(&mut self) {
         if let Some(stats) = self.0.take() {
-            stats
-                .rejected_requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.record_rejected();
         }
     }
 }

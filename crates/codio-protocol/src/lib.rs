@@ -1,15 +1,20 @@
-//! The `/codio/1.0.0` protocol: how CDN agents talk.
+//! The codio protocols: how CDN agents talk, with every engine a reuser needs.
 //!
-//! One request and one response per stream, each a bounded, versioned frame:
+//! - `/codio/1.0.0`: one request and one response per stream, each a bounded, versioned
+//!   frame (libp2p request-response with this crate's [`Codec`]);
+//! - `/codio/rpc/1.0.0` ([`rpc`]): the same messages pipelined on one long-lived stream per
+//!   peer, served by session tasks, never by the swarm's task;
+//! - `/codio/bulk/1.0.0` ([`bulk`]): one payload of any size per stream, with back-pressure.
 //!
 //! ```text
 //! frame = length:u32 big-endian ‖ version:u8 (= 1) ‖ postcard(Request | Response)
 //! ```
 //!
-//! See `docs/protocol.md` for the full wire format. This crate holds the typed messages
-//! ([`Request`], [`Response`]), the framing ([`encode`], [`decode`], [`read_frame`]) and the
-//! libp2p `request_response` [`Codec`]; [`behaviour`] builds the libp2p behaviour with timeouts
-//! and concurrency limits.
+//! [`Behaviour`] runs all three in any swarm and comes with a [`Client`] that sends requests
+//! (RPC first, `/codio/1.0.0` for peers without it) and bulk transfers. Inbound requests of
+//! both protocols reach one queue as [`InboundRequest`]s with one [`Responder`] type; a
+//! [`RequestHandler`] run by [`serve`] answers them. See `docs/protocol.md` for the wire
+//! format.
 //!
 //! ```
 //! use codio_protocol::{ContentId, Request, decode, encode, MAX_REQUEST_FRAME};
@@ -20,21 +25,54 @@
 //! assert_eq!(length, frame.len() - 4);
 //! assert_eq!(decode::<Request>(&frame[4..]).unwrap(), request);
 //! ```
+//!
+//! Serving requests in a swarm of your own:
+//!
+//! ```no_run
+//! use codio_protocol::{Behaviour, ProtocolConfig, Request, Response};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (mut behaviour, client) = Behaviour::new(ProtocolConfig::default());
+//! let requests = behaviour.request_queue();
+//! tokio::spawn(codio_protocol::serve(requests, |_peer, request: Request| async move {
+//!     match request {
+//!         Request::App { payload, .. } => Response::App { payload },
+//!         _ => Response::error(codio_protocol::ErrorCode::NotFound, "no such content"),
+//!     }
+//! }, 64));
+//! // Put `behaviour` in a swarm; `client.request(peer, request)` asks other peers.
+//! # let _ = (behaviour, client);
+//! # }
+//! ```
 
+mod activity;
+mod behaviour;
 pub mod bulk;
+mod client;
 mod codec;
+mod config;
+mod error;
+mod inbound;
 mod message;
 pub mod rpc;
+mod stats;
 pub mod streams;
 
-use std::{io, time::Duration};
+use std::io;
 
+pub use behaviour::{Behaviour, Event};
+pub use client::Client;
 pub use codec::{
-    Codec, CodecStats, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_TOPIC_LEN, check_size, decode,
-    encode, read_frame, read_frame_rest, write_frame,
+    Codec, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_TOPIC_LEN, check_size, decode, encode,
+    read_frame, write_frame,
 };
-use libp2p::{StreamProtocol, request_response};
+pub use config::{InvalidConfig, ProtocolConfig};
+pub use error::RequestError;
+pub use inbound::{InboundRequest, RequestHandler, RespondError, Responder, serve};
+use libp2p::StreamProtocol;
 pub use message::{ContentId, ErrorCode, Metadata, Request, Response};
+pub use stats::Stats;
 
 /// The protocol id.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/codio/1.0.0");
@@ -77,41 +115,4 @@ impl From<ProtocolError> for io::Error {
             other => io::Error::new(io::ErrorKind::InvalidData, other),
         }
     }
-}
-
-/// Settings of the request/response behaviour.
-///
-/// | setting | default |
-/// |---|---|
-/// | `request_timeout` | 30 s: covers sending the request, the responder's work and reading the response; inbound requests that are not fully read in time are dropped (slow senders) |
-/// | `max_concurrent_streams` | 128 concurrent requests per connection (inbound + outbound) |
-#[derive(Debug, Clone)]
-pub struct ProtocolConfig {
-    /// See the table above.
-    pub request_timeout: Duration,
-    /// See the table above.
-    pub max_concurrent_streams: usize,
-}
-
-impl Default for ProtocolConfig {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(30),
-            max_concurrent_streams: 128,
-        }
-    }
-}
-
-/// The libp2p behaviour speaking `/codio/1.0.0`.
-pub type Behaviour = request_response::Behaviour<Codec>;
-
-/// Builds the behaviour; its codec counts into `stats`.
-pub fn behaviour(config: &ProtocolConfig, stats: std::sync::Arc<CodecStats>) -> Behaviour {
-    request_response::Behaviour::with_codec(
-        Codec::new(stats),
-        [(PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(config.request_timeout)
-            .with_max_concurrent_streams(config.max_concurrent_streams),
-    )
 }

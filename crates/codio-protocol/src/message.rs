@@ -42,6 +42,28 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Checks what the wire format cannot: an [`App`](Request::App) topic is at most
+    /// [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes. Every decoder of requests calls it
+    /// (`/codio/1.0.0` and `/codio/rpc/1.0.0` alike), and so does the sending side.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::Malformed`](crate::ProtocolError::Malformed) naming the violation.
+    pub fn validate(&self) -> Result<(), crate::ProtocolError> {
+        match self {
+            Request::App { topic, .. } if topic.len() > crate::MAX_TOPIC_LEN => {
+                Err(crate::ProtocolError::Malformed(format!(
+                    "topic of {} bytes (limit {})",
+                    topic.len(),
+                    crate::MAX_TOPIC_LEN
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Error codes of [`Response::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -226,6 +226,30 @@ pub fn build_transport(
     }
 }
 
+/// [`build_transport`] with the relay v2 client transport (the same upgrades) tried first, so
+/// `/p2p-circuit` addresses can be dialed and listened on, and the relay client's behaviour
+/// half, which the swarm's behaviour must include (`codio_policy::nat` does).
+///
+/// # Errors
+///
+/// As [`build_transport`].
+pub fn build_with_relay(
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
+    let direct = build_transport(keypair, config)?;
+    let (relay_transport, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
+    let relayed = upgrade(relay_transport, keypair, config)?;
+    // Relay first: the DNS layer of the direct transport reports addresses it cannot dial as
+    // errors rather than "not supported", which would stop the fall-through.
+    let transport = relayed
+        .or_transport(direct)
+        .map_err(|error| error.into_inner())
+        .map(|output, _| output.into_inner())
+        .boxed();
+    Ok((transport, relay_client))
+}
+
 /// Secures `transport` with Noise and multiplexes it with Yamux, bounded by the configured
 /// connection set-up timeout.
 ///

@@ -156,4 +156,12 @@ impl IncomingStreams {
     pub async fn next(&mut self) -> Option<(PeerId, Stream)> {
         self.receiver.recv().await
     }
+
+    /// Polls for the next inbound stream (for a behaviour that accepts them in its `poll`).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(PeerId, Stream)>> {
+        self.receiver.poll_recv(cx)
+    }
 }

@@ -21,6 +21,10 @@
 //! # Ok::<(), codio_protocol::ProtocolError>(())
 //! ```
 
+pub(crate) mod client;
+pub(crate) mod server;
+pub(crate) mod session;
+
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,119 @@
+//! Content routing and bulk transfer: a seeder announces a file in the DHT, a fetcher finds
+//! it through `find_providers` and asks for it; the seeder streams the file over a bulk
+//! stream and the fetcher checks its SHA-256.
+//!
+//! ```sh
+//! cargo run -p codio-network --example content
+//! ```
+
+use std::sync::{Arc, OnceLock};
+
+use codio_network::{
+    BulkHeader, ContentId, ErrorCode, KadMode, NetworkConfig, NetworkManager, Request, Response,
+};
+use futures::io::AllowStdIo;
+use libp2p::multiaddr::Protocol;
+use sha2::{Digest, Sha256};
+
+/// Loopback DHT servers: no mDNS, no relay client.
+fn config() -> NetworkConfig {
+    let mut config = NetworkConfig::default()
+        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .with_mdns(false)
+        .with_relay(false);
+    config.discovery = config.discovery.with_kad_mode(KadMode::Server);
+    config
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The file to share: 4 MiB in a temporary directory.
+    let dir = std::env::temp_dir().join(format!("codio-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("shared.bin");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &data)?;
+    let content = ContentId(Sha256::digest(&data).into());
+
+    // The fetcher receives bulk transfers; the seeder serves "send me" requests.
+    let mut builder = NetworkManager::builder(config());
+    let mut incoming = builder.bulk_queue();
+    let fetcher = builder.build().await?;
+    let fetcher_address = fetcher.start().await?[0]
+        .clone()
+        .with(Protocol::P2p(fetcher.local_peer_id()));
+
+    // The seeder answers "send" by streaming the file back to whoever asked. The handler is
+    // registered before the node exists, so it reaches its node through a cell set after.
+    let handle: Arc<OnceLock<NetworkManager>> = Arc::default();
+    let (seeder_file, seeder_handle) = (path.clone(), handle.clone());
+    let seeder = NetworkManager::builder(config().with_bootstrap_peers(vec![fetcher_address]))
+        .serve_requests(move |peer, request: Request| {
+            let (path, node) = (seeder_file.clone(), seeder_handle.get().cloned());
+            async move {
+                let (Request::App { topic, .. }, Some(node)) = (request, node) else {
+                    return Response::error(ErrorCode::BadRequest, "unknown request");
+                };
+                if topic != "send" {
+                    return Response::error(ErrorCode::BadRequest, "unknown topic");
+                }
+                tokio::spawn(async move {
+                    let header = BulkHeader {
+                        content,
+                        size: std::fs::metadata(&path)?.len(),
+                        topic: "file".into(),
+                    };
+                    let mut file = AllowStdIo::new(std::fs::File::open(&path)?);
+                    node.send_bulk(peer, header, &mut file, |_| {}).await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                });
+                Response::App { payload: vec![] }
+            }
+        })
+        .build()
+        .await?;
+    let _ = handle.set(seeder.clone());
+    seeder.start().await?;
+
+    // Announce, then find: the DHT (two nodes here) knows the seeder provides it.
+    wait_until_connected(&seeder).await?;
+    seeder.provide(content.0.to_vec()).await?;
+    let providers = fetcher.find_providers(content.0.to_vec()).await?;
+    println!("providers of the file: {providers:?}");
+    let provider = *providers
+        .iter()
+        .find(|p| **p == seeder.local_peer_id())
+        .ok_or("the seeder is not among the providers")?;
+    let ask = Request::App {
+        topic: "send".into(),
+        payload: vec![],
+    };
+    fetcher.send_request(provider, ask).await?;
+
+    // The fetcher receives the file into memory and checks it.
+    let mut bulk = incoming.recv().await.ok_or("no transfer arrived")?;
+    let header = bulk.header().await?;
+    let mut sink = AllowStdIo::new(Vec::new());
+    let received = bulk.receive(&header, &mut sink, |_| {}).await?;
+    let bytes = sink.into_inner();
+    println!("received {received} bytes from {provider}");
+    assert_eq!(Sha256::digest(&bytes).as_slice(), header.content.0);
+    assert_eq!(bytes, data);
+
+    fetcher.shutdown().await;
+    seeder.shutdown().await;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Waits (bounded) until `node` has a peer: its bootstrap dial is asynchronous.
+async fn wait_until_connected(node: &NetworkManager) -> Result<(), Box<dyn std::error::Error>> {
+    for _ in 0..100 {
+        if !node.connected_peers().is_empty() {
+            return Ok(());
+        }
+        let mut events = node.subscribe();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), events.recv()).await;
+    }
+    Err("not connected to the bootstrap peer".into())
+}

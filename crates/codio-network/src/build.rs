@@ -1,0 +1,228 @@
+//! Building a node: the swarm from the layers, then the tasks that run it.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, PoisonError},
+    time::Duration,
+};
+
+use codio_protocol::{InboundRequest, RequestHandler, bulk::IncomingBulk};
+use libp2p::{Swarm, core::muxing::StreamMuxerBox, identity::Keypair, swarm};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    NetworkConfig, NetworkError, NetworkManager,
+    behaviour::Behaviour,
+    event_loop::{EventLoop, Timeouts, state::Shared},
+    metrics::Metrics,
+    peer_id_of, without_p2p,
+};
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Builds a [`NetworkManager`] with its handlers registered up front (iroh's
+/// `Router::accept` is the model): what serves inbound requests and bulk streams is fixed
+/// when the node is built, never swapped at run time. Without any, inbound requests are
+/// answered `NotFound` and inbound bulk streams are refused.
+///
+/// ```no_run
+/// use codio_network::{NetworkConfig, NetworkManager, Request, Response};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), codio_network::NetworkError> {
+/// let node = NetworkManager::builder(NetworkConfig::default())
+///     .serve_requests(|_peer, request: Request| async move {
+///         match request {
+///             Request::App { payload, .. } => Response::App { payload },
+///             _ => Response::error(codio_network::ErrorCode::NotFound, "nothing here"),
+///         }
+///     })
+///     .build()
+///     .await?;
+/// # let _ = node;
+/// # Ok(())
+/// # }
+/// ```
+pub struct NodeBuilder {
+    config: NetworkConfig,
+    requests: Option<mpsc::Sender<InboundRequest>>,
+    bulk: Option<mpsc::Sender<IncomingBulk>>,
+    tasks: Vec<Task>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("requests", &self.requests.is_some())
+            .field("bulk", &self.bulk.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    pub(crate) fn new(config: NetworkConfig) -> Self {
+        Self {
+            config,
+            requests: None,
+            bulk: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Inbound requests (both request protocols) go to the returned queue of
+    /// `protocol.inbound_request_buffer`; while it is full they are answered `Overloaded` at
+    /// once. Replaces an earlier request queue or handler.
+    pub fn request_queue(&mut self) -> mpsc::Receiver<InboundRequest> {
+        let (tx, rx) = mpsc::channel(self.config.protocol.inbound_request_buffer);
+        self.requests = Some(tx);
+        rx
+    }
+
+    /// Inbound requests are answered by `handler`, up to `protocol.inbound_request_buffer`
+    /// at once (each in its own task); beyond that they queue, and then are answered
+    /// `Overloaded`.
+    pub fn serve_requests<H: RequestHandler>(mut self, handler: H) -> Self {
+        let queue = self.request_queue();
+        let concurrency = self.config.protocol.inbound_request_buffer;
+        self.tasks
+            .push(Box::pin(codio_protocol::serve(queue, handler, concurrency)));
+        self
+    }
+
+    /// Inbound bulk transfers go to the returned queue of `protocol.bulk_stream_buffer`;
+    /// beyond it they are refused.
+    pub fn bulk_queue(&mut self) -> mpsc::Receiver<IncomingBulk> {
+        let (tx, rx) = mpsc::channel(self.config.protocol.bulk_stream_buffer);
+        self.bulk = Some(tx);
+        rx
+    }
+
+    /// Builds the node (identity, transport, behaviours) and spawns its event loop and
+    /// handlers on the current Tokio runtime. The node dials out but does not listen until
+    /// [`start`](NetworkManager::start).
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::InvalidConfig`] for configuration values that cannot work,
+    /// [`NetworkError::Transport`] when the transport cannot be built.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub async fn build(self) -> Result<NetworkManager, NetworkError> {
+        let Self {
+            config,
+            requests,
+            bulk,
+            tasks,
+        } = self;
+        let keypair = config
+            .keypair
+            .clone()
+            .unwrap_or_else(Keypair::generate_ed25519);
+        let (mut protocol, client) = codio_protocol::Behaviour::new(config.protocol.clone());
+        if let Some(queue) = requests {
+            protocol.set_request_queue(queue);
+        }
+        if let Some(queue) = bulk {
+            protocol.set_bulk_queue(queue);
+        }
+        let metrics = config.metrics.as_ref().map(|registry| {
+            // A poisoned lock only means another thread panicked while encoding; the
+            // registry itself is still consistent.
+            let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            Metrics::register(&mut registry, client.stats())
+        });
+        let swarm = build_swarm(&keypair, &config, protocol)?;
+        for task in tasks {
+            tokio::spawn(task);
+        }
+        Ok(spawn(swarm, config, client, metrics))
+    }
+}
+
+/// The swarm: the layers' transport and behaviours, with the seed fields applied.
+fn build_swarm(
+    keypair: &Keypair,
+    config: &NetworkConfig,
+    protocol: codio_protocol::Behaviour,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    let layers = config.layers()?;
+    let (transport, relay_client) = if layers.nat.client {
+        let (transport, client) = codio_transport::build_with_relay(keypair, &config.transport)?;
+        (transport, Some(client))
+    } else {
+        (
+            codio_transport::build_transport(keypair, &config.transport)?,
+            None,
+        )
+    };
+    let transport = match &config.metrics {
+        Some(registry) => {
+            let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            libp2p::Transport::boxed(libp2p::Transport::map(
+                libp2p::metrics::BandwidthTransport::new(transport, &mut registry),
+                |(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)),
+            ))
+        }
+        None => transport,
+    };
+    let mut behaviour = Behaviour::new(keypair, layers, relay_client, protocol)?;
+    // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
+    for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
+        if let Some(peer_id) = peer_id_of(address) {
+            behaviour
+                .policy
+                .watch(peer_id, vec![without_p2p(address.clone())], false);
+        }
+    }
+    let swarm_config = swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
+    let local_peer_id = keypair.public().to_peer_id();
+    Ok(Swarm::new(
+        transport,
+        behaviour,
+        local_peer_id,
+        swarm_config,
+    ))
+}
+
+/// Spawns the event loop and returns the handle to it.
+fn spawn(
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    protocol: codio_protocol::Client,
+    metrics: Option<Metrics>,
+) -> NetworkManager {
+    let local_peer_id = *swarm.local_peer_id();
+    let (commands, command_rx) = mpsc::channel(config.command_buffer);
+    let (events, _) = broadcast::channel(config.event_buffer);
+    let shared = Arc::new(Shared::default());
+    let timeouts = Timeouts {
+        connect: config.transport.connect_timeout(),
+        shutdown: config.shutdown_timeout,
+        query: config.discovery.query_timeout(),
+    };
+    let codio_metrics = metrics.as_ref().map(|m| m.codio.clone());
+    let event_loop = EventLoop::new(
+        swarm,
+        command_rx,
+        events.clone(),
+        shared.clone(),
+        timeouts,
+        metrics,
+    );
+    let task = tokio::spawn(event_loop.run());
+    tracing::info!(%local_peer_id, "network created");
+    NetworkManager::from_parts(crate::Parts {
+        local_peer_id,
+        protocol,
+        metrics: codio_metrics,
+        config: Arc::new(config),
+        commands,
+        events,
+        shared,
+        task,
+    })
+}

@@ -1,0 +1,131 @@
+//! Addresses: the node's listeners, and what identify tells about peers.
+
+use std::{collections::HashMap, time::Instant};
+
+use libp2p::{Multiaddr, core::transport::ListenerId, identify, swarm::SwarmEvent};
+use tokio::sync::oneshot;
+
+use super::{EventLoop, dials::MAX_ADDRESSES_PER_PEER};
+use crate::{NetworkError, NetworkEvent, behaviour::BehaviourEvent};
+
+type ListenReply = oneshot::Sender<Result<Multiaddr, NetworkError>>;
+
+/// The node's listeners and the callers waiting for their first address.
+#[derive(Default)]
+pub(super) struct Listens {
+    pending: HashMap<ListenerId, (Multiaddr, ListenReply)>,
+    listeners: Vec<ListenerId>,
+}
+
+impl EventLoop {
+    /// Listens on `address`, then starts discovery and dials the peers the policy keeps.
+    pub(super) fn start(&mut self, address: Multiaddr, reply: ListenReply) {
+        match self.swarm.listen_on(address.clone()) {
+            Ok(id) => {
+                self.listens.listeners.push(id);
+                self.listens.pending.insert(id, (address, reply));
+                self.swarm.behaviour_mut().discovery.start();
+                self.swarm.behaviour_mut().policy.dial_watched();
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let _ = reply.send(Err(NetworkError::Listen { address, reason }));
+            }
+        }
+    }
+
+    pub(super) fn remove_listeners(&mut self) {
+        for id in std::mem::take(&mut self.listens.listeners) {
+            self.swarm.remove_listener(id);
+        }
+    }
+
+    /// Handles the listener events of the swarm (and logs the rest).
+    pub(super) fn on_listen_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                self.shared.update_listen_addrs(|addrs| {
+                    if !addrs.contains(&address) {
+                        addrs.push(address.clone());
+                    }
+                });
+                if let Some((_, reply)) = self.listens.pending.remove(&listener_id) {
+                    let _ = reply.send(Ok(address.clone()));
+                }
+                self.emit(NetworkEvent::Listening { address });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+                self.shared
+                    .update_listen_addrs(|addrs| addrs.retain(|a| a != &address));
+                self.emit(NetworkEvent::ListenAddressExpired { address });
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => self.on_listener_closed(listener_id, &addresses, reason),
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(?listener_id, %error, "listener error");
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_listener_closed(
+        &mut self,
+        listener_id: ListenerId,
+        addresses: &[Multiaddr],
+        reason: Result<(), std::io::Error>,
+    ) {
+        tracing::info!(?addresses, ?reason, "listener closed");
+        self.listens.listeners.retain(|id| *id != listener_id);
+        self.shared
+            .update_listen_addrs(|addrs| addrs.retain(|a| !addresses.contains(a)));
+        if let Some((address, reply)) = self.listens.pending.remove(&listener_id) {
+            let reason = match reason {
+                Ok(()) => "listener closed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let _ = reply.send(Err(NetworkError::Listen { address, reason }));
+        }
+    }
+
+    /// Identify results: the peer table, the DHT's addresses and relay candidates.
+    pub(super) fn on_identify_event(&mut self, event: identify::Event) {
+        let (peer_id, info) = match event {
+            identify::Event::Received { peer_id, info, .. } => (peer_id, info),
+            identify::Event::Error { peer_id, error, .. } => {
+                tracing::debug!(%peer_id, %error, "identify failed");
+                return;
+            }
+            _ => return,
+        };
+        tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
+        let now = Instant::now();
+        self.shared.update_peers(|peers| {
+            if let Some(peer) = peers.get_mut(&peer_id) {
+                peer.last_seen = now;
+                peer.agent_version = Some(info.agent_version.clone());
+                for addr in &info.listen_addrs {
+                    peer.add_address(addr.clone(), MAX_ADDRESSES_PER_PEER);
+                }
+            }
+        });
+        for addr in codio_discovery::usable_addresses(&info) {
+            self.swarm.add_peer_address(peer_id, addr.clone());
+        }
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.nat.on_identify(peer_id, &info);
+        behaviour.discovery.on_identify(peer_id, &info);
+        self.emit(NetworkEvent::PeerIdentified {
+            peer_id,
+            agent_version: info.agent_version,
+            listen_addrs: info.listen_addrs,
+        });
+    }
+}

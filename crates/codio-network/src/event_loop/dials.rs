@@ -1,0 +1,383 @@
+//! Connecting and disconnecting: dials the handles asked for, their outcomes, and the peer
+//! table as connections come and go.
+
+use std::{collections::HashMap, time::Instant};
+
+use libp2p::{
+    Multiaddr, PeerId, TransportError,
+    core::ConnectedPoint,
+    swarm::{
+        ConnectionId, DialError, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tokio::sync::oneshot;
+
+use super::EventLoop;
+use crate::{
+    ConnectError, DhtError, NetworkError, NetworkEvent, PeerInfo, behaviour::BehaviourEvent,
+    event::Direction, peer_id_of, without_p2p,
+};
+
+/// Most addresses kept per peer in [`PeerInfo::addresses`].
+pub(super) const MAX_ADDRESSES_PER_PEER: usize = 32;
+
+/// Who waits for a dial: a `connect_peer` caller, or a `find_peer` caller whose peer the DHT
+/// resolved to `addresses`.
+pub(super) enum DialReply {
+    Connect(oneshot::Sender<Result<PeerId, ConnectError>>),
+    FindPeer {
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    },
+}
+
+impl DialReply {
+    fn send(self, result: Result<PeerId, ConnectError>) {
+        // A caller that gave up dropped its receiver; nothing to do then.
+        let _ = match self {
+            DialReply::Connect(reply) => reply.send(result).map_err(drop),
+            DialReply::FindPeer { addresses, reply } => reply
+                .send(result.map(|_| addresses).map_err(DhtError::Connect))
+                .map_err(drop),
+        };
+    }
+}
+
+struct PendingDial {
+    address: Multiaddr,
+    expected: Option<PeerId>,
+    reply: DialReply,
+}
+
+/// Dials and connections the loop keeps track of.
+#[derive(Default)]
+pub(super) struct Dials {
+    pending: HashMap<ConnectionId, PendingDial>,
+    disconnects: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetworkError>>>>,
+    /// Every open connection: its peer and whether it is relayed.
+    connections: HashMap<ConnectionId, (PeerId, bool)>,
+}
+
+impl Dials {
+    pub(super) fn is_relayed(&self, connection: ConnectionId) -> bool {
+        self.connections
+            .get(&connection)
+            .is_some_and(|(_, relayed)| *relayed)
+    }
+
+    fn all_relayed(&self, peer_id: &PeerId) -> bool {
+        self.connections
+            .values()
+            .filter(|(p, _)| p == peer_id)
+            .all(|(_, relayed)| *relayed)
+    }
+}
+
+impl EventLoop {
+    pub(super) fn dial(
+        &mut self,
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, ConnectError>>,
+    ) {
+        let reply = DialReply::Connect(reply);
+        let expected = peer_id_of(&address);
+        let opts = match expected {
+            Some(peer_id) if peer_id == *self.swarm.local_peer_id() => {
+                reply.send(Err(ConnectError::LocalPeerId { address }));
+                return;
+            }
+            Some(peer_id) if self.swarm.is_connected(&peer_id) => {
+                self.swarm
+                    .behaviour_mut()
+                    .policy
+                    .watch(peer_id, vec![without_p2p(address)], true);
+                reply.send(Ok(peer_id));
+                return;
+            }
+            Some(peer_id) => {
+                // The application asks for this peer: an earlier explicit disconnect no
+                // longer applies.
+                self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
+                DialOpts::peer_id(peer_id)
+                    .addresses(vec![address.clone()])
+                    .condition(PeerCondition::Always)
+                    .build()
+            }
+            None => DialOpts::unknown_peer_id().address(address.clone()).build(),
+        };
+        self.dial_with(opts, address, expected, reply);
+    }
+
+    pub(super) fn dial_with(
+        &mut self,
+        opts: DialOpts,
+        address: Multiaddr,
+        expected: Option<PeerId>,
+        reply: DialReply,
+    ) {
+        let connection_id = opts.connection_id();
+        tracing::debug!(%address, ?connection_id, "dialing");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                let pending = PendingDial {
+                    address,
+                    expected,
+                    reply,
+                };
+                self.dials.pending.insert(connection_id, pending);
+            }
+            Err(error) => {
+                let error = self.connect_error(error, address, expected);
+                reply.send(Err(error));
+            }
+        }
+    }
+
+    pub(super) fn disconnect(
+        &mut self,
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    ) {
+        // An explicit disconnect is never undone by reconnection.
+        let was_watched = self.swarm.behaviour().policy.is_watched(&peer_id);
+        self.swarm.behaviour_mut().policy.unwatch(&peer_id);
+        self.swarm.behaviour_mut().discovery.remove_peer(&peer_id);
+        if self.swarm.disconnect_peer_id(peer_id).is_ok() {
+            tracing::debug!(%peer_id, "disconnecting");
+            self.dials
+                .disconnects
+                .entry(peer_id)
+                .or_default()
+                .push(reply);
+        } else if was_watched {
+            // Not connected, but a reconnection was pending: cancelling it is the disconnect.
+            let _ = reply.send(Ok(()));
+        } else {
+            let _ = reply.send(Err(NetworkError::NotConnected(peer_id)));
+        }
+    }
+
+    fn connect_error(
+        &self,
+        error: DialError,
+        address: Multiaddr,
+        expected: Option<PeerId>,
+    ) -> ConnectError {
+        match error {
+            DialError::LocalPeerId { .. } => ConnectError::LocalPeerId { address },
+            DialError::WrongPeerId { obtained, address } => match expected {
+                Some(expected) => ConnectError::WrongPeerId {
+                    expected,
+                    obtained,
+                    address,
+                },
+                None => ConnectError::Unreachable {
+                    address,
+                    reason: format!("unexpected peer id {obtained}"),
+                },
+            },
+            DialError::Denied { cause } => ConnectError::Denied {
+                address,
+                reason: cause.to_string(),
+            },
+            DialError::Aborted => ConnectError::Aborted { address },
+            DialError::NoAddresses | DialError::DialPeerConditionFalse(_) => {
+                ConnectError::InvalidAddress {
+                    address,
+                    reason: error.to_string(),
+                }
+            }
+            DialError::Transport(errors) => self.transport_error(&errors, address),
+        }
+    }
+
+    fn transport_error(
+        &self,
+        errors: &[(Multiaddr, TransportError<std::io::Error>)],
+        address: Multiaddr,
+    ) -> ConnectError {
+        let timed_out = errors.iter().any(|(_, e)| match e {
+            TransportError::Other(e) => codio_transport::is_timeout(e),
+            TransportError::MultiaddrNotSupported(_) => false,
+        });
+        let unsupported = !errors.is_empty()
+            && errors
+                .iter()
+                .all(|(_, e)| matches!(e, TransportError::MultiaddrNotSupported(_)));
+        if timed_out {
+            ConnectError::Timeout {
+                address,
+                after: self.timeouts.connect,
+            }
+        } else if unsupported {
+            ConnectError::InvalidAddress {
+                address,
+                reason: "no transport supports this address".to_owned(),
+            }
+        } else {
+            let reason = errors
+                .iter()
+                .map(|(_, e)| error_chain(e))
+                .collect::<Vec<_>>()
+                .join("; ");
+            ConnectError::Unreachable { address, reason }
+        }
+    }
+
+    /// Handles the connection events of the swarm; gives back the others.
+    pub(super) fn on_connection_event(
+        &mut self,
+        event: SwarmEvent<BehaviourEvent>,
+    ) -> Result<(), SwarmEvent<BehaviourEvent>> {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.on_established(peer_id, connection_id, endpoint, num_established.get());
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => self.on_closed(
+                peer_id,
+                connection_id,
+                num_established,
+                cause.map(|c| c.to_string()),
+            ),
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => self.on_dial_failed(connection_id, peer_id, error),
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => tracing::debug!(%send_back_addr, %error, "incoming connection failed"),
+            other => return Err(other),
+        }
+        Ok(())
+    }
+
+    fn on_dial_failed(
+        &mut self,
+        connection_id: ConnectionId,
+        peer_id: Option<PeerId>,
+        error: DialError,
+    ) {
+        tracing::debug!(?peer_id, %error, "outgoing connection failed");
+        let message = error.to_string();
+        if let Some(pending) = self.dials.pending.remove(&connection_id) {
+            let error = self.connect_error(error, pending.address, pending.expected);
+            pending.reply.send(Err(error));
+        }
+        self.emit(NetworkEvent::DialFailed {
+            peer_id,
+            error: message,
+        });
+    }
+
+    fn on_established(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: ConnectedPoint,
+        num_established: u32,
+    ) {
+        let now = Instant::now();
+        let relayed = endpoint.is_relayed();
+        self.dials
+            .connections
+            .insert(connection_id, (peer_id, relayed));
+        let all_relayed = self.dials.all_relayed(&peer_id);
+        let (address, direction) = match &endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                (send_back_addr.clone(), Direction::Inbound)
+            }
+        };
+        self.shared.update_peers(|peers| {
+            let info = peers
+                .entry(peer_id)
+                .or_insert_with(|| PeerInfo::new(peer_id, now));
+            info.connections = num_established as usize;
+            info.last_seen = now;
+            info.relayed = all_relayed;
+            if direction == Direction::Outbound {
+                info.add_address(address.clone(), MAX_ADDRESSES_PER_PEER);
+            }
+        });
+        if let Some(pending) = self.dials.pending.remove(&connection_id) {
+            // Peers the application asked for are protected and reconnected.
+            let addresses = match &pending.reply {
+                DialReply::FindPeer { addresses, .. } => addresses.clone(),
+                DialReply::Connect(_) => vec![without_p2p(pending.address.clone())],
+            };
+            self.swarm
+                .behaviour_mut()
+                .policy
+                .watch(peer_id, addresses, true);
+            pending.reply.send(Ok(peer_id));
+        }
+        if num_established == 1 {
+            tracing::info!(%peer_id, %address, ?direction, relayed, "peer connected");
+            self.emit(NetworkEvent::PeerConnected {
+                peer_id,
+                address,
+                direction,
+                relayed,
+            });
+        } else if !relayed {
+            tracing::info!(%peer_id, %address, ?direction, "direct connection added");
+        }
+    }
+
+    fn on_closed(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        remaining: u32,
+        cause: Option<String>,
+    ) {
+        self.dials.connections.remove(&connection_id);
+        if remaining > 0 {
+            let all_relayed = self.dials.all_relayed(&peer_id);
+            self.shared.update_peers(|peers| {
+                if let Some(info) = peers.get_mut(&peer_id) {
+                    info.connections = remaining as usize;
+                    info.relayed = all_relayed;
+                }
+            });
+            return;
+        }
+        self.shared.update_peers(|peers| peers.remove(&peer_id));
+        tracing::info!(%peer_id, ?cause, "peer disconnected");
+        for reply in self.dials.disconnects.remove(&peer_id).unwrap_or_default() {
+            let _ = reply.send(Ok(()));
+        }
+        self.emit(NetworkEvent::PeerDisconnected { peer_id, cause });
+    }
+}
+
+/// Formats an error with its sources, skipping repeated messages.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    // Bounded: error source chains are finite.
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,329 @@
+//! The task that owns and continuously polls the [`Swarm`], split by concern: this file runs
+//! the loop and routes events; [`dials`] connects and disconnects peers, [`dht`] runs DHT
+//! queries, [`addresses`] tracks listen addresses and what identify tells; [`state`] is what
+//! handles read.
+//!
+//! Handles talk to it through a bounded command queue; every command carries a `oneshot`
+//! sender for its reply, and the loop keeps the pending replies keyed by the identifier libp2p
+//! reports the outcome with ([`ConnectionId`](libp2p::swarm::ConnectionId) for dials,
+//! [`ListenerId`](libp2p::core::transport::ListenerId) for listeners, [`PeerId`] for
+//! disconnects, [`QueryId`](codio_discovery::QueryId) for DHT queries), so each reply reaches
+//! exactly the caller that asked.
+
+mod addresses;
+mod dht;
+mod dials;
+pub(crate) mod state;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId, Swarm, swarm::SwarmEvent};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
+
+use crate::{
+    ConnectError, DhtError, Lookup, NetworkError, NetworkEvent,
+    behaviour::{Behaviour, BehaviourEvent},
+    event::Direction,
+};
+use state::Shared;
+
+/// Requests from handles to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Listen on `address`, then start discovery (bootstrap dials, mDNS dials, DHT bootstrap).
+    Start {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
+    },
+    FindPeer {
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
+    },
+    ClosestPeers {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Lookup, DhtError>>,
+    },
+    Provide {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<(), DhtError>>,
+    },
+    FindProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, ConnectError>>,
+    },
+    Disconnect {
+        peer_id: PeerId,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The timeouts the event loop applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) shutdown: Duration,
+    pub(crate) query: Duration,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NetworkEvent>,
+    shared: Arc<Shared>,
+    timeouts: Timeouts,
+    metrics: Option<crate::metrics::Metrics>,
+    dials: dials::Dials,
+    queries: dht::Queries,
+    listens: addresses::Listens,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<NetworkEvent>,
+        shared: Arc<Shared>,
+        timeouts: Timeouts,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            events,
+            shared,
+            timeouts,
+            metrics,
+            dials: dials::Dials::default(),
+            queries: HashMap::new(),
+            listens: addresses::Listens::default(),
+        }
+    }
+
+    /// Runs until a shutdown command arrives or every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let local = *self.swarm.local_peer_id();
+        tracing::debug!(%local, "event loop started");
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.close_gracefully().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        tracing::debug!("every handle dropped; shutting down");
+                        self.close_gracefully().await;
+                        break;
+                    }
+                },
+            }
+        }
+        // Pending replies are dropped here: their callers see `ShutDown`.
+        tracing::debug!(%local, "event loop stopped");
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.on_network_event(&event);
+            if matches!(
+                event,
+                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
+            ) {
+                metrics
+                    .codio
+                    .set_connected_peers(self.swarm.connected_peers().count());
+            }
+        }
+        // No subscriber is not an error: events are optional to consume.
+        let _ = self.events.send(event);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start { address, reply } => self.start(address, reply),
+            Command::Dial { address, reply } => self.dial(address, reply),
+            Command::Disconnect { peer_id, reply } => self.disconnect(peer_id, reply),
+            Command::FindPeer { peer_id, reply } => self.find_peer(peer_id, reply),
+            Command::ClosestPeers { key, reply } => self.closest_peers(key, reply),
+            Command::Provide { key, reply } => self.provide(key, reply),
+            Command::FindProviders { key, reply } => self.find_providers(key, reply),
+            // `run` intercepts shutdown before dispatching here.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.on_swarm_event(&event);
+        }
+        let connections_changed = matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. }
+                | SwarmEvent::ConnectionClosed { .. }
+                | SwarmEvent::IncomingConnection { .. }
+                | SwarmEvent::IncomingConnectionError { .. }
+                | SwarmEvent::OutgoingConnectionError { .. }
+                | SwarmEvent::Dialing { .. }
+        );
+        if connections_changed {
+            // Counts first, so subscribers of the matching event read them up to date.
+            self.shared
+                .set_counts(self.swarm.behaviour().policy.counts());
+        }
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            other => {
+                if let Err(other) = self.on_connection_event(other) {
+                    self.on_listen_event(other);
+                }
+            }
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(event) => self.on_identify_event(event),
+            BehaviourEvent::Policy(event) => self.on_policy_event(event),
+            BehaviourEvent::Nat(event) => self.on_nat_event(event),
+            BehaviourEvent::Protocol(codio_protocol::Event::InboundFailure { peer_id, error }) => {
+                self.emit(NetworkEvent::InboundRequestFailed { peer_id, error });
+            }
+            BehaviourEvent::Protocol(other) => tracing::debug!(?other, "protocol event"),
+            BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
+        }
+    }
+
+    fn on_nat_event(&mut self, event: NatEvent) {
+        let event = match event {
+            NatEvent::StatusChanged(status) => {
+                self.shared.set_nat_status(status.clone());
+                NetworkEvent::NatStatusChanged { status }
+            }
+            NatEvent::ReservationAccepted { relay, renewal } => {
+                NetworkEvent::RelayReservationAccepted { relay, renewal }
+            }
+            NatEvent::HolePunchSucceeded { peer_id } => {
+                NetworkEvent::HolePunchSucceeded { peer_id }
+            }
+            NatEvent::HolePunchFailed { peer_id, error } => {
+                NetworkEvent::HolePunchFailed { peer_id, error }
+            }
+            other => {
+                tracing::debug!(?other, "nat event");
+                return;
+            }
+        };
+        self.emit(event);
+    }
+
+    fn on_policy_event(&mut self, event: PolicyEvent) {
+        let event = match event {
+            PolicyEvent::Denied {
+                peer_id,
+                endpoint,
+                reason,
+            } => NetworkEvent::ConnectionDenied {
+                peer_id,
+                direction: Direction::of(endpoint),
+                reason: reason.to_string(),
+            },
+            PolicyEvent::Trimmed { peer_id, .. } => NetworkEvent::PeerTrimmed { peer_id },
+            PolicyEvent::DeadConnection {
+                peer_id, failures, ..
+            } => NetworkEvent::DeadPeer { peer_id, failures },
+            PolicyEvent::Reconnecting {
+                peer_id,
+                attempt,
+                delay,
+            } => NetworkEvent::Reconnecting {
+                peer_id,
+                attempt,
+                delay,
+            },
+            PolicyEvent::Reconnected { peer_id, attempts } => {
+                NetworkEvent::Reconnected { peer_id, attempts }
+            }
+            PolicyEvent::GaveUp { peer_id, attempts } => {
+                NetworkEvent::ReconnectGaveUp { peer_id, attempts }
+            }
+            PolicyEvent::Pong {
+                peer_id,
+                connection_id,
+                rtt,
+                first,
+            } => return self.on_pong(peer_id, connection_id, rtt, first),
+            other => {
+                tracing::debug!(?other, "policy event");
+                return;
+            }
+        };
+        self.emit(event);
+    }
+
+    /// A ping was answered: the peer's RTT, and for a connection's first, an event.
+    fn on_pong(
+        &mut self,
+        peer_id: PeerId,
+        connection: libp2p::swarm::ConnectionId,
+        rtt: Duration,
+        first: bool,
+    ) {
+        let now = Instant::now();
+        self.shared.update_peers(|peers| {
+            if let Some(info) = peers.get_mut(&peer_id) {
+                info.last_seen = now;
+                info.rtt = Some(rtt);
+            }
+        });
+        if first {
+            let relayed = self.dials.is_relayed(connection);
+            tracing::info!(%peer_id, ?rtt, relayed, "connection verified by ping");
+            self.emit(NetworkEvent::ConnectionVerified {
+                peer_id,
+                rtt,
+                relayed,
+            });
+        }
+    }
+
+    /// Closes every connection and listener, waiting at most the shutdown timeout.
+    async fn close_gracefully(&mut self) {
+        self.swarm.behaviour_mut().policy.stop_reconnecting();
+        self.remove_listeners();
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        tracing::debug!(peers = peers.len(), "closing connections");
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(self.timeouts.shutdown);
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                () = &mut deadline => {
+                    tracing::warn!("connections still open after the shutdown timeout");
+                    break;
+                }
+            }
+        }
+    }
+}

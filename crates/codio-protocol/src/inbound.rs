@@ -1,0 +1,203 @@
+//! Inbound requests: one [`InboundRequest`] type and one [`Responder`] for both `/codio/1.0.0`
+//! (a stream per request, answered through the swarm) and `/codio/rpc/1.0.0` (answered by the
+//! session's writer), the bounded queue they wait in, and [`RequestHandler`]s that serve it.
+
+use std::sync::Arc;
+
+use libp2p::{PeerId, request_response::ResponseChannel};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{ErrorCode, Request, Response, Stats, rpc::server::RpcReply};
+
+/// A request from a peer, for the application to answer through its [`Responder`].
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked.
+    pub peer_id: PeerId,
+    /// What.
+    pub request: Request,
+    /// Where the answer goes.
+    pub responder: Responder,
+}
+
+/// Answers one [`InboundRequest`]. Dropping it unanswered answers `Internal` so the requester
+/// does not wait for its timeout.
+#[derive(Debug)]
+pub struct Responder {
+    inner: Option<ReplyPath>,
+}
+
+/// A `/codio/1.0.0` response on its way to the behaviour, which owns the swarm side.
+pub(crate) type SwarmAnswer = (ResponseChannel<Response>, Response);
+
+/// How the response travels back.
+#[derive(Debug)]
+enum ReplyPath {
+    Swarm {
+        channel: ResponseChannel<Response>,
+        answers: mpsc::Sender<SwarmAnswer>,
+    },
+    Rpc(RpcReply),
+}
+
+/// Why a [`Responder`] could not deliver its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the requester's stream or the node is gone")]
+#[non_exhaustive]
+pub struct RespondError;
+
+impl Responder {
+    pub(crate) fn swarm(
+        channel: ResponseChannel<Response>,
+        answers: mpsc::Sender<SwarmAnswer>,
+    ) -> Self {
+        Self {
+            inner: Some(ReplyPath::Swarm { channel, answers }),
+        }
+    }
+
+    pub(crate) fn rpc(reply: RpcReply) -> Self {
+        Self {
+            inner: Some(ReplyPath::Rpc(reply)),
+        }
+    }
+
+    /// Sends `response`, waiting while the answer queue is full (back-pressure).
+    ///
+    /// # Errors
+    ///
+    /// [`RespondError`] when the node has shut down or the requester's stream is gone.
+    pub async fn respond(mut self, response: Response) -> Result<(), RespondError> {
+        match self.inner.take() {
+            None => Ok(()),
+            Some(ReplyPath::Swarm { channel, answers }) => answers
+                .send((channel, response))
+                .await
+                .map_err(|_| RespondError),
+            Some(ReplyPath::Rpc(reply)) => reply.send(response).await.map_err(|_| RespondError),
+        }
+    }
+
+    /// Answers at once with an error, without waiting (best effort).
+    pub(crate) fn refuse(mut self, code: ErrorCode, message: &str) {
+        self.send_now(Response::error(code, message));
+    }
+
+    fn send_now(&mut self, response: Response) {
+        match self.inner.take() {
+            None => {}
+            // Best effort: with a full queue the requester times out instead.
+            Some(ReplyPath::Swarm { channel, answers }) => {
+                let _ = answers.try_send((channel, response));
+            }
+            Some(ReplyPath::Rpc(reply)) => reply.send_now(response),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.send_now(Response::error(
+            ErrorCode::Internal,
+            "the handler dropped the request",
+        ));
+    }
+}
+
+/// Where inbound requests go: the application's bounded queue, or nowhere (no handler was
+/// registered: every request is answered `NotFound`).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestQueue {
+    queue: Option<mpsc::Sender<InboundRequest>>,
+    stats: Arc<Stats>,
+}
+
+impl RequestQueue {
+    pub(crate) fn new(queue: Option<mpsc::Sender<InboundRequest>>, stats: Arc<Stats>) -> Self {
+        Self { queue, stats }
+    }
+
+    /// Hands `request` to the application, or answers `Overloaded` (queue full) or
+    /// `NotFound` (no handler, or it is gone) at once; never waits.
+    pub(crate) fn enqueue(&self, request: InboundRequest) {
+        self.stats.record_inbound();
+        let Some(queue) = &self.queue else {
+            self.stats.record_refused();
+            request
+                .responder
+                .refuse(ErrorCode::NotFound, "no request handler");
+            return;
+        };
+        let (request, code, why) = match queue.try_send(request) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                (r, ErrorCode::Overloaded, "request queue full")
+            }
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                (r, ErrorCode::NotFound, "request handler gone")
+            }
+        };
+        tracing::debug!(peer_id = %request.peer_id, why, "refusing an inbound request");
+        self.stats.record_refused();
+        request.responder.refuse(code, why);
+    }
+}
+
+/// Serves inbound requests: called once per request, concurrently (see [`serve`]).
+///
+/// Any `async` closure or function `Fn(PeerId, Request) -> Response` is a handler:
+///
+/// ```
+/// use codio_protocol::{Request, RequestHandler, Response};
+/// use libp2p::PeerId;
+///
+/// fn check(_: impl RequestHandler) {}
+/// check(|_peer: PeerId, request: Request| async move {
+///     match request {
+///         Request::App { payload, .. } => Response::App { payload },
+///         _ => Response::error(codio_protocol::ErrorCode::NotFound, "no such content"),
+///     }
+/// });
+/// ```
+pub trait RequestHandler: Send + Sync + 'static {
+    /// The answer to `request` from `peer`.
+    fn handle(&self, peer: PeerId, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+impl<F, Fut> RequestHandler for F
+where
+    F: Fn(PeerId, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    fn handle(&self, peer: PeerId, request: Request) -> impl Future<Output = Response> + Send {
+        self(peer, request)
+    }
+}
+
+/// Runs `handler` on every request from `queue`, at most `concurrency` at once (each in its
+/// own task; while all are busy, requests wait in the queue and, once it is full, are
+/// answered `Overloaded`). Ends when the queue closes (the node stopped).
+pub async fn serve<H: RequestHandler>(
+    mut queue: mpsc::Receiver<InboundRequest>,
+    handler: H,
+    concurrency: usize,
+) {
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    while let Some(InboundRequest {
+        peer_id,
+        request,
+        responder,
+    }) = queue.recv().await
+    {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let response = handler.handle(peer_id, request).await;
+            let _ = responder.respond(response).await;
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,306 @@
+//! Outbound `/codio/rpc/1.0.0` sessions: one per peer, a task that opens the stream, writes
+//! every queued request (coalesced into one write while more are waiting), reads responses
+//! and hands each to its caller by id. A session ends when its stream fails, its peer's last
+//! connection closes, or after [`SESSION_IDLE`] without requests; the next request opens a
+//! new one. Peers that do not speak the protocol are remembered and asked over
+//! `/codio/1.0.0` instead (the caller falls back).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt, io::ReadHalf, io::WriteHalf};
+use libp2p::{PeerId, Stream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    MAX_IN_FLIGHT, MAX_RPC_RESPONSE_FRAME, RpcRequest, RpcResponse, decode_response,
+    encode_request,
+    session::{COALESCE, KillSwitches, SessionEnd, reuse},
+};
+use crate::{
+    ProtocolError, Request, RequestError, Response,
+    activity::{Activity, Toucher},
+    error::response_result,
+    streams::{Control, OpenStreamError},
+};
+
+/// A client session closes its stream after this long without requests.
+const SESSION_IDLE: Duration = Duration::from_secs(60);
+/// Requests queued to one session's writer.
+const SESSION_QUEUE: usize = 256;
+/// Peers remembered as not speaking the protocol (forgotten all at once beyond this).
+const MAX_LEGACY_PEERS: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Response, RpcFailure>>;
+
+/// Why a request could not go over RPC.
+#[derive(Debug)]
+pub(crate) enum RpcFailure {
+    /// The peer does not speak `/codio/rpc/1.0.0`: send the request (given back) over
+    /// `/codio/1.0.0`.
+    Unsupported(Request),
+    /// A definite answer for the caller.
+    Failed(RequestError),
+}
+
+struct Outgoing {
+    request: Request,
+    reply: Reply,
+}
+
+/// Outbound sessions, one per peer.
+#[derive(Debug)]
+pub(crate) struct RpcClient {
+    control: Control,
+    activity: Arc<Activity>,
+    sessions: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
+    switches: Arc<KillSwitches>,
+    legacy: Mutex<HashSet<PeerId>>,
+}
+
+impl RpcClient {
+    pub(crate) fn new(
+        control: Control,
+        activity: Arc<Activity>,
+        switches: Arc<KillSwitches>,
+    ) -> Self {
+        Self {
+            control,
+            activity,
+            sessions: Mutex::new(HashMap::new()),
+            switches,
+            legacy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn is_legacy(&self, peer: &PeerId) -> bool {
+        lock(&self.legacy).contains(peer)
+    }
+
+    /// Drops the session of `peer` (its task ends with its stream); the next request opens
+    /// a new one rather than race a stream that may run on a dying connection.
+    pub(crate) fn forget(&self, peer: &PeerId) {
+        lock(&self.sessions).remove(peer);
+    }
+
+    /// The session of `peer`, opened if there is none (or it ended).
+    fn session(self: &Arc<Self>, peer: PeerId) -> mpsc::Sender<Outgoing> {
+        let mut sessions = lock(&self.sessions);
+        if let Some(tx) = sessions.get(&peer)
+            && !tx.is_closed()
+        {
+            return tx.clone();
+        }
+        sessions.retain(|_, tx| !tx.is_closed());
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        sessions.insert(peer, tx.clone());
+        let kill = self.switches.arm(peer);
+        tokio::spawn(run_session(self.clone(), peer, rx, kill));
+        tx
+    }
+
+    /// Sends `request` to `peer` and waits up to `timeout` for the response.
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        peer: PeerId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcFailure> {
+        if self.is_legacy(&peer) {
+            return Err(RpcFailure::Unsupported(request));
+        }
+        let (reply, rx) = oneshot::channel();
+        let mut outgoing = Outgoing { request, reply };
+        // A session may end between lookup and send: retry once on a fresh one.
+        for _ in 0..2 {
+            match self.session(peer).send(outgoing).await {
+                Ok(()) => {
+                    return match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(unreachable("the request stream closed")),
+                        Err(_) => Err(RpcFailure::Failed(RequestError::Timeout)),
+                    };
+                }
+                Err(mpsc::error::SendError(back)) => outgoing = back,
+            }
+        }
+        Err(unreachable("could not open a request stream"))
+    }
+
+    fn remember_legacy(&self, peer: PeerId) {
+        let mut legacy = lock(&self.legacy);
+        if legacy.len() >= MAX_LEGACY_PEERS {
+            legacy.clear();
+        }
+        legacy.insert(peer);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each update is one insert or remove: a panic elsewhere cannot leave it half-done.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Pending replies of one session, by request id.
+type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
+
+fn fail_all(pending: &Pending, why: SessionEnd) {
+    let replies: Vec<Reply> = lock(pending).drain().map(|(_, reply)| reply).collect();
+    for reply in replies {
+        let _ = reply.send(Err(unreachable(why.as_str())));
+    }
+}
+
+fn unreachable(why: &str) -> RpcFailure {
+    RpcFailure::Failed(RequestError::PeerUnreachable(why.to_owned()))
+}
+
+async fn run_session(
+    client: Arc<RpcClient>,
+    peer: PeerId,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut kill: oneshot::Receiver<()>,
+) {
+    let stream = match client.control.open_stream(peer).await {
+        Ok(stream) => stream,
+        Err(error) => return refuse_all(&client, peer, rx, &error).await,
+    };
+    let (reader, writer) = stream.split();
+    let pending: Pending = Arc::default();
+    let toucher = Toucher::new(client.activity.clone(), peer);
+    let why = {
+        let read = read_responses(reader, pending.clone(), toucher);
+        let write = write_requests(writer, &mut rx, pending.clone());
+        tokio::select! {
+            why = read => why,
+            why = write => why,
+            _ = &mut kill => SessionEnd::ConnectionClosed,
+        }
+    };
+    tracing::debug!(%peer, why = why.as_str(), "request stream ended");
+    rx.close();
+    fail_all(&pending, why);
+    // Requests queued but never written: after an idle close they go to a new session (they
+    // raced the close); after a failure they fail.
+    while let Some(outgoing) = rx.recv().await {
+        if why == SessionEnd::Idle {
+            requeue(client.session(peer), outgoing);
+        } else {
+            let _ = outgoing.reply.send(Err(unreachable(why.as_str())));
+        }
+    }
+}
+
+fn requeue(session: mpsc::Sender<Outgoing>, outgoing: Outgoing) {
+    tokio::spawn(async move {
+        if let Err(mpsc::error::SendError(outgoing)) = session.send(outgoing).await {
+            let _ = outgoing.reply.send(Err(unreachable("session closed")));
+        }
+    });
+}
+
+/// No stream could be opened: every queued request fails, or falls back to `/codio/1.0.0`
+/// when the peer does not speak the protocol.
+async fn refuse_all(
+    client: &RpcClient,
+    peer: PeerId,
+    mut rx: mpsc::Receiver<Outgoing>,
+    error: &OpenStreamError,
+) {
+    let unsupported = matches!(error, OpenStreamError::UnsupportedProtocol(_));
+    if unsupported {
+        client.remember_legacy(peer);
+    }
+    tracing::debug!(%peer, %error, unsupported, "no request stream");
+    rx.close();
+    while let Some(Outgoing { request, reply }) = rx.recv().await {
+        let answer = match error {
+            OpenStreamError::UnsupportedProtocol(_) => RpcFailure::Unsupported(request),
+            OpenStreamError::ShutDown => RpcFailure::Failed(RequestError::ShutDown),
+            other => unreachable(&other.to_string()),
+        };
+        let _ = reply.send(Err(answer));
+    }
+}
+
+async fn write_requests(
+    mut writer: WriteHalf<Stream>,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    pending: Pending,
+) -> SessionEnd {
+    let mut next_id = 0u64;
+    let mut buffer = Vec::new();
+    loop {
+        let first = match tokio::time::timeout(SESSION_IDLE, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return SessionEnd::ClientGone,
+            Err(_) => {
+                let _ = writer.close().await;
+                return SessionEnd::Idle;
+            }
+        };
+        reuse(&mut buffer);
+        let mut next = Some(first);
+        while let Some(outgoing) = next.take() {
+            next_id += 1;
+            append_request(&mut buffer, &pending, next_id, outgoing);
+            if buffer.len() < COALESCE {
+                next = rx.try_recv().ok();
+            }
+        }
+        if buffer.is_empty() {
+            continue;
+        }
+        if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
+            return SessionEnd::WriteFailed;
+        }
+    }
+}
+
+/// Appends the frame of request `id` and registers its reply; a request that does not
+/// encode is answered at once.
+fn append_request(buffer: &mut Vec<u8>, pending: &Pending, id: u64, outgoing: Outgoing) {
+    let Outgoing { request, reply } = outgoing;
+    let frame = match encode_request(&RpcRequest { id, request }) {
+        Ok(frame) => frame,
+        Err(error) => {
+            let error = RequestError::TooLarge(error.to_string());
+            let _ = reply.send(Err(RpcFailure::Failed(error)));
+            return;
+        }
+    };
+    {
+        let mut pending = lock(pending);
+        // Callers that gave up (timed out) leave closed replies behind.
+        if pending.len() >= MAX_IN_FLIGHT * 4 {
+            pending.retain(|_, reply| !reply.is_closed());
+        }
+        pending.insert(id, reply);
+    }
+    buffer.extend_from_slice(&frame);
+}
+
+async fn read_responses(
+    mut reader: ReadHalf<Stream>,
+    pending: Pending,
+    mut toucher: Toucher,
+) -> SessionEnd {
+    loop {
+        let body = match crate::read_frame(&mut reader, MAX_RPC_RESPONSE_FRAME).await {
+            Ok(body) => body,
+            Err(ProtocolError::Io(_)) => return SessionEnd::ReadFailed,
+            Err(_) => return SessionEnd::BadFrame,
+        };
+        let Ok(RpcResponse { id, response }) = decode_response(&body) else {
+            return SessionEnd::Malformed;
+        };
+        toucher.touch();
+        let reply = lock(&pending).remove(&id);
+        if let Some(reply) = reply {
+            let _ = reply.send(response_result(response).map_err(RpcFailure::Failed));
+        }
+    }
+}
