@@ -285,7 +285,10 @@ async fn find_peer_of_unknown_peer_is_not_found() {
     .await;
     let ghost = PeerId::random();
     let err = b.find_peer(ghost).await.unwrap_err();
-    assert_eq!(err, codio_network::DhtError::NotFound(ghost));
+    assert_eq!(
+        err,
+        codio_network::FindPeerError::Dht(codio_network::DhtError::NotFound(ghost))
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

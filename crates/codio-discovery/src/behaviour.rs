@@ -11,6 +11,7 @@ use libp2p::{
     identify, kad,
     kad::store::MemoryStore,
     mdns,
+    multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
         THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
@@ -19,7 +20,12 @@ use libp2p::{
     },
 };
 
-use crate::{DiscoveryConfig, DiscoveryError, KadMode, QueryError};
+use tokio::sync::mpsc;
+
+use crate::{
+    Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, QueryError,
+    dht::{DhtCommand, Pending},
+};
 
 /// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
 /// oldest are dropped with a warning (mDNS can report many peers in one burst).
@@ -119,6 +125,11 @@ pub struct Behaviour {
     unstarted: Vec<(PeerId, Vec<Multiaddr>)>,
     queue: VecDeque<Action>,
     providers: HashMap<kad::QueryId, HashSet<PeerId>>,
+    /// Calls of [`Dht`] handles, and the queries they wait for.
+    dht_tx: mpsc::Sender<DhtCommand>,
+    dht_rx: mpsc::Receiver<DhtCommand>,
+    pending: HashMap<kad::QueryId, Pending>,
+    query_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -163,7 +174,12 @@ impl Behaviour {
             KadMode::Server => Some(kad::Mode::Server),
             KadMode::Client => Some(kad::Mode::Client),
         });
+        let (dht_tx, dht_rx) = mpsc::channel(crate::dht::COMMAND_QUEUE);
         Ok(Self {
+            dht_tx,
+            dht_rx,
+            pending: HashMap::new(),
+            query_timeout: config.query_timeout,
             inner: Inner {
                 mdns: mdns.into(),
                 kad,
@@ -303,6 +319,107 @@ impl Behaviour {
         self.inner.kad.mode()
     }
 
+    /// A handle for DHT operations as `async` calls (see [`Dht`]).
+    pub fn dht(&self) -> Dht {
+        Dht::new(self.dht_tx.clone(), self.query_timeout)
+    }
+
+    /// Starts the query a [`Dht`] handle asked for.
+    fn on_dht_command(&mut self, command: DhtCommand) {
+        let lookup = matches!(
+            command,
+            DhtCommand::ClosestPeers { .. } | DhtCommand::FindAddresses { .. }
+        );
+        if lookup && self.routing_table_size() == 0 {
+            command.fail(DhtError::NoKnownPeers);
+            return;
+        }
+        let (id, pending) = match command {
+            DhtCommand::ClosestPeers { key, reply } => {
+                (self.closest_peers(key), Pending::ClosestPeers(reply))
+            }
+            DhtCommand::FindAddresses { peer, reply } => {
+                (self.find_peer(peer), Pending::FindAddresses { peer, reply })
+            }
+            DhtCommand::Provide { key, reply } => match self.start_providing(key) {
+                Ok(id) => (id, Pending::Provide(reply)),
+                Err(error) => {
+                    let _ = reply.send(Err(DhtError::Store(error.to_string())));
+                    return;
+                }
+            },
+            DhtCommand::FindProviders { key, reply } => {
+                (self.providers(key), Pending::FindProviders(reply))
+            }
+        };
+        self.pending.insert(id, pending);
+    }
+
+    /// Answers the caller waiting for this query's outcome, if any; otherwise the outcome is
+    /// an event.
+    fn answer(&mut self, event: Event) -> Option<Event> {
+        let query_id = match &event {
+            Event::ClosestPeers { query_id, .. }
+            | Event::Providers { query_id, .. }
+            | Event::Provided { query_id, .. } => *query_id,
+            _ => return Some(event),
+        };
+        let Some(pending) = self.pending.remove(&query_id) else {
+            return Some(event);
+        };
+        let timeout = DhtError::Timeout {
+            after: self.query_timeout,
+        };
+        match (pending, event) {
+            (Pending::ClosestPeers(reply), Event::ClosestPeers { result, stats, .. }) => {
+                let _ = reply.send(
+                    result
+                        .map(|peers| lookup(peers, &stats))
+                        .map_err(|_| timeout),
+                );
+            }
+            (Pending::FindAddresses { peer, reply }, Event::ClosestPeers { result, .. }) => {
+                let addresses = self.found_addresses(peer, result.as_deref().unwrap_or(&[]));
+                let _ = reply.send(match (addresses.is_empty(), result) {
+                    (false, _) => Ok(addresses),
+                    (true, Ok(_)) => Err(DhtError::NotFound(peer)),
+                    (true, Err(_)) => Err(timeout),
+                });
+            }
+            (Pending::Provide(reply), Event::Provided { result, .. }) => {
+                let _ = reply.send(result.map_err(|_| timeout));
+            }
+            (Pending::FindProviders(reply), Event::Providers { result, .. }) => {
+                let _ = reply.send(result.map_err(|_| timeout));
+            }
+            (pending, event) => {
+                // A query id answers with the event of its kind; keep waiting otherwise.
+                self.pending.insert(query_id, pending);
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// What a lookup of `peer` found, plus the routing table's addresses, without `/p2p/`.
+    fn found_addresses(&mut self, peer: PeerId, found: &[kad::PeerInfo]) -> Vec<Multiaddr> {
+        let lookup = found
+            .iter()
+            .filter(|p| p.peer_id == peer)
+            .flat_map(|p| p.addrs.iter().cloned());
+        let known = self.addresses_of(&peer);
+        let mut addresses: Vec<Multiaddr> = Vec::new();
+        for mut address in lookup.chain(known) {
+            if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+                address.pop();
+            }
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        addresses
+    }
+
     /// The Kademlia behaviour itself, for what this wrapper does not cover.
     pub fn kad_mut(&mut self) -> &mut kad::Behaviour<MemoryStore> {
         &mut self.inner.kad
@@ -389,7 +506,7 @@ impl Behaviour {
             } => self.on_query_progress(id, result, step.last, stats),
             _ => None,
         };
-        if let Some(event) = generated {
+        if let Some(event) = generated.and_then(|event| self.answer(event)) {
             self.push(ToSwarm::GenerateEvent(event));
         }
     }
@@ -446,6 +563,15 @@ impl Behaviour {
             }),
             _ => None,
         }
+    }
+}
+
+fn lookup(peers: Vec<kad::PeerInfo>, stats: &kad::QueryStats) -> Lookup {
+    Lookup {
+        peers: peers.into_iter().map(|p| p.peer_id).collect(),
+        requests: stats.num_requests(),
+        successes: stats.num_successes(),
+        duration: stats.duration().unwrap_or_default(),
     }
 }
 
@@ -561,6 +687,10 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        // Bounded by the command queue's capacity.
+        while let Poll::Ready(Some(command)) = self.dht_rx.poll_recv(cx) {
+            self.on_dht_command(command);
+        }
         // Bounded: every iteration either returns or consumes one inner event.
         loop {
             if let Some(action) = self.queue.pop_front() {

@@ -15,7 +15,8 @@
 //! - DHT operations ([`closest_peers`](Behaviour::closest_peers),
 //!   [`find_peer`](Behaviour::find_peer), [`start_providing`](Behaviour::start_providing),
 //!   [`providers`](Behaviour::providers)) return a query id whose single final outcome arrives
-//!   as an [`Event`].
+//!   as an [`Event`]; or, through a [`Dht`] handle ([`Behaviour::dht`]), as `async` calls
+//!   that return the outcome with a typed [`DhtError`].
 //!
 //! ```
 //! use codio_discovery::{Behaviour, DiscoveryConfig, KadMode};
@@ -43,9 +44,11 @@
 
 mod behaviour;
 mod config;
+mod dht;
 
 pub use behaviour::{Behaviour, Event, Source, usable_addresses};
 pub use config::{DiscoveryConfig, KadMode, split_peer_id};
+pub use dht::{Dht, DhtError, Lookup};
 pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};
 
 /// Errors of the discovery layer.

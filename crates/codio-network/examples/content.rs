@@ -6,6 +6,9 @@
 //! cargo run -p codio-network --example content
 //! ```
 
+// An example program reports what it did on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::sync::{Arc, OnceLock};
 
 use codio_network::{

@@ -6,6 +6,9 @@
 //! cargo run -p codio-network --example custom_handler
 //! ```
 
+// An example program reports what it did on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::{collections::HashMap, sync::Arc};
 
 use codio_network::{

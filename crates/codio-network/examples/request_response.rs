@@ -4,6 +4,9 @@
 //! cargo run -p codio-network --example request_response
 //! ```
 
+// An example program reports what it did on stdout.
+#![allow(clippy::print_stdout)]
+
 use codio_network::{NetworkConfig, NetworkManager, Request, Response};
 use libp2p::multiaddr::Protocol;
 

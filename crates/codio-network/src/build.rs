@@ -134,11 +134,11 @@ impl NodeBuilder {
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
             Metrics::register(&mut registry, client.stats())
         });
-        let swarm = build_swarm(&keypair, &config, protocol)?;
+        let (swarm, dht) = build_swarm(&keypair, &config, protocol)?;
         for task in tasks {
             tokio::spawn(task);
         }
-        Ok(spawn(swarm, config, client, metrics))
+        Ok(spawn(swarm, config, client, dht, metrics))
     }
 }
 
@@ -147,7 +147,7 @@ fn build_swarm(
     keypair: &Keypair,
     config: &NetworkConfig,
     protocol: codio_protocol::Behaviour,
-) -> Result<Swarm<Behaviour>, NetworkError> {
+) -> Result<(Swarm<Behaviour>, codio_discovery::Dht), NetworkError> {
     let layers = config.layers()?;
     let (transport, relay_client) = if layers.nat.client {
         let (transport, client) = codio_transport::build_with_relay(keypair, &config.transport)?;
@@ -180,12 +180,9 @@ fn build_swarm(
     let swarm_config = swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
     let local_peer_id = keypair.public().to_peer_id();
-    Ok(Swarm::new(
-        transport,
-        behaviour,
-        local_peer_id,
-        swarm_config,
-    ))
+    let dht = behaviour.discovery.dht();
+    let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
+    Ok((swarm, dht))
 }
 
 /// Spawns the event loop and returns the handle to it.
@@ -193,6 +190,7 @@ fn spawn(
     swarm: Swarm<Behaviour>,
     config: NetworkConfig,
     protocol: codio_protocol::Client,
+    dht: codio_discovery::Dht,
     metrics: Option<Metrics>,
 ) -> NetworkManager {
     let local_peer_id = *swarm.local_peer_id();
@@ -202,7 +200,6 @@ fn spawn(
     let timeouts = Timeouts {
         connect: config.transport.connect_timeout(),
         shutdown: config.shutdown_timeout,
-        query: config.discovery.query_timeout(),
     };
     let codio_metrics = metrics.as_ref().map(|m| m.codio.clone());
     let event_loop = EventLoop::new(
@@ -218,6 +215,7 @@ fn spawn(
     NetworkManager::from_parts(crate::Parts {
         local_peer_id,
         protocol,
+        dht,
         metrics: codio_metrics,
         config: Arc::new(config),
         commands,

@@ -63,7 +63,7 @@ use std::{
 };
 
 pub use build::NodeBuilder;
-pub use codio_discovery::{DiscoveryConfig, KadMode};
+pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup};
 pub use codio_policy::{
     BackoffConfig, ConnectionCounts, LimitsConfig, PolicyConfig,
     nat::{AutonatSettings, NatConfig, NatStatus, RelayServerLimits},
@@ -73,9 +73,9 @@ pub use codio_protocol::{
     ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
     RequestError, RequestHandler, RespondError, Responder, Response,
 };
-pub use codio_transport::TransportConfig;
+pub use codio_transport::{ConnectError, TransportConfig};
 pub use config::NetworkConfig;
-pub use error::{ConnectError, DhtError, NetworkError};
+pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};
 use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
@@ -111,20 +111,6 @@ pub(crate) fn without_p2p(mut address: Multiaddr) -> Multiaddr {
     address
 }
 
-/// The outcome of a DHT lookup ([`NetworkManager::lookup`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Lookup {
-    /// The closest peers found, closest first.
-    pub peers: Vec<PeerId>,
-    /// Requests sent to other peers during the lookup.
-    pub requests: u32,
-    /// Requests that were answered.
-    pub successes: u32,
-    /// How long the lookup took.
-    pub duration: Duration,
-}
-
 /// Why a reply from the event loop did not come.
 enum CallError {
     /// The event loop is gone.
@@ -137,6 +123,7 @@ enum CallError {
 pub(crate) struct Parts {
     pub(crate) local_peer_id: PeerId,
     pub(crate) protocol: codio_protocol::Client,
+    pub(crate) dht: codio_discovery::Dht,
     pub(crate) metrics: Option<Arc<metrics::CodioMetrics>>,
     pub(crate) config: Arc<NetworkConfig>,
     pub(crate) commands: mpsc::Sender<Command>,
@@ -151,6 +138,7 @@ pub(crate) struct Parts {
 pub struct NetworkManager {
     local_peer_id: PeerId,
     protocol: codio_protocol::Client,
+    dht: codio_discovery::Dht,
     metrics: Option<Arc<metrics::CodioMetrics>>,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
@@ -185,6 +173,7 @@ impl NetworkManager {
         Self {
             local_peer_id: parts.local_peer_id,
             protocol: parts.protocol,
+            dht: parts.dht,
             metrics: parts.metrics,
             config: parts.config,
             commands: parts.commands,
@@ -346,13 +335,30 @@ impl NetworkManager {
     ///
     /// # Errors
     ///
-    /// [`DhtError::NotFound`] when no DHT peer knows an address, [`DhtError::NoKnownPeers`]
-    /// when the routing table is empty, [`DhtError::Connect`] when the addresses found do not
-    /// answer, [`DhtError::Timeout`], [`DhtError::ShutDown`].
-    pub async fn find_peer(&self, peer_id: PeerId) -> Result<Vec<Multiaddr>, DhtError> {
-        let limit = self.query_timeout() + self.config.transport.connect_timeout();
-        self.dht_request(|reply| Command::FindPeer { peer_id, reply }, limit)
-            .await
+    /// [`FindPeerError::Dht`] when the lookup fails ([`DhtError::NotFound`],
+    /// [`DhtError::NoKnownPeers`], [`DhtError::Timeout`], [`DhtError::ShutDown`]),
+    /// [`FindPeerError::Connect`] when the addresses found do not answer.
+    pub async fn find_peer(&self, peer_id: PeerId) -> Result<Vec<Multiaddr>, FindPeerError> {
+        if let Some(info) = self.peer_info(&peer_id) {
+            return Ok(info.addresses);
+        }
+        let addresses = self.dht.find_addresses(peer_id).await?;
+        let after = self.config.transport.connect_timeout();
+        let command = |reply| Command::DialPeer {
+            peer_id,
+            addresses: addresses.clone(),
+            reply,
+        };
+        let connected = match self.call(command, after + REPLY_GRACE).await {
+            Ok(result) => result,
+            Err(CallError::ShutDown) => Err(ConnectError::ShutDown),
+            Err(CallError::Timeout) => Err(ConnectError::Timeout {
+                address: addresses[0].clone(),
+                after,
+            }),
+        };
+        connected.map_err(FindPeerError::Connect)?;
+        Ok(addresses)
     }
 
     /// The peers closest to `key` in the DHT's XOR metric (up to 20), found by an iterative
@@ -372,10 +378,7 @@ impl NetworkManager {
     ///
     /// As [`closest_peers`](Self::closest_peers).
     pub async fn lookup(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, DhtError> {
-        let key = key.into();
-        let limit = self.query_timeout();
-        self.dht_request(|reply| Command::ClosestPeers { key, reply }, limit)
-            .await
+        self.dht.closest_peers(key.into()).await
     }
 
     /// Announces this node as a provider of `key` (a content id) to the peers closest to it.
@@ -385,10 +388,7 @@ impl NetworkManager {
     /// [`DhtError::Timeout`] when the announcement does not finish, [`DhtError::Store`] when
     /// the local store is full, [`DhtError::ShutDown`].
     pub async fn provide(&self, key: impl Into<Vec<u8>>) -> Result<(), DhtError> {
-        let key = key.into();
-        let limit = self.query_timeout();
-        self.dht_request(|reply| Command::Provide { key, reply }, limit)
-            .await
+        self.dht.provide(key.into()).await
     }
 
     /// The providers of `key` known to the DHT (including this node if it provides it).
@@ -400,26 +400,7 @@ impl NetworkManager {
         &self,
         key: impl Into<Vec<u8>>,
     ) -> Result<HashSet<PeerId>, DhtError> {
-        let key = key.into();
-        let limit = self.query_timeout();
-        self.dht_request(|reply| Command::FindProviders { key, reply }, limit)
-            .await
-    }
-
-    fn query_timeout(&self) -> Duration {
-        self.config.discovery.query_timeout()
-    }
-
-    async fn dht_request<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<T, DhtError>>) -> Command,
-        limit: Duration,
-    ) -> Result<T, DhtError> {
-        match self.call(command, limit + REPLY_GRACE).await {
-            Ok(result) => result,
-            Err(CallError::ShutDown) => Err(DhtError::ShutDown),
-            Err(CallError::Timeout) => Err(DhtError::Timeout { after: limit }),
-        }
+        self.dht.find_providers(key.into()).await
     }
 
     /// Sends a request to `peer_id` and waits for its response (pipelined on

@@ -119,19 +119,59 @@ struct OutcomeLabel {
     outcome: Outcome,
 }
 
+/// An event counter: name, help, and which events count.
+type EventCounter = (&'static str, &'static str, fn(&NetworkEvent) -> bool);
+
+const EVENT_COUNTERS: [EventCounter; 9] = [
+    ("peers_connected", "Peers that became connected", |e| {
+        matches!(e, NetworkEvent::PeerConnected { .. })
+    }),
+    (
+        "peers_disconnected",
+        "Peers whose last connection closed",
+        |e| matches!(e, NetworkEvent::PeerDisconnected { .. }),
+    ),
+    ("dial_failures", "Outbound dials that failed", |e| {
+        matches!(e, NetworkEvent::DialFailed { .. })
+    }),
+    (
+        "reconnect_attempts",
+        "Reconnection attempts scheduled by the policy",
+        |e| matches!(e, NetworkEvent::Reconnecting { .. }),
+    ),
+    (
+        "reconnects",
+        "Peers reconnected after an unexpected disconnect",
+        |e| matches!(e, NetworkEvent::Reconnected { .. }),
+    ),
+    (
+        "reconnects_given_up",
+        "Peers the policy stopped reconnecting",
+        |e| matches!(e, NetworkEvent::ReconnectGaveUp { .. }),
+    ),
+    (
+        "connections_denied",
+        "Connections refused by the connection limits",
+        |e| matches!(e, NetworkEvent::ConnectionDenied { .. }),
+    ),
+    (
+        "peers_trimmed",
+        "Connections closed to get back under the low watermark",
+        |e| matches!(e, NetworkEvent::PeerTrimmed { .. }),
+    ),
+    (
+        "dead_peers",
+        "Connections closed because pings stopped being answered",
+        |e| matches!(e, NetworkEvent::DeadPeer { .. }),
+    ),
+];
+
 /// codio's own metrics (prefix `codio_`).
 #[derive(Debug)]
 pub(crate) struct CodioMetrics {
     connected_peers: Gauge,
-    peers_connected: Counter,
-    peers_disconnected: Counter,
-    dial_failures: Counter,
-    reconnect_attempts: Counter,
-    reconnects: Counter,
-    reconnects_given_up: Counter,
-    connections_denied: Counter,
-    peers_trimmed: Counter,
-    dead_peers: Counter,
+    /// One per [`EVENT_COUNTERS`] entry.
+    events: Vec<Counter>,
     hole_punches: Family<OutcomeLabel, Counter>,
     requests: Family<OutcomeLabel, Counter>,
     request_duration: Histogram,
@@ -141,15 +181,7 @@ impl CodioMetrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             connected_peers: Gauge::default(),
-            peers_connected: Counter::default(),
-            peers_disconnected: Counter::default(),
-            dial_failures: Counter::default(),
-            reconnect_attempts: Counter::default(),
-            reconnects: Counter::default(),
-            reconnects_given_up: Counter::default(),
-            connections_denied: Counter::default(),
-            peers_trimmed: Counter::default(),
-            dead_peers: Counter::default(),
+            events: EVENT_COUNTERS.iter().map(|_| Counter::default()).collect(),
             hole_punches: Family::default(),
             requests: Family::default(),
             // 50 us .. ~26 s, doubling.
@@ -163,51 +195,9 @@ impl CodioMetrics {
             "Peers with at least one established connection",
             metrics.connected_peers.clone(),
         );
-        r.register(
-            "peers_connected",
-            "Peers that became connected",
-            metrics.peers_connected.clone(),
-        );
-        r.register(
-            "peers_disconnected",
-            "Peers whose last connection closed",
-            metrics.peers_disconnected.clone(),
-        );
-        r.register(
-            "dial_failures",
-            "Outbound dials that failed",
-            metrics.dial_failures.clone(),
-        );
-        r.register(
-            "reconnect_attempts",
-            "Reconnection attempts scheduled by the policy",
-            metrics.reconnect_attempts.clone(),
-        );
-        r.register(
-            "reconnects",
-            "Peers reconnected after an unexpected disconnect",
-            metrics.reconnects.clone(),
-        );
-        r.register(
-            "reconnects_given_up",
-            "Peers the policy stopped reconnecting",
-            metrics.reconnects_given_up.clone(),
-        );
-        r.register(
-            "connections_denied",
-            "Connections refused by the connection limits",
-            metrics.connections_denied.clone(),
-        );
-        r.register(
-            "peers_trimmed",
-            "Connections closed to get back under the low watermark",
-            metrics.peers_trimmed.clone(),
-        );
-        r.register(
-            "dead_peers",
-            "Connections closed because pings stopped being answered",
-            metrics.dead_peers.clone(),
-        );
+        for ((name, help, _), counter) in EVENT_COUNTERS.iter().zip(&metrics.events) {
+            r.register(*name, *help, counter.clone());
+        }
         r.register(
             "hole_punches",
             "DCUtR hole punches by outcome",
@@ -227,14 +217,9 @@ impl CodioMetrics {
         // Every labelled series exists from the start, at zero, so dashboards and alerts see
         // it before the first event.
         for outcome in [Outcome::ok, Outcome::error] {
-            drop(metrics.requests.get_or_create(&OutcomeLabel {
-                outcome: outcome.clone(),
-            }));
-            drop(
-                metrics
-                    .hole_punches
-                    .get_or_create(&OutcomeLabel { outcome }),
-            );
+            let label = OutcomeLabel { outcome };
+            drop(metrics.requests.get_or_create(&label));
+            drop(metrics.hole_punches.get_or_create(&label));
         }
         metrics
     }
@@ -250,50 +235,19 @@ impl CodioMetrics {
     }
 
     fn on_event(&self, event: &NetworkEvent) {
-        match event {
-            NetworkEvent::PeerConnected { .. } => {
-                self.peers_connected.inc();
+        for ((_, _, counts), counter) in EVENT_COUNTERS.iter().zip(&self.events) {
+            if counts(event) {
+                counter.inc();
             }
-            NetworkEvent::PeerDisconnected { .. } => {
-                self.peers_disconnected.inc();
-            }
-            NetworkEvent::DialFailed { .. } => {
-                self.dial_failures.inc();
-            }
-            NetworkEvent::Reconnecting { .. } => {
-                self.reconnect_attempts.inc();
-            }
-            NetworkEvent::Reconnected { .. } => {
-                self.reconnects.inc();
-            }
-            NetworkEvent::ReconnectGaveUp { .. } => {
-                self.reconnects_given_up.inc();
-            }
-            NetworkEvent::ConnectionDenied { .. } => {
-                self.connections_denied.inc();
-            }
-            NetworkEvent::PeerTrimmed { .. } => {
-                self.peers_trimmed.inc();
-            }
-            NetworkEvent::DeadPeer { .. } => {
-                self.dead_peers.inc();
-            }
-            NetworkEvent::HolePunchSucceeded { .. } => {
-                self.hole_punches
-                    .get_or_create(&OutcomeLabel {
-                        outcome: Outcome::ok,
-                    })
-                    .inc();
-            }
-            NetworkEvent::HolePunchFailed { .. } => {
-                self.hole_punches
-                    .get_or_create(&OutcomeLabel {
-                        outcome: Outcome::error,
-                    })
-                    .inc();
-            }
-            _ => {}
         }
+        let outcome = match event {
+            NetworkEvent::HolePunchSucceeded { .. } => Outcome::ok,
+            NetworkEvent::HolePunchFailed { .. } => Outcome::error,
+            _ => return,
+        };
+        self.hole_punches
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 }
 
@@ -329,14 +283,11 @@ impl Metrics {
 
     pub(crate) fn on_swarm_event(&self, event: &libp2p::swarm::SwarmEvent<BehaviourEvent>) {
         self.libp2p.record(event);
-        if let libp2p::swarm::SwarmEvent::Behaviour(event) = event {
-            match event {
-                BehaviourEvent::Identify(e) => self.libp2p.record(e),
-                // Kademlia's, ping's, the relay server's and DCUtR's raw events stay inside
-                // their layers (codio-discovery, codio-policy); their `libp2p_*` metrics are
-                // therefore not recorded. codio's own count their outcomes.
-                _ => {}
-            }
+        // Kademlia's, ping's, the relay server's and DCUtR's raw events stay inside their
+        // layers (codio-discovery, codio-policy); their `libp2p_*` metrics are therefore not
+        // recorded. codio's own count their outcomes.
+        if let libp2p::swarm::SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) = event {
+            self.libp2p.record(e);
         }
     }
 }

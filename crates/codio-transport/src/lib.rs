@@ -44,9 +44,11 @@ use libp2p::{
     dns, identity, noise, tcp,
 };
 
+mod connect_error;
 mod muxer;
 mod timeout;
 
+pub use connect_error::ConnectError;
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use libp2p::{
-    Multiaddr, PeerId, TransportError,
+    Multiaddr, PeerId,
     core::ConnectedPoint,
     swarm::{
         ConnectionId, DialError, SwarmEvent,
@@ -15,38 +15,20 @@ use tokio::sync::oneshot;
 
 use super::EventLoop;
 use crate::{
-    ConnectError, DhtError, NetworkError, NetworkEvent, PeerInfo, behaviour::BehaviourEvent,
+    ConnectError, NetworkError, NetworkEvent, PeerInfo, behaviour::BehaviourEvent,
     event::Direction, peer_id_of, without_p2p,
 };
 
 /// Most addresses kept per peer in [`PeerInfo::addresses`].
 pub(super) const MAX_ADDRESSES_PER_PEER: usize = 32;
 
-/// Who waits for a dial: a `connect_peer` caller, or a `find_peer` caller whose peer the DHT
-/// resolved to `addresses`.
-pub(super) enum DialReply {
-    Connect(oneshot::Sender<Result<PeerId, ConnectError>>),
-    FindPeer {
-        addresses: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
-    },
-}
+type DialReply = oneshot::Sender<Result<PeerId, ConnectError>>;
 
-impl DialReply {
-    fn send(self, result: Result<PeerId, ConnectError>) {
-        // A caller that gave up dropped its receiver; nothing to do then.
-        let _ = match self {
-            DialReply::Connect(reply) => reply.send(result).map_err(drop),
-            DialReply::FindPeer { addresses, reply } => reply
-                .send(result.map(|_| addresses).map_err(DhtError::Connect))
-                .map_err(drop),
-        };
-    }
-}
-
+/// A dial a caller waits for; once connected, the peer is watched at `addresses`.
 struct PendingDial {
     address: Multiaddr,
     expected: Option<PeerId>,
+    addresses: Vec<Multiaddr>,
     reply: DialReply,
 }
 
@@ -75,16 +57,11 @@ impl Dials {
 }
 
 impl EventLoop {
-    pub(super) fn dial(
-        &mut self,
-        address: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, ConnectError>>,
-    ) {
-        let reply = DialReply::Connect(reply);
+    pub(super) fn dial(&mut self, address: Multiaddr, reply: DialReply) {
         let expected = peer_id_of(&address);
         let opts = match expected {
             Some(peer_id) if peer_id == *self.swarm.local_peer_id() => {
-                reply.send(Err(ConnectError::LocalPeerId { address }));
+                let _ = reply.send(Err(ConnectError::LocalPeerId { address }));
                 return;
             }
             Some(peer_id) if self.swarm.is_connected(&peer_id) => {
@@ -92,7 +69,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .policy
                     .watch(peer_id, vec![without_p2p(address)], true);
-                reply.send(Ok(peer_id));
+                let _ = reply.send(Ok(peer_id));
                 return;
             }
             Some(peer_id) => {
@@ -106,32 +83,58 @@ impl EventLoop {
             }
             None => DialOpts::unknown_peer_id().address(address.clone()).build(),
         };
-        self.dial_with(opts, address, expected, reply);
+        let addresses = vec![without_p2p(address.clone())];
+        let pending = PendingDial {
+            address,
+            expected,
+            addresses,
+            reply,
+        };
+        self.dial_with(opts, pending);
     }
 
-    pub(super) fn dial_with(
+    /// Connects to `peer_id` at `addresses` (a DHT lookup found them).
+    pub(super) fn dial_peer(
         &mut self,
-        opts: DialOpts,
-        address: Multiaddr,
-        expected: Option<PeerId>,
+        peer_id: PeerId,
+        addresses: Vec<Multiaddr>,
         reply: DialReply,
     ) {
-        let connection_id = opts.connection_id();
-        tracing::debug!(%address, ?connection_id, "dialing");
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                let pending = PendingDial {
-                    address,
-                    expected,
-                    reply,
-                };
-                self.dials.pending.insert(connection_id, pending);
-            }
-            Err(error) => {
-                let error = self.connect_error(error, address, expected);
-                reply.send(Err(error));
-            }
+        self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
+        if self.swarm.is_connected(&peer_id) {
+            let _ = reply.send(Ok(peer_id));
+            return;
         }
+        let Some(address) = addresses.first().cloned() else {
+            let reason = "no address".to_owned();
+            let _ = reply.send(Err(ConnectError::Unreachable {
+                address: Multiaddr::empty(),
+                reason,
+            }));
+            return;
+        };
+        let opts = DialOpts::peer_id(peer_id)
+            .addresses(addresses.clone())
+            .condition(PeerCondition::Always)
+            .build();
+        let pending = PendingDial {
+            address,
+            expected: Some(peer_id),
+            addresses,
+            reply,
+        };
+        self.dial_with(opts, pending);
+    }
+
+    fn dial_with(&mut self, opts: DialOpts, pending: PendingDial) {
+        let connection_id = opts.connection_id();
+        tracing::debug!(address = %pending.address, ?connection_id, "dialing");
+        if let Err(error) = self.swarm.dial(opts) {
+            let error = self.connect_error(error, pending.address, pending.expected);
+            let _ = pending.reply.send(Err(error));
+            return;
+        }
+        self.dials.pending.insert(connection_id, pending);
     }
 
     pub(super) fn disconnect(
@@ -164,72 +167,11 @@ impl EventLoop {
         address: Multiaddr,
         expected: Option<PeerId>,
     ) -> ConnectError {
-        match error {
-            DialError::LocalPeerId { .. } => ConnectError::LocalPeerId { address },
-            DialError::WrongPeerId { obtained, address } => match expected {
-                Some(expected) => ConnectError::WrongPeerId {
-                    expected,
-                    obtained,
-                    address,
-                },
-                None => ConnectError::Unreachable {
-                    address,
-                    reason: format!("unexpected peer id {obtained}"),
-                },
-            },
-            DialError::Denied { cause } => ConnectError::Denied {
-                address,
-                reason: cause.to_string(),
-            },
-            DialError::Aborted => ConnectError::Aborted { address },
-            DialError::NoAddresses | DialError::DialPeerConditionFalse(_) => {
-                ConnectError::InvalidAddress {
-                    address,
-                    reason: error.to_string(),
-                }
-            }
-            DialError::Transport(errors) => self.transport_error(&errors, address),
-        }
+        ConnectError::from_dial_error(error, address, expected, self.timeouts.connect)
     }
 
-    fn transport_error(
-        &self,
-        errors: &[(Multiaddr, TransportError<std::io::Error>)],
-        address: Multiaddr,
-    ) -> ConnectError {
-        let timed_out = errors.iter().any(|(_, e)| match e {
-            TransportError::Other(e) => codio_transport::is_timeout(e),
-            TransportError::MultiaddrNotSupported(_) => false,
-        });
-        let unsupported = !errors.is_empty()
-            && errors
-                .iter()
-                .all(|(_, e)| matches!(e, TransportError::MultiaddrNotSupported(_)));
-        if timed_out {
-            ConnectError::Timeout {
-                address,
-                after: self.timeouts.connect,
-            }
-        } else if unsupported {
-            ConnectError::InvalidAddress {
-                address,
-                reason: "no transport supports this address".to_owned(),
-            }
-        } else {
-            let reason = errors
-                .iter()
-                .map(|(_, e)| error_chain(e))
-                .collect::<Vec<_>>()
-                .join("; ");
-            ConnectError::Unreachable { address, reason }
-        }
-    }
-
-    /// Handles the connection events of the swarm; gives back the others.
-    pub(super) fn on_connection_event(
-        &mut self,
-        event: SwarmEvent<BehaviourEvent>,
-    ) -> Result<(), SwarmEvent<BehaviourEvent>> {
+    /// Handles the connection events of the swarm.
+    pub(super) fn on_connection_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -262,9 +204,8 @@ impl EventLoop {
                 error,
                 ..
             } => tracing::debug!(%send_back_addr, %error, "incoming connection failed"),
-            other => return Err(other),
+            other => tracing::trace!(?other, "swarm event"),
         }
-        Ok(())
     }
 
     fn on_dial_failed(
@@ -277,7 +218,7 @@ impl EventLoop {
         let message = error.to_string();
         if let Some(pending) = self.dials.pending.remove(&connection_id) {
             let error = self.connect_error(error, pending.address, pending.expected);
-            pending.reply.send(Err(error));
+            let _ = pending.reply.send(Err(error));
         }
         self.emit(NetworkEvent::DialFailed {
             peer_id,
@@ -317,15 +258,11 @@ impl EventLoop {
         });
         if let Some(pending) = self.dials.pending.remove(&connection_id) {
             // Peers the application asked for are protected and reconnected.
-            let addresses = match &pending.reply {
-                DialReply::FindPeer { addresses, .. } => addresses.clone(),
-                DialReply::Connect(_) => vec![without_p2p(pending.address.clone())],
-            };
             self.swarm
                 .behaviour_mut()
                 .policy
-                .watch(peer_id, addresses, true);
-            pending.reply.send(Ok(peer_id));
+                .watch(peer_id, pending.addresses, true);
+            let _ = pending.reply.send(Ok(peer_id));
         }
         if num_established == 1 {
             tracing::info!(%peer_id, %address, ?direction, relayed, "peer connected");
@@ -365,19 +302,4 @@ impl EventLoop {
         }
         self.emit(NetworkEvent::PeerDisconnected { peer_id, cause });
     }
-}
-
-/// Formats an error with its sources, skipping repeated messages.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    // Bounded: error source chains are finite.
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }

@@ -1,22 +1,19 @@
 //! The task that owns and continuously polls the [`Swarm`], split by concern: this file runs
-//! the loop and routes events; [`dials`] connects and disconnects peers, [`dht`] runs DHT
-//! queries, [`addresses`] tracks listen addresses and what identify tells; [`state`] is what
-//! handles read.
+//! the loop and routes events; [`dials`] connects and disconnects peers, [`addresses`] tracks
+//! listen addresses and what identify tells; [`state`] is what handles read. DHT queries do
+//! not pass through here: the discovery layer's `Dht` handle talks to its behaviour directly.
 //!
 //! Handles talk to it through a bounded command queue; every command carries a `oneshot`
 //! sender for its reply, and the loop keeps the pending replies keyed by the identifier libp2p
 //! reports the outcome with ([`ConnectionId`](libp2p::swarm::ConnectionId) for dials,
 //! [`ListenerId`](libp2p::core::transport::ListenerId) for listeners, [`PeerId`] for
-//! disconnects, [`QueryId`](codio_discovery::QueryId) for DHT queries), so each reply reaches
-//! exactly the caller that asked.
+//! disconnects), so each reply reaches exactly the caller that asked.
 
 mod addresses;
-mod dht;
 mod dials;
 pub(crate) mod state;
 
 use std::{
-    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
 
 use crate::{
-    ConnectError, DhtError, Lookup, NetworkError, NetworkEvent,
+    ConnectError, DiscoverySource, NetworkError, NetworkEvent,
     behaviour::{Behaviour, BehaviourEvent},
     event::Direction,
 };
@@ -42,21 +39,11 @@ pub(crate) enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
     },
-    FindPeer {
+    /// Connect to `peer_id` at `addresses` (found in the DHT).
+    DialPeer {
         peer_id: PeerId,
-        reply: oneshot::Sender<Result<Vec<Multiaddr>, DhtError>>,
-    },
-    ClosestPeers {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Result<Lookup, DhtError>>,
-    },
-    Provide {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Result<(), DhtError>>,
-    },
-    FindProviders {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Result<HashSet<PeerId>, DhtError>>,
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, ConnectError>>,
     },
     Dial {
         address: Multiaddr,
@@ -76,7 +63,6 @@ pub(crate) enum Command {
 pub(crate) struct Timeouts {
     pub(crate) connect: Duration,
     pub(crate) shutdown: Duration,
-    pub(crate) query: Duration,
 }
 
 pub(crate) struct EventLoop {
@@ -87,7 +73,6 @@ pub(crate) struct EventLoop {
     timeouts: Timeouts,
     metrics: Option<crate::metrics::Metrics>,
     dials: dials::Dials,
-    queries: dht::Queries,
     listens: addresses::Listens,
 }
 
@@ -108,7 +93,6 @@ impl EventLoop {
             timeouts,
             metrics,
             dials: dials::Dials::default(),
-            queries: HashMap::new(),
             listens: addresses::Listens::default(),
         }
     }
@@ -160,10 +144,11 @@ impl EventLoop {
             Command::Start { address, reply } => self.start(address, reply),
             Command::Dial { address, reply } => self.dial(address, reply),
             Command::Disconnect { peer_id, reply } => self.disconnect(peer_id, reply),
-            Command::FindPeer { peer_id, reply } => self.find_peer(peer_id, reply),
-            Command::ClosestPeers { key, reply } => self.closest_peers(key, reply),
-            Command::Provide { key, reply } => self.provide(key, reply),
-            Command::FindProviders { key, reply } => self.find_providers(key, reply),
+            Command::DialPeer {
+                peer_id,
+                addresses,
+                reply,
+            } => self.dial_peer(peer_id, addresses, reply),
             // `run` intercepts shutdown before dispatching here.
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -191,11 +176,11 @@ impl EventLoop {
         }
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
-            other => {
-                if let Err(other) = self.on_connection_event(other) {
-                    self.on_listen_event(other);
-                }
-            }
+            event @ (SwarmEvent::ConnectionEstablished { .. }
+            | SwarmEvent::ConnectionClosed { .. }
+            | SwarmEvent::OutgoingConnectionError { .. }
+            | SwarmEvent::IncomingConnectionError { .. }) => self.on_connection_event(event),
+            other => self.on_listen_event(other),
         }
     }
 
@@ -210,6 +195,26 @@ impl EventLoop {
             BehaviourEvent::Protocol(other) => tracing::debug!(?other, "protocol event"),
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
         }
+    }
+
+    fn on_discovery_event(&mut self, event: codio_discovery::Event) {
+        let (peer_id, addresses, source) = match event {
+            codio_discovery::Event::Discovered {
+                peer_id, addresses, ..
+            } => (peer_id, addresses, DiscoverySource::Mdns),
+            codio_discovery::Event::RoutingUpdated {
+                peer_id,
+                addresses,
+                is_new_peer: true,
+            } => (peer_id, addresses, DiscoverySource::Dht),
+            other => return tracing::trace!(?other, "discovery event"),
+        };
+        tracing::debug!(%peer_id, ?addresses, ?source, "discovered");
+        self.emit(NetworkEvent::PeerDiscovered {
+            peer_id,
+            addresses,
+            source,
+        });
     }
 
     fn on_nat_event(&mut self, event: NatEvent) {
