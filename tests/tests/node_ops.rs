@@ -160,15 +160,44 @@ async fn configuration_layers_and_validation_name_the_bad_field() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    // Out of range and unknown keys: the parser names the key.
-    std::fs::write(dir.path("range.toml"), "listen_port = 70000\n").unwrap();
-    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("range.toml")])).await;
-    assert_ne!(code, Some(0));
-    assert!(lines.join("\n").contains("listen_port"), "{lines:#?}");
-    std::fs::write(dir.path("typo.toml"), "listen_prot = 1\n").unwrap();
-    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("typo.toml")])).await;
-    assert_ne!(code, Some(0));
-    assert!(lines.join("\n").contains("listen_prot"), "{lines:#?}");
+    // Out of range, wrong types and unknown keys: every one named, exit code 2.
+    std::fs::write(
+        dir.path("parse.toml"),
+        "listen_port = 70000\nlisten_prot = 1\njson = \"yes\"\n",
+    )
+    .unwrap();
+    let (lines, code) = run_to_exit(node(&["--config", &dir.arg("parse.toml")])).await;
+    assert_eq!(code, Some(2), "{lines:#?}");
+    for key in ["listen_port", "listen_prot", "json"] {
+        assert!(lines.join("\n").contains(key), "{key}: {lines:#?}");
+    }
+    // Booleans go both ways: a file's `json = true` and `mdns = false` are undone by a
+    // variable and by a flag.
+    std::fs::write(dir.path("bools.toml"), "json = true\nmdns = false\n").unwrap();
+    let config = dir.arg("bools.toml");
+    let args = ["--config", config.as_str(), "config", "check"];
+    let (lines, _) = run_to_exit(node_with_env(&args, &[("CODIO_JSON", "false")])).await;
+    assert!(
+        lines.iter().any(|l| l == &format!("{STDOUT}json = false")),
+        "{lines:#?}"
+    );
+    let flags = [
+        "--config",
+        config.as_str(),
+        "--json=false",
+        "--mdns",
+        "config",
+        "check",
+    ];
+    let (lines, _) = run_to_exit(node(&flags)).await;
+    assert!(
+        lines.iter().any(|l| l == &format!("{STDOUT}json = false")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == &format!("{STDOUT}mdns = true")),
+        "{lines:#?}"
+    );
     let (lines, code) = run_to_exit(node_with_env(&[], &[("CODIO_LISTEN_PORT", "70000")])).await;
     assert_eq!(code, Some(2));
     assert!(lines.join("\n").contains("--listen-port"), "{lines:#?}");

@@ -342,8 +342,13 @@ impl NetworkManager {
         if let Some(info) = self.peer_info(&peer_id) {
             return Ok(info.addresses);
         }
-        let addresses = self.dht.find_addresses(peer_id).await?;
         let after = self.config.transport.connect_timeout();
+        // The lookup must be able to reach the peer itself (it answers for its own id).
+        let allow = |reply| Command::AllowDials { peer_id, reply };
+        if let Err(CallError::ShutDown) = self.call(allow, after).await {
+            return Err(FindPeerError::Dht(DhtError::ShutDown));
+        }
+        let addresses = self.dht.find_addresses(peer_id).await?;
         let command = |reply| Command::DialPeer {
             peer_id,
             addresses: addresses.clone(),

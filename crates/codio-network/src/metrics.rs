@@ -283,11 +283,27 @@ impl Metrics {
 
     pub(crate) fn on_swarm_event(&self, event: &libp2p::swarm::SwarmEvent<BehaviourEvent>) {
         self.libp2p.record(event);
-        // Kademlia's, ping's, the relay server's and DCUtR's raw events stay inside their
-        // layers (codio-discovery, codio-policy); their `libp2p_*` metrics are therefore not
-        // recorded. codio's own count their outcomes.
-        if let libp2p::swarm::SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) = event {
-            self.libp2p.record(e);
+        // Kademlia's, the relay server's and DCUtR's raw events stay inside their layers
+        // (codio-discovery, codio-policy); their `libp2p_*` metrics are therefore not
+        // recorded (codio's own count their outcomes). Answered pings come out of the policy
+        // with their RTT and are recorded as libp2p's ping metrics.
+        match event {
+            libp2p::swarm::SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => {
+                self.libp2p.record(e);
+            }
+            libp2p::swarm::SwarmEvent::Behaviour(BehaviourEvent::Policy(
+                codio_policy::Event::Pong {
+                    peer_id,
+                    connection_id,
+                    rtt,
+                    ..
+                },
+            )) => self.libp2p.record(&libp2p::ping::Event {
+                peer: *peer_id,
+                connection: *connection_id,
+                result: Ok(*rtt),
+            }),
+            _ => {}
         }
     }
 }

@@ -17,6 +17,15 @@ use codio_network::{
 use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
 
+/// Why the configuration could not be loaded.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// The file could not be read (exit 1).
+    Read(anyhow::Error),
+    /// The file is not a valid configuration: every problem found (exit 2).
+    Invalid(Vec<String>),
+}
+
 /// Everything `codio-node` can be configured with. Keys of the TOML file are the field names;
 /// flags are the same names in kebab case; environment variables are `CODIO_` + the name in
 /// upper case (lists comma separated).
@@ -184,12 +193,18 @@ pub(crate) struct Overrides {
     /// Maximum number of established connections (default 50).
     #[arg(long, env = "CODIO_MAX_PEERS")]
     max_peers: Option<usize>,
-    /// Disable mDNS discovery.
-    #[arg(long, env = "CODIO_NO_MDNS")]
+    /// Discover peers with mDNS (default on); `--mdns=false` turns it off.
+    #[arg(long, env = "CODIO_MDNS", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_mdns")]
+    mdns: Option<bool>,
+    /// Same as `--mdns=false`.
+    #[arg(long, env = "CODIO_NO_MDNS", overrides_with = "mdns")]
     no_mdns: bool,
-    /// Always answer DHT queries.
-    #[arg(long, env = "CODIO_KAD_SERVER")]
-    kad_server: bool,
+    /// Always answer DHT queries (default off); `--kad-server=false` turns it off.
+    #[arg(long, env = "CODIO_KAD_SERVER", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_kad_server")]
+    kad_server: Option<bool>,
+    /// Same as `--kad-server=false`.
+    #[arg(long, env = "CODIO_NO_KAD_SERVER", overrides_with = "kad_server")]
+    no_kad_server: bool,
     /// Bootstrap peer, ending in /p2p/PEER_ID (repeatable).
     #[arg(
         long = "bootstrap",
@@ -222,23 +237,31 @@ pub(crate) struct Overrides {
         value_delimiter = ','
     )]
     find_peer: Vec<String>,
-    /// Disable NAT traversal as a client.
-    #[arg(long, env = "CODIO_NO_RELAY")]
+    /// NAT traversal as a client (relay client, hole punching) (default on); `--relay-client=false` turns it off.
+    #[arg(long = "relay-client", env = "CODIO_RELAY", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_relay")]
+    relay: Option<bool>,
+    /// Same as `--relay-client=false`.
+    #[arg(long = "no-relay", env = "CODIO_NO_RELAY", overrides_with = "relay")]
     no_relay: bool,
-    /// Serve as a relay.
-    #[arg(long, env = "CODIO_RELAY_SERVER")]
-    relay_server: bool,
-    /// Relay to reserve on when private (repeatable).
+    /// Serve as a relay (default off); `--relay-server=false` turns it off.
+    #[arg(long, env = "CODIO_RELAY_SERVER", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_relay_server")]
+    relay_server: Option<bool>,
+    /// Same as `--relay-server=false`.
+    #[arg(long, env = "CODIO_NO_RELAY_SERVER", overrides_with = "relay_server")]
+    no_relay_server: bool,
+    /// Relay to reserve on when private (repeatable; also `--relays`).
     #[arg(
         long = "relay",
+        visible_alias = "relays",
         env = "CODIO_RELAYS",
         value_name = "ADDR",
         value_delimiter = ','
     )]
     relays: Vec<String>,
-    /// Address this node is reachable at (repeatable).
+    /// Address this node is reachable at (repeatable; also `--external-addrs`).
     #[arg(
         long = "external-addr",
+        visible_alias = "external-addrs",
         env = "CODIO_EXTERNAL_ADDRS",
         value_name = "ADDR",
         value_delimiter = ','
@@ -268,18 +291,31 @@ pub(crate) struct Overrides {
     /// AutoNAT probe interval while unsure, in milliseconds (default 90000).
     #[arg(long, env = "CODIO_AUTONAT_RETRY_MS", value_name = "MS")]
     autonat_retry_ms: Option<u64>,
-    /// Let AutoNAT use peers at private IP addresses.
-    #[arg(long, env = "CODIO_AUTONAT_PRIVATE_IPS")]
-    autonat_private_ips: bool,
-    /// Keep no peer book.
-    #[arg(long, env = "CODIO_NO_PEER_BOOK")]
+    /// Let AutoNAT use peers at private IP addresses (default off); `--autonat-private-ips=false` turns it off.
+    #[arg(long, env = "CODIO_AUTONAT_PRIVATE_IPS", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_autonat_private_ips")]
+    autonat_private_ips: Option<bool>,
+    /// Same as `--autonat-private-ips=false`.
+    #[arg(
+        long,
+        env = "CODIO_NO_AUTONAT_PRIVATE_IPS",
+        overrides_with = "autonat_private_ips"
+    )]
+    no_autonat_private_ips: bool,
+    /// Keep a peer book in the data directory (default on); `--peer-book=false` turns it off.
+    #[arg(long, env = "CODIO_PEER_BOOK", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_peer_book")]
+    peer_book: Option<bool>,
+    /// Same as `--peer-book=false`.
+    #[arg(long, env = "CODIO_NO_PEER_BOOK", overrides_with = "peer_book")]
     no_peer_book: bool,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9090).
     #[arg(long, env = "CODIO_METRICS_ADDR", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
-    /// Print one JSON event per line on stdout.
-    #[arg(long, env = "CODIO_JSON")]
-    json: bool,
+    /// Print one JSON event per line on stdout (default off); `--json=false` turns it off.
+    #[arg(long, env = "CODIO_JSON", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_json")]
+    json: Option<bool>,
+    /// Same as `--json=false`.
+    #[arg(long, env = "CODIO_NO_JSON", overrides_with = "json")]
+    no_json: bool,
     /// Accept bulk transfers into this directory.
     #[arg(long, env = "CODIO_INBOX", value_name = "DIR")]
     inbox: Option<PathBuf>,
@@ -291,6 +327,15 @@ pub(crate) struct Overrides {
 fn set<T>(target: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *target = value;
+    }
+}
+
+/// A boolean setting: `off` (a `--no-…` flag) wins, else the value given, else unchanged.
+fn switch(target: &mut bool, on: Option<bool>, off: bool) {
+    if off {
+        *target = false;
+    } else if let Some(on) = on {
+        *target = on;
     }
 }
 
@@ -308,14 +353,14 @@ impl Overrides {
         set(&mut c.listen_ip, self.listen_ip);
         set(&mut c.listen_port, self.listen_port);
         set(&mut c.max_peers, self.max_peers);
-        c.mdns &= !self.no_mdns;
-        c.kad_server |= self.kad_server;
+        switch(&mut c.mdns, self.mdns, self.no_mdns);
+        switch(&mut c.kad_server, self.kad_server, self.no_kad_server);
         set_list(&mut c.bootstrap, self.bootstrap);
         set_list(&mut c.reserved, self.reserved);
         set_list(&mut c.dial, self.dial);
         set_list(&mut c.find_peer, self.find_peer);
-        c.relay &= !self.no_relay;
-        c.relay_server |= self.relay_server;
+        switch(&mut c.relay, self.relay, self.no_relay);
+        switch(&mut c.relay_server, self.relay_server, self.no_relay_server);
         set_list(&mut c.relays, self.relays);
         set_list(&mut c.external_addrs, self.external_addrs);
         set(&mut c.ping_interval_ms, self.ping_interval_ms);
@@ -326,12 +371,16 @@ impl Overrides {
         set(&mut c.backoff_max_ms, self.backoff_max_ms);
         set(&mut c.autonat_boot_delay_ms, self.autonat_boot_delay_ms);
         set(&mut c.autonat_retry_ms, self.autonat_retry_ms);
-        c.autonat_private_ips |= self.autonat_private_ips;
-        c.peer_book &= !self.no_peer_book;
+        switch(
+            &mut c.autonat_private_ips,
+            self.autonat_private_ips,
+            self.no_autonat_private_ips,
+        );
+        switch(&mut c.peer_book, self.peer_book, self.no_peer_book);
         if self.metrics_addr.is_some() {
             c.metrics_addr = self.metrics_addr;
         }
-        c.json |= self.json;
+        switch(&mut c.json, self.json, self.no_json);
         if self.inbox.is_some() {
             c.inbox = self.inbox;
         }
@@ -342,13 +391,16 @@ impl Overrides {
 impl NodeConfig {
     /// Defaults, overridden by the file at `path` (if any), then by `overrides` (flags and
     /// environment variables, which clap has already merged).
-    pub(crate) fn load(path: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, LoadError> {
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the configuration {}", path.display()))?;
-                Self::parse(&text)
-                    .with_context(|| format!("in the configuration {}", path.display()))?
+                    .with_context(|| format!("reading the configuration {}", path.display()))
+                    .map_err(LoadError::Read)?;
+                Self::parse(&text).map_err(|errors| {
+                    let at = |e| format!("{}: {e}", path.display());
+                    LoadError::Invalid(errors.into_iter().map(at).collect())
+                })?
             }
             None => Self::default(),
         };
@@ -357,8 +409,25 @@ impl NodeConfig {
     }
 
     /// Parses a TOML configuration (unknown keys are errors: a typo must not be ignored).
-    pub(crate) fn parse(text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    /// Every bad key is reported, each naming the key; a syntax error is reported alone (the
+    /// rest of the file cannot be read past it).
+    pub(crate) fn parse(text: &str) -> Result<Self, Vec<String>> {
+        let table: toml::Table = text.parse().map_err(|e| vec![format!("{e}")])?;
+        // Each key alone: every field has a default, so a one-key table checks just that key.
+        let errors: Vec<String> = table
+            .iter()
+            .filter_map(|(key, value)| {
+                let one = toml::Table::from_iter([(key.clone(), value.clone())]);
+                let result: Result<Self, _> = toml::Value::Table(one).try_into();
+                result.err().map(|e| format!("`{key}`: {}", e.message()))
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| vec![e.message().to_owned()])
     }
 
     /// Checks every field and converts the result; all problems are reported at once, each
@@ -585,12 +654,17 @@ mod tests {
     fn unknown_keys_and_bad_types_name_the_key() {
         let err = NodeConfig::parse("listen_port = 70000")
             .unwrap_err()
-            .to_string();
+            .join("; ");
         assert!(err.contains("listen_port"), "{err}");
-        let err = NodeConfig::parse("listen_prot = 1")
-            .unwrap_err()
-            .to_string();
+        let err = NodeConfig::parse("listen_prot = 1").unwrap_err().join("; ");
         assert!(err.contains("listen_prot"), "{err}");
+        // Every bad key at once, not only the first.
+        let errors =
+            NodeConfig::parse("listen_port = 70000\njson = \"yes\"\nmdsn = false").unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for key in ["listen_port", "json", "mdsn"] {
+            assert!(errors.iter().any(|e| e.contains(key)), "{key}: {errors:?}");
+        }
     }
 
     #[test]

@@ -116,16 +116,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print!("{}", config::EXAMPLE);
         return Ok(ExitCode::SUCCESS);
     }
-    let node_config = NodeConfig::load(cli.config.as_deref(), cli.overrides)?;
+    let invalid = |errors: Vec<String>| {
+        eprintln!("codio-node: invalid configuration:");
+        for error in errors {
+            eprintln!("  - {error}");
+        }
+        Ok(ExitCode::from(INVALID_CONFIG))
+    };
+    let node_config = match NodeConfig::load(cli.config.as_deref(), cli.overrides) {
+        Ok(config) => config,
+        Err(config::LoadError::Read(error)) => return Err(error),
+        Err(config::LoadError::Invalid(errors)) => return invalid(errors),
+    };
     let validated = match node_config.validate() {
         Ok(validated) => validated,
-        Err(errors) => {
-            eprintln!("codio-node: invalid configuration:");
-            for error in errors {
-                eprintln!("  - {error}");
-            }
-            return Ok(ExitCode::from(INVALID_CONFIG));
-        }
+        Err(errors) => return invalid(errors),
     };
     match cli.command {
         Some(Command::Config {

@@ -39,6 +39,12 @@ pub(crate) enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
     },
+    /// The application asks for `peer_id`: an earlier explicit disconnect no longer keeps
+    /// this node (a DHT lookup included) from dialing it.
+    AllowDials {
+        peer_id: PeerId,
+        reply: oneshot::Sender<()>,
+    },
     /// Connect to `peer_id` at `addresses` (found in the DHT).
     DialPeer {
         peer_id: PeerId,
@@ -144,6 +150,10 @@ impl EventLoop {
             Command::Start { address, reply } => self.start(address, reply),
             Command::Dial { address, reply } => self.dial(address, reply),
             Command::Disconnect { peer_id, reply } => self.disconnect(peer_id, reply),
+            Command::AllowDials { peer_id, reply } => {
+                self.swarm.behaviour_mut().policy.allow_dials(&peer_id);
+                let _ = reply.send(());
+            }
             Command::DialPeer {
                 peer_id,
                 addresses,
