@@ -8,8 +8,11 @@
 //! [`std::io::ErrorKind::TimedOut`] error.
 //!
 //! [`upgrade`] applies the same security and multiplexing upgrades to any other byte-stream
-//! transport (for instance the relay client transport), so that every path into a node is
-//! authenticated and multiplexed the same way.
+//! transport, so that every path into a node is authenticated and multiplexed the same way;
+//! [`build_with_relay`] uses it to put the relay v2 client transport (NAT traversal: dialing and
+//! listening on `/p2p-circuit` addresses) in front of TCP and hands back the relay client's
+//! behaviour half. [`ConnectError::from_dial_error`] turns a failed dial into what a caller can
+//! act on (timeout, wrong peer id, unreachable with the whole error chain, denied, …).
 //!
 //! The result is a plain [`Boxed`] libp2p transport and works with any [`libp2p::Swarm`]:
 //!
