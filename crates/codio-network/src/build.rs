@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, PoisonError},
+    sync::{Arc, PoisonError, atomic::AtomicBool},
     time::Duration,
 };
 
@@ -212,7 +212,7 @@ fn spawn(
     );
     let task = tokio::spawn(event_loop.run());
     tracing::info!(%local_peer_id, "network created");
-    NetworkManager::from_parts(crate::Parts {
+    NetworkManager {
         local_peer_id,
         protocol,
         dht,
@@ -221,6 +221,7 @@ fn spawn(
         commands,
         events,
         shared,
-        task,
-    })
+        started: Arc::new(AtomicBool::new(false)),
+        task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+    }
 }

@@ -300,55 +300,17 @@ mod tests {
     use super::*;
     use codio_policy::LimitsConfig;
 
-    #[test]
-    fn seed_defaults() {
-        let c = NetworkConfig::default();
-        assert_eq!(c.listen_port, 0);
-        assert_eq!(c.max_peers, 50);
-        assert!(c.bootstrap_peers.is_empty());
-        assert!(c.enable_mdns);
-        assert!(c.enable_relay);
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
-        assert_eq!(c.listen_multiaddr().to_string(), "/ip4/0.0.0.0/tcp/0");
-    }
-
+    /// The composition itself (public behaviour is tested in `tests/tests/config.rs`).
     #[test]
     fn seed_fields_win_over_the_layers() {
-        let mut c = NetworkConfig::default().with_max_peers(10).with_mdns(false);
+        let mut c = NetworkConfig::default()
+            .with_max_peers(10)
+            .with_relay(false);
         c.policy = PolicyConfig::default().with_limits(LimitsConfig::new(99));
+        c.nat = NatConfig::default().with_client(true);
         let layers = c.layers().unwrap();
         assert_eq!(layers.policy.limits().max_established(), 10);
         assert_eq!(layers.policy.limits().watermarks(), (6, 8));
-        assert!(!layers.nat.client || c.enable_relay);
-    }
-
-    #[test]
-    fn validation_names_the_field() {
-        let err = |c: NetworkConfig| c.layers().unwrap_err().to_string();
-        assert!(err(NetworkConfig::default().with_max_peers(0)).contains("max_peers"));
-        let unnamed = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
-        assert!(
-            err(NetworkConfig::default().with_bootstrap_peers(unnamed)).contains("bootstrap_peers")
-        );
-        let peer = libp2p::PeerId::random();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
-        let twice = NetworkConfig::default().with_bootstrap_peers(vec![addr.clone(), addr]);
-        assert!(err(twice).contains("listed twice"));
-        let bad_marks = NetworkConfig::default().with_policy(
-            PolicyConfig::default().with_limits(LimitsConfig::new(50).with_watermarks(10, 5)),
-        );
-        assert!(err(bad_marks).contains("watermarks"));
-        let bad_protocol = NetworkConfig::default()
-            .with_protocol(ProtocolConfig::default().with_inbound_request_buffer(0));
-        assert!(err(bad_protocol).contains("inbound_request_buffer"));
-        assert!(NetworkConfig::default().layers().is_ok());
-    }
-
-    #[test]
-    fn ipv6_listen_addr() {
-        let c = NetworkConfig::default()
-            .with_listen_ip("::1".parse().unwrap())
-            .with_listen_port(4001);
-        assert_eq!(c.listen_multiaddr().to_string(), "/ip6/::1/tcp/4001");
+        assert!(!layers.nat.client);
     }
 }

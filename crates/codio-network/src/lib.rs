@@ -119,19 +119,6 @@ enum CallError {
     Timeout,
 }
 
-/// What [`NetworkManager`] is made of (see `build.rs`).
-pub(crate) struct Parts {
-    pub(crate) local_peer_id: PeerId,
-    pub(crate) protocol: codio_protocol::Client,
-    pub(crate) dht: codio_discovery::Dht,
-    pub(crate) metrics: Option<Arc<metrics::CodioMetrics>>,
-    pub(crate) config: Arc<NetworkConfig>,
-    pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) events: broadcast::Sender<NetworkEvent>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) task: JoinHandle<()>,
-}
-
 /// Handle to a running codio node. Clone it freely: every clone talks to the same node, and
 /// the node shuts down when [`shutdown`](Self::shutdown) is called or the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -167,21 +154,6 @@ impl NetworkManager {
     /// A builder to register handlers with before the node is built.
     pub fn builder(config: NetworkConfig) -> NodeBuilder {
         NodeBuilder::new(config)
-    }
-
-    pub(crate) fn from_parts(parts: Parts) -> Self {
-        Self {
-            local_peer_id: parts.local_peer_id,
-            protocol: parts.protocol,
-            dht: parts.dht,
-            metrics: parts.metrics,
-            config: parts.config,
-            commands: parts.commands,
-            events: parts.events,
-            shared: parts.shared,
-            started: Arc::new(AtomicBool::new(false)),
-            task: Arc::new(Mutex::new(Some(parts.task))),
-        }
     }
 
     /// Sends a command built around a reply sender and waits up to `limit` for the reply.
