@@ -1,6 +1,9 @@
 //! `NetworkConfig`: the seed's defaults, and settings that cannot work refused by name — the
 //! facade's own and every layer's, surfaced through `NetworkManager::new`.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use codio_network::{

@@ -1,6 +1,6 @@
 //! NAT traversal as one behaviour: the relay v2 client (reach and be reached through relays),
 //! an optional relay server, AutoNAT (am I reachable?), DCUtR (hole punching that upgrades
-//! relayed connections to direct ones) and [`autorelay`](crate::autorelay) (reserve relay
+//! relayed connections to direct ones) and [`autorelay`] (reserve relay
 //! slots when private), with the glue between them: AutoNAT's verdict drives AutoRelay,
 //! accepted reservations are recorded, configured external addresses are confirmed.
 //!
@@ -296,7 +296,8 @@ pub(crate) struct Inner {
     autorelay: Toggle<autorelay::Behaviour>,
 }
 
-/// NAT traversal; see the [module docs](self).
+/// NAT traversal in one behaviour: relay client and server, AutoNAT, DCUtR and AutoRelay,
+/// with the glue between them (see [`nat`](crate::nat)).
 #[derive(Debug)]
 pub struct Behaviour {
     inner: Inner,
@@ -419,7 +420,7 @@ fn hole_punch_event(peer_id: PeerId, result: Result<ConnectionId, dcutr::Error>)
     }
 }
 
-/// What the derive builds for [`Inner`], spelled out (the struct itself stays private).
+// What the derive builds for the private `Inner`, spelled out.
 type NatHandler = ConnectionHandlerSelect<
     ConnectionHandlerSelect<
         ConnectionHandlerSelect<

@@ -73,7 +73,10 @@ pub(crate) struct Inner {
     bulk: streams::Behaviour,
 }
 
-/// Requests, RPC sessions and bulk streams; see the [module docs](self).
+/// Requests, RPC sessions and bulk streams in one behaviour: `/codio/1.0.0`
+/// (request-response), `/codio/rpc/1.0.0` sessions and `/codio/bulk/1.0.0` streams, with the
+/// engine around them (see the [crate docs](crate)). Spawns tasks: poll the swarm inside a
+/// Tokio runtime.
 pub struct Behaviour {
     inner: Inner,
     per_stream: mpsc::Receiver<OutboundRequest>,
@@ -336,7 +339,7 @@ impl Drop for Behaviour {
 }
 
 impl NetworkBehaviour for Behaviour {
-    /// What the derive builds for [`Inner`], spelled out (the struct itself stays private).
+    // What the derive builds for the private `Inner`, spelled out.
     type ConnectionHandler = ConnectionHandlerSelect<
         ConnectionHandlerSelect<
             THandler<request_response::Behaviour<Codec>>,
