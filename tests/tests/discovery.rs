@@ -271,6 +271,22 @@ async fn global_discovery_ten_peers() {
     }
 }
 
+/// A node that knows no DHT peer says so (`NoKnownPeers`) instead of running a lookup with
+/// nobody to ask.
+#[tokio::test]
+async fn lookups_without_dht_peers_fail_with_no_known_peers() {
+    init_tracing();
+    let node = started_node(loopback_config()).await;
+    let err = node.closest_peers(b"key".to_vec()).await.unwrap_err();
+    assert_eq!(err, codio_network::DhtError::NoKnownPeers);
+    let err = node.find_peer(PeerId::random()).await.unwrap_err();
+    assert_eq!(
+        err,
+        codio_network::FindPeerError::Dht(codio_network::DhtError::NoKnownPeers)
+    );
+    node.shutdown().await;
+}
+
 /// Looking up a peer that does not exist fails with NotFound, not a hang.
 #[tokio::test]
 async fn find_peer_of_unknown_peer_is_not_found() {
