@@ -39,13 +39,16 @@ impl Behaviour {
         );
         let discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
             .map_err(NetworkError::Discovery)?;
+        let policy = codio_policy::Behaviour::new(layers.policy);
         let nat = codio_policy::nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)
             .map_err(|e| NetworkError::InvalidConfig {
                 field: e.field,
                 reason: e.reason,
-            })?;
+            })?
+            // One `Stats` for the policy layer: hole punches count with the rest.
+            .with_stats(policy.stats());
         Ok(Self {
-            policy: codio_policy::Behaviour::new(layers.policy),
+            policy,
             discovery,
             nat,
             protocol,

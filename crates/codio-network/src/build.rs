@@ -128,13 +128,14 @@ impl NodeBuilder {
         if let Some(queue) = bulk {
             protocol.set_bulk_queue(queue);
         }
+        let (swarm, dht) = build_swarm(&keypair, &config, protocol)?;
         let metrics = config.metrics.as_ref().map(|registry| {
             // A poisoned lock only means another thread panicked while encoding; the
             // registry itself is still consistent.
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            Metrics::register(&mut registry, client.stats())
+            let policy = swarm.behaviour().policy.stats();
+            Metrics::register(&mut registry, &policy, client.stats())
         });
-        let (swarm, dht) = build_swarm(&keypair, &config, protocol)?;
         for task in tasks {
             tokio::spawn(task);
         }
@@ -201,7 +202,7 @@ fn spawn(
         connect: config.transport.connect_timeout(),
         shutdown: config.shutdown_timeout,
     };
-    let codio_metrics = metrics.as_ref().map(|m| m.codio.clone());
+    let request_metrics = metrics.as_ref().map(|m| m.requests.clone());
     let event_loop = EventLoop::new(
         swarm,
         command_rx,
@@ -216,7 +217,7 @@ fn spawn(
         local_peer_id,
         protocol,
         dht,
-        metrics: codio_metrics,
+        metrics: request_metrics,
         config: Arc::new(config),
         commands,
         events,

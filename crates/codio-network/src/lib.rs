@@ -126,7 +126,7 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     protocol: codio_protocol::Client,
     dht: codio_discovery::Dht,
-    metrics: Option<Arc<metrics::CodioMetrics>>,
+    metrics: Option<Arc<metrics::RequestMetrics>>,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,

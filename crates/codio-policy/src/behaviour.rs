@@ -27,6 +27,7 @@ use crate::{
     handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
     liveness::{Liveness, PingOutcome},
+    stats::{Counter, Stats},
     reconnect::{Decision, Reconnector},
 };
 
@@ -209,6 +210,9 @@ pub enum Event {
 ///   the connection is closed. Answered pings are reported as [`Event::Pong`].
 pub struct Behaviour {
     ping: ping::Behaviour,
+    stats: Stats,
+    /// Peers with at least one established connection.
+    connected_peers: usize,
     /// Connections that answered a ping already.
     verified: HashSet<ConnectionId>,
     table: ConnectionTable,
@@ -238,6 +242,8 @@ impl Behaviour {
     pub fn new(config: PolicyConfig) -> Self {
         let rng = config.seed.map_or_else(Rng::from_entropy, Rng::with_seed);
         Self {
+            stats: Stats::default(),
+            connected_peers: 0,
             ping: ping::Behaviour::new(
                 ping::Config::new()
                     .with_interval(config.ping_interval)
@@ -360,6 +366,12 @@ impl Behaviour {
         self.reset_timer();
     }
 
+    /// What the policy counted; share it with [`nat::Behaviour::with_stats`](crate::nat::Behaviour::with_stats)
+    /// so one [`Stats`] covers both.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
     /// Connection counts, including the peak.
     pub fn counts(&self) -> ConnectionCounts {
         self.table.counts()
@@ -400,11 +412,39 @@ impl Behaviour {
     }
 
     fn push(&mut self, action: ToSwarm<Event, KeepAlive>) {
+        if let ToSwarm::GenerateEvent(event) = &action {
+            self.count(event);
+        }
         if self.queue.len() >= MAX_QUEUED {
             tracing::warn!("policy queue full; dropping the oldest action");
             self.queue.pop_front();
         }
         self.queue.push_back(action);
+    }
+
+    fn count(&self, event: &Event) {
+        let counter = match event {
+            Event::Denied { reason, .. } => return self.stats.count_denial(reason),
+            Event::Trimmed { .. } => Counter::PeersTrimmed,
+            Event::DeadConnection { .. } => Counter::DeadPeers,
+            Event::Reconnecting { .. } => Counter::ReconnectAttempts,
+            Event::Reconnected { .. } => Counter::Reconnects,
+            Event::GaveUp { .. } => Counter::ReconnectsGivenUp,
+            Event::Pong { .. } => return,
+        };
+        self.stats.count(counter);
+    }
+
+    /// Counts peers coming and going (first connection, last connection).
+    fn count_peer(&mut self, connected: bool) {
+        if connected {
+            self.connected_peers += 1;
+            self.stats.count(Counter::PeersConnected);
+        } else {
+            self.connected_peers = self.connected_peers.saturating_sub(1);
+            self.stats.count(Counter::PeersDisconnected);
+        }
+        self.stats.set_connected_peers(self.connected_peers);
     }
 
     fn deny(
@@ -616,6 +656,9 @@ impl NetworkBehaviour for Behaviour {
                 self.liveness
                     .on_established(e.connection_id, e.peer_id, now);
                 self.trim(now);
+                if e.other_established == 0 {
+                    self.count_peer(true);
+                }
                 if e.other_established == 0
                     && let Some(attempts) = self.reconnector.on_connected(&e.peer_id, now)
                 {
@@ -633,6 +676,9 @@ impl NetworkBehaviour for Behaviour {
                 self.verified.remove(&e.connection_id);
                 self.update_keep_alive();
                 self.liveness.on_closed(&e.connection_id);
+                if e.remaining_established == 0 {
+                    self.count_peer(false);
+                }
                 if e.remaining_established == 0
                     && let Some(decision) = self.reconnector.on_disconnected(&e.peer_id, now)
                 {
@@ -643,6 +689,10 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::DialFailure(e) => {
                 self.table.on_pending_failed(&e.connection_id);
                 let counts = !matches!(e.error, DialError::DialPeerConditionFalse(_));
+                // A dial that never started (skipped, or refused by a behaviour) is no failure.
+                if counts && !matches!(e.error, DialError::Denied { .. }) {
+                    self.stats.count(Counter::DialFailures);
+                }
                 if counts
                     && let Some(peer_id) = e.peer_id
                     && let Some(decision) = self.reconnector.on_dial_failed(&peer_id, now)

@@ -43,6 +43,7 @@ mod limits;
 mod liveness;
 pub mod nat;
 mod reconnect;
+mod stats;
 
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
@@ -50,6 +51,7 @@ pub use handler::{Handler, KeepAlive};
 pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
 pub use liveness::{Liveness, PingOutcome};
 pub use reconnect::{Decision, DueDial, Reconnector};
+pub use stats::{Counter, DenialReason, Stats};
 
 /// A setting of the policy layer that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -301,6 +301,7 @@ pub(crate) struct Inner {
 #[derive(Debug)]
 pub struct Behaviour {
     inner: Inner,
+    stats: crate::Stats,
     /// Configured external addresses, confirmed on the first poll.
     external: VecDeque<Multiaddr>,
     events: VecDeque<Event>,
@@ -345,9 +346,17 @@ impl Behaviour {
         };
         Ok(Self {
             inner,
+            stats: crate::Stats::default(),
             external: config.external_addrs.iter().cloned().collect(),
             events: VecDeque::new(),
         })
+    }
+
+    /// Counts hole punches into `stats` (the policy's, so one [`Stats`](crate::Stats) covers
+    /// the layer) instead of a private one.
+    pub fn with_stats(mut self, stats: crate::Stats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Feeds an identify result: relays advertising HOP become reservation candidates.
@@ -379,7 +388,14 @@ impl Behaviour {
             InnerEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
-            }) => hole_punch_event(remote_peer_id, result),
+            }) => {
+                let counter = match result {
+                    Ok(_) => crate::Counter::HolePunchesOk,
+                    Err(_) => crate::Counter::HolePunchesFailed,
+                };
+                self.stats.count(counter);
+                hole_punch_event(remote_peer_id, result)
+            }
             other => {
                 tracing::debug!(?other, "nat traversal");
                 return;

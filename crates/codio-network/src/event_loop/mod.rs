@@ -130,17 +130,6 @@ impl EventLoop {
     }
 
     fn emit(&self, event: NetworkEvent) {
-        if let Some(metrics) = &self.metrics {
-            metrics.on_network_event(&event);
-            if matches!(
-                event,
-                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
-            ) {
-                metrics
-                    .codio
-                    .set_connected_peers(self.swarm.connected_peers().count());
-            }
-        }
         // No subscriber is not an error: events are optional to consume.
         let _ = self.events.send(event);
     }
