@@ -19,8 +19,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use libp2p::{metrics::Recorder, swarm::SwarmEvent};
 pub use libp2p::metrics::Registry;
+use libp2p::{metrics::Recorder, swarm::SwarmEvent};
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -88,9 +88,9 @@ impl Metrics {
         let requests = RequestMetrics {
             requests: Family::default(),
             // 50 us .. ~26 s, doubling.
-            duration: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.0, 20),
-            ),
+            duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                50e-6, 2.0, 20,
+            )),
         };
         // Every labelled series exists from the start, at zero, so dashboards and alerts see
         // it before the first request.

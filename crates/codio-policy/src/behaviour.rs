@@ -27,8 +27,8 @@ use crate::{
     handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
     liveness::{Liveness, PingOutcome},
-    stats::{Counter, Stats},
     reconnect::{Decision, Reconnector},
+    stats::{Counter, Stats},
 };
 
 /// Most events queued inside the behaviour before the swarm polls them; beyond it the oldest

@@ -88,14 +88,46 @@ pub enum Counter {
 /// Name and help of each [`Counter`], in its order (names without the application's
 /// prefix; exported as `<prefix>_<name>_total`).
 const COUNTERS: [(Counter, &str, &str); 10] = [
-    (Counter::PeersConnected, "peers_connected", "Peers that became connected"),
-    (Counter::PeersDisconnected, "peers_disconnected", "Peers whose last connection closed"),
-    (Counter::DialFailures, "dial_failures", "Outbound dials that failed"),
-    (Counter::ReconnectAttempts, "reconnect_attempts", "Reconnection attempts scheduled by the policy"),
-    (Counter::Reconnects, "reconnects", "Peers reconnected after an unexpected disconnect"),
-    (Counter::ReconnectsGivenUp, "reconnects_given_up", "Peers the policy stopped reconnecting"),
-    (Counter::PeersTrimmed, "peers_trimmed", "Connections closed to get back under the low watermark"),
-    (Counter::DeadPeers, "dead_peers", "Connections closed because pings stopped being answered"),
+    (
+        Counter::PeersConnected,
+        "peers_connected",
+        "Peers that became connected",
+    ),
+    (
+        Counter::PeersDisconnected,
+        "peers_disconnected",
+        "Peers whose last connection closed",
+    ),
+    (
+        Counter::DialFailures,
+        "dial_failures",
+        "Outbound dials that failed",
+    ),
+    (
+        Counter::ReconnectAttempts,
+        "reconnect_attempts",
+        "Reconnection attempts scheduled by the policy",
+    ),
+    (
+        Counter::Reconnects,
+        "reconnects",
+        "Peers reconnected after an unexpected disconnect",
+    ),
+    (
+        Counter::ReconnectsGivenUp,
+        "reconnects_given_up",
+        "Peers the policy stopped reconnecting",
+    ),
+    (
+        Counter::PeersTrimmed,
+        "peers_trimmed",
+        "Connections closed to get back under the low watermark",
+    ),
+    (
+        Counter::DeadPeers,
+        "dead_peers",
+        "Connections closed because pings stopped being answered",
+    ),
     (Counter::HolePunchesOk, "", ""),
     (Counter::HolePunchesFailed, "", ""),
 ];
@@ -146,11 +178,7 @@ mod export {
     use prometheus_client::{
         collector::Collector,
         encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{
-            MetricType,
-            counter::ConstCounter,
-            gauge::ConstGauge,
-        },
+        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     };
 
     use super::{COUNTERS, Counter, DenialReason, Stats};
@@ -169,10 +197,20 @@ mod export {
         fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             let gauge = ConstGauge::new(i64::try_from(self.connected_peers()).unwrap_or(i64::MAX));
             let help = "Peers with at least one established connection";
-            gauge.encode(encoder.encode_descriptor("connected_peers", help, None, gauge.metric_type())?)?;
+            gauge.encode(encoder.encode_descriptor(
+                "connected_peers",
+                help,
+                None,
+                gauge.metric_type(),
+            )?)?;
             for (counter, name, help) in COUNTERS.iter().filter(|(_, name, _)| !name.is_empty()) {
                 let value = ConstCounter::new(self.get(*counter));
-                value.encode(encoder.encode_descriptor(name, help, None, value.metric_type())?)?;
+                value.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    value.metric_type(),
+                )?)?;
             }
             let help = "Connections refused by the connection limits, by reason";
             let mut denied =
@@ -187,7 +225,10 @@ mod export {
                 None,
                 MetricType::Counter,
             )?;
-            for (outcome, counter) in [("ok", Counter::HolePunchesOk), ("error", Counter::HolePunchesFailed)] {
+            for (outcome, counter) in [
+                ("ok", Counter::HolePunchesOk),
+                ("error", Counter::HolePunchesFailed),
+            ] {
                 let label = [("outcome", outcome)];
                 ConstCounter::new(self.get(counter)).encode(punches.encode_family(&label)?)?;
             }
