@@ -51,7 +51,12 @@ async fn settings_that_cannot_work_are_refused_by_name() {
             .await;
     assert!(err.contains("watermarks"), "{err}");
     let protocol = ProtocolConfig::default().with_inbound_request_buffer(0);
-    let err = refusal(NetworkConfig::default().with_protocol(protocol)).await;
+    let err = refusal(NetworkConfig::default().with_protocol(protocol.clone())).await;
+    assert!(err.contains("inbound_request_buffer"), "{err}");
+    // Taking the queue of an invalid configuration does not panic; `build` refuses it.
+    let mut builder = NetworkManager::builder(NetworkConfig::default().with_protocol(protocol));
+    let _requests = builder.request_queue();
+    let err = builder.build().await.unwrap_err().to_string();
     assert!(err.contains("inbound_request_buffer"), "{err}");
     let mut relays = NetworkConfig::default();
     relays.nat = relays

@@ -74,7 +74,8 @@ impl NodeBuilder {
     /// `protocol.inbound_request_buffer`; while it is full they are answered `Overloaded` at
     /// once. Replaces an earlier request queue or handler.
     pub fn request_queue(&mut self) -> mpsc::Receiver<InboundRequest> {
-        let (tx, rx) = mpsc::channel(self.config.protocol.inbound_request_buffer);
+        // A zero capacity is refused by `build` (config validation); never panic before it.
+        let (tx, rx) = mpsc::channel(self.config.protocol.inbound_request_buffer.max(1));
         self.requests = Some(tx);
         rx
     }
@@ -93,7 +94,7 @@ impl NodeBuilder {
     /// Inbound bulk transfers go to the returned queue of `protocol.bulk_stream_buffer`;
     /// beyond it they are refused.
     pub fn bulk_queue(&mut self) -> mpsc::Receiver<IncomingBulk> {
-        let (tx, rx) = mpsc::channel(self.config.protocol.bulk_stream_buffer);
+        let (tx, rx) = mpsc::channel(self.config.protocol.bulk_stream_buffer.max(1));
         self.bulk = Some(tx);
         rx
     }

@@ -330,7 +330,7 @@ impl NetworkManager {
             Ok(result) => result,
             Err(CallError::ShutDown) => Err(ConnectError::ShutDown),
             Err(CallError::Timeout) => Err(ConnectError::Timeout {
-                address: addresses[0].clone(),
+                address: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
                 after,
             }),
         };

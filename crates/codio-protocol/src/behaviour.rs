@@ -167,7 +167,8 @@ impl Behaviour {
     /// `inbound_request_buffer`; beyond it requests are answered `Overloaded` at once. Take it
     /// before the swarm runs; a second call replaces the first queue.
     pub fn request_queue(&mut self) -> mpsc::Receiver<InboundRequest> {
-        let (tx, rx) = mpsc::channel(self.config.inbound_request_buffer);
+        // `validate` refuses a zero capacity; an unvalidated one must not panic here.
+        let (tx, rx) = mpsc::channel(self.config.inbound_request_buffer.max(1));
         self.set_request_queue(tx);
         rx
     }
@@ -181,7 +182,7 @@ impl Behaviour {
     /// Inbound bulk transfers, from now on, in a queue of `bulk_stream_buffer`; beyond it
     /// streams are refused. Take it before the swarm runs; a second call replaces the first.
     pub fn bulk_queue(&mut self) -> mpsc::Receiver<IncomingBulk> {
-        let (tx, rx) = mpsc::channel(self.config.bulk_stream_buffer);
+        let (tx, rx) = mpsc::channel(self.config.bulk_stream_buffer.max(1));
         self.set_bulk_queue(tx);
         rx
     }
