@@ -106,6 +106,18 @@ impl ConfigExt for NetworkConfig {
     }
 }
 
+/// Creates and starts a node after `take` took what it needs from the builder (a queue).
+pub async fn started_with<T>(
+    config: NetworkConfig,
+    take: impl FnOnce(&mut codio_network::NodeBuilder) -> T,
+) -> (NetworkManager, T) {
+    let mut builder = NetworkManager::builder(config);
+    let taken = take(&mut builder);
+    let node = builder.build().await.expect("create node");
+    node.start().await.expect("start node");
+    (node, taken)
+}
+
 /// Creates and starts a node whose inbound requests come out of the returned queue.
 pub async fn started_server(
     config: NetworkConfig,
@@ -113,11 +125,7 @@ pub async fn started_server(
     NetworkManager,
     tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
 ) {
-    let mut builder = NetworkManager::builder(config);
-    let requests = builder.request_queue();
-    let node = builder.build().await.expect("create node");
-    node.start().await.expect("start node");
-    (node, requests)
+    started_with(config, codio_network::NodeBuilder::request_queue).await
 }
 
 /// Creates and starts a node whose inbound bulk transfers come out of the returned queue.
@@ -127,11 +135,7 @@ pub async fn started_receiver(
     NetworkManager,
     tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
 ) {
-    let mut builder = NetworkManager::builder(config);
-    let bulk = builder.bulk_queue();
-    let node = builder.build().await.expect("create node");
-    node.start().await.expect("start node");
-    (node, bulk)
+    started_with(config, codio_network::NodeBuilder::bulk_queue).await
 }
 
 /// Creates and starts a loopback node.

@@ -12,7 +12,7 @@ use codio_network::{
 };
 use codio_tests::{
     EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, started_receiver,
-    started_server,
+    started_server, started_with,
 };
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{StreamProtocol, Swarm, identity, request_response, swarm::SwarmEvent};
@@ -759,12 +759,9 @@ async fn metrics_count_requests_and_bulk_bytes() {
     init_tracing();
     let sender_registry = Arc::new(Mutex::new(Registry::default()));
     let receiver_registry = Arc::new(Mutex::new(Registry::default()));
-    let mut builder =
-        NetworkManager::builder(loopback_config().with_metrics(receiver_registry.clone()));
-    let requests = builder.request_queue();
-    let mut incoming = builder.bulk_queue();
-    let receiver = builder.build().await.unwrap();
-    receiver.start().await.unwrap();
+    let config = loopback_config().with_metrics(receiver_registry.clone());
+    let (receiver, (requests, mut incoming)) =
+        started_with(config, |b| (b.request_queue(), b.bulk_queue())).await;
     let serving = serve(requests);
     let sender = started_node(loopback_config().with_metrics(sender_registry.clone())).await;
     let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
