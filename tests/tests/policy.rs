@@ -11,7 +11,7 @@ use std::{
 
 use codio_network::{
     BackoffConfig, KadMode, Keypair, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager,
-    PeerId, TransportConfig,
+    PeerId, PolicyEvent, TransportConfig,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
@@ -99,7 +99,7 @@ async fn flood_of_dialers_never_exceeds_max_peers() {
             &mut events,
             EVENT_TIMEOUT,
             &format!("denials ({denials} so far, {accepted} dials returned Ok)"),
-            |e| matches!(e, NetworkEvent::ConnectionDenied { .. }),
+            |e| matches!(e, NetworkEvent::Policy(PolicyEvent::Denied { .. })),
         )
         .await;
         denials += 1;
@@ -166,12 +166,13 @@ async fn watermarks_trim_unprotected_peers_only() {
         match wait_for_event(&mut events, EVENT_TIMEOUT, &what, |e| {
             matches!(
                 e,
-                NetworkEvent::PeerTrimmed { .. } | NetworkEvent::PeerDisconnected { .. }
+                NetworkEvent::Policy(PolicyEvent::Trimmed { .. })
+                    | NetworkEvent::PeerDisconnected { .. }
             )
         })
         .await
         {
-            NetworkEvent::PeerTrimmed { peer_id } => {
+            NetworkEvent::Policy(PolicyEvent::Trimmed { peer_id, .. }) => {
                 assert!(
                     other_ids.contains(&peer_id),
                     "trimmed a protected peer {peer_id}"
@@ -200,7 +201,7 @@ async fn watermarks_trim_unprotected_peers_only() {
         &mut events,
         Duration::from_millis(600),
         "no further trims",
-        |e| matches!(e, NetworkEvent::PeerTrimmed { .. }),
+        |e| matches!(e, NetworkEvent::Policy(PolicyEvent::Trimmed { .. })),
     )
     .await;
     for n in protected.iter().chain(&others).chain([&node]) {
@@ -231,12 +232,12 @@ async fn restarted_peer_is_reconnected_with_backoff() {
     // While B is down, dials fail and are retried with growing delays.
     let mut attempts = Vec::new();
     while attempts.len() < 3 {
-        if let NetworkEvent::Reconnecting {
+        if let NetworkEvent::Policy(PolicyEvent::Reconnecting {
             peer_id,
             attempt,
             delay,
-        } = wait_for_event(&mut events, EVENT_TIMEOUT, "reconnection attempts", |e| {
-            matches!(e, NetworkEvent::Reconnecting { .. })
+        }) = wait_for_event(&mut events, EVENT_TIMEOUT, "reconnection attempts", |e| {
+            matches!(e, NetworkEvent::Policy(PolicyEvent::Reconnecting { .. }))
         })
         .await
         {
@@ -256,11 +257,11 @@ async fn restarted_peer_is_reconnected_with_backoff() {
     )
     .await;
     match wait_for_event(&mut events, EVENT_TIMEOUT, "A reconnects", |e| {
-        matches!(e, NetworkEvent::Reconnected { .. })
+        matches!(e, NetworkEvent::Policy(PolicyEvent::Reconnected { .. }))
     })
     .await
     {
-        NetworkEvent::Reconnected { peer_id, attempts } => {
+        NetworkEvent::Policy(PolicyEvent::Reconnected { peer_id, attempts }) => {
             assert_eq!(peer_id, b_id);
             assert!(attempts >= 3, "{attempts}");
         }
@@ -297,7 +298,12 @@ async fn failed_first_dial_of_a_bootstrap_peer_is_retried() {
         &mut events,
         EVENT_TIMEOUT,
         "retry scheduled after the failed first dial",
-        |e| matches!(e, NetworkEvent::Reconnecting { attempt: 1, .. }),
+        |e| {
+            matches!(
+                e,
+                NetworkEvent::Policy(PolicyEvent::Reconnecting { attempt: 1, .. })
+            )
+        },
     )
     .await;
     let bootstrap = started_node(
@@ -354,7 +360,8 @@ async fn explicit_disconnect_is_never_undone() {
         |e| {
             matches!(
                 e,
-                NetworkEvent::PeerConnected { .. } | NetworkEvent::Reconnecting { .. }
+                NetworkEvent::PeerConnected { .. }
+                    | NetworkEvent::Policy(PolicyEvent::Reconnecting { .. })
             )
         },
     )
@@ -403,7 +410,7 @@ async fn stalled_peer_is_detected_by_pings_and_reconnected() {
         &mut events,
         EVENT_TIMEOUT,
         "dead peer detected",
-        |e| matches!(e, NetworkEvent::DeadPeer { peer_id, .. } if *peer_id == peer),
+        |e| matches!(e, NetworkEvent::Policy(PolicyEvent::DeadConnection { peer_id, .. }) if *peer_id == peer),
     )
     .await;
     let detected = stopped.elapsed();
@@ -421,7 +428,7 @@ async fn stalled_peer_is_detected_by_pings_and_reconnected() {
         &mut events,
         Duration::from_secs(20),
         "reconnected",
-        |e| matches!(e, NetworkEvent::Reconnected { peer_id, .. } if *peer_id == peer),
+        |e| matches!(e, NetworkEvent::Policy(PolicyEvent::Reconnected { peer_id, .. }) if *peer_id == peer),
     )
     .await;
     a.shutdown().await;

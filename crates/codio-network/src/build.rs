@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     NetworkConfig, NetworkError, NetworkManager,
     behaviour::Behaviour,
-    event_loop::{EventLoop, Timeouts, state::Shared},
+    event_loop::{EventLoop, Timeouts, state::ListenAddrs},
     metrics::Metrics,
     peer_id_of, without_p2p,
 };
@@ -196,19 +196,20 @@ fn spawn(
     metrics: Option<Metrics>,
 ) -> NetworkManager {
     let local_peer_id = *swarm.local_peer_id();
+    let peers = swarm.behaviour().policy.peers();
+    let swarm_nat = swarm.behaviour().nat.status();
     let (commands, command_rx) = mpsc::channel(config.command_buffer);
     let (events, _) = broadcast::channel(config.event_buffer);
-    let shared = Arc::new(Shared::default());
+    let listen_addrs = ListenAddrs::default();
     let timeouts = Timeouts {
         connect: config.transport.connect_timeout(),
         shutdown: config.shutdown_timeout,
     };
-    let request_metrics = metrics.as_ref().map(|m| m.requests.clone());
     let event_loop = EventLoop::new(
         swarm,
         command_rx,
         events.clone(),
-        shared.clone(),
+        listen_addrs.clone(),
         timeouts,
         metrics,
     );
@@ -218,11 +219,12 @@ fn spawn(
         local_peer_id,
         protocol,
         dht,
-        metrics: request_metrics,
+        peers,
         config: Arc::new(config),
         commands,
         events,
-        shared,
+        listen_addrs,
+        nat: swarm_nat,
         started: Arc::new(AtomicBool::new(false)),
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     }

@@ -2,20 +2,8 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId, core::Endpoint};
+use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
-
-use crate::NatStatus;
-
-/// Durations as whole milliseconds in serialized events.
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Durations as whole microseconds in serialized events.
-fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
 
 /// Direction of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,16 +13,6 @@ pub enum Direction {
     Outbound,
     /// The remote dialed.
     Inbound,
-}
-
-impl Direction {
-    /// The direction of a connection on which this node is `endpoint`.
-    pub fn of(endpoint: Endpoint) -> Self {
-        match endpoint {
-            Endpoint::Dialer => Direction::Outbound,
-            Endpoint::Listener => Direction::Inbound,
-        }
-    }
 }
 
 /// How a peer was discovered.
@@ -88,37 +66,10 @@ pub enum NetworkEvent {
         /// The peer.
         peer_id: PeerId,
         /// The round-trip time measured.
-        #[serde(rename = "rtt_us", serialize_with = "micros")]
+        #[serde(rename = "rtt_us", serialize_with = "codio_policy::ser::micros")]
         rtt: Duration,
         /// Whether the connection runs through a relay.
         relayed: bool,
-    },
-    /// AutoNAT's verdict on this node's reachability changed.
-    #[serde(rename = "nat_status")]
-    NatStatusChanged {
-        /// The new status.
-        #[serde(flatten)]
-        status: NatStatus,
-    },
-    /// A relay accepted (or renewed) this node's reservation: the node is reachable through it.
-    #[serde(rename = "relay_reservation")]
-    RelayReservationAccepted {
-        /// The relay.
-        relay: PeerId,
-        /// Whether this renewed an existing reservation.
-        renewal: bool,
-    },
-    /// Hole punching upgraded a relayed connection to a direct one.
-    HolePunchSucceeded {
-        /// The peer.
-        peer_id: PeerId,
-    },
-    /// Hole punching failed; the connection stays relayed.
-    HolePunchFailed {
-        /// The peer.
-        peer_id: PeerId,
-        /// Why.
-        error: String,
     },
     /// The last connection to a peer closed.
     PeerDisconnected {
@@ -145,52 +96,6 @@ pub enum NetworkEvent {
         /// How.
         source: DiscoverySource,
     },
-    /// The connection policy refused a connection.
-    ConnectionDenied {
-        /// The peer, when known at that stage (inbound connections are refused before the
-        /// handshake when possible).
-        peer_id: Option<PeerId>,
-        /// Who dialed.
-        direction: Direction,
-        /// Which limit refused it.
-        reason: String,
-    },
-    /// A connection was closed to bring the node back under its low watermark.
-    PeerTrimmed {
-        /// The peer.
-        peer_id: PeerId,
-    },
-    /// A connection was closed because the peer stopped answering pings.
-    DeadPeer {
-        /// The peer.
-        peer_id: PeerId,
-        /// Consecutive failed pings reported (0: silent for the whole liveness window).
-        failures: u32,
-    },
-    /// A peer that matters will be dialed again.
-    Reconnecting {
-        /// The peer.
-        peer_id: PeerId,
-        /// Which attempt (1-based).
-        attempt: u32,
-        /// Delay before the dial.
-        #[serde(rename = "delay_ms", serialize_with = "millis")]
-        delay: Duration,
-    },
-    /// A peer that matters is connected again after `attempts` attempts.
-    Reconnected {
-        /// The peer.
-        peer_id: PeerId,
-        /// Attempts it took.
-        attempts: u32,
-    },
-    /// Reconnection to a peer stopped after the configured number of attempts.
-    ReconnectGaveUp {
-        /// The peer.
-        peer_id: PeerId,
-        /// Failed attempts.
-        attempts: u32,
-    },
     /// An inbound `/codio/1.0.0` request failed before it could be answered (malformed or
     /// oversized frame, truncated stream, slow sender hitting the timeout); its stream was
     /// reset, other streams are unaffected.
@@ -207,4 +112,13 @@ pub enum NetworkEvent {
         /// What went wrong.
         error: String,
     },
+    /// A decision of the connection policy: a refused connection, a trimmed or dead peer,
+    /// reconnection (answered pings come as [`ConnectionVerified`](Self::ConnectionVerified)).
+    /// Serialized as the layer's event (`connection_denied`, `dead_peer`, …).
+    #[serde(untagged)]
+    Policy(codio_policy::Event),
+    /// NAT traversal: AutoNAT's verdict, relay reservations, hole punching. Serialized as the
+    /// layer's event (`nat_status`, `relay_reservation`, `hole_punch_succeeded`, …).
+    #[serde(untagged)]
+    Nat(codio_policy::nat::Event),
 }

@@ -51,7 +51,6 @@ mod error;
 mod event;
 mod event_loop;
 pub mod metrics;
-mod peer;
 
 use std::{
     collections::HashSet,
@@ -65,27 +64,28 @@ use std::{
 pub use build::NodeBuilder;
 pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup};
 pub use codio_policy::{
-    BackoffConfig, ConnectionCounts, LimitsConfig, PolicyConfig,
-    nat::{AutonatSettings, NatConfig, NatStatus, RelayServerLimits},
+    BackoffConfig, ConnectionCounts, Denial, Event as PolicyEvent, LimitsConfig, PeerInfo,
+    PolicyConfig,
+    nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits},
 };
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
 pub use codio_protocol::{
     ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
     RequestError, RequestHandler, RespondError, Responder, Response,
 };
+use codio_transport::addr::{peer_id_of, without_p2p};
 pub use codio_transport::{ConnectError, TransportConfig};
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};
 use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
-pub use peer::PeerInfo;
 use tokio::{
     sync::{Mutex, broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
-use crate::event_loop::{Command, state::Shared};
+use crate::event_loop::{Command, state::ListenAddrs};
 
 /// The README's library snippet, compiled as a doc test.
 #[doc = include_str!("../../../README.md")]
@@ -95,28 +95,28 @@ pub struct ReadmeDoctests;
 /// Extra time a handle waits beyond a libp2p-side timeout before giving up on its reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
 
-/// The peer id of a `/p2p/<id>`-terminated address.
-pub(crate) fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer_id)) => Some(peer_id),
-        _ => None,
-    }
-}
-
-/// `address` without a trailing `/p2p/<id>`.
-pub(crate) fn without_p2p(mut address: Multiaddr) -> Multiaddr {
-    if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-        address.pop();
-    }
-    address
-}
-
 /// Why a reply from the event loop did not come.
 enum CallError {
     /// The event loop is gone.
     ShutDown,
     /// No reply within the limit.
     Timeout,
+}
+
+impl CallError {
+    fn network(self, operation: &'static str, after: Duration) -> NetworkError {
+        match self {
+            Self::ShutDown => NetworkError::ShutDown,
+            Self::Timeout => NetworkError::Timeout { operation, after },
+        }
+    }
+
+    fn connect(self, address: Multiaddr, after: Duration) -> ConnectError {
+        match self {
+            Self::ShutDown => ConnectError::ShutDown,
+            Self::Timeout => ConnectError::Timeout { address, after },
+        }
+    }
 }
 
 /// Handle to a running codio node. Clone it freely: every clone talks to the same node, and
@@ -126,11 +126,12 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     protocol: codio_protocol::Client,
     dht: codio_discovery::Dht,
-    metrics: Option<Arc<metrics::RequestMetrics>>,
+    peers: codio_policy::Peers,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,
-    shared: Arc<Shared>,
+    listen_addrs: ListenAddrs,
+    nat: codio_policy::nat::SharedStatus,
     started: Arc<AtomicBool>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -191,21 +192,11 @@ impl NetworkManager {
         }
         let address = self.config.listen_multiaddr();
         let limit = self.config.transport.connect_timeout() + REPLY_GRACE;
-        let first = match self
+        let first = self
             .call(|reply| Command::Start { address, reply }, limit)
             .await
-        {
-            Ok(result) => result?,
-            Err(CallError::ShutDown) => return Err(NetworkError::ShutDown),
-            Err(CallError::Timeout) => {
-                let operation = "start";
-                return Err(NetworkError::Timeout {
-                    operation,
-                    after: limit,
-                });
-            }
-        };
-        let mut addrs = self.shared.listen_addrs();
+            .map_err(|e| e.network("start", limit))??;
+        let mut addrs = self.listen_addrs.get();
         if addrs.is_empty() {
             addrs.push(first);
         }
@@ -274,11 +265,9 @@ impl NetworkManager {
             address: address.clone(),
             reply,
         };
-        match self.call(command, after + REPLY_GRACE).await {
-            Ok(result) => result,
-            Err(CallError::ShutDown) => Err(ConnectError::ShutDown),
-            Err(CallError::Timeout) => Err(ConnectError::Timeout { address, after }),
-        }
+        self.call(command, after + REPLY_GRACE)
+            .await
+            .map_err(|e| e.connect(address, after))?
     }
 
     /// Closes every connection to `peer_id` and returns once they are closed. The peer is no
@@ -292,14 +281,9 @@ impl NetworkManager {
     pub async fn disconnect_peer(&self, peer_id: PeerId) -> Result<(), NetworkError> {
         let after = self.config.shutdown_timeout;
         let command = |reply| Command::Disconnect { peer_id, reply };
-        match self.call(command, after).await {
-            Ok(result) => result,
-            Err(CallError::ShutDown) => Err(NetworkError::ShutDown),
-            Err(CallError::Timeout) => Err(NetworkError::Timeout {
-                operation: "disconnect_peer",
-                after,
-            }),
-        }
+        self.call(command, after)
+            .await
+            .map_err(|e| e.network("disconnect_peer", after))?
     }
 
     /// Resolves `peer_id`'s addresses through the DHT and connects to it. Returns the addresses
@@ -326,53 +310,34 @@ impl NetworkManager {
             addresses: addresses.clone(),
             reply,
         };
-        let connected = match self.call(command, after + REPLY_GRACE).await {
-            Ok(result) => result,
-            Err(CallError::ShutDown) => Err(ConnectError::ShutDown),
-            Err(CallError::Timeout) => Err(ConnectError::Timeout {
-                address: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
-                after,
-            }),
-        };
-        connected.map_err(FindPeerError::Connect)?;
+        let first = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
+        match self.call(command, after + REPLY_GRACE).await {
+            Ok(connected) => connected,
+            Err(e) => Err(e.connect(first, after)),
+        }
+        .map_err(FindPeerError::Connect)?;
         Ok(addresses)
     }
 
-    /// The peers closest to `key` in the DHT's XOR metric (up to 20), found by an iterative
-    /// lookup.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::NoKnownPeers`] when the routing table is empty, [`DhtError::Timeout`] when
-    /// the lookup does not finish, [`DhtError::ShutDown`].
+    /// The peers closest to `key` in the DHT's XOR metric (up to 20), as
+    /// [`Dht::closest_peers`](codio_discovery::Dht::closest_peers) (errors included).
     pub async fn closest_peers(&self, key: impl Into<Vec<u8>>) -> Result<Vec<PeerId>, DhtError> {
         self.lookup(key).await.map(|lookup| lookup.peers)
     }
 
     /// Like [`closest_peers`](Self::closest_peers), with what the lookup cost.
-    ///
-    /// # Errors
-    ///
-    /// As [`closest_peers`](Self::closest_peers).
     pub async fn lookup(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, DhtError> {
         self.dht.closest_peers(key.into()).await
     }
 
-    /// Announces this node as a provider of `key` (a content id) to the peers closest to it.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Timeout`] when the announcement does not finish, [`DhtError::Store`] when
-    /// the local store is full, [`DhtError::ShutDown`].
+    /// Announces this node as a provider of `key` (a content id), as
+    /// [`Dht::provide`](codio_discovery::Dht::provide) (errors included).
     pub async fn provide(&self, key: impl Into<Vec<u8>>) -> Result<(), DhtError> {
         self.dht.provide(key.into()).await
     }
 
-    /// The providers of `key` known to the DHT (including this node if it provides it).
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Timeout`] when the lookup finds nothing in time, [`DhtError::ShutDown`].
+    /// The providers of `key` known to the DHT, as
+    /// [`Dht::find_providers`](codio_discovery::Dht::find_providers) (errors included).
     pub async fn find_providers(
         &self,
         key: impl Into<Vec<u8>>,
@@ -395,16 +360,7 @@ impl NetworkManager {
         peer_id: PeerId,
         request: Request,
     ) -> Result<Response, RequestError> {
-        let started = std::time::Instant::now();
-        let result = self.protocol.request(peer_id, request).await;
-        if let Some(metrics) = &self.metrics {
-            let outcome = match result {
-                Ok(_) => metrics::Outcome::ok,
-                Err(_) => metrics::Outcome::error,
-            };
-            metrics.on_request(started.elapsed(), outcome);
-        }
-        result
+        self.protocol.request(peer_id, request).await
     }
 
     /// Inbound requests rejected while reading (malformed, oversized, truncated, wrong
@@ -439,7 +395,7 @@ impl NetworkManager {
 
     /// The currently connected peers.
     pub fn connected_peers(&self) -> Vec<PeerInfo> {
-        let mut peers = self.shared.peers();
+        let mut peers = self.peers.all();
         for info in &mut peers {
             self.merge_activity(info);
         }
@@ -448,7 +404,7 @@ impl NetworkManager {
 
     /// What the node knows about `peer_id`, if connected.
     pub fn peer_info(&self, peer_id: &PeerId) -> Option<PeerInfo> {
-        let mut info = self.shared.peer(peer_id)?;
+        let mut info = self.peers.get(peer_id)?;
         self.merge_activity(&mut info);
         Some(info)
     }
@@ -467,17 +423,17 @@ impl NetworkManager {
 
     /// What AutoNAT found out about this node's reachability.
     pub fn nat_status(&self) -> NatStatus {
-        self.shared.nat_status()
+        self.nat.get()
     }
 
     /// Connection counts: established now, pending, and the peak ever established.
     pub fn connection_counts(&self) -> ConnectionCounts {
-        self.shared.counts()
+        self.peers.counts()
     }
 
     /// The addresses the node listens on.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.shared.listen_addrs()
+        self.listen_addrs.get()
     }
 
     /// Subscribes to [`NetworkEvent`]s published from now on. The channel is bounded by
@@ -498,20 +454,5 @@ impl NetworkManager {
         {
             tracing::error!(%error, "event loop ended abnormally");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_id_suffix() {
-        let peer = PeerId::random();
-        let with: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
-        let without: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
-        assert_eq!(peer_id_of(&with), Some(peer));
-        assert_eq!(peer_id_of(&without), None);
-        assert_eq!(without_p2p(with), without);
     }
 }

@@ -2,9 +2,9 @@
 //! identify, ping round trips, bandwidth by protocol stack) and codio's (`codio_*`), in one
 //! registry that the application owns and serves. The layers count what they decide (the
 //! policy: connections, refusals by reason, trims, dead peers, reconnections, hole punches;
-//! the protocol: inbound, rejected and refused requests, bulk bytes) and export it through
-//! their `Stats::collector`; the facade registers those and records what only it sees: swarm
-//! events and the latency of requests made through the handle.
+//! the protocol: inbound, rejected and refused requests, bulk bytes, outbound requests and
+//! their latency) and export it through their `Stats::collector`; the facade registers those
+//! and records what only it sees: swarm events.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -17,14 +17,10 @@
 //! codio_network::metrics::encode(&mut text, &registry.lock().unwrap()).unwrap();
 //! ```
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 pub use libp2p::metrics::Registry;
 use libp2p::{metrics::Recorder, swarm::SwarmEvent};
-use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
-};
 
 use crate::behaviour::BehaviourEvent;
 
@@ -37,38 +33,10 @@ pub fn encode(out: &mut String, registry: &Registry) -> std::fmt::Result {
     prometheus_client::encoding::text::encode(out, registry)
 }
 
-// Label values are the variant names: lower case, as Prometheus labels usually are.
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub(crate) enum Outcome {
-    ok,
-    error,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: Outcome,
-}
-
-/// Requests made through the handle: outcome and latency.
-#[derive(Debug)]
-pub(crate) struct RequestMetrics {
-    requests: Family<OutcomeLabel, Counter>,
-    duration: Histogram,
-}
-
-impl RequestMetrics {
-    pub(crate) fn on_request(&self, took: Duration, outcome: Outcome) {
-        self.duration.observe(took.as_secs_f64());
-        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
-    }
-}
-
-/// Everything recorded by the event loop and the handle.
+/// What the event loop records: libp2p's swarm, identify and ping metrics.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     libp2p: Arc<libp2p::metrics::Metrics>,
-    pub(crate) requests: Arc<RequestMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,43 +46,17 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Registers libp2p's metrics, the handle's request metrics and the layers' collectors.
+    /// Registers libp2p's metrics and the layers' collectors.
     pub(crate) fn register(
         registry: &mut Registry,
         policy: &codio_policy::Stats,
         protocol: Arc<codio_protocol::Stats>,
     ) -> Self {
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(registry));
-        let requests = RequestMetrics {
-            requests: Family::default(),
-            // 50 us .. ~26 s, doubling.
-            duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                50e-6, 2.0, 20,
-            )),
-        };
-        // Every labelled series exists from the start, at zero, so dashboards and alerts see
-        // it before the first request.
-        for outcome in [Outcome::ok, Outcome::error] {
-            drop(requests.requests.get_or_create(&OutcomeLabel { outcome }));
-        }
         let codio = registry.sub_registry_with_prefix("codio");
-        codio.register(
-            "requests",
-            "Outbound requests by outcome",
-            requests.requests.clone(),
-        );
-        codio.register_with_unit(
-            "request_duration",
-            "Outbound request latency, send to response",
-            prometheus_client::registry::Unit::Seconds,
-            requests.duration.clone(),
-        );
         codio.register_collector(policy.collector());
         codio.register_collector(protocol.collector());
-        Self {
-            libp2p,
-            requests: Arc::new(requests),
-        }
+        Self { libp2p }
     }
 
     /// Kademlia's, the relay server's and DCUtR's raw events stay inside their layers

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use codio_network::{NatStatus, NetworkEvent};
+use codio_network::{NatEvent, NatStatus, NetworkEvent, PolicyEvent};
 use serde_json::{Value, json};
 
 /// Writes events; cheap to clone.
@@ -157,20 +157,6 @@ fn log_event(event: &NetworkEvent, connected: usize) {
             rtt,
             relayed,
         } => tracing::info!(%peer_id, ?rtt, relayed, "ping answered"),
-        NetworkEvent::NatStatusChanged { status } => match status {
-            NatStatus::Public { address } => tracing::info!(%address, "NAT status: public"),
-            NatStatus::Private => tracing::info!("NAT status: private"),
-            _ => tracing::info!("NAT status: unknown"),
-        },
-        NetworkEvent::RelayReservationAccepted { relay, renewal } => {
-            tracing::info!(%relay, renewal, "relay reservation accepted");
-        }
-        NetworkEvent::HolePunchSucceeded { peer_id } => {
-            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
-        }
-        NetworkEvent::HolePunchFailed { peer_id, error } => {
-            tracing::warn!(%peer_id, %error, "hole punch failed");
-        }
         NetworkEvent::PeerDisconnected { peer_id, cause } => {
             let cause = cause.as_deref().unwrap_or("closed");
             tracing::info!(%peer_id, cause, connected, "peer disconnected");
@@ -188,26 +174,54 @@ fn log_event(event: &NetworkEvent, connected: usize) {
         NetworkEvent::DialFailed { peer_id, error } => {
             tracing::warn!(?peer_id, %error, "dial failed");
         }
-        NetworkEvent::ConnectionDenied {
-            peer_id,
-            direction,
-            reason,
-        } => tracing::info!(?peer_id, ?direction, %reason, "connection denied"),
-        NetworkEvent::PeerTrimmed { peer_id } => tracing::info!(%peer_id, "connection trimmed"),
-        NetworkEvent::DeadPeer { peer_id, failures } => {
-            tracing::warn!(%peer_id, failures, "peer stopped answering pings");
+        NetworkEvent::Nat(event) => nat_event(event),
+        NetworkEvent::Policy(event) => policy_event(event),
+        other => tracing::debug!(?other, "event"),
+    }
+}
+
+fn nat_event(event: &NatEvent) {
+    match event {
+        NatEvent::StatusChanged(NatStatus::Public { address }) => {
+            tracing::info!(%address, "NAT status: public");
         }
-        NetworkEvent::Reconnecting {
+        NatEvent::StatusChanged(NatStatus::Private) => tracing::info!("NAT status: private"),
+        NatEvent::StatusChanged(_) => tracing::info!("NAT status: unknown"),
+        NatEvent::ReservationAccepted { relay, renewal } => {
+            tracing::info!(%relay, renewal, "relay reservation accepted");
+        }
+        NatEvent::HolePunchSucceeded { peer_id } => {
+            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
+        }
+        NatEvent::HolePunchFailed { peer_id, error } => {
+            tracing::warn!(%peer_id, %error, "hole punch failed");
+        }
+        other => tracing::debug!(?other, "nat event"),
+    }
+}
+
+fn policy_event(event: &PolicyEvent) {
+    match event {
+        PolicyEvent::Denied {
+            peer_id,
+            endpoint,
+            reason,
+        } => tracing::info!(?peer_id, ?endpoint, %reason, "connection denied"),
+        PolicyEvent::Trimmed { peer_id, .. } => tracing::info!(%peer_id, "connection trimmed"),
+        PolicyEvent::DeadConnection {
+            peer_id, failures, ..
+        } => tracing::warn!(%peer_id, failures, "peer stopped answering pings"),
+        PolicyEvent::Reconnecting {
             peer_id,
             attempt,
             delay,
         } => tracing::info!(%peer_id, attempt, ?delay, "reconnecting"),
-        NetworkEvent::Reconnected { peer_id, attempts } => {
+        PolicyEvent::Reconnected { peer_id, attempts } => {
             tracing::info!(%peer_id, attempts, "reconnected");
         }
-        NetworkEvent::ReconnectGaveUp { peer_id, attempts } => {
+        PolicyEvent::GaveUp { peer_id, attempts } => {
             tracing::warn!(%peer_id, attempts, "gave up reconnecting");
         }
-        other => tracing::debug!(?other, "event"),
+        other => tracing::debug!(?other, "policy event"),
     }
 }

@@ -27,6 +27,7 @@ use crate::{
     handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
     liveness::{Liveness, PingOutcome},
+    peers::Peers,
     reconnect::{Decision, Reconnector},
     stats::{Counter, Stats},
 };
@@ -131,30 +132,47 @@ impl PolicyConfig {
 }
 
 /// A policy decision.
+///
+/// With the `serde` feature, serialized as an object tagged by `event` (`connection_denied`,
+/// `peer_trimmed`, `dead_peer`, `reconnecting`, `reconnected`, `reconnect_gave_up`, `pong`);
+/// durations in whole milliseconds (`delay_ms`) or microseconds (`rtt_us`), connection ids
+/// left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Event {
     /// A connection was refused.
+    #[cfg_attr(feature = "serde", serde(rename = "connection_denied"))]
     Denied {
         /// The peer, when known at that stage.
         peer_id: Option<PeerId>,
         /// Whether we or the remote dialed.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "direction", serialize_with = "crate::ser::direction")
+        )]
         endpoint: Endpoint,
         /// Which limit refused it.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ser::display"))]
         reason: Denial,
     },
     /// A connection was closed to get back under the low watermark.
+    #[cfg_attr(feature = "serde", serde(rename = "peer_trimmed"))]
     Trimmed {
         /// The peer.
         peer_id: PeerId,
         /// The connection.
+        #[cfg_attr(feature = "serde", serde(skip))]
         connection_id: ConnectionId,
     },
     /// A connection was closed because its peer stopped answering pings.
+    #[cfg_attr(feature = "serde", serde(rename = "dead_peer"))]
     DeadConnection {
         /// The peer.
         peer_id: PeerId,
         /// The connection.
+        #[cfg_attr(feature = "serde", serde(skip))]
         connection_id: ConnectionId,
         /// Consecutive ping failures reported, or 0 when the connection went silent for the
         /// whole liveness window.
@@ -167,6 +185,10 @@ pub enum Event {
         /// Which attempt (1-based).
         attempt: u32,
         /// Delay before the dial.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "delay_ms", serialize_with = "crate::ser::millis")
+        )]
         delay: Duration,
     },
     /// A peer that matters is connected again.
@@ -177,6 +199,7 @@ pub enum Event {
         attempts: u32,
     },
     /// Reconnection to a peer stopped after the configured number of attempts.
+    #[cfg_attr(feature = "serde", serde(rename = "reconnect_gave_up"))]
     GaveUp {
         /// The peer.
         peer_id: PeerId,
@@ -188,8 +211,13 @@ pub enum Event {
         /// The peer.
         peer_id: PeerId,
         /// The connection.
+        #[cfg_attr(feature = "serde", serde(skip))]
         connection_id: ConnectionId,
         /// The round-trip time.
+        #[cfg_attr(
+            feature = "serde",
+            serde(rename = "rtt_us", serialize_with = "crate::ser::micros")
+        )]
         rtt: Duration,
         /// Whether this is the connection's first answered ping (it carries traffic).
         first: bool,
@@ -211,6 +239,7 @@ pub enum Event {
 pub struct Behaviour {
     ping: ping::Behaviour,
     stats: Stats,
+    peers: Peers,
     /// Peers with at least one established connection.
     connected_peers: usize,
     /// Connections that answered a ping already.
@@ -243,6 +272,7 @@ impl Behaviour {
         let rng = config.seed.map_or_else(Rng::from_entropy, Rng::with_seed);
         Self {
             stats: Stats::default(),
+            peers: Peers::default(),
             connected_peers: 0,
             ping: ping::Behaviour::new(
                 ping::Config::new()
@@ -377,6 +407,17 @@ impl Behaviour {
         self.table.counts()
     }
 
+    /// A handle to the table of connected peers this behaviour keeps.
+    pub fn peers(&self) -> Peers {
+        self.peers.clone()
+    }
+
+    /// Records what a peer told about itself through identify (agent, listen addresses) in
+    /// the [`Peers`] table.
+    pub fn on_identify(&mut self, peer_id: &PeerId, info: &libp2p::identify::Info) {
+        self.peers.on_identify(peer_id, info);
+    }
+
     /// A ping result from `connection_id`'s handler.
     fn on_ping_result(
         &mut self,
@@ -394,6 +435,7 @@ impl Behaviour {
         };
         self.on_ping(peer_id, connection_id, outcome);
         if let Ok(rtt) = result {
+            self.peers.on_pong(&peer_id, rtt, Instant::now());
             let first = self.verified.insert(connection_id);
             self.push(ToSwarm::GenerateEvent(Event::Pong {
                 peer_id,
@@ -581,9 +623,12 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         _remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        self.table
+        let admitted = self
+            .table
             .admit_pending_incoming(connection_id)
-            .map_err(|reason| self.deny(None, Endpoint::Listener, reason))
+            .map_err(|reason| self.deny(None, Endpoint::Listener, reason));
+        self.peers.set_counts(self.table.counts());
+        admitted
     }
 
     fn handle_established_inbound_connection(
@@ -617,10 +662,12 @@ impl NetworkBehaviour for Behaviour {
         {
             return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
         }
-        self.table
+        let admitted = self
+            .table
             .admit_pending_outgoing(connection_id, maybe_peer.as_ref())
-            .map_err(|reason| self.deny(maybe_peer, Endpoint::Dialer, reason))?;
-        Ok(Vec::new())
+            .map_err(|reason| self.deny(maybe_peer, Endpoint::Dialer, reason));
+        self.peers.set_counts(self.table.counts());
+        admitted.map(|()| Vec::new())
     }
 
     fn handle_established_outbound_connection(
@@ -651,6 +698,8 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(e) => {
                 self.table
                     .on_established(e.connection_id, e.peer_id, now, e.endpoint.is_relayed());
+                self.peers
+                    .on_established(e.peer_id, e.connection_id, e.endpoint, now);
                 self.keep_alive.insert(e.connection_id, true);
                 self.update_keep_alive();
                 self.liveness
@@ -672,6 +721,7 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.table.on_closed(&e.connection_id);
+                self.peers.on_closed(&e.peer_id, &e.connection_id);
                 self.keep_alive.remove(&e.connection_id);
                 self.verified.remove(&e.connection_id);
                 self.update_keep_alive();
@@ -703,6 +753,7 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ListenFailure(e) => self.table.on_pending_failed(&e.connection_id),
             _ => {}
         }
+        self.peers.set_counts(self.table.counts());
     }
 
     fn on_connection_handler_event(

@@ -10,7 +10,8 @@
 //!   reset after a stable connection, optional give-up);
 //! - [`Liveness`]: ping failures and silence that declare a connection dead.
 //!
-//! [`Behaviour`] drives them from a swarm: put it first in a composed behaviour.
+//! [`Behaviour`] drives them from a swarm: put it first in a composed behaviour. It keeps
+//! the table of connected peers ([`Peers`]: connections, RTT, identify) that applications read.
 //!
 //! [`Behaviour`] also runs libp2p ping on every connection and feeds it to [`Liveness`]: the
 //! ping → liveness glue lives here, not in the application.
@@ -42,7 +43,10 @@ mod handler;
 mod limits;
 mod liveness;
 pub mod nat;
+mod peers;
 mod reconnect;
+#[cfg(feature = "serde")]
+pub mod ser;
 mod stats;
 
 pub use backoff::{BackoffConfig, Rng};
@@ -50,6 +54,7 @@ pub use behaviour::{Behaviour, Event, PolicyConfig};
 pub use handler::{Handler, KeepAlive};
 pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
 pub use liveness::{Liveness, PingOutcome};
+pub use peers::{MAX_ADDRESSES_PER_PEER, PeerInfo, Peers};
 pub use reconnect::{Decision, DueDial, Reconnector};
 pub use stats::{Counter, DenialReason, Stats};
 

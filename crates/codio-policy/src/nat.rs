@@ -20,6 +20,7 @@
 
 use std::{
     collections::VecDeque,
+    sync::{Arc, PoisonError, RwLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -258,13 +259,39 @@ pub enum NatStatus {
     Private,
 }
 
+/// The current [`NatStatus`], readable from any task: a clone of the one the
+/// [`Behaviour`] writes (see [`Behaviour::status`]).
+#[derive(Debug, Clone, Default)]
+pub struct SharedStatus(Arc<RwLock<NatStatus>>);
+
+impl SharedStatus {
+    /// AutoNAT's current verdict.
+    pub fn get(&self) -> NatStatus {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, status: NatStatus) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+}
+
 /// What NAT traversal reports.
+///
+/// With the `serde` feature, serialized as an object tagged by `event` (`nat_status` with the
+/// status's fields, `relay_reservation`, `hole_punch_succeeded`, `hole_punch_failed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Event {
     /// AutoNAT's verdict on this node's reachability changed.
+    #[cfg_attr(feature = "serde", serde(rename = "nat_status"))]
     StatusChanged(NatStatus),
     /// A relay accepted (or renewed) this node's reservation.
+    #[cfg_attr(feature = "serde", serde(rename = "relay_reservation"))]
     ReservationAccepted {
         /// The relay.
         relay: PeerId,
@@ -302,6 +329,7 @@ pub(crate) struct Inner {
 pub struct Behaviour {
     inner: Inner,
     stats: crate::Stats,
+    status: SharedStatus,
     /// Configured external addresses, confirmed on the first poll.
     external: VecDeque<Multiaddr>,
     events: VecDeque<Event>,
@@ -347,6 +375,7 @@ impl Behaviour {
         Ok(Self {
             inner,
             stats: crate::Stats::default(),
+            status: SharedStatus::default(),
             external: config.external_addrs.iter().cloned().collect(),
             events: VecDeque::new(),
         })
@@ -357,6 +386,11 @@ impl Behaviour {
     pub fn with_stats(mut self, stats: crate::Stats) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// A handle to AutoNAT's current verdict (updated before [`Event::StatusChanged`]).
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
     }
 
     /// Feeds an identify result: relays advertising HOP become reservation candidates.
@@ -413,6 +447,7 @@ impl Behaviour {
             autonat::v1::NatStatus::Unknown => (NatStatus::Unknown, Reachability::Unknown),
         };
         tracing::info!(?status, "NAT status");
+        self.status.set(status.clone());
         if let Some(autorelay) = self.inner.autorelay.as_mut() {
             autorelay.set_reachability(reachability);
         }

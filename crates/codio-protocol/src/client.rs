@@ -82,6 +82,15 @@ impl Client {
     /// A [`RequestError`]: invalid or too large, timeout, peer unreachable, protocol
     /// violation, remote error, shut down.
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, RequestError> {
+        let started = std::time::Instant::now();
+        let result = self.request_once(peer, request).await;
+        self.inner
+            .stats
+            .record_request(started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn request_once(&self, peer: PeerId, request: Request) -> Result<Response, RequestError> {
         request
             .validate()
             .map_err(|e| RequestError::Invalid(e.to_string()))?;

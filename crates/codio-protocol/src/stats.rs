@@ -1,7 +1,22 @@
 //! [`Stats`]: what the protocol layer counts, for metrics and tests; with the `metrics`
 //! feature, exported to Prometheus by [`Stats::collector`].
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+/// Upper bounds of the request latency buckets: 50 us, doubling, 20 of them (~26 s); slower
+/// requests land in a last, unbounded bucket.
+const LATENCY_BUCKETS: usize = 20;
+const FIRST_BUCKET_MICROS: u64 = 50;
+
+/// The latency bucket of a request that took `micros`.
+fn latency_bucket(micros: u64) -> usize {
+    (0..LATENCY_BUCKETS)
+        .find(|i| micros <= FIRST_BUCKET_MICROS << i)
+        .unwrap_or(LATENCY_BUCKETS)
+}
 
 /// Counters of the protocol layer, shared by its codec copies, sessions and handles. Cheap
 /// to read at any time (relaxed atomics).
@@ -13,6 +28,11 @@ pub struct Stats {
     bulk_received: AtomicU64,
     bulk_sent: AtomicU64,
     refused_bulk: AtomicU64,
+    requests_ok: AtomicU64,
+    requests_failed: AtomicU64,
+    /// Outbound requests by latency bucket (not cumulative), and their total time.
+    latency: [AtomicU64; LATENCY_BUCKETS + 1],
+    latency_sum_micros: AtomicU64,
 }
 
 impl Stats {
@@ -46,6 +66,26 @@ impl Stats {
     /// Inbound bulk streams refused (no receiver, or its queue full).
     pub fn refused_bulk(&self) -> u64 {
         self.refused_bulk.load(Relaxed)
+    }
+
+    /// Outbound requests made through the [`Client`](crate::Client): answered, failed.
+    pub fn requests(&self) -> (u64, u64) {
+        (
+            self.requests_ok.load(Relaxed),
+            self.requests_failed.load(Relaxed),
+        )
+    }
+
+    pub(crate) fn record_request(&self, took: Duration, ok: bool) {
+        let counter = if ok {
+            &self.requests_ok
+        } else {
+            &self.requests_failed
+        };
+        counter.fetch_add(1, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency[latency_bucket(micros)].fetch_add(1, Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Relaxed);
     }
 
     pub(crate) fn record_rejected(&self) {
@@ -85,7 +125,7 @@ mod export {
         registry::Unit,
     };
 
-    use super::Stats;
+    use super::{FIRST_BUCKET_MICROS, LATENCY_BUCKETS, Stats};
 
     /// Exports [`Stats`] at each scrape (see [`Stats::collector`]).
     #[derive(Debug)]
@@ -93,7 +133,9 @@ mod export {
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `inbound_requests`,
-        /// `rejected_requests`, `refused_requests`, `refused_bulk` and `bulk_bytes{direction}`.
+        /// `rejected_requests`, `refused_requests`, `refused_bulk`, `bulk_bytes{direction}`,
+        /// `requests{outcome}` (outbound, `ok`/`error`) and the `request_duration_seconds`
+        /// histogram (outbound, 50 us … ~26 s, doubling buckets).
         /// Register it under the application's prefix
         /// (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
@@ -144,7 +186,65 @@ mod export {
                 let label = [("direction", direction)];
                 ConstCounter::new(bytes).encode(bulk.encode_family(&label)?)?;
             }
-            Ok(())
+            encode_requests(stats, &mut encoder)
         }
+    }
+
+    /// Outbound requests by outcome, and their latency.
+    fn encode_requests(stats: &Stats, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let help = "Outbound requests by outcome";
+        let mut requests =
+            encoder.encode_descriptor("requests", help, None, MetricType::Counter)?;
+        let (ok, failed) = stats.requests();
+        for (outcome, count) in [("ok", ok), ("error", failed)] {
+            let label = [("outcome", outcome)];
+            ConstCounter::new(count).encode(requests.encode_family(&label)?)?;
+        }
+        let help = "Outbound request latency, send to response";
+        let unit = Some(&Unit::Seconds);
+        let mut duration =
+            encoder.encode_descriptor("request_duration", help, unit, MetricType::Histogram)?;
+        let buckets: Vec<(f64, u64)> = stats
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let bound = if i < LATENCY_BUCKETS {
+                    (FIRST_BUCKET_MICROS << i) as f64 / 1e6
+                } else {
+                    f64::INFINITY
+                };
+                (bound, count.load(std::sync::atomic::Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = stats
+            .latency_sum_micros
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e6;
+        duration
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_latency_lands_in_doubling_buckets() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(50), 0);
+        assert_eq!(latency_bucket(51), 1);
+        assert_eq!(latency_bucket(100), 1);
+        assert_eq!(latency_bucket(50 << 19), 19);
+        assert_eq!(latency_bucket((50 << 19) + 1), LATENCY_BUCKETS);
+        let stats = Stats::default();
+        stats.record_request(Duration::from_micros(70), true);
+        stats.record_request(Duration::from_secs(60), false);
+        assert_eq!(stats.requests(), (1, 1));
+        assert_eq!(stats.latency[1].load(Relaxed), 1);
+        assert_eq!(stats.latency[LATENCY_BUCKETS].load(Relaxed), 1);
+        assert_eq!(stats.latency_sum_micros.load(Relaxed), 60_000_070);
     }
 }

@@ -47,6 +47,7 @@ use libp2p::{
     dns, identity, noise, tcp,
 };
 
+pub mod addr;
 mod connect_error;
 mod muxer;
 mod timeout;

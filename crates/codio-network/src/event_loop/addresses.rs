@@ -1,11 +1,11 @@
 //! Addresses: the node's listeners, and what identify tells about peers.
 
-use std::{collections::HashMap, time::Instant};
+use std::collections::HashMap;
 
 use libp2p::{Multiaddr, core::transport::ListenerId, identify, swarm::SwarmEvent};
 use tokio::sync::oneshot;
 
-use super::{EventLoop, dials::MAX_ADDRESSES_PER_PEER};
+use super::EventLoop;
 use crate::{NetworkError, NetworkEvent, behaviour::BehaviourEvent};
 
 type ListenReply = oneshot::Sender<Result<Multiaddr, NetworkError>>;
@@ -48,7 +48,7 @@ impl EventLoop {
                 address,
             } => {
                 tracing::info!(%address, "listening");
-                self.shared.update_listen_addrs(|addrs| {
+                self.listen_addrs.update(|addrs| {
                     if !addrs.contains(&address) {
                         addrs.push(address.clone());
                     }
@@ -60,8 +60,8 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
-                self.shared
-                    .update_listen_addrs(|addrs| addrs.retain(|a| a != &address));
+                self.listen_addrs
+                    .update(|addrs| addrs.retain(|a| a != &address));
                 self.emit(NetworkEvent::ListenAddressExpired { address });
             }
             SwarmEvent::ListenerClosed {
@@ -84,8 +84,8 @@ impl EventLoop {
     ) {
         tracing::info!(?addresses, ?reason, "listener closed");
         self.listens.listeners.retain(|id| *id != listener_id);
-        self.shared
-            .update_listen_addrs(|addrs| addrs.retain(|a| !addresses.contains(a)));
+        self.listen_addrs
+            .update(|addrs| addrs.retain(|a| !addresses.contains(a)));
         if let Some((address, reply)) = self.listens.pending.remove(&listener_id) {
             let reason = match reason {
                 Ok(()) => "listener closed".to_owned(),
@@ -106,20 +106,11 @@ impl EventLoop {
             _ => return,
         };
         tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
-        let now = Instant::now();
-        self.shared.update_peers(|peers| {
-            if let Some(peer) = peers.get_mut(&peer_id) {
-                peer.last_seen = now;
-                peer.agent_version = Some(info.agent_version.clone());
-                for addr in &info.listen_addrs {
-                    peer.add_address(addr.clone(), MAX_ADDRESSES_PER_PEER);
-                }
-            }
-        });
         for addr in codio_discovery::usable_addresses(&info) {
             self.swarm.add_peer_address(peer_id, addr.clone());
         }
         let behaviour = self.swarm.behaviour_mut();
+        behaviour.policy.on_identify(&peer_id, &info);
         behaviour.nat.on_identify(peer_id, &info);
         behaviour.discovery.on_identify(peer_id, &info);
         self.emit(NetworkEvent::PeerIdentified {

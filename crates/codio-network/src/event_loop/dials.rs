@@ -1,7 +1,7 @@
 //! Connecting and disconnecting: dials the handles asked for, their outcomes, and the peer
 //! table as connections come and go.
 
-use std::{collections::HashMap, time::Instant};
+use std::collections::HashMap;
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -15,12 +15,9 @@ use tokio::sync::oneshot;
 
 use super::EventLoop;
 use crate::{
-    ConnectError, NetworkError, NetworkEvent, PeerInfo, behaviour::BehaviourEvent,
-    event::Direction, peer_id_of, without_p2p,
+    ConnectError, NetworkError, NetworkEvent, behaviour::BehaviourEvent, event::Direction,
+    peer_id_of, without_p2p,
 };
-
-/// Most addresses kept per peer in [`PeerInfo::addresses`].
-pub(super) const MAX_ADDRESSES_PER_PEER: usize = 32;
 
 type DialReply = oneshot::Sender<Result<PeerId, ConnectError>>;
 
@@ -37,23 +34,6 @@ struct PendingDial {
 pub(super) struct Dials {
     pending: HashMap<ConnectionId, PendingDial>,
     disconnects: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetworkError>>>>,
-    /// Every open connection: its peer and whether it is relayed.
-    connections: HashMap<ConnectionId, (PeerId, bool)>,
-}
-
-impl Dials {
-    pub(super) fn is_relayed(&self, connection: ConnectionId) -> bool {
-        self.connections
-            .get(&connection)
-            .is_some_and(|(_, relayed)| *relayed)
-    }
-
-    fn all_relayed(&self, peer_id: &PeerId) -> bool {
-        self.connections
-            .values()
-            .filter(|(p, _)| p == peer_id)
-            .all(|(_, relayed)| *relayed)
-    }
 }
 
 impl EventLoop {
@@ -184,16 +164,10 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                connection_id,
                 num_established,
                 cause,
                 ..
-            } => self.on_closed(
-                peer_id,
-                connection_id,
-                num_established,
-                cause.map(|c| c.to_string()),
-            ),
+            } => self.on_closed(peer_id, num_established, cause.map(|c| c.to_string())),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -233,29 +207,11 @@ impl EventLoop {
         endpoint: ConnectedPoint,
         num_established: u32,
     ) {
-        let now = Instant::now();
         let relayed = endpoint.is_relayed();
-        self.dials
-            .connections
-            .insert(connection_id, (peer_id, relayed));
-        let all_relayed = self.dials.all_relayed(&peer_id);
-        let (address, direction) = match &endpoint {
-            ConnectedPoint::Dialer { address, .. } => (address.clone(), Direction::Outbound),
-            ConnectedPoint::Listener { send_back_addr, .. } => {
-                (send_back_addr.clone(), Direction::Inbound)
-            }
+        let (address, direction) = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address, Direction::Outbound),
+            ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr, Direction::Inbound),
         };
-        self.shared.update_peers(|peers| {
-            let info = peers
-                .entry(peer_id)
-                .or_insert_with(|| PeerInfo::new(peer_id, now));
-            info.connections = num_established as usize;
-            info.last_seen = now;
-            info.relayed = all_relayed;
-            if direction == Direction::Outbound {
-                info.add_address(address.clone(), MAX_ADDRESSES_PER_PEER);
-            }
-        });
         if let Some(pending) = self.dials.pending.remove(&connection_id) {
             // Peers the application asked for are protected and reconnected.
             self.swarm
@@ -277,25 +233,10 @@ impl EventLoop {
         }
     }
 
-    fn on_closed(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        remaining: u32,
-        cause: Option<String>,
-    ) {
-        self.dials.connections.remove(&connection_id);
+    fn on_closed(&mut self, peer_id: PeerId, remaining: u32, cause: Option<String>) {
         if remaining > 0 {
-            let all_relayed = self.dials.all_relayed(&peer_id);
-            self.shared.update_peers(|peers| {
-                if let Some(info) = peers.get_mut(&peer_id) {
-                    info.connections = remaining as usize;
-                    info.relayed = all_relayed;
-                }
-            });
             return;
         }
-        self.shared.update_peers(|peers| peers.remove(&peer_id));
         tracing::info!(%peer_id, ?cause, "peer disconnected");
         for reply in self.dials.disconnects.remove(&peer_id).unwrap_or_default() {
             let _ = reply.send(Ok(()));

@@ -13,13 +13,13 @@ mod addresses;
 mod dials;
 pub(crate) mod state;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::{Multiaddr, PeerId, Swarm, swarm::SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    swarm::{ConnectionId, SwarmEvent},
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
@@ -27,9 +27,8 @@ use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
 use crate::{
     ConnectError, DiscoverySource, NetworkError, NetworkEvent,
     behaviour::{Behaviour, BehaviourEvent},
-    event::Direction,
 };
-use state::Shared;
+use state::ListenAddrs;
 
 /// Requests from handles to the event loop.
 #[derive(Debug)]
@@ -75,7 +74,7 @@ pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<NetworkEvent>,
-    shared: Arc<Shared>,
+    listen_addrs: ListenAddrs,
     timeouts: Timeouts,
     metrics: Option<crate::metrics::Metrics>,
     dials: dials::Dials,
@@ -87,7 +86,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NetworkEvent>,
-        shared: Arc<Shared>,
+        listen_addrs: ListenAddrs,
         timeouts: Timeouts,
         metrics: Option<crate::metrics::Metrics>,
     ) -> Self {
@@ -95,7 +94,7 @@ impl EventLoop {
             swarm,
             commands,
             events,
-            shared,
+            listen_addrs,
             timeouts,
             metrics,
             dials: dials::Dials::default(),
@@ -159,20 +158,6 @@ impl EventLoop {
         if let Some(metrics) = &self.metrics {
             metrics.on_swarm_event(&event);
         }
-        let connections_changed = matches!(
-            event,
-            SwarmEvent::ConnectionEstablished { .. }
-                | SwarmEvent::ConnectionClosed { .. }
-                | SwarmEvent::IncomingConnection { .. }
-                | SwarmEvent::IncomingConnectionError { .. }
-                | SwarmEvent::OutgoingConnectionError { .. }
-                | SwarmEvent::Dialing { .. }
-        );
-        if connections_changed {
-            // Counts first, so subscribers of the matching event read them up to date.
-            self.shared
-                .set_counts(self.swarm.behaviour().policy.counts());
-        }
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             event @ (SwarmEvent::ConnectionEstablished { .. }
@@ -217,89 +202,30 @@ impl EventLoop {
     }
 
     fn on_nat_event(&mut self, event: NatEvent) {
-        let event = match event {
-            NatEvent::StatusChanged(status) => {
-                self.shared.set_nat_status(status.clone());
-                NetworkEvent::NatStatusChanged { status }
-            }
-            NatEvent::ReservationAccepted { relay, renewal } => {
-                NetworkEvent::RelayReservationAccepted { relay, renewal }
-            }
-            NatEvent::HolePunchSucceeded { peer_id } => {
-                NetworkEvent::HolePunchSucceeded { peer_id }
-            }
-            NatEvent::HolePunchFailed { peer_id, error } => {
-                NetworkEvent::HolePunchFailed { peer_id, error }
-            }
-            other => {
-                tracing::debug!(?other, "nat event");
-                return;
-            }
-        };
-        self.emit(event);
+        self.emit(NetworkEvent::Nat(event));
     }
 
     fn on_policy_event(&mut self, event: PolicyEvent) {
-        let event = match event {
-            PolicyEvent::Denied {
-                peer_id,
-                endpoint,
-                reason,
-            } => NetworkEvent::ConnectionDenied {
-                peer_id,
-                direction: Direction::of(endpoint),
-                reason: reason.to_string(),
-            },
-            PolicyEvent::Trimmed { peer_id, .. } => NetworkEvent::PeerTrimmed { peer_id },
-            PolicyEvent::DeadConnection {
-                peer_id, failures, ..
-            } => NetworkEvent::DeadPeer { peer_id, failures },
-            PolicyEvent::Reconnecting {
-                peer_id,
-                attempt,
-                delay,
-            } => NetworkEvent::Reconnecting {
-                peer_id,
-                attempt,
-                delay,
-            },
-            PolicyEvent::Reconnected { peer_id, attempts } => {
-                NetworkEvent::Reconnected { peer_id, attempts }
-            }
-            PolicyEvent::GaveUp { peer_id, attempts } => {
-                NetworkEvent::ReconnectGaveUp { peer_id, attempts }
-            }
+        match event {
             PolicyEvent::Pong {
                 peer_id,
                 connection_id,
                 rtt,
                 first,
-            } => return self.on_pong(peer_id, connection_id, rtt, first),
-            other => {
-                tracing::debug!(?other, "policy event");
-                return;
-            }
-        };
-        self.emit(event);
+            } => self.on_pong(peer_id, connection_id, rtt, first),
+            event => self.emit(NetworkEvent::Policy(event)),
+        }
     }
 
-    /// A ping was answered: the peer's RTT, and for a connection's first, an event.
-    fn on_pong(
-        &mut self,
-        peer_id: PeerId,
-        connection: libp2p::swarm::ConnectionId,
-        rtt: Duration,
-        first: bool,
-    ) {
-        let now = Instant::now();
-        self.shared.update_peers(|peers| {
-            if let Some(info) = peers.get_mut(&peer_id) {
-                info.last_seen = now;
-                info.rtt = Some(rtt);
-            }
-        });
+    /// A connection's first answered ping: it carries traffic.
+    fn on_pong(&mut self, peer_id: PeerId, connection: ConnectionId, rtt: Duration, first: bool) {
         if first {
-            let relayed = self.dials.is_relayed(connection);
+            let relayed = self
+                .swarm
+                .behaviour()
+                .policy
+                .peers()
+                .is_relayed(&peer_id, connection);
             tracing::info!(%peer_id, ?rtt, relayed, "connection verified by ping");
             self.emit(NetworkEvent::ConnectionVerified {
                 peer_id,
