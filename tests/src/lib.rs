@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod adversary;
 pub mod natlab;
 pub mod netns;
 pub mod process;

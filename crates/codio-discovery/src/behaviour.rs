@@ -2,7 +2,9 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use libp2p::{
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::{
     Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, QueryError,
     dht::{DhtCommand, Pending},
+    identify::IdentifyRate,
 };
 
 /// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
@@ -130,6 +133,10 @@ pub struct Behaviour {
     dht_rx: mpsc::Receiver<DhtCommand>,
     pending: HashMap<kad::QueryId, Pending>,
     query_timeout: std::time::Duration,
+    identify_rate: IdentifyRate,
+    identify_stats: Arc<crate::identify::Stats>,
+    max_addresses: usize,
+    private_addresses: bool,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -180,6 +187,10 @@ impl Behaviour {
             dht_rx,
             pending: HashMap::new(),
             query_timeout: config.query_timeout,
+            identify_rate: IdentifyRate::new(config.identify_interval),
+            identify_stats: Arc::default(),
+            max_addresses: config.max_addresses_per_peer,
+            private_addresses: config.private_addresses,
             inner: Inner {
                 mdns: mdns.into(),
                 kad,
@@ -232,18 +243,67 @@ impl Behaviour {
             .map_err(|_| DiscoveryError::NoKnownPeers)
     }
 
-    /// Feeds an identify result: the listen addresses of peers that speak our Kademlia
-    /// protocol go into the routing table (libp2p learns no addresses of inbound peers
-    /// otherwise), relayed ones included.
-    pub fn on_identify(&mut self, peer_id: PeerId, info: &identify::Info) {
-        if !info.protocols.contains(&self.kad_protocol) {
-            return;
+    /// Feeds an identify result (or push). At most one per peer per `identify_interval` is
+    /// processed; the rest are dropped and counted, and `None` is returned. Of a processed one,
+    /// up to `max_addresses_per_peer` usable listen addresses (non-global ones only from peers
+    /// on a non-global network, unless `private_addresses`) are returned and, for peers that
+    /// speak our Kademlia protocol, *replace* the peer's addresses in the routing table
+    /// (libp2p learns no addresses of inbound peers otherwise). Relayed (`/p2p-circuit`)
+    /// addresses are kept: for a private peer they are the only way in.
+    pub fn on_identify(
+        &mut self,
+        peer_id: PeerId,
+        info: &identify::Info,
+    ) -> Option<Vec<Multiaddr>> {
+        if !self.identify_rate.admit(peer_id, Instant::now()) {
+            self.identify_stats.record_dropped();
+            tracing::debug!(%peer_id, "identify above the per-peer rate dropped");
+            return None;
         }
-        // Relayed (`/p2p-circuit`) addresses are kept: for a private peer they are the only
-        // way in.
-        for address in usable_addresses(info) {
+        let addresses =
+            crate::identify::usable_addresses(info, self.max_addresses, self.private_addresses);
+        let held = if info.protocols.contains(&self.kad_protocol) && !addresses.is_empty() {
+            self.replace_addresses(peer_id, &addresses)
+        } else {
+            0
+        };
+        self.identify_stats
+            .record_update(info.listen_addrs.len(), addresses.len(), held);
+        Some(addresses)
+    }
+
+    /// Puts `addresses` in the routing table as `peer_id`'s and removes its others; returns
+    /// how many the table holds for it now.
+    fn replace_addresses(&mut self, peer_id: PeerId, addresses: &[Multiaddr]) -> usize {
+        for address in addresses {
             self.inner.kad.add_address(&peer_id, address.clone());
         }
+        let stale: Vec<Multiaddr> = self
+            .table_addresses(peer_id)
+            .into_iter()
+            .filter(|a| !addresses.contains(a))
+            .collect();
+        for address in &stale {
+            self.inner.kad.remove_address(&peer_id, address);
+        }
+        self.table_addresses(peer_id).len()
+    }
+
+    /// `peer_id`'s addresses in the routing table.
+    fn table_addresses(&mut self, peer_id: PeerId) -> Vec<Multiaddr> {
+        let Some(bucket) = self.inner.kad.kbucket(peer_id) else {
+            return Vec::new();
+        };
+        bucket
+            .iter()
+            .find(|entry| *entry.node.key.preimage() == peer_id)
+            .map(|entry| entry.node.value.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// What the identify filter did.
+    pub fn identify_stats(&self) -> Arc<crate::identify::Stats> {
+        self.identify_stats.clone()
     }
 
     /// Removes a peer from the routing table (for instance after an explicit disconnect).
@@ -575,24 +635,6 @@ fn lookup(peers: Vec<kad::PeerInfo>, stats: &kad::QueryStats) -> Lookup {
     }
 }
 
-/// The listen addresses of an identify result that others can use: loopback addresses only
-/// when the peer itself sees us on loopback (it runs on this host). A remote peer's loopback
-/// address would lead a dialer to itself or to another local process.
-pub fn usable_addresses(info: &identify::Info) -> impl Iterator<Item = &Multiaddr> {
-    let local = is_loopback(&info.observed_addr);
-    info.listen_addrs
-        .iter()
-        .filter(move |address| local || !is_loopback(address))
-}
-
-fn is_loopback(address: &Multiaddr) -> bool {
-    address.iter().any(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
-        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
-}
-
 impl NetworkBehaviour for Behaviour {
     // The handler the derive generates for `Inner`, spelled out so that `Inner` stays private.
     type ConnectionHandler = ConnectionHandlerSelect<
@@ -665,6 +707,7 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::ConnectionClosed(closed) if closed.remaining_established == 0 => {
                 self.connections.remove(&closed.peer_id);
+                self.identify_rate.forget(&closed.peer_id);
             }
             FromSwarm::ConnectionClosed(closed) => {
                 if let Some(count) = self.connections.get_mut(&closed.peer_id) {

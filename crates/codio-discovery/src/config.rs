@@ -32,6 +32,9 @@ pub enum KadMode {
 /// | [`bootstrap_peers`](Self::with_bootstrap_peers) | none |
 /// | [`bootstrap_interval`](Self::with_bootstrap_interval) | 5 min; `None` disables periodic bootstrap |
 /// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
+/// | [`max_addresses_per_peer`](Self::with_max_addresses_per_peer) | 8 identify addresses per peer in the routing table, replaced on each identify (libp2p-kad keeps any number) |
+/// | [`identify_interval`](Self::with_identify_interval) | 2 s: at most one identify (result or push) per peer is processed in this time; the rest are dropped and counted |
+/// | [`private_addresses`](Self::with_private_addresses) | `false`: non-global addresses (private, loopback, link-local) are taken only from peers that reached us over such an address |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     pub(crate) mdns: bool,
@@ -42,6 +45,9 @@ pub struct DiscoveryConfig {
     pub(crate) bootstrap_peers: Vec<(PeerId, Multiaddr)>,
     pub(crate) bootstrap_interval: Option<Duration>,
     pub(crate) query_timeout: Duration,
+    pub(crate) max_addresses_per_peer: usize,
+    pub(crate) identify_interval: Duration,
+    pub(crate) private_addresses: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -55,11 +61,33 @@ impl Default for DiscoveryConfig {
             bootstrap_peers: Vec::new(),
             bootstrap_interval: Some(Duration::from_secs(5 * 60)),
             query_timeout: Duration::from_secs(30),
+            max_addresses_per_peer: 8,
+            identify_interval: Duration::from_secs(2),
+            private_addresses: false,
         }
     }
 }
 
 impl DiscoveryConfig {
+    /// Sets how many identify addresses of one peer the routing table holds (at least 1).
+    pub fn with_max_addresses_per_peer(mut self, max: usize) -> Self {
+        self.max_addresses_per_peer = max.max(1);
+        self
+    }
+
+    /// Sets the least time between two identify updates of one peer that are processed.
+    pub fn with_identify_interval(mut self, interval: Duration) -> Self {
+        self.identify_interval = interval;
+        self
+    }
+
+    /// Whether non-global addresses from identify are taken from every peer (for private
+    /// deployments whose peers reach each other through NAT or tunnels).
+    pub fn with_private_addresses(mut self, accept: bool) -> Self {
+        self.private_addresses = accept;
+        self
+    }
+
     /// Enables or disables mDNS.
     pub fn with_mdns(mut self, enable: bool) -> Self {
         self.mdns = enable;

@@ -45,8 +45,9 @@
 mod behaviour;
 mod config;
 mod dht;
+pub mod identify;
 
-pub use behaviour::{Behaviour, Event, Source, usable_addresses};
+pub use behaviour::{Behaviour, Event, Source};
 pub use config::{DiscoveryConfig, KadMode, split_peer_id};
 pub use dht::{Dht, DhtError, Lookup};
 pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};

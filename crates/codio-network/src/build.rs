@@ -8,6 +8,7 @@ use std::{
 };
 
 use codio_protocol::{InboundRequest, RequestHandler, bulk::IncomingBulk};
+use codio_transport::InboundStats;
 use libp2p::{Swarm, core::muxing::StreamMuxerBox, identity::Keypair, swarm};
 use tokio::sync::{broadcast, mpsc};
 
@@ -129,13 +130,16 @@ impl NodeBuilder {
         if let Some(queue) = bulk {
             protocol.set_bulk_queue(queue);
         }
-        let (swarm, dht) = build_swarm(&keypair, &config, protocol)?;
+        let (swarm, dht, inbound) = build_swarm(&keypair, &config, protocol)?;
         let metrics = config.metrics.as_ref().map(|registry| {
             // A poisoned lock only means another thread panicked while encoding; the
             // registry itself is still consistent.
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            let policy = swarm.behaviour().policy.stats();
-            Metrics::register(&mut registry, &policy, client.stats())
+            let (policy, identify) = (
+                swarm.behaviour().policy.stats(),
+                swarm.behaviour().discovery.identify_stats(),
+            );
+            Metrics::register(&mut registry, &policy, client.stats(), &inbound, identify)
         });
         for task in tasks {
             tokio::spawn(task);
@@ -149,17 +153,10 @@ fn build_swarm(
     keypair: &Keypair,
     config: &NetworkConfig,
     protocol: codio_protocol::Behaviour,
-) -> Result<(Swarm<Behaviour>, codio_discovery::Dht), NetworkError> {
+) -> Result<(Swarm<Behaviour>, codio_discovery::Dht, InboundStats), NetworkError> {
     let layers = config.layers()?;
-    let (transport, relay_client) = if layers.nat.client {
-        let (transport, client) = codio_transport::build_with_relay(keypair, &config.transport)?;
-        (transport, Some(client))
-    } else {
-        (
-            codio_transport::build_transport(keypair, &config.transport)?,
-            None,
-        )
-    };
+    let built = codio_transport::build(keypair, &config.transport, layers.nat.client)?;
+    let (transport, relay_client) = (built.transport, built.relay_client);
     let transport = match &config.metrics {
         Some(registry) => {
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -184,7 +181,7 @@ fn build_swarm(
     let local_peer_id = keypair.public().to_peer_id();
     let dht = behaviour.discovery.dht();
     let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
-    Ok((swarm, dht))
+    Ok((swarm, dht, built.inbound))
 }
 
 /// Spawns the event loop and returns the handle to it.

@@ -1,7 +1,7 @@
 //! Prometheus metrics: libp2p's own (`libp2p-metrics`: swarm connections and dials,
 //! identify, ping round trips, bandwidth by protocol stack) and codio's (`codio_*`), in one
 //! registry that the application owns and serves. The layers count what they decide (the
-//! policy: connections, refusals by reason, trims, dead peers, reconnections, hole punches;
+//! transport: inbound handshakes pending and shed; the policy: connections, refusals by reason, trims, dead peers, reconnections, hole punches;
 //! the protocol: inbound, rejected and refused requests, bulk bytes, outbound requests and
 //! their latency) and export it through their `Stats::collector`; the facade registers those
 //! and records what only it sees: swarm events.
@@ -51,11 +51,15 @@ impl Metrics {
         registry: &mut Registry,
         policy: &codio_policy::Stats,
         protocol: Arc<codio_protocol::Stats>,
+        inbound: &codio_transport::InboundStats,
+        identify: Arc<codio_discovery::identify::Stats>,
     ) -> Self {
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(registry));
         let codio = registry.sub_registry_with_prefix("codio");
         codio.register_collector(policy.collector());
         codio.register_collector(protocol.collector());
+        codio.register_collector(inbound.collector());
+        codio.register_collector(identify.collector());
         Self { libp2p }
     }
 

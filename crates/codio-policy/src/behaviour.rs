@@ -11,7 +11,8 @@ use std::{
 use either::Either;
 use libp2p::{
     Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
+    core::{ConnectedPoint, Endpoint, transport::PortUse},
+    multiaddr::Protocol,
     ping,
     swarm::{
         CloseConnection, ConnectionDenied, ConnectionHandler, ConnectionHandlerSelect,
@@ -610,6 +611,19 @@ fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, KeepAlive>
     }
 }
 
+/// The IP of a direct connection's remote address (`None` for relayed ones: the IP would be
+/// the relay's).
+fn ip_of(address: &Multiaddr) -> Option<std::net::IpAddr> {
+    if address.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    address.iter().find_map(|protocol| match protocol {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
 /// The keep-alive handler and ping's, side by side.
 type PolicyHandler = ConnectionHandlerSelect<Handler, THandler<ping::Behaviour>>;
 
@@ -639,7 +653,7 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.table
-            .check_established(&peer)
+            .check_established_inbound(&peer, ip_of(remote_addr))
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
         let ping = self.ping.handle_established_inbound_connection(
             connection_id,
@@ -696,8 +710,13 @@ impl NetworkBehaviour for Behaviour {
         self.ping.on_swarm_event(event);
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                let remote = match e.endpoint {
+                    ConnectedPoint::Listener { send_back_addr, .. } => ip_of(send_back_addr),
+                    ConnectedPoint::Dialer { .. } => None,
+                };
+                let relayed = e.endpoint.is_relayed();
                 self.table
-                    .on_established(e.connection_id, e.peer_id, now, e.endpoint.is_relayed());
+                    .on_established_inbound(e.connection_id, e.peer_id, now, relayed, remote);
                 self.peers
                     .on_established(e.peer_id, e.connection_id, e.endpoint, now);
                 self.keep_alive.insert(e.connection_id, true);

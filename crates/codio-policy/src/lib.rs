@@ -47,6 +47,7 @@ mod peers;
 mod reconnect;
 #[cfg(feature = "serde")]
 pub mod ser;
+mod sources;
 mod stats;
 
 pub use backoff::{BackoffConfig, Rng};

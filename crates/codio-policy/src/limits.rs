@@ -2,8 +2,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     time::{Duration, Instant},
 };
+
+use crate::sources::{Full, SourceCounts};
 
 use libp2p::{PeerId, swarm::ConnectionId};
 
@@ -13,7 +16,10 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// |---|---|
 /// | [`max_established`](Self::with_max_established) | 50: hard ceiling on established connections |
 /// | [`protected_extra`](Self::with_protected_extra) | 8: protected peers may exceed the ceiling by this many |
-/// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 64 inbound handshakes at once |
+/// | [`max_pending_incoming`](Self::with_max_pending_incoming) | 128 inbound handshakes at once (a backstop: codio-transport's gate bounds them at 64, per source and per subnet, and sheds the oldest of the busiest source; this bound must stay above it so that shedding, not refusing, happens) |
+/// | [`max_per_source`](Self::with_max_per_source) | 8 established inbound connections per source (IPv4 address, IPv6 /56), as go-libp2p's resource manager |
+/// | [`max_per_subnet`](Self::with_max_per_subnet) | 32 established inbound connections per IPv4 /24 or IPv6 /48 |
+/// | [`limit_loopback`](Self::with_limit_loopback) | `false`: loopback sources are not held to the two bounds above (go-libp2p exempts them too) |
 /// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 128 outbound dials at once |
 /// | [`max_per_peer`](Self::with_max_per_peer) | 4 connections per peer |
 /// | (surplus connections) | a peer's connections beyond its oldest direct one are not kept alive: they close once idle |
@@ -26,6 +32,9 @@ pub struct LimitsConfig {
     pub(crate) max_pending_incoming: usize,
     pub(crate) max_pending_outgoing: usize,
     pub(crate) max_per_peer: usize,
+    pub(crate) max_per_source: usize,
+    pub(crate) max_per_subnet: usize,
+    pub(crate) limit_loopback: bool,
     /// `(low, high)`; `None`: 60 % and 80 % of `max_established`, whatever it is set to.
     pub(crate) watermarks: Option<(usize, usize)>,
     pub(crate) grace_period: Duration,
@@ -43,9 +52,12 @@ impl LimitsConfig {
         Self {
             max_established,
             protected_extra: 8,
-            max_pending_incoming: 64,
+            max_pending_incoming: 128,
             max_pending_outgoing: 128,
             max_per_peer: 4,
+            max_per_source: 8,
+            max_per_subnet: 32,
+            limit_loopback: false,
             watermarks: None,
             grace_period: Duration::from_secs(20),
         }
@@ -82,6 +94,25 @@ impl LimitsConfig {
         self
     }
 
+    /// Sets the bound on established inbound connections from one source address (IPv4
+    /// address, IPv6 /56); protected peers are not held to it.
+    pub fn with_max_per_source(mut self, max: usize) -> Self {
+        self.max_per_source = max;
+        self
+    }
+
+    /// Sets the bound on established inbound connections from one IPv4 /24 or IPv6 /48.
+    pub fn with_max_per_subnet(mut self, max: usize) -> Self {
+        self.max_per_subnet = max;
+        self
+    }
+
+    /// Whether loopback sources are held to the per-source and per-subnet bounds.
+    pub fn with_limit_loopback(mut self, limit: bool) -> Self {
+        self.limit_loopback = limit;
+        self
+    }
+
     /// Sets the watermarks: above `high` for the grace period, connections are trimmed down
     /// to `low`.
     pub fn with_watermarks(mut self, low: usize, high: usize) -> Self {
@@ -111,6 +142,12 @@ impl LimitsConfig {
         }
         if self.max_per_peer == 0 {
             return invalid("max_per_peer", "must be at least 1");
+        }
+        if self.max_per_source == 0 || self.max_per_subnet < self.max_per_source {
+            return invalid(
+                "max_per_source",
+                "need 1 <= max_per_source <= max_per_subnet",
+            );
         }
         Ok(())
     }
@@ -158,6 +195,18 @@ pub enum Denial {
         /// The limit.
         limit: usize,
     },
+    /// The connection's source address already has the maximum of inbound connections.
+    #[error("{limit} inbound connections from this address already")]
+    PerSource {
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection's subnet already has the maximum of inbound connections.
+    #[error("{limit} inbound connections from this subnet already")]
+    PerSubnet {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +214,8 @@ struct Established {
     peer_id: PeerId,
     since: Instant,
     relayed: bool,
+    /// The remote IP of an inbound connection held to the source bounds.
+    source: Option<IpAddr>,
 }
 
 /// Counts of connections.
@@ -178,6 +229,9 @@ pub struct ConnectionCounts {
     pub pending_outgoing: usize,
     /// The most established connections ever held at once.
     pub peak_established: usize,
+    /// The most established inbound connections from one source address now (among those
+    /// held to the per-source bound).
+    pub busiest_inbound_source: usize,
 }
 
 /// The connection table: decides admissions and which connections to trim.
@@ -186,6 +240,7 @@ pub struct ConnectionTable {
     config: LimitsConfig,
     established: HashMap<ConnectionId, Established>,
     per_peer: HashMap<PeerId, usize>,
+    sources: SourceCounts,
     pending_incoming: HashSet<ConnectionId>,
     pending_outgoing: HashSet<ConnectionId>,
     protected: HashSet<PeerId>,
@@ -205,6 +260,7 @@ impl ConnectionTable {
             config,
             established: HashMap::new(),
             per_peer: HashMap::new(),
+            sources: SourceCounts::default(),
             pending_incoming: HashSet::new(),
             pending_outgoing: HashSet::new(),
             protected: HashSet::new(),
@@ -248,6 +304,7 @@ impl ConnectionTable {
             pending_incoming: self.pending_incoming.len(),
             pending_outgoing: self.pending_outgoing.len(),
             peak_established: self.peak,
+            busiest_inbound_source: self.sources.busiest(),
         }
     }
 
@@ -318,6 +375,39 @@ impl ConnectionTable {
         self.check_per_peer(peer_id)
     }
 
+    /// The inbound source `remote` is held to, if any: not for protected peers, nor for
+    /// loopback addresses unless configured.
+    fn held_source(&self, peer_id: &PeerId, remote: Option<IpAddr>) -> Option<IpAddr> {
+        remote.filter(|ip| {
+            !self.is_protected(peer_id) && (self.config.limit_loopback || !ip.is_loopback())
+        })
+    }
+
+    /// [`check_established`](Self::check_established) for an inbound connection from
+    /// `remote` (its IP; `None` for relayed connections), also held to the per-source and
+    /// per-subnet bounds.
+    pub fn check_established_inbound(
+        &self,
+        peer_id: &PeerId,
+        remote: Option<IpAddr>,
+    ) -> Result<(), Denial> {
+        self.check_established(peer_id)?;
+        let Some(ip) = self.held_source(peer_id, remote) else {
+            return Ok(());
+        };
+        self.sources
+            .check(ip, self.config.max_per_source, self.config.max_per_subnet)
+            .map_err(|full| match full {
+                Full::Source(limit) => Denial::PerSource { limit },
+                Full::Subnet(limit) => Denial::PerSubnet { limit },
+            })
+    }
+
+    /// The most established inbound connections held from one source address now.
+    pub fn busiest_source(&self) -> usize {
+        self.sources.busiest()
+    }
+
     /// A pending connection ended without being established (failed or denied).
     pub fn on_pending_failed(&mut self, id: &ConnectionId) {
         self.pending_incoming.remove(id);
@@ -332,6 +422,20 @@ impl ConnectionTable {
         now: Instant,
         relayed: bool,
     ) {
+        self.on_established_inbound(id, peer_id, now, relayed, None);
+    }
+
+    /// An inbound connection from `remote` (its IP) was established: it counts toward its
+    /// source's bounds until closed.
+    pub fn on_established_inbound(
+        &mut self,
+        id: ConnectionId,
+        peer_id: PeerId,
+        now: Instant,
+        relayed: bool,
+        remote: Option<IpAddr>,
+    ) {
+        let source = self.held_source(&peer_id, remote);
         self.pending_incoming.remove(&id);
         self.pending_outgoing.remove(&id);
         if self
@@ -342,11 +446,15 @@ impl ConnectionTable {
                     peer_id,
                     since: now,
                     relayed,
+                    source,
                 },
             )
             .is_none()
         {
             *self.per_peer.entry(peer_id).or_default() += 1;
+            if let Some(ip) = source {
+                self.sources.add(ip);
+            }
         }
         self.peak = self.peak.max(self.established.len());
     }
@@ -354,7 +462,11 @@ impl ConnectionTable {
     /// A connection closed.
     pub fn on_closed(&mut self, id: &ConnectionId) {
         self.closing.remove(id);
-        if let Some(conn) = self.established.remove(id)
+        let removed = self.established.remove(id);
+        if let Some(ip) = removed.and_then(|conn| conn.source) {
+            self.sources.remove(ip);
+        }
+        if let Some(conn) = removed
             && let Some(count) = self.per_peer.get_mut(&conn.peer_id)
         {
             *count -= 1;
@@ -676,5 +788,60 @@ mod tests {
             vec![(id(1), t2.established[&id(1)].peer_id)]
         );
         assert_eq!(t2.next_trim(), None);
+    }
+
+    #[test]
+    fn many_peer_ids_from_one_address_get_its_share_only() {
+        let config = LimitsConfig::new(50)
+            .with_max_per_source(8)
+            .with_max_per_subnet(12);
+        let mut t = ConnectionTable::new(config);
+        let now = Instant::now();
+        let attacker: IpAddr = "10.0.5.1".parse().unwrap();
+        let mut admitted = 0;
+        for n in 0..60 {
+            if t.check_established_inbound(&PeerId::random(), Some(attacker))
+                .is_ok()
+            {
+                t.on_established_inbound(id(n), PeerId::random(), now, false, Some(attacker));
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 8);
+        assert_eq!(t.busiest_source(), 8);
+        assert_eq!(
+            t.check_established_inbound(&PeerId::random(), Some(attacker)),
+            Err(Denial::PerSource { limit: 8 })
+        );
+        let neighbour: IpAddr = "10.0.5.2".parse().unwrap();
+        for n in 100..104 {
+            t.check_established_inbound(&PeerId::random(), Some(neighbour))
+                .unwrap();
+            t.on_established_inbound(id(n), PeerId::random(), now, false, Some(neighbour));
+        }
+        assert_eq!(
+            t.check_established_inbound(&PeerId::random(), Some(neighbour)),
+            Err(Denial::PerSubnet { limit: 12 })
+        );
+        // Elsewhere, relayed, protected and loopback connections are not held to the bounds.
+        let good: IpAddr = "192.0.2.9".parse().unwrap();
+        t.check_established_inbound(&PeerId::random(), Some(good))
+            .unwrap();
+        t.check_established_inbound(&PeerId::random(), None)
+            .unwrap();
+        let friend = PeerId::random();
+        t.protect(friend);
+        t.check_established_inbound(&friend, Some(attacker))
+            .unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for n in 200..220 {
+            t.on_established_inbound(id(n), PeerId::random(), now, false, Some(lo));
+        }
+        t.check_established_inbound(&PeerId::random(), Some(lo))
+            .unwrap();
+        // Closing releases the source's share.
+        t.on_closed(&id(0));
+        t.check_established_inbound(&PeerId::random(), Some(attacker))
+            .unwrap();
     }
 }

@@ -23,16 +23,22 @@ pub enum DenialReason {
     Disconnected,
     /// The per-peer connection bound.
     PerPeer,
+    /// The per-source (address) bound on inbound connections.
+    PerSource,
+    /// The per-subnet bound on inbound connections.
+    PerSubnet,
 }
 
 impl DenialReason {
     /// Every reason, in label order.
-    pub const ALL: [DenialReason; 5] = [
+    pub const ALL: [DenialReason; 7] = [
         DenialReason::PendingIncoming,
         DenialReason::PendingOutgoing,
         DenialReason::MaxEstablished,
         DenialReason::Disconnected,
         DenialReason::PerPeer,
+        DenialReason::PerSource,
+        DenialReason::PerSubnet,
     ];
 
     /// The label value.
@@ -43,6 +49,8 @@ impl DenialReason {
             DenialReason::MaxEstablished => "max_established",
             DenialReason::Disconnected => "disconnected",
             DenialReason::PerPeer => "per_peer",
+            DenialReason::PerSource => "per_source",
+            DenialReason::PerSubnet => "per_subnet",
         }
     }
 }
@@ -55,6 +63,8 @@ impl From<&Denial> for DenialReason {
             Denial::MaxEstablished { .. } => DenialReason::MaxEstablished,
             Denial::Disconnected => DenialReason::Disconnected,
             Denial::PerPeer { .. } => DenialReason::PerPeer,
+            Denial::PerSource { .. } => DenialReason::PerSource,
+            Denial::PerSubnet { .. } => DenialReason::PerSubnet,
         }
     }
 }

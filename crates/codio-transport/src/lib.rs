@@ -49,10 +49,12 @@ use libp2p::{
 
 pub mod addr;
 mod connect_error;
+pub mod gate;
 mod muxer;
 mod timeout;
 
 pub use connect_error::ConnectError;
+pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
@@ -104,6 +106,7 @@ impl From<NegotiationMode> for Version {
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
 /// | [`yamux_frame_size`](Self::with_yamux_frame_size) | [`NOISE_FRAME_PAYLOAD`] (64,499 bytes: one Yamux frame fills one Noise message; libp2p-yamux uses 16 KiB) |
 /// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 256 MiB: 256 KiB for each of `max_streams` streams plus 128 MiB for busy streams to grow their windows into (rust-yamux defaults to 1 GiB) |
+/// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     nodelay: bool,
@@ -114,6 +117,7 @@ pub struct TransportConfig {
     negotiation: NegotiationMode,
     yamux_frame_size: usize,
     yamux_connection_window: usize,
+    inbound: InboundLimits,
 }
 
 impl Default for TransportConfig {
@@ -127,6 +131,7 @@ impl Default for TransportConfig {
             negotiation: NegotiationMode::default(),
             yamux_frame_size: NOISE_FRAME_PAYLOAD,
             yamux_connection_window: 256 * 1024 * 1024,
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -144,8 +149,9 @@ impl TransportConfig {
         self
     }
 
-    /// Bounds the whole connection set-up, inbound and outbound: TCP connect, protocol
-    /// negotiation, Noise handshake and Yamux negotiation (default 10 s).
+    /// Bounds the whole set-up of a dial: TCP connect, protocol negotiation, Noise handshake
+    /// and Yamux negotiation (default 10 s). Inbound set-ups have the shorter
+    /// [`InboundLimits::with_handshake_timeout`].
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -186,6 +192,17 @@ impl TransportConfig {
         self
     }
 
+    /// Sets the bounds on inbound connections in their handshake (see [`gate`]).
+    pub fn with_inbound_limits(mut self, limits: InboundLimits) -> Self {
+        self.inbound = limits;
+        self
+    }
+
+    /// The bounds on inbound connections in their handshake.
+    pub fn inbound_limits(&self) -> &InboundLimits {
+        &self.inbound
+    }
+
     /// The connection set-up timeout.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
@@ -213,39 +230,58 @@ impl TransportConfig {
     }
 }
 
-/// Builds the TCP (+ DNS) + Noise + Yamux transport for `keypair`.
+/// A built transport and the handles that come with it.
+#[non_exhaustive]
+pub struct Built {
+    /// The transport, for the swarm.
+    pub transport: CodioTransport,
+    /// With `relay`, the relay client's behaviour half, which the swarm's behaviour must
+    /// include (`codio_policy::nat` does).
+    pub relay_client: Option<libp2p::relay::client::Behaviour>,
+    /// What the inbound gate (shared by the direct and relayed transports) did.
+    pub inbound: InboundStats,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("relay_client", &self.relay_client.is_some())
+            .field("inbound", &self.inbound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the TCP (+ DNS) + Noise + Yamux transport for `keypair` and, with `relay`, the relay
+/// v2 client transport tried first (so `/p2p-circuit` addresses can be dialed and listened
+/// on), with the same upgrades and one [`InboundGate`].
 ///
 /// # Errors
 ///
 /// Fails when the Noise configuration cannot be derived from the keypair or, with DNS enabled,
 /// when the system resolver configuration cannot be read.
-pub fn build_transport(
+pub fn build(
     keypair: &identity::Keypair,
     config: &TransportConfig,
-) -> Result<CodioTransport, TransportBuildError> {
+    relay: bool,
+) -> Result<Built, TransportBuildError> {
+    let gate = InboundGate::new(config.inbound.clone());
     let tcp = tcp::tokio::Transport::new(config.tcp_config());
-    if config.dns {
+    let direct = if config.dns {
         let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
-        upgrade(dns, keypair, config)
+        upgrade_gated(dns, keypair, config, &gate)?
     } else {
-        upgrade(tcp, keypair, config)
+        upgrade_gated(tcp, keypair, config, &gate)?
+    };
+    let inbound = gate.stats();
+    if !relay {
+        return Ok(Built {
+            transport: direct,
+            relay_client: None,
+            inbound,
+        });
     }
-}
-
-/// [`build_transport`] with the relay v2 client transport (the same upgrades) tried first, so
-/// `/p2p-circuit` addresses can be dialed and listened on, and the relay client's behaviour
-/// half, which the swarm's behaviour must include (`codio_policy::nat` does).
-///
-/// # Errors
-///
-/// As [`build_transport`].
-pub fn build_with_relay(
-    keypair: &identity::Keypair,
-    config: &TransportConfig,
-) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
-    let direct = build_transport(keypair, config)?;
     let (relay_transport, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
-    let relayed = upgrade(relay_transport, keypair, config)?;
+    let relayed = upgrade_gated(relay_transport, keypair, config, &gate)?;
     // Relay first: the DNS layer of the direct transport reports addresses it cannot dial as
     // errors rather than "not supported", which would stop the fall-through.
     let transport = relayed
@@ -253,11 +289,43 @@ pub fn build_with_relay(
         .map_err(|error| error.into_inner())
         .map(|output, _| output.into_inner())
         .boxed();
-    Ok((transport, relay_client))
+    Ok(Built {
+        transport,
+        relay_client: Some(relay_client),
+        inbound,
+    })
+}
+
+/// [`build`] without the relay client: the transport only.
+///
+/// # Errors
+///
+/// As [`build`].
+pub fn build_transport(
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+) -> Result<CodioTransport, TransportBuildError> {
+    build(keypair, config, false).map(|built| built.transport)
+}
+
+/// [`build`] with the relay client: the transport and the relay client's behaviour half.
+///
+/// # Errors
+///
+/// As [`build`].
+pub fn build_with_relay(
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
+    let built = build(keypair, config, true)?;
+    let client = built
+        .relay_client
+        .unwrap_or_else(|| libp2p::relay::client::new(keypair.public().to_peer_id()).1);
+    Ok((built.transport, client))
 }
 
 /// Secures `transport` with Noise and multiplexes it with Yamux, bounded by the configured
-/// connection set-up timeout.
+/// set-up timeouts, inbound set-ups within a gate of their own ([`InboundGate`]).
 ///
 /// Use this to give other byte-stream transports (the relay client transport, a memory
 /// transport in tests) exactly the same upgrades as [`build_transport`].
@@ -277,14 +345,31 @@ where
     T::Dial: Send + 'static,
     T::ListenerUpgrade: Send + 'static,
 {
+    let gate = InboundGate::new(config.inbound.clone());
+    upgrade_gated(transport, keypair, config, &gate)
+}
+
+fn upgrade_gated<T>(
+    transport: T,
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+    gate: &InboundGate,
+) -> Result<CodioTransport, TransportBuildError>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
     let noise = noise::Config::new(keypair)?;
-    let timeout = config.connect_timeout;
     let transport = transport
         .upgrade(config.negotiation.into())
         .authenticate(noise)
         .multiplex(config.yamux_config())
         .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)));
-    Ok(timeout::SetupTimeout::new(transport, timeout).boxed())
+    let timeout = timeout::SetupTimeout::new(transport, config.connect_timeout, gate.clone());
+    Ok(timeout.boxed())
 }
 
 /// Whether a transport error (as reported in a dial or listen error) is the connection set-up

@@ -1,4 +1,4 @@
-//! The connection set-up bound, on tokio's timer.
+//! The connection set-up bound, on tokio's timer, and the inbound [`InboundGate`].
 //!
 //! libp2p's `TransportTimeout` arms a `futures-timer` delay, whose timers live on a helper
 //! thread: every connection set-up (dial or accept) wakes that thread to register and again
@@ -13,24 +13,68 @@ use std::{
     time::Duration,
 };
 
-use futures::{FutureExt, future::BoxFuture};
+use futures::{
+    FutureExt,
+    future::{AbortHandle, Abortable, Aborted, BoxFuture},
+};
+
+use crate::gate::InboundGate;
 use libp2p::{
     Multiaddr, Transport,
     core::transport::{DialOpts, ListenerId, TransportError, TransportEvent},
 };
 
-/// Fails dials and inbound upgrades of `T` that do not finish within a bound, with
-/// [`io::ErrorKind::TimedOut`].
+/// Fails dials of `T` that do not finish within `timeout` and inbound upgrades that do not
+/// finish within the gate's handshake timeout, with [`io::ErrorKind::TimedOut`]; inbound
+/// upgrades pass through the [`InboundGate`], which may abort them (shed) with
+/// [`io::ErrorKind::ConnectionAborted`].
 #[derive(Debug)]
 pub(crate) struct SetupTimeout<T> {
     inner: T,
     timeout: Duration,
+    gate: InboundGate,
 }
 
 impl<T> SetupTimeout<T> {
-    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
-        Self { inner, timeout }
+    pub(crate) fn new(inner: T, timeout: Duration, gate: InboundGate) -> Self {
+        Self {
+            inner,
+            timeout,
+            gate,
+        }
     }
+}
+
+/// An inbound upgrade within the gate: aborted when shed, bounded by the handshake timeout.
+fn gated<F, O, E>(
+    future: F,
+    gate: &InboundGate,
+    remote: &Multiaddr,
+) -> BoxFuture<'static, Result<O, io::Error>>
+where
+    F: Future<Output = Result<O, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    let (abort, registration) = AbortHandle::new_pair();
+    let admission = gate.admit(remote, abort);
+    let timeout = gate.limits().handshake_timeout();
+    let gate = gate.clone();
+    async move {
+        let _admission = admission;
+        match Abortable::new(bounded(future, timeout), registration).await {
+            Ok(Err(error)) if error.kind() == io::ErrorKind::TimedOut => {
+                gate.record_timeout();
+                Err(error)
+            }
+            Ok(result) => result,
+            Err(Aborted) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "inbound handshake shed: too many pending from its source or in total",
+            )),
+        }
+    }
+    .boxed()
 }
 
 fn bounded<F, O, E>(future: F, timeout: Duration) -> BoxFuture<'static, Result<O, io::Error>>
@@ -93,10 +137,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
-        let timeout = self.timeout;
+        let gate = self.gate.clone();
         Pin::new(&mut self.inner).poll(cx).map(|event| {
+            let remote = match &event {
+                TransportEvent::Incoming { send_back_addr, .. } => send_back_addr.clone(),
+                _ => Multiaddr::empty(),
+            };
             event
-                .map_upgrade(move |upgrade| bounded(upgrade, timeout))
+                .map_upgrade(move |upgrade| gated(upgrade, &gate, &remote))
                 .map_err(io::Error::other)
         })
     }

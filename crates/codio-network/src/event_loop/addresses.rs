@@ -105,14 +105,22 @@ impl EventLoop {
             }
             _ => return,
         };
+        // Rate-limited and capped by discovery: a flood of identify pushes stops here.
+        let Some(addresses) = self
+            .swarm
+            .behaviour_mut()
+            .discovery
+            .on_identify(peer_id, &info)
+        else {
+            return;
+        };
         tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
-        for addr in codio_discovery::usable_addresses(&info) {
-            self.swarm.add_peer_address(peer_id, addr.clone());
+        for address in addresses {
+            self.swarm.add_peer_address(peer_id, address);
         }
         let behaviour = self.swarm.behaviour_mut();
         behaviour.policy.on_identify(&peer_id, &info);
         behaviour.nat.on_identify(peer_id, &info);
-        behaviour.discovery.on_identify(peer_id, &info);
         self.emit(NetworkEvent::PeerIdentified {
             peer_id,
             agent_version: info.agent_version,

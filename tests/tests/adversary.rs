@@ -1,0 +1,157 @@
+//! Hostile peers (issue 13), one test per attack: while the attack runs, a well-behaved peer
+//! from another address still connects and gets every request answered, and the victim's own
+//! gauges stay within the configured budget.
+//!
+//! The attacker sits at 127.0.5.1 (another /24 of the loopback network than the good peer's
+//! 127.0.0.1); the victim holds loopback sources to its per-source bounds, which it exempts by
+//! default as go-libp2p does.
+
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use codio_network::{
+    InboundRequest, NetworkConfig, NetworkManager, Request, Response, TransportConfig,
+    metrics::Registry,
+};
+use codio_tests::{
+    EVENT_TIMEOUT,
+    adversary::{hold_sockets, metric, mint_peers, socket_addr},
+    dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
+};
+use codio_transport::InboundLimits;
+use tokio::sync::mpsc;
+
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 5, 1));
+
+/// A victim holding loopback sources to its limits, with metrics.
+fn victim_config(registry: &Arc<Mutex<Registry>>) -> NetworkConfig {
+    let mut config = loopback_config().with_metrics(registry.clone());
+    config.transport = TransportConfig::default()
+        .with_inbound_limits(InboundLimits::default().with_limit_loopback(true));
+    let limits = config.policy.limits().clone();
+    *config.policy.limits_mut() = limits.with_limit_loopback(true);
+    config
+}
+
+/// Answers every request with its own payload.
+fn echo(mut requests: mpsc::Receiver<InboundRequest>) {
+    tokio::spawn(async move {
+        while let Some(InboundRequest {
+            request, responder, ..
+        }) = requests.recv().await
+        {
+            let answer = match request {
+                Request::App { payload, .. } => Response::App { payload },
+                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
+            };
+            let _ = responder.respond(answer).await;
+        }
+    });
+}
+
+/// A good peer connects, sends `requests` requests and checks every answer; the victim's
+/// budget is sampled with `check_budget` while it does.
+async fn good_peer_is_served(victim: &NetworkManager, round: u8, check_budget: impl Fn()) {
+    let good = started_node(loopback_config()).await;
+    let peer = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(dial_addr(victim)))
+        .await
+        .expect("connect in time")
+        .unwrap_or_else(|e| panic!("round {round}: good peer refused: {e}"));
+    for i in 0..5u8 {
+        check_budget();
+        let payload = vec![round, i];
+        let request = Request::App {
+            topic: "echo".into(),
+            payload: payload.clone(),
+        };
+        let response = good.send_request(peer, request).await;
+        assert_eq!(response, Ok(Response::App { payload }), "round {round}");
+    }
+    assert!(
+        good.peer_info(&peer).is_some(),
+        "round {round}: still connected after its requests"
+    );
+    good.shutdown().await;
+}
+
+/// 100 sockets from one address that complete no handshake (60 silent, 40 stalled after the
+/// multistream header), re-opened whenever the victim drops them: the victim sheds the
+/// attacker's oldest, never holds more than 8 of its handshakes, and a peer from another
+/// address connects and is answered every time. (Before the gate: 64 global pending slots
+/// held 10 s each locked the good peer out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) = started_server(victim_config(&registry)).await;
+    echo(requests);
+    let target = socket_addr(&victim.listen_addrs()[0]);
+    let silent = hold_sockets(target, ATTACKER, 60, b"");
+    let stalled = hold_sockets(target, ATTACKER, 40, b"\x13/multistream/1.0.0\n");
+    let busiest = || metric(&registry, "codio_inbound_pending_busiest_source");
+    let pending = || metric(&registry, "codio_inbound_pending");
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { busiest() >= 8.0 }).await,
+        "the attack fills its source's share"
+    );
+    let check_budget = || {
+        assert!(busiest() <= 8.0, "per-source budget: {}", busiest());
+        assert!(pending() <= 64.0, "total budget: {}", pending());
+        assert!(victim.connection_counts().pending_incoming <= 128);
+    };
+    for round in 0..5 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    let shed = metric(&registry, "codio_inbound_shed_total{reason=\"per_source\"}");
+    assert!(shed >= 50.0, "the attacker's oldest were shed: {shed}");
+    assert!(
+        silent.opened() + stalled.opened() > 100,
+        "sockets re-opened"
+    );
+    drop((silent, stalled));
+    victim.shutdown().await;
+}
+
+/// 60 fresh peer ids from one address, each re-dialing when dropped: they get 8 of the
+/// victim's 50 slots, and a peer from another address connects, stays and is answered.
+/// (Before: they took all 50 slots and the good peer was dropped right after its handshake.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_peer_ids_from_one_address_get_only_their_share() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) = started_server(victim_config(&registry)).await;
+    echo(requests);
+    let minted = mint_peers(victim.listen_addrs()[0].clone(), ATTACKER, 60);
+    let denied = || {
+        metric(
+            &registry,
+            "codio_connections_denied_total{reason=\"per_source\"}",
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            victim.connection_counts().busiest_inbound_source >= 8 && denied() >= 52.0
+        })
+        .await,
+        "the attack reached its share ({:?}, {} denied)",
+        victim.connection_counts(),
+        denied()
+    );
+    let check_budget = || {
+        let counts = victim.connection_counts();
+        assert!(counts.busiest_inbound_source <= 8, "{counts:?}");
+        assert!(counts.established <= 50, "{counts:?}");
+    };
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    assert!(minted.opened() >= 60);
+    drop(minted);
+    victim.shutdown().await;
+}
