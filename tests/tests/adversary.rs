@@ -16,12 +16,12 @@ use std::{
 };
 
 use codio_network::{
-    InboundRequest, NetworkConfig, NetworkManager, Request, Response, TransportConfig,
+    InboundRequest, KadMode, NetworkConfig, NetworkManager, Request, Response, TransportConfig,
     metrics::Registry,
 };
 use codio_tests::{
-    EVENT_TIMEOUT,
-    adversary::{hold_sockets, metric, mint_peers, socket_addr},
+    ConfigExt, EVENT_TIMEOUT,
+    adversary::{hold_sockets, identify_flood, metric, mint_peers, socket_addr},
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
 use codio_transport::InboundLimits;
@@ -153,5 +153,47 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     }
     assert!(minted.opened() >= 60);
     drop(minted);
+    victim.shutdown().await;
+}
+
+/// A peer pushing identify every 5 ms with 300 fresh addresses: the victim processes one
+/// identify per peer per 2 s (the rest are dropped and counted), holds at most 8 of its
+/// addresses in the routing table (replaced, not accumulated), and serves a good peer.
+/// (Before: every push added all 300 addresses to Kademlia, without bound.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_floods_are_rate_limited_and_capped() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) =
+        started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
+    echo(requests);
+    let liar = identify_flood(
+        victim.listen_addrs()[0].clone(),
+        ATTACKER,
+        300,
+        Duration::from_millis(5),
+    );
+    let dropped = || metric(&registry, "codio_identify_dropped_total");
+    let held = || metric(&registry, "codio_dht_max_addresses_per_peer");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            dropped() >= 200.0 && held() >= 8.0
+        })
+        .await,
+        "the flood reached the victim ({} dropped, {} held)",
+        dropped(),
+        held()
+    );
+    let check_budget = || assert!(held() <= 8.0, "addresses per peer: {}", held());
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    let offered = metric(&registry, "codio_identify_addresses_dropped_total");
+    assert!(
+        offered >= 292.0,
+        "addresses beyond the cap left out: {offered}"
+    );
+    assert!(liar.opened() >= 200, "pushes sent: {}", liar.opened());
+    drop(liar);
     victim.shutdown().await;
 }

@@ -262,11 +262,14 @@ impl Behaviour {
         }
         let addresses =
             crate::identify::usable_addresses(info, self.max_addresses, self.private_addresses);
-        let held = if info.protocols.contains(&self.kad_protocol) && !addresses.is_empty() {
+        let dht = info.protocols.contains(&self.kad_protocol);
+        let held = if dht && !addresses.is_empty() {
             self.replace_addresses(peer_id, &addresses)
         } else {
             0
         };
+        let offered = info.listen_addrs.len();
+        tracing::debug!(%peer_id, offered, kept = addresses.len(), dht, held, "identify");
         self.identify_stats
             .record_update(info.listen_addrs.len(), addresses.len(), held);
         Some(addresses)
@@ -275,13 +278,15 @@ impl Behaviour {
     /// Puts `addresses` in the routing table as `peer_id`'s and removes its others; returns
     /// how many the table holds for it now.
     fn replace_addresses(&mut self, peer_id: PeerId, addresses: &[Multiaddr]) -> usize {
+        let mut wanted = Vec::with_capacity(addresses.len());
         for address in addresses {
             self.inner.kad.add_address(&peer_id, address.clone());
+            wanted.extend(address.clone().with_p2p(peer_id).ok());
         }
         let stale: Vec<Multiaddr> = self
             .table_addresses(peer_id)
             .into_iter()
-            .filter(|a| !addresses.contains(a))
+            .filter(|a| !wanted.contains(a))
             .collect();
         for address in &stale {
             self.inner.kad.remove_address(&peer_id, address);
@@ -289,7 +294,7 @@ impl Behaviour {
         self.table_addresses(peer_id).len()
     }
 
-    /// `peer_id`'s addresses in the routing table.
+    /// `peer_id`'s addresses in the routing table (Kademlia keeps them with `/p2p/<id>`).
     fn table_addresses(&mut self, peer_id: PeerId) -> Vec<Multiaddr> {
         let Some(bucket) = self.inner.kad.kbucket(peer_id) else {
             return Vec::new();
@@ -750,5 +755,48 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identify_info(ports: std::ops::Range<u16>) -> identify::Info {
+        identify::Info {
+            public_key: libp2p::identity::Keypair::generate_ed25519().public(),
+            protocol_version: String::new(),
+            agent_version: String::new(),
+            listen_addrs: ports
+                .map(|p| format!("/ip4/203.0.113.5/tcp/{p}").parse().unwrap())
+                .collect(),
+            protocols: vec![kad::PROTOCOL_NAME],
+            observed_addr: "/ip4/198.51.100.1/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn identify_replaces_a_peers_addresses_within_the_cap() {
+        let config = DiscoveryConfig::default()
+            .with_mdns(false)
+            .with_identify_interval(std::time::Duration::ZERO);
+        let mut behaviour = Behaviour::new(PeerId::random(), config).unwrap();
+        let peer = PeerId::random();
+        let kept = behaviour.on_identify(peer, &identify_info(0..300)).unwrap();
+        assert_eq!(kept.len(), 8);
+        assert_eq!(behaviour.table_addresses(peer).len(), 8);
+        let kept = behaviour
+            .on_identify(peer, &identify_info(1000..1003))
+            .unwrap();
+        let table = behaviour.table_addresses(peer);
+        assert_eq!(table.len(), 3, "{table:?}");
+        assert!(
+            kept.iter()
+                .all(|a| table.contains(&a.clone().with_p2p(peer).unwrap()))
+        );
+        let stats = behaviour.identify_stats();
+        assert_eq!(stats.addresses_dropped(), 292);
+        assert_eq!(stats.max_addresses_per_peer(), 8);
     }
 }
