@@ -221,6 +221,78 @@ async fn run_identify_flood(
     }
 }
 
+/// A peer from `from` that connects to `target` and announces itself as the provider of
+/// `keys` random keys (at most 32 announcements at once), so the victim stores a provider
+/// record for each; the attack's `opened` counts announcements that finished.
+pub fn provider_flood(
+    target: Multiaddr,
+    victim: libp2p::PeerId,
+    from: IpAddr,
+    keys: usize,
+) -> Attack {
+    let opened = Arc::new(AtomicU64::new(0));
+    let done = opened.clone();
+    let task = tokio::spawn(run_provider_flood(target, victim, from, keys, done));
+    Attack { task, opened }
+}
+
+async fn run_provider_flood(
+    target: Multiaddr,
+    victim: libp2p::PeerId,
+    from: IpAddr,
+    keys: usize,
+    done: Arc<AtomicU64>,
+) {
+    use libp2p::kad;
+    let keypair = Keypair::generate_ed25519();
+    let local = keypair.public().to_peer_id();
+    let config = codio_transport::TransportConfig::default();
+    let transport =
+        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
+    // Its own store must hold every key it announces.
+    let store = kad::store::MemoryStoreConfig {
+        max_provided_keys: keys + 1,
+        ..Default::default()
+    };
+    let mut kad = kad::Behaviour::new(local, kad::store::MemoryStore::with_config(local, store));
+    kad.set_mode(Some(kad::Mode::Client));
+    let mut swarm = Swarm::new(
+        transport,
+        kad,
+        local,
+        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
+    );
+    swarm.behaviour_mut().add_address(&victim, target);
+    let (mut started, mut in_flight) = (0usize, 0usize);
+    loop {
+        while in_flight < 32 && started < keys {
+            let key = kad::RecordKey::new(&rand_key(started));
+            if swarm.behaviour_mut().start_providing(key).is_ok() {
+                in_flight += 1;
+            }
+            started += 1;
+        }
+        if let swarm::SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::StartProviding(_),
+            step,
+            ..
+        }) = swarm.select_next_some().await
+            && step.last
+        {
+            in_flight -= 1;
+            done.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A key unlike any other test's.
+fn rand_key(n: usize) -> Vec<u8> {
+    let mut key = b"flood-".to_vec();
+    key.extend_from_slice(&n.to_be_bytes());
+    key.extend_from_slice(&std::process::id().to_be_bytes());
+    key
+}
+
 /// Aborts a task when dropped (with the attack).
 struct DropAbort(JoinHandle<()>);
 

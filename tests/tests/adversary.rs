@@ -21,7 +21,7 @@ use codio_network::{
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
-    adversary::{hold_sockets, identify_flood, metric, mint_peers, socket_addr},
+    adversary::{hold_sockets, identify_flood, metric, mint_peers, provider_flood, socket_addr},
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
 use codio_transport::InboundLimits;
@@ -195,5 +195,53 @@ async fn identify_floods_are_rate_limited_and_capped() {
     );
     assert!(liar.opened() >= 200, "pushes sent: {}", liar.opened());
     drop(liar);
+    victim.shutdown().await;
+}
+
+/// A peer announcing itself as provider of 1,500 keys: the victim keeps 1,024 keys with remote
+/// providers and refuses (and counts) the rest, its own `provide()` still works, and a good
+/// peer finds the victim as provider. (Before: remote records filled the 1,024 provided keys
+/// libp2p's store shares with local ones, and the victim's own `provide()` failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_floods_never_block_our_own_provides() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) =
+        started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
+    echo(requests);
+    let flood = provider_flood(
+        victim.listen_addrs()[0].clone(),
+        victim.local_peer_id(),
+        ATTACKER,
+        1500,
+    );
+    let keys = || metric(&registry, "codio_dht_remote_provider_keys");
+    let refused = || metric(&registry, "codio_dht_refused_providers_total");
+    assert!(
+        eventually(Duration::from_secs(60), || async { refused() >= 400.0 }).await,
+        "the flood filled the store ({} keys, {} refused, {} announced)",
+        keys(),
+        refused(),
+        flood.opened()
+    );
+    assert_eq!(keys(), 1024.0, "the remote budget held");
+    let good = started_node(loopback_config().with_kad_mode(KadMode::Server)).await;
+    good.connect_peer(dial_addr(&victim)).await.unwrap();
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            victim.closest_peers(b"warm-up".to_vec()).await.is_ok()
+        })
+        .await
+    );
+    let content = b"our own content".to_vec();
+    victim
+        .provide(content.clone())
+        .await
+        .expect("our own provide works");
+    let providers = good.find_providers(content).await.unwrap();
+    assert!(providers.contains(&victim.local_peer_id()), "{providers:?}");
+    good_peer_is_served(&victim, 0, || assert!(keys() <= 1024.0)).await;
+    drop(flood);
+    good.shutdown().await;
     victim.shutdown().await;
 }

@@ -10,9 +10,7 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
     core::{Endpoint, transport::PortUse},
-    identify, kad,
-    kad::store::MemoryStore,
-    mdns,
+    identify, kad, mdns,
     multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
@@ -28,6 +26,7 @@ use crate::{
     Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, QueryError,
     dht::{DhtCommand, Pending},
     identify::IdentifyRate,
+    store::Store,
 };
 
 /// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
@@ -111,7 +110,7 @@ pub enum Event {
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub(crate) struct Inner {
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<Store>,
 }
 
 type Action = ToSwarm<Event, THandlerInEvent<Inner>>;
@@ -134,7 +133,7 @@ pub struct Behaviour {
     pending: HashMap<kad::QueryId, Pending>,
     query_timeout: std::time::Duration,
     identify_rate: IdentifyRate,
-    identify_stats: Arc<crate::identify::Stats>,
+    stats: Arc<crate::Stats>,
     max_addresses: usize,
     private_addresses: bool,
 }
@@ -174,8 +173,9 @@ impl Behaviour {
         kad_config
             .set_query_timeout(config.query_timeout)
             .set_periodic_bootstrap_interval(config.bootstrap_interval);
-        let mut kad =
-            kad::Behaviour::with_config(local_peer_id, MemoryStore::new(local_peer_id), kad_config);
+        let stats = Arc::new(crate::Stats::default());
+        let store = Store::new(local_peer_id, &config.store, stats.clone());
+        let mut kad = kad::Behaviour::with_config(local_peer_id, store, kad_config);
         kad.set_mode(match config.kad_mode {
             KadMode::Auto => None,
             KadMode::Server => Some(kad::Mode::Server),
@@ -188,7 +188,7 @@ impl Behaviour {
             pending: HashMap::new(),
             query_timeout: config.query_timeout,
             identify_rate: IdentifyRate::new(config.identify_interval),
-            identify_stats: Arc::default(),
+            stats,
             max_addresses: config.max_addresses_per_peer,
             private_addresses: config.private_addresses,
             inner: Inner {
@@ -256,7 +256,7 @@ impl Behaviour {
         info: &identify::Info,
     ) -> Option<Vec<Multiaddr>> {
         if !self.identify_rate.admit(peer_id, Instant::now()) {
-            self.identify_stats.record_dropped();
+            self.stats.record_identify_dropped();
             tracing::debug!(%peer_id, "identify above the per-peer rate dropped");
             return None;
         }
@@ -270,8 +270,8 @@ impl Behaviour {
         };
         let offered = info.listen_addrs.len();
         tracing::debug!(%peer_id, offered, kept = addresses.len(), dht, held, "identify");
-        self.identify_stats
-            .record_update(info.listen_addrs.len(), addresses.len(), held);
+        self.stats
+            .record_identify_update(info.listen_addrs.len(), addresses.len(), held);
         Some(addresses)
     }
 
@@ -306,9 +306,9 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
-    /// What the identify filter did.
-    pub fn identify_stats(&self) -> Arc<crate::identify::Stats> {
-        self.identify_stats.clone()
+    /// What the layer refused or left out (identify updates, addresses, records).
+    pub fn stats(&self) -> Arc<crate::Stats> {
+        self.stats.clone()
     }
 
     /// Removes a peer from the routing table (for instance after an explicit disconnect).
@@ -486,7 +486,7 @@ impl Behaviour {
     }
 
     /// The Kademlia behaviour itself, for what this wrapper does not cover.
-    pub fn kad_mut(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+    pub fn kad_mut(&mut self) -> &mut kad::Behaviour<Store> {
         &mut self.inner.kad
     }
 
@@ -644,7 +644,7 @@ impl NetworkBehaviour for Behaviour {
     // The handler the derive generates for `Inner`, spelled out so that `Inner` stays private.
     type ConnectionHandler = ConnectionHandlerSelect<
         THandler<Toggle<mdns::tokio::Behaviour>>,
-        THandler<kad::Behaviour<MemoryStore>>,
+        THandler<kad::Behaviour<Store>>,
     >;
     type ToSwarm = Event;
 
@@ -795,7 +795,7 @@ mod tests {
             kept.iter()
                 .all(|a| table.contains(&a.clone().with_p2p(peer).unwrap()))
         );
-        let stats = behaviour.identify_stats();
+        let stats = behaviour.stats();
         assert_eq!(stats.addresses_dropped(), 292);
         assert_eq!(stats.max_addresses_per_peer(), 8);
     }

@@ -34,6 +34,7 @@ pub enum KadMode {
 /// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
 /// | [`max_addresses_per_peer`](Self::with_max_addresses_per_peer) | 8 identify addresses per peer in the routing table, replaced on each identify (libp2p-kad keeps any number) |
 /// | [`identify_interval`](Self::with_identify_interval) | 2 s: at most one identify (result or push) per peer is processed in this time; the rest are dropped and counted |
+/// | [`store`](Self::with_store_limits) | [`StoreLimits::default`](crate::StoreLimits): remote records and providers bounded apart from this node's own provides |
 /// | [`private_addresses`](Self::with_private_addresses) | `false`: non-global addresses (private, loopback, link-local) are taken only from peers that reached us over such an address |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -48,6 +49,7 @@ pub struct DiscoveryConfig {
     pub(crate) max_addresses_per_peer: usize,
     pub(crate) identify_interval: Duration,
     pub(crate) private_addresses: bool,
+    pub(crate) store: crate::StoreLimits,
 }
 
 impl Default for DiscoveryConfig {
@@ -64,6 +66,7 @@ impl Default for DiscoveryConfig {
             max_addresses_per_peer: 8,
             identify_interval: Duration::from_secs(2),
             private_addresses: false,
+            store: crate::StoreLimits::default(),
         }
     }
 }
@@ -85,6 +88,12 @@ impl DiscoveryConfig {
     /// deployments whose peers reach each other through NAT or tunnels).
     pub fn with_private_addresses(mut self, accept: bool) -> Self {
         self.private_addresses = accept;
+        self
+    }
+
+    /// Sets the limits of the Kademlia record store.
+    pub fn with_store_limits(mut self, limits: crate::StoreLimits) -> Self {
+        self.store = limits;
         self
     }
 

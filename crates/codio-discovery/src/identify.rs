@@ -6,7 +6,6 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
@@ -87,104 +86,6 @@ pub fn usable_addresses(info: &identify::Info, max: usize, private: bool) -> Vec
         .take(max)
         .cloned()
         .collect()
-}
-
-/// What the identify filter did, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    identify_dropped: AtomicU64,
-    addresses_dropped: AtomicU64,
-    max_addresses_per_peer: AtomicU64,
-}
-
-impl Stats {
-    /// Identify results and pushes dropped by the per-peer rate limit.
-    pub fn identify_dropped(&self) -> u64 {
-        self.identify_dropped.load(Relaxed)
-    }
-
-    /// Listen addresses left out: beyond the per-peer cap or non-global.
-    pub fn addresses_dropped(&self) -> u64 {
-        self.addresses_dropped.load(Relaxed)
-    }
-
-    /// The most addresses the routing table held for one peer after an identify update (a
-    /// high-water mark).
-    pub fn max_addresses_per_peer(&self) -> u64 {
-        self.max_addresses_per_peer.load(Relaxed)
-    }
-
-    pub(crate) fn record_dropped(&self) {
-        self.identify_dropped.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn record_update(&self, offered: usize, kept: usize, held: usize) {
-        let left_out = u64::try_from(offered.saturating_sub(kept)).unwrap_or(u64::MAX);
-        self.addresses_dropped.fetch_add(left_out, Relaxed);
-        let held = u64::try_from(held).unwrap_or(u64::MAX);
-        self.max_addresses_per_peer.fetch_max(held, Relaxed);
-    }
-}
-
-#[cfg(feature = "metrics")]
-mod export {
-    use std::sync::Arc;
-
-    use prometheus_client::{
-        collector::Collector,
-        encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{counter::ConstCounter, gauge::ConstGauge},
-    };
-
-    use super::Stats;
-
-    #[derive(Debug)]
-    struct StatsCollector(Arc<Stats>);
-
-    impl Stats {
-        /// A Prometheus collector reading these counters at each scrape:
-        /// `identify_dropped`, `identify_addresses_dropped` (counters) and
-        /// `dht_max_addresses_per_peer` (gauge). Register it under the application's prefix.
-        pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
-            Box::new(StatsCollector(self))
-        }
-    }
-
-    impl Collector for StatsCollector {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            let stats = &self.0;
-            let counters = [
-                (
-                    "identify_dropped",
-                    "Identify results and pushes dropped by the per-peer rate limit",
-                    stats.identify_dropped(),
-                ),
-                (
-                    "identify_addresses_dropped",
-                    "Identify listen addresses left out (beyond the per-peer cap, or non-global)",
-                    stats.addresses_dropped(),
-                ),
-            ];
-            for (name, help, value) in counters {
-                let counter = ConstCounter::new(value);
-                counter.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    counter.metric_type(),
-                )?)?;
-            }
-            let gauge =
-                ConstGauge::new(i64::try_from(stats.max_addresses_per_peer()).unwrap_or(i64::MAX));
-            let help = "Most addresses the routing table held for one peer after an identify";
-            gauge.encode(encoder.encode_descriptor(
-                "dht_max_addresses_per_peer",
-                help,
-                None,
-                gauge.metric_type(),
-            )?)
-        }
-    }
 }
 
 #[cfg(test)]

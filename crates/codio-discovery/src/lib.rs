@@ -46,11 +46,15 @@ mod behaviour;
 mod config;
 mod dht;
 pub mod identify;
+mod stats;
+pub mod store;
 
 pub use behaviour::{Behaviour, Event, Source};
 pub use config::{DiscoveryConfig, KadMode, split_peer_id};
 pub use dht::{Dht, DhtError, Lookup};
 pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};
+pub use stats::Stats;
+pub use store::{Store, StoreLimits};
 
 /// Errors of the discovery layer.
 #[derive(Debug, thiserror::Error)]

@@ -135,11 +135,11 @@ impl NodeBuilder {
             // A poisoned lock only means another thread panicked while encoding; the
             // registry itself is still consistent.
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            let (policy, identify) = (
+            let (policy, discovery) = (
                 swarm.behaviour().policy.stats(),
-                swarm.behaviour().discovery.identify_stats(),
+                swarm.behaviour().discovery.stats(),
             );
-            Metrics::register(&mut registry, &policy, client.stats(), &inbound, identify)
+            Metrics::register(&mut registry, &policy, client.stats(), &inbound, discovery)
         });
         for task in tasks {
             tokio::spawn(task);

@@ -52,14 +52,14 @@ impl Metrics {
         policy: &codio_policy::Stats,
         protocol: Arc<codio_protocol::Stats>,
         inbound: &codio_transport::InboundStats,
-        identify: Arc<codio_discovery::identify::Stats>,
+        discovery: Arc<codio_discovery::Stats>,
     ) -> Self {
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(registry));
         let codio = registry.sub_registry_with_prefix("codio");
         codio.register_collector(policy.collector());
         codio.register_collector(protocol.collector());
         codio.register_collector(inbound.collector());
-        codio.register_collector(identify.collector());
+        codio.register_collector(discovery.collector());
         Self { libp2p }
     }
 

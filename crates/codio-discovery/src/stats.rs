@@ -1,0 +1,149 @@
+//! [`Stats`]: what the discovery layer refused or left out, for metrics and tests; with the
+//! `metrics` feature, exported to Prometheus by [`Stats::collector`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of the discovery layer (relaxed atomics, cheap to read at any time).
+#[derive(Debug, Default)]
+pub struct Stats {
+    identify_dropped: AtomicU64,
+    addresses_dropped: AtomicU64,
+    max_addresses_per_peer: AtomicU64,
+    refused_records: AtomicU64,
+    refused_providers: AtomicU64,
+    remote_provider_keys: AtomicU64,
+}
+
+impl Stats {
+    /// Identify results and pushes dropped by the per-peer rate limit.
+    pub fn identify_dropped(&self) -> u64 {
+        self.identify_dropped.load(Relaxed)
+    }
+
+    /// Identify listen addresses left out: beyond the per-peer cap or non-global.
+    pub fn addresses_dropped(&self) -> u64 {
+        self.addresses_dropped.load(Relaxed)
+    }
+
+    /// The most addresses the routing table held for one peer after an identify update (a
+    /// high-water mark).
+    pub fn max_addresses_per_peer(&self) -> u64 {
+        self.max_addresses_per_peer.load(Relaxed)
+    }
+
+    /// Value records the store refused (store full or value too large).
+    pub fn refused_records(&self) -> u64 {
+        self.refused_records.load(Relaxed)
+    }
+
+    /// Remote provider records the store refused (too many keys with remote providers).
+    pub fn refused_providers(&self) -> u64 {
+        self.refused_providers.load(Relaxed)
+    }
+
+    /// Keys with remote providers in the record store now.
+    pub fn remote_provider_keys(&self) -> u64 {
+        self.remote_provider_keys.load(Relaxed)
+    }
+
+    pub(crate) fn set_remote_provider_keys(&self, keys: usize) {
+        let keys = u64::try_from(keys).unwrap_or(u64::MAX);
+        self.remote_provider_keys.store(keys, Relaxed);
+    }
+
+    pub(crate) fn record_identify_dropped(&self) {
+        self.identify_dropped.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_identify_update(&self, offered: usize, kept: usize, held: usize) {
+        let left_out = u64::try_from(offered.saturating_sub(kept)).unwrap_or(u64::MAX);
+        self.addresses_dropped.fetch_add(left_out, Relaxed);
+        let held = u64::try_from(held).unwrap_or(u64::MAX);
+        self.max_addresses_per_peer.fetch_max(held, Relaxed);
+    }
+
+    pub(crate) fn record_refused_record(&self) {
+        self.refused_records.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_refused_provider(&self) {
+        self.refused_providers.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod export {
+    use std::sync::Arc;
+
+    use prometheus_client::{
+        collector::Collector,
+        encoding::{DescriptorEncoder, EncodeMetric},
+        metrics::{counter::ConstCounter, gauge::ConstGauge},
+    };
+
+    use super::Stats;
+
+    #[derive(Debug)]
+    struct StatsCollector(Arc<Stats>);
+
+    impl Stats {
+        /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
+        /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`
+        /// (counters), `dht_max_addresses_per_peer` and `dht_remote_provider_keys` (gauges).
+        /// Register it under the application's prefix.
+        pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
+            Box::new(StatsCollector(self))
+        }
+    }
+
+    impl Collector for StatsCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            let stats = &self.0;
+            let counters = [
+                (
+                    "identify_dropped",
+                    "Identify results and pushes dropped by the per-peer rate limit",
+                    stats.identify_dropped(),
+                ),
+                (
+                    "identify_addresses_dropped",
+                    "Identify listen addresses left out (beyond the per-peer cap, or non-global)",
+                    stats.addresses_dropped(),
+                ),
+                (
+                    "dht_refused_records",
+                    "DHT value records refused (store full or value too large)",
+                    stats.refused_records(),
+                ),
+                (
+                    "dht_refused_providers",
+                    "Remote DHT provider records refused (too many keys with remote providers)",
+                    stats.refused_providers(),
+                ),
+            ];
+            for (name, help, value) in counters {
+                let counter = ConstCounter::new(value);
+                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+                counter.encode(metric)?;
+            }
+            let gauges = [
+                (
+                    "dht_max_addresses_per_peer",
+                    "Most addresses the routing table held for one peer after an identify",
+                    stats.max_addresses_per_peer(),
+                ),
+                (
+                    "dht_remote_provider_keys",
+                    "Keys with remote providers in the DHT record store",
+                    stats.remote_provider_keys(),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                gauge.encode(metric)?;
+            }
+            Ok(())
+        }
+    }
+}
