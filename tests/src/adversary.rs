@@ -293,6 +293,87 @@ fn rand_key(n: usize) -> Vec<u8> {
     key
 }
 
+/// A peer from `from` that opens `sessions` `/codio/rpc/1.0.0` sessions to `target`, sends
+/// `requests` echo requests of `payload` bytes on each, and never reads an answer; the
+/// attack's `opened` counts the sessions it opened.
+pub fn rpc_never_read(
+    target: Multiaddr,
+    victim: libp2p::PeerId,
+    from: IpAddr,
+    sessions: usize,
+    requests: u64,
+    payload: usize,
+) -> Attack {
+    let opened = Arc::new(AtomicU64::new(0));
+    let counter = opened.clone();
+    let task = tokio::spawn(async move {
+        let (mut control, _driver) = stream_peer(target, from).await;
+        // Open every session first, then flood them all at once.
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..sessions {
+            let Ok(stream) = control
+                .open_stream(victim, codio_protocol::rpc::RPC_PROTOCOL)
+                .await
+            else {
+                continue;
+            };
+            counter.fetch_add(1, Relaxed);
+            writers.spawn(flood_session(stream, requests, payload));
+        }
+        while writers.join_next().await.is_some() {}
+        std::future::pending::<()>().await;
+    });
+    Attack { task, opened }
+}
+
+/// Sends `requests` echo requests on `stream`, never reads, and holds it open.
+async fn flood_session(mut stream: libp2p::Stream, requests: u64, payload: usize) {
+    use futures::AsyncWriteExt;
+    for id in 0..requests {
+        let request = codio_protocol::rpc::RpcRequest {
+            id,
+            request: codio_protocol::Request::App {
+                topic: "echo".into(),
+                payload: vec![7; payload],
+            },
+        };
+        let frame = codio_protocol::rpc::encode_request(&request).expect("frame");
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// A connected peer from `from` whose streams are opened through the returned control; the
+/// swarm runs until the returned guard is dropped.
+async fn stream_peer(target: Multiaddr, from: IpAddr) -> (libp2p_stream::Control, DropAbort) {
+    let keypair = Keypair::generate_ed25519();
+    let config = codio_transport::TransportConfig::default();
+    let transport =
+        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
+    let streams = libp2p_stream::Behaviour::new();
+    let control = streams.new_control();
+    let mut swarm = Swarm::new(
+        transport,
+        streams,
+        keypair.public().to_peer_id(),
+        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
+    );
+    swarm.dial(target).expect("dial");
+    loop {
+        if let swarm::SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+            break;
+        }
+    }
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, DropAbort(driver))
+}
+
 /// Aborts a task when dropped (with the attack).
 struct DropAbort(JoinHandle<()>);
 

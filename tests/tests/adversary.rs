@@ -21,7 +21,10 @@ use codio_network::{
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
-    adversary::{hold_sockets, identify_flood, metric, mint_peers, provider_flood, socket_addr},
+    adversary::{
+        hold_sockets, identify_flood, metric, mint_peers, provider_flood, rpc_never_read,
+        socket_addr,
+    },
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
 use codio_transport::InboundLimits;
@@ -243,5 +246,111 @@ async fn provider_floods_never_block_our_own_provides() {
     good_peer_is_served(&victim, 0, || assert!(keys() <= 1024.0)).await;
     drop(flood);
     good.shutdown().await;
+    victim.shutdown().await;
+}
+
+/// One peer opens 10 RPC sessions, sends 200 requests of 32 KiB on each and never reads the
+/// answers: it keeps at most 4 sessions (the oldest are ended), every session it stops
+/// reading is ended after the 2 s write timeout, and a good peer is served throughout.
+/// (Before: a session per stream without bound, each buffering up to 256 answers with no
+/// write timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_peers_that_never_read_are_cut_off() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let mut config = victim_config(&registry);
+    config.protocol = config.protocol.with_write_timeout(Duration::from_secs(2));
+    let (victim, requests) = started_server(config).await;
+    echo(requests);
+    let attack = rpc_never_read(
+        victim.listen_addrs()[0].clone(),
+        victim.local_peer_id(),
+        ATTACKER,
+        10,
+        200,
+        32 * 1024,
+    );
+    let gauge = |name: &str| metric(&registry, name);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            gauge("codio_stalled_sessions_total") >= 4.0
+        })
+        .await,
+        "sessions that do not read are ended ({} stalled, {} shed, {} open)",
+        gauge("codio_stalled_sessions_total"),
+        gauge("codio_shed_sessions_total"),
+        gauge("codio_inbound_sessions"),
+    );
+    assert!(
+        gauge("codio_shed_sessions_total") >= 6.0,
+        "oldest sessions ended"
+    );
+    let check_budget = || {
+        let open = gauge("codio_inbound_sessions");
+        assert!(open <= 5.0, "sessions: {open}");
+    };
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    assert_eq!(attack.opened(), 10);
+    drop(attack);
+    victim.shutdown().await;
+}
+
+/// Answers every request with its own payload, one at a time, 20 ms each: a handler slow
+/// enough for its queue to fill.
+fn slow_echo(mut requests: mpsc::Receiver<InboundRequest>) {
+    tokio::spawn(async move {
+        while let Some(InboundRequest {
+            request, responder, ..
+        }) = requests.recv().await
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let answer = match request {
+                Request::App { payload, .. } => Response::App { payload },
+                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
+            };
+            let _ = responder.respond(answer).await;
+        }
+    });
+}
+
+/// One peer sends 300 requests at once to a slow handler whose queue holds 256: it gets its
+/// share of 64 (the rest are answered `Overloaded` at once), and a good peer's requests are
+/// queued and answered, none refused. (Before: the peer filled the shared queue and every
+/// other peer was answered `Overloaded`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_the_whole_request_queue() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) = started_server(victim_config(&registry)).await;
+    slow_echo(requests);
+    let attack = rpc_never_read(
+        victim.listen_addrs()[0].clone(),
+        victim.local_peer_id(),
+        ATTACKER,
+        1,
+        300,
+        16,
+    );
+    let gauge = |name: &str| metric(&registry, name);
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            gauge("codio_refused_over_share_total") >= 200.0
+        })
+        .await,
+        "the flood met its share ({} refused over share)",
+        gauge("codio_refused_over_share_total")
+    );
+    good_peer_is_served(&victim, 0, || {
+        assert!(gauge("codio_peak_peer_share") <= 64.0);
+    })
+    .await;
+    assert_eq!(
+        gauge("codio_peak_peer_share"),
+        64.0,
+        "the attacker had its share"
+    );
+    drop(attack);
     victim.shutdown().await;
 }

@@ -151,7 +151,7 @@ impl Behaviour {
             answers,
             rpc_incoming,
             bulk_incoming,
-            queue: RequestQueue::new(None, stats.clone()),
+            queue: RequestQueue::new(None, stats.clone(), config.max_requests_per_peer),
             bulk_queue: None,
             rpc,
             switches,
@@ -176,7 +176,11 @@ impl Behaviour {
     /// Sends inbound requests to `queue` (a bounded queue made elsewhere; while it is full,
     /// requests are answered `Overloaded` at once).
     pub fn set_request_queue(&mut self, queue: mpsc::Sender<InboundRequest>) {
-        self.queue = RequestQueue::new(Some(queue), self.stats.clone());
+        self.queue = RequestQueue::new(
+            Some(queue),
+            self.stats.clone(),
+            self.config.max_requests_per_peer,
+        );
     }
 
     /// Inbound bulk transfers, from now on, in a queue of `bulk_stream_buffer`; beyond it
@@ -198,11 +202,17 @@ impl Behaviour {
             stats: self.stats.clone(),
             activity: self.activity.clone(),
             frame_timeout: self.config.request_timeout,
+            write_timeout: self.config.write_timeout,
         }
     }
 
+    /// Serves an inbound session; a peer at its session bound loses its oldest one.
     fn on_inbound_rpc(&mut self, peer: PeerId, stream: Stream) {
-        let kill = self.switches.arm(peer);
+        let (kill, shed) = self.switches.arm(peer, self.config.max_sessions_per_peer);
+        if shed {
+            tracing::debug!(%peer, "too many sessions: ending the peer's oldest");
+            self.stats.record_shed_session();
+        }
         server::spawn_session(peer, stream, self.server_context(), kill);
     }
 

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// | `inbound_request_buffer` | 256 inbound requests queued for the handler; beyond it requests are answered `Overloaded` at once |
 /// | `bulk_stream_buffer` | 16 inbound bulk streams queued for the receiver; beyond it they are refused |
 /// | `bulk_idle_timeout` | 30 s: a bulk transfer fails when a read or write makes no progress this long |
+/// | `max_requests_per_peer` | 64: one peer's requests queued for or held by the handler; beyond it that peer (only) is answered `Overloaded`, so one peer cannot take the whole queue |
+/// | `max_sessions_per_peer` | 4 inbound `/codio/rpc/1.0.0` sessions per peer; a fifth ends the peer's oldest |
+/// | `write_timeout` | 10 s: an answer (RPC) not written within this ends the session (a peer that does not read) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolConfig {
     /// See the table above.
@@ -30,6 +33,12 @@ pub struct ProtocolConfig {
     pub bulk_stream_buffer: usize,
     /// See the table above.
     pub bulk_idle_timeout: Duration,
+    /// See the table above.
+    pub max_requests_per_peer: usize,
+    /// See the table above.
+    pub max_sessions_per_peer: usize,
+    /// See the table above.
+    pub write_timeout: Duration,
 }
 
 impl Default for ProtocolConfig {
@@ -42,6 +51,9 @@ impl Default for ProtocolConfig {
             inbound_request_buffer: 256,
             bulk_stream_buffer: 16,
             bulk_idle_timeout: Duration::from_secs(30),
+            max_requests_per_peer: 64,
+            max_sessions_per_peer: 4,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -100,6 +112,24 @@ impl ProtocolConfig {
         self
     }
 
+    /// Sets one peer's share of the inbound request queue.
+    pub fn with_max_requests_per_peer(mut self, requests: usize) -> Self {
+        self.max_requests_per_peer = requests;
+        self
+    }
+
+    /// Sets the inbound RPC sessions one peer may hold.
+    pub fn with_max_sessions_per_peer(mut self, sessions: usize) -> Self {
+        self.max_sessions_per_peer = sessions;
+        self
+    }
+
+    /// Sets the time an answer may take to be written.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// Checks for values that cannot work.
     ///
     /// # Errors
@@ -114,6 +144,9 @@ impl ProtocolConfig {
             ("max_outbound_requests", self.max_outbound_requests == 0),
             ("inbound_request_buffer", self.inbound_request_buffer == 0),
             ("bulk_stream_buffer", self.bulk_stream_buffer == 0),
+            ("max_requests_per_peer", self.max_requests_per_peer == 0),
+            ("max_sessions_per_peer", self.max_sessions_per_peer == 0),
+            ("write_timeout", self.write_timeout.is_zero()),
         ];
         match positive.into_iter().find(|(_, zero)| *zero) {
             Some((field, _)) => Err(InvalidConfig {

@@ -2,7 +2,10 @@
 //! (a stream per request, answered through the swarm) and `/codio/rpc/1.0.0` (answered by the
 //! session's writer), the bounded queue they wait in, and [`RequestHandler`]s that serve it.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use libp2p::{PeerId, request_response::ResponseChannel};
 use tokio::sync::{Semaphore, mpsc};
@@ -25,6 +28,8 @@ pub struct InboundRequest {
 #[derive(Debug)]
 pub struct Responder {
     inner: Option<ReplyPath>,
+    /// The requester's place in its share of the queue, given back once answered.
+    share: Option<ShareGuard>,
 }
 
 /// A `/codio/1.0.0` response on its way to the behaviour, which owns the swarm side.
@@ -53,12 +58,14 @@ impl Responder {
     ) -> Self {
         Self {
             inner: Some(ReplyPath::Swarm { channel, answers }),
+            share: None,
         }
     }
 
     pub(crate) fn rpc(reply: RpcReply) -> Self {
         Self {
             inner: Some(ReplyPath::Rpc(reply)),
+            share: None,
         }
     }
 
@@ -104,22 +111,82 @@ impl Drop for Responder {
     }
 }
 
-/// Where inbound requests go: the application's bounded queue, or nowhere (no handler was
-/// registered: every request is answered `NotFound`).
+/// Each peer's requests queued for or held by the application: pure counts, bounded by the
+/// connected peers (an entry goes with the peer's last outstanding request).
+#[derive(Debug, Default)]
+struct Shares(Mutex<HashMap<PeerId, usize>>);
+
+impl Shares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
+        // Each update is one increment or decrement: poisoning cannot leave it half-done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a place for `peer` unless it holds `max` already; returns it with the places
+    /// the peer holds now.
+    fn take(self: &Arc<Self>, peer: PeerId, max: usize) -> Option<(ShareGuard, usize)> {
+        let mut shares = self.lock();
+        let held = shares.entry(peer).or_default();
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        let now = *held;
+        let guard = ShareGuard {
+            shares: self.clone(),
+            peer,
+        };
+        Some((guard, now))
+    }
+}
+
+/// A place in a peer's share, given back when dropped.
+#[derive(Debug)]
+struct ShareGuard {
+    shares: Arc<Shares>,
+    peer: PeerId,
+}
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        let mut shares = self.shares.lock();
+        if let Some(held) = shares.get_mut(&self.peer) {
+            *held -= 1;
+            if *held == 0 {
+                shares.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Where inbound requests go: the application's bounded queue, of which each peer may hold
+/// `max_per_peer` places, or nowhere (no handler was registered: every request is answered
+/// `NotFound`).
 #[derive(Debug, Clone)]
 pub(crate) struct RequestQueue {
     queue: Option<mpsc::Sender<InboundRequest>>,
     stats: Arc<Stats>,
+    shares: Arc<Shares>,
+    max_per_peer: usize,
 }
 
 impl RequestQueue {
-    pub(crate) fn new(queue: Option<mpsc::Sender<InboundRequest>>, stats: Arc<Stats>) -> Self {
-        Self { queue, stats }
+    pub(crate) fn new(
+        queue: Option<mpsc::Sender<InboundRequest>>,
+        stats: Arc<Stats>,
+        max_per_peer: usize,
+    ) -> Self {
+        Self {
+            queue,
+            stats,
+            shares: Arc::default(),
+            max_per_peer,
+        }
     }
 
-    /// Hands `request` to the application, or answers `Overloaded` (queue full) or
-    /// `NotFound` (no handler, or it is gone) at once; never waits.
-    pub(crate) fn enqueue(&self, request: InboundRequest) {
+    /// Hands `request` to the application, or answers `Overloaded` (its peer has its share,
+    /// or the queue is full) or `NotFound` (no handler, or it is gone) at once; never waits.
+    pub(crate) fn enqueue(&self, mut request: InboundRequest) {
         self.stats.record_inbound();
         let Some(queue) = &self.queue else {
             self.stats.record_refused();
@@ -128,6 +195,17 @@ impl RequestQueue {
                 .refuse(ErrorCode::NotFound, "no request handler");
             return;
         };
+        let Some((share, held)) = self.shares.take(request.peer_id, self.max_per_peer) else {
+            tracing::debug!(peer_id = %request.peer_id, "peer has its share of the request queue");
+            self.stats.record_refused();
+            self.stats.record_refused_over_share();
+            request
+                .responder
+                .refuse(ErrorCode::Overloaded, "too many requests from this peer");
+            return;
+        };
+        self.stats.record_peer_share(held);
+        request.responder.share = Some(share);
         let (request, code, why) = match queue.try_send(request) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(r)) => {

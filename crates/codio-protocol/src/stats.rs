@@ -28,6 +28,11 @@ pub struct Stats {
     bulk_received: AtomicU64,
     bulk_sent: AtomicU64,
     refused_bulk: AtomicU64,
+    inbound_sessions: AtomicU64,
+    shed_sessions: AtomicU64,
+    stalled_sessions: AtomicU64,
+    refused_over_share: AtomicU64,
+    peak_peer_share: AtomicU64,
     requests_ok: AtomicU64,
     requests_failed: AtomicU64,
     /// Outbound requests by latency bucket (not cumulative), and their total time.
@@ -66,6 +71,56 @@ impl Stats {
     /// Inbound bulk streams refused (no receiver, or its queue full).
     pub fn refused_bulk(&self) -> u64 {
         self.refused_bulk.load(Relaxed)
+    }
+
+    /// Inbound `/codio/rpc/1.0.0` sessions open now.
+    pub fn inbound_sessions(&self) -> u64 {
+        self.inbound_sessions.load(Relaxed)
+    }
+
+    /// Inbound sessions ended because their peer opened more than its share.
+    pub fn shed_sessions(&self) -> u64 {
+        self.shed_sessions.load(Relaxed)
+    }
+
+    /// Inbound sessions ended because their peer did not read an answer in time.
+    pub fn stalled_sessions(&self) -> u64 {
+        self.stalled_sessions.load(Relaxed)
+    }
+
+    /// Inbound requests answered `Overloaded` because their peer had its share of the queue.
+    pub fn refused_over_share(&self) -> u64 {
+        self.refused_over_share.load(Relaxed)
+    }
+
+    /// The most requests one peer ever had queued for or held by the handler at once.
+    pub fn peak_peer_share(&self) -> u64 {
+        self.peak_peer_share.load(Relaxed)
+    }
+
+    pub(crate) fn record_peer_share(&self, held: usize) {
+        let held = u64::try_from(held).unwrap_or(u64::MAX);
+        self.peak_peer_share.fetch_max(held, Relaxed);
+    }
+
+    pub(crate) fn session_opened(&self) {
+        self.inbound_sessions.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn session_closed(&self) {
+        self.inbound_sessions.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn record_shed_session(&self) {
+        self.shed_sessions.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_stalled_session(&self) {
+        self.stalled_sessions.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_refused_over_share(&self) {
+        self.refused_over_share.fetch_add(1, Relaxed);
     }
 
     /// Outbound requests made through the [`Client`](crate::Client): answered, failed.
@@ -121,7 +176,7 @@ mod export {
     use prometheus_client::{
         collector::Collector,
         encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{MetricType, counter::ConstCounter},
+        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
         registry::Unit,
     };
 
@@ -167,6 +222,21 @@ mod export {
                     "Inbound bulk streams refused (no receiver or queue full)",
                     stats.refused_bulk(),
                 ),
+                (
+                    "shed_sessions",
+                    "Inbound RPC sessions ended: their peer opened more than its share",
+                    stats.shed_sessions(),
+                ),
+                (
+                    "stalled_sessions",
+                    "Inbound RPC sessions ended: their peer did not read an answer in time",
+                    stats.stalled_sessions(),
+                ),
+                (
+                    "refused_over_share",
+                    "Inbound requests answered Overloaded: their peer had its share of the queue",
+                    stats.refused_over_share(),
+                ),
             ];
             for (name, help, value) in counters {
                 let counter = ConstCounter::new(value);
@@ -185,6 +255,23 @@ mod export {
             ] {
                 let label = [("direction", direction)];
                 ConstCounter::new(bytes).encode(bulk.encode_family(&label)?)?;
+            }
+            let gauges = [
+                (
+                    "inbound_sessions",
+                    "Inbound RPC sessions open",
+                    stats.inbound_sessions(),
+                ),
+                (
+                    "peak_peer_share",
+                    "Most requests one peer had queued for or held by the handler at once",
+                    stats.peak_peer_share(),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                gauge.encode(metric)?;
             }
             encode_requests(stats, &mut encoder)
         }

@@ -97,7 +97,7 @@ impl RpcClient {
         sessions.retain(|_, tx| !tx.is_closed());
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         sessions.insert(peer, tx.clone());
-        let kill = self.switches.arm(peer);
+        let (kill, _) = self.switches.arm(peer, usize::MAX);
         tokio::spawn(run_session(self.clone(), peer, rx, kill));
         tx
     }

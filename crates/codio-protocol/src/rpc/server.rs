@@ -31,6 +31,8 @@ pub(crate) struct ServerContext {
     pub(crate) activity: Arc<Activity>,
     /// Once a frame has begun, the rest must arrive within this (slow senders are cut off).
     pub(crate) frame_timeout: Duration,
+    /// An answer must be written within this (peers that do not read are cut off).
+    pub(crate) write_timeout: Duration,
 }
 
 /// Serves one inbound stream in its own task until it ends or `kill` fires.
@@ -41,10 +43,13 @@ pub(crate) fn spawn_session(
     kill: oneshot::Receiver<()>,
 ) {
     tokio::spawn(async move {
+        let stats = context.stats.clone();
+        stats.session_opened();
         tokio::select! {
             () = serve_session(peer, stream, context) => {}
-            _ = kill => tracing::debug!(%peer, "inbound request stream ended with the connection"),
+            _ = kill => tracing::debug!(%peer, "inbound request stream ended (connection closed or shed)"),
         }
+        stats.session_closed();
     });
 }
 
@@ -100,9 +105,20 @@ async fn serve_session(peer: PeerId, stream: Stream, context: ServerContext) {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     // The writer outlives the reader: requests read before the opener closed its side are
     // still answered (the writer ends once every responder answered or was dropped).
-    let read = read_requests(peer, reader, &context, slots, tx);
-    let write = write_responses(writer, rx);
-    let (why, _) = futures::join!(read, write);
+    let read = std::pin::pin!(read_requests(peer, reader, &context, slots, tx));
+    let write = std::pin::pin!(write_responses(writer, rx, context.write_timeout));
+    // The writer outlives the reader, but a writer that is stuck ends the whole session.
+    let why = match futures::future::select(read, write).await {
+        futures::future::Either::Left((why, write)) => {
+            let _ = write.await;
+            why
+        }
+        futures::future::Either::Right((Ok(()), read)) => read.await,
+        futures::future::Either::Right((Err(why), _)) => why,
+    };
+    if why == SessionEnd::WriteStalled {
+        context.stats.record_stalled_session();
+    }
     tracing::debug!(%peer, why = why.as_str(), "inbound request stream ended");
 }
 
@@ -174,7 +190,13 @@ async fn read_request_frame(
     }
 }
 
-async fn write_responses(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Answer>) {
+/// Writes answers until every responder is done; a write that fails or does not finish
+/// within `timeout` ends it with the reason.
+async fn write_responses(
+    mut writer: WriteHalf<Stream>,
+    mut rx: mpsc::Receiver<Answer>,
+    timeout: Duration,
+) -> Result<(), SessionEnd> {
     let mut buffer = Vec::new();
     while let Some(first) = rx.recv().await {
         reuse(&mut buffer);
@@ -185,10 +207,17 @@ async fn write_responses(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<A
                 next = rx.try_recv().ok();
             }
         }
-        if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
-            return;
+        let write = async {
+            writer.write_all(&buffer).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SessionEnd::WriteFailed),
+            Err(_) => return Err(SessionEnd::WriteStalled),
         }
     }
+    Ok(())
 }
 
 /// Appends the frame of `answer`, or a `TooLarge` error in its place when it does not fit.

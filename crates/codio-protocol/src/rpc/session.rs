@@ -26,6 +26,8 @@ pub(crate) enum SessionEnd {
     ClientGone,
     /// Writing failed.
     WriteFailed,
+    /// An answer was not written within the write timeout: the peer does not read.
+    WriteStalled,
     /// Reading failed (the stream died).
     ReadFailed,
     /// The peer sent a frame that breaks the protocol.
@@ -42,6 +44,7 @@ impl SessionEnd {
             SessionEnd::ClosedByPeer => "closed by peer",
             SessionEnd::ClientGone => "client gone",
             SessionEnd::WriteFailed => "write failed",
+            SessionEnd::WriteStalled => "peer does not read",
             SessionEnd::ReadFailed => "stream closed",
             SessionEnd::BadFrame => "bad frame",
             SessionEnd::Malformed => "malformed message",
@@ -56,15 +59,21 @@ impl SessionEnd {
 pub(crate) struct KillSwitches(Mutex<HashMap<PeerId, Vec<oneshot::Sender<()>>>>);
 
 impl KillSwitches {
-    /// A switch for a new session of `peer`.
-    pub(crate) fn arm(&self, peer: PeerId) -> oneshot::Receiver<()> {
+    /// A switch for a new session of `peer`, which may hold at most `max` sessions: when it
+    /// holds `max` already, its oldest is ended (dropping a switch trips it) and `true`
+    /// returned.
+    pub(crate) fn arm(&self, peer: PeerId, max: usize) -> (oneshot::Receiver<()>, bool) {
         let (tx, rx) = oneshot::channel();
         let mut map = self.lock();
         let switches = map.entry(peer).or_default();
         // Sessions that ended by themselves dropped their receivers.
         switches.retain(|s| !s.is_closed());
+        let shed = switches.len() >= max.max(1);
+        if shed {
+            switches.remove(0);
+        }
         switches.push(tx);
-        rx
+        (rx, shed)
     }
 
     /// Ends every session of `peer`.
