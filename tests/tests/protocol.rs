@@ -144,9 +144,11 @@ async fn requests_without_a_handler_are_refused_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_requests_across_ten_peers() {
     init_tracing();
-    // The handler queue is sized for the burst: 1,000 requests arrive at once.
+    // The handler queue is sized for the burst: 1,000 requests arrive at once, 100 from each
+    // peer (beyond the default share of 64 per peer).
     let mut config = loopback_config().with_max_peers(64);
     config.protocol.inbound_request_buffer = 1024;
+    config.protocol.max_requests_per_peer = 100;
     let (server, handler) = server(config).await;
     let target = dial_addr(&server);
     let mut clients = Vec::new();
