@@ -20,6 +20,14 @@ use libp2p::{Multiaddr, Swarm, identity::Keypair, multiaddr::Protocol, swarm};
 
 use tokio::{io::AsyncReadExt, net::TcpSocket, task::JoinHandle};
 
+/// Attack tests saturate the machine on purpose (a victim, an attacker and a good peer in one
+/// process); run in parallel on a small machine they would measure the machine rather than
+/// the defence. Each holds this for its whole run.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 /// A running attack; dropping it stops the attack and frees what it holds.
 #[derive(Debug)]
 pub struct Attack {

@@ -22,8 +22,8 @@ use codio_network::{
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
-        hold_sockets, identify_flood, metric, mint_peers, provider_flood, rpc_never_read,
-        socket_addr,
+        hold_sockets, identify_flood, metric, mint_peers, one_at_a_time, provider_flood,
+        rpc_never_read, socket_addr,
     },
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
@@ -91,6 +91,7 @@ async fn good_peer_is_served(victim: &NetworkManager, round: u8, check_budget: i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) = started_server(victim_config(&registry)).await;
     echo(requests);
@@ -127,6 +128,7 @@ async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_peer_ids_from_one_address_get_only_their_share() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) = started_server(victim_config(&registry)).await;
     echo(requests);
@@ -166,6 +168,7 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_floods_are_rate_limited_and_capped() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) =
         started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
@@ -208,6 +211,7 @@ async fn identify_floods_are_rate_limited_and_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_floods_never_block_our_own_provides() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) =
         started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
@@ -257,6 +261,7 @@ async fn provider_floods_never_block_our_own_provides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_peers_that_never_read_are_cut_off() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let mut config = victim_config(&registry);
     config.protocol = config.protocol.with_write_timeout(Duration::from_secs(2));
@@ -322,6 +327,7 @@ fn slow_echo(mut requests: mpsc::Receiver<InboundRequest>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_peer_cannot_take_the_whole_request_queue() {
     init_tracing();
+    let _serial = one_at_a_time().await;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) = started_server(victim_config(&registry)).await;
     slow_echo(requests);

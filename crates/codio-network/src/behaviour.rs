@@ -35,7 +35,11 @@ impl Behaviour {
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
                 .with_agent_version(format!("codio-network/{}", env!("CARGO_PKG_VERSION")))
-                .with_push_listen_addr_updates(true),
+                .with_push_listen_addr_updates(true)
+                // No cache: it would announce every new address of every push to every
+                // behaviour (300 per push in a flood); discovery's capped, rate-limited list
+                // is what the event loop announces.
+                .with_cache_size(0),
         );
         let discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
             .map_err(NetworkError::Discovery)?;

@@ -63,25 +63,30 @@ impl Metrics {
         Self { libp2p }
     }
 
+    /// Identify events, recorded by the event loop once discovery's rate limit let them in (a
+    /// flood of pushes is not recorded push by push).
+    pub(crate) fn on_identify(&self, event: &libp2p::identify::Event) {
+        self.libp2p.record(event);
+    }
+
     /// Kademlia's, the relay server's and DCUtR's raw events stay inside their layers
     /// (codio-discovery, codio-policy): their `libp2p_*` metrics are not recorded (the
     /// layers' own counters cover them). Answered pings come out of the policy with their
     /// RTT and are recorded as libp2p's ping metrics.
     pub(crate) fn on_swarm_event(&self, event: &SwarmEvent<BehaviourEvent>) {
         self.libp2p.record(event);
-        match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p.record(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Policy(codio_policy::Event::Pong {
-                peer_id,
-                connection_id,
-                rtt,
-                ..
-            })) => self.libp2p.record(&libp2p::ping::Event {
+        if let SwarmEvent::Behaviour(BehaviourEvent::Policy(codio_policy::Event::Pong {
+            peer_id,
+            connection_id,
+            rtt,
+            ..
+        })) = event
+        {
+            self.libp2p.record(&libp2p::ping::Event {
                 peer: *peer_id,
                 connection: *connection_id,
                 result: Ok(*rtt),
-            }),
-            _ => {}
+            });
         }
     }
 }

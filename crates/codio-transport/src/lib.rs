@@ -51,6 +51,7 @@ pub mod addr;
 mod connect_error;
 pub mod gate;
 mod muxer;
+mod reuse;
 mod timeout;
 
 pub use connect_error::ConnectError;
@@ -265,7 +266,7 @@ pub fn build(
     relay: bool,
 ) -> Result<Built, TransportBuildError> {
     let gate = InboundGate::new(config.inbound.clone());
-    let tcp = tcp::tokio::Transport::new(config.tcp_config());
+    let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
     let direct = if config.dns {
         let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
         upgrade_gated(dns, keypair, config, &gate)?

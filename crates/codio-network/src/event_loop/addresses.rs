@@ -95,36 +95,37 @@ impl EventLoop {
         }
     }
 
+    fn record_identify(&self, event: &identify::Event) {
+        if let Some(metrics) = &self.metrics {
+            metrics.on_identify(event);
+        }
+    }
+
     /// Identify results: the peer table, the DHT's addresses and relay candidates.
     pub(super) fn on_identify_event(&mut self, event: identify::Event) {
-        let (peer_id, info) = match event {
-            identify::Event::Received { peer_id, info, .. } => (peer_id, info),
-            identify::Event::Error { peer_id, error, .. } => {
+        let identify::Event::Received { peer_id, info, .. } = &event else {
+            if let identify::Event::Error { peer_id, error, .. } = &event {
                 tracing::debug!(%peer_id, %error, "identify failed");
-                return;
             }
-            _ => return,
+            return self.record_identify(&event);
         };
         // Rate-limited and capped by discovery: a flood of identify pushes stops here.
-        let Some(addresses) = self
-            .swarm
-            .behaviour_mut()
-            .discovery
-            .on_identify(peer_id, &info)
-        else {
+        let (peer_id, discovery) = (*peer_id, &mut self.swarm.behaviour_mut().discovery);
+        let Some(addresses) = discovery.on_identify(peer_id, info) else {
             return;
         };
+        self.record_identify(&event);
         tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
         for address in addresses {
             self.swarm.add_peer_address(peer_id, address);
         }
         let behaviour = self.swarm.behaviour_mut();
-        behaviour.policy.on_identify(&peer_id, &info);
-        behaviour.nat.on_identify(peer_id, &info);
+        behaviour.policy.on_identify(&peer_id, info);
+        behaviour.nat.on_identify(peer_id, info);
         self.emit(NetworkEvent::PeerIdentified {
             peer_id,
-            agent_version: info.agent_version,
-            listen_addrs: info.listen_addrs,
+            agent_version: info.agent_version.clone(),
+            listen_addrs: info.listen_addrs.clone(),
         });
     }
 }

@@ -29,6 +29,12 @@ struct PendingDial {
     reply: DialReply,
 }
 
+impl PendingDial {
+    fn error(&self, error: DialError, after: std::time::Duration) -> ConnectError {
+        ConnectError::from_dial_error(error, self.address.clone(), self.expected, after)
+    }
+}
+
 /// Dials and connections the loop keeps track of.
 #[derive(Default)]
 pub(super) struct Dials {
@@ -110,7 +116,7 @@ impl EventLoop {
         let connection_id = opts.connection_id();
         tracing::debug!(address = %pending.address, ?connection_id, "dialing");
         if let Err(error) = self.swarm.dial(opts) {
-            let error = self.connect_error(error, pending.address, pending.expected);
+            let error = pending.error(error, self.timeouts.connect);
             let _ = pending.reply.send(Err(error));
             return;
         }
@@ -139,15 +145,6 @@ impl EventLoop {
         } else {
             let _ = reply.send(Err(NetworkError::NotConnected(peer_id)));
         }
-    }
-
-    fn connect_error(
-        &self,
-        error: DialError,
-        address: Multiaddr,
-        expected: Option<PeerId>,
-    ) -> ConnectError {
-        ConnectError::from_dial_error(error, address, expected, self.timeouts.connect)
     }
 
     /// Handles the connection events of the swarm.
@@ -191,7 +188,7 @@ impl EventLoop {
         tracing::debug!(?peer_id, %error, "outgoing connection failed");
         let message = error.to_string();
         if let Some(pending) = self.dials.pending.remove(&connection_id) {
-            let error = self.connect_error(error, pending.address, pending.expected);
+            let error = pending.error(error, self.timeouts.connect);
             let _ = pending.reply.send(Err(error));
         }
         self.emit(NetworkEvent::DialFailed {
