@@ -382,6 +382,81 @@ async fn stream_peer(target: Multiaddr, from: IpAddr) -> (libp2p_stream::Control
     (control, DropAbort(driver))
 }
 
+/// A peer listening on 127.0.0.1 that serves `/codio/rpc/1.0.0` badly on its first stream
+/// (it reads one request, sends the first byte of an answer frame and then nothing) and well
+/// on the next ones (it echoes `App` payloads). Returns its address (with `/p2p`) once it
+/// listens; the attack's `opened` counts the streams it accepted.
+pub async fn stalling_responder() -> (Multiaddr, Attack) {
+    use futures::{AsyncWriteExt, StreamExt as _};
+    let keypair = Keypair::generate_ed25519();
+    let local = keypair.public().to_peer_id();
+    let config = codio_transport::TransportConfig::default().with_dns(false);
+    let transport = codio_transport::build_transport(&keypair, &config).expect("transport");
+    let streams = libp2p_stream::Behaviour::new();
+    let mut incoming = streams
+        .new_control()
+        .accept(codio_protocol::rpc::RPC_PROTOCOL)
+        .expect("accept");
+    let mut swarm = Swarm::new(
+        transport,
+        streams,
+        local,
+        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
+    );
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
+        .expect("listen");
+    let address = loop {
+        if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address.with(Protocol::P2p(local));
+        }
+    };
+    let opened = Arc::new(AtomicU64::new(0));
+    let counter = opened.clone();
+    let task = tokio::spawn(async move {
+        let _driver = DropAbort(tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        }));
+        let mut held = Vec::new();
+        while let Some((_, mut stream)) = incoming.next().await {
+            let first = counter.fetch_add(1, Relaxed) == 0;
+            let Ok(body) = codio_protocol::read_frame(&mut stream, 1 << 20).await else {
+                continue;
+            };
+            let Ok(request) = codio_protocol::rpc::decode_request(&body) else {
+                continue;
+            };
+            if first {
+                // The first byte of a frame, then silence.
+                let _ = stream.write_all(&[0x80]).await;
+                let _ = stream.flush().await;
+                held.push(stream);
+                continue;
+            }
+            let response = match request.request {
+                codio_protocol::Request::App { payload, .. } => {
+                    codio_protocol::Response::App { payload }
+                }
+                _ => codio_protocol::Response::error(
+                    codio_protocol::ErrorCode::NotFound,
+                    "echo only",
+                ),
+            };
+            let frame = codio_protocol::rpc::encode_response(&codio_protocol::rpc::RpcResponse {
+                id: request.id,
+                response,
+            })
+            .expect("frame");
+            let _ = stream.write_all(&frame).await;
+            let _ = stream.flush().await;
+            held.push(stream);
+        }
+    });
+    (address, Attack { task, opened })
+}
+
 /// Aborts a task when dropped (with the attack).
 struct DropAbort(JoinHandle<()>);
 

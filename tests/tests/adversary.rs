@@ -23,7 +23,7 @@ use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
         hold_sockets, identify_flood, metric, mint_peers, one_at_a_time, provider_flood,
-        rpc_never_read, socket_addr,
+        rpc_never_read, socket_addr, stalling_responder,
     },
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
@@ -359,4 +359,46 @@ async fn one_peer_cannot_take_the_whole_request_queue() {
     );
     drop(attack);
     victim.shutdown().await;
+}
+
+/// A responder that starts an answer frame and never finishes it: the session ends 2 s (the
+/// frame timeout) after the frame began, failing the request with the reason, and the
+/// next request to the same peer goes out on a fresh session and is answered. (Before: the
+/// session waited for the rest of the frame forever, and every later request to that peer
+/// timed out behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responder_dripping_a_frame_does_not_hold_the_session() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let (address, responder) = stalling_responder().await;
+    let mut config = loopback_config();
+    config.protocol = config
+        .protocol
+        .with_request_timeout(Duration::from_secs(2))
+        .with_open_timeout(Duration::from_secs(1));
+    let caller = started_node(config).await;
+    let peer = caller.connect_peer(address).await.unwrap();
+    let request = |n: u8| Request::App {
+        topic: "echo".into(),
+        payload: vec![n],
+    };
+    let first = caller.send_request(peer, request(1)).await;
+    assert!(
+        matches!(
+            &first,
+            Err(codio_network::RequestError::PeerUnreachable(why)) if why.contains("not finished")
+        ),
+        "the session ended on the stalled frame: {first:?}"
+    );
+    let second = tokio::time::timeout(EVENT_TIMEOUT, caller.send_request(peer, request(2)))
+        .await
+        .expect("answered in time");
+    assert_eq!(second, Ok(Response::App { payload: vec![2] }));
+    assert_eq!(
+        responder.opened(),
+        2,
+        "a fresh session for the second request"
+    );
+    drop(responder);
+    caller.shutdown().await;
 }

@@ -7,7 +7,7 @@
 //! renews accepted reservations by itself.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     convert::Infallible,
     task::{Context, Poll},
 };
@@ -65,17 +65,35 @@ struct Reservation {
     active: bool,
 }
 
+/// A relay that may serve reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    address: Multiaddr,
+    /// Configured by the operator (kept while disconnected, preferred, never evicted).
+    configured: bool,
+    /// Arrival order: candidates are tried first come, first served (never in peer id
+    /// order, which an attacker can grind).
+    arrival: u64,
+}
+
+/// Most relay candidates kept: discovered ones beyond it evict the oldest discovered one
+/// without a reservation.
+pub const MAX_CANDIDATES: usize = 32;
+
 /// The reservation state machine.
 ///
-/// Reservations are wanted while reachability is [`Reachability::Private`]; candidates are
-/// connected peers that advertise [`HOP_PROTOCOL`] (or configured relays once connected),
-/// tried in a stable order; a relay whose reservation failed is not tried again until it
-/// reconnects.
+/// Reservations are wanted while reachability is [`Reachability::Private`]. Candidates are
+/// configured relays and connected peers that advertise [`HOP_PROTOCOL`]; configured ones are
+/// tried first (and take a slot from a discovered relay when they become available), then
+/// discovered ones in arrival order. At most [`MAX_CANDIDATES`] are kept; a discovered
+/// candidate is forgotten when it disconnects. A relay whose reservation failed is not tried
+/// again until it reconnects.
 #[derive(Debug)]
 pub struct AutoRelay {
     max_reservations: usize,
     reachability: Reachability,
-    candidates: BTreeMap<PeerId, Multiaddr>,
+    candidates: HashMap<PeerId, Candidate>,
+    arrivals: u64,
     connected: HashSet<PeerId>,
     reservations: HashMap<PeerId, Reservation>,
     failed: HashSet<PeerId>,
@@ -87,11 +105,17 @@ impl AutoRelay {
         Self {
             max_reservations,
             reachability: Reachability::Unknown,
-            candidates: BTreeMap::new(),
+            candidates: HashMap::new(),
+            arrivals: 0,
             connected: HashSet::new(),
             reservations: HashMap::new(),
             failed: HashSet::new(),
         }
+    }
+
+    /// The candidates known now.
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
     }
 
     /// The current reachability.
@@ -122,10 +146,50 @@ impl AutoRelay {
         }
     }
 
-    /// `relay`, reachable at `address` (without `/p2p`), can serve reservations.
+    /// `relay`, reachable at `address` (without `/p2p`), can serve reservations (it listed
+    /// [`HOP_PROTOCOL`]).
     pub fn add_candidate(&mut self, relay: PeerId, address: Multiaddr) -> Vec<Action> {
-        self.candidates.insert(relay, address);
+        self.insert(relay, address, false);
         self.fill()
+    }
+
+    /// `relay`, reachable at `address`, is a relay the operator configured.
+    pub fn add_configured(&mut self, relay: PeerId, address: Multiaddr) -> Vec<Action> {
+        self.insert(relay, address, true);
+        self.fill()
+    }
+
+    fn insert(&mut self, relay: PeerId, address: Multiaddr, configured: bool) {
+        if let Some(known) = self.candidates.get_mut(&relay) {
+            known.address = address;
+            known.configured |= configured;
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES && !self.evict_oldest_discovered() && !configured
+        {
+            return;
+        }
+        self.arrivals += 1;
+        let arrival = self.arrivals;
+        self.candidates.insert(
+            relay,
+            Candidate {
+                address,
+                configured,
+                arrival,
+            },
+        );
+    }
+
+    /// Forgets the oldest discovered candidate without a reservation; `false` if none.
+    fn evict_oldest_discovered(&mut self) -> bool {
+        let oldest = self
+            .candidates
+            .iter()
+            .filter(|(p, c)| !c.configured && !self.reservations.contains_key(p))
+            .min_by_key(|(_, c)| c.arrival)
+            .map(|(p, _)| *p);
+        oldest.is_some_and(|peer| self.candidates.remove(&peer).is_some())
     }
 
     /// A connection to `peer` was established.
@@ -136,10 +200,15 @@ impl AutoRelay {
         self.fill()
     }
 
-    /// The last connection to `peer` closed: its reservation is gone.
+    /// The last connection to `peer` closed: its reservation is gone, and so is the peer
+    /// as a candidate unless configured.
     pub fn on_disconnected(&mut self, peer: &PeerId) -> Vec<Action> {
         self.connected.remove(peer);
         self.reservations.remove(peer);
+        if self.candidates.get(peer).is_some_and(|c| !c.configured) {
+            self.candidates.remove(peer);
+            self.failed.remove(peer);
+        }
         self.fill()
     }
 
@@ -158,12 +227,9 @@ impl AutoRelay {
         self.fill()
     }
 
-    fn fill(&mut self) -> Vec<Action> {
-        if self.reachability != Reachability::Private {
-            return Vec::new();
-        }
-        let mut actions = Vec::new();
-        let free: Vec<(PeerId, Multiaddr)> = self
+    /// Candidates that could take a reservation now: configured first, then by arrival.
+    fn free(&self) -> Vec<(PeerId, Candidate)> {
+        let mut free: Vec<(PeerId, Candidate)> = self
             .candidates
             .iter()
             .filter(|(p, _)| {
@@ -171,13 +237,30 @@ impl AutoRelay {
                     && !self.failed.contains(p)
                     && !self.reservations.contains_key(p)
             })
-            .map(|(p, a)| (*p, a.clone()))
+            .map(|(p, c)| (*p, c.clone()))
             .collect();
-        for (relay, address) in free {
+        free.sort_by_key(|(_, c)| (!c.configured, c.arrival));
+        free
+    }
+
+    fn fill(&mut self) -> Vec<Action> {
+        if self.reachability != Reachability::Private {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        for (relay, candidate) in self.free() {
             if self.reservations.len() >= self.max_reservations {
-                break;
+                if !candidate.configured {
+                    break;
+                }
+                // A configured relay takes the slot of the newest discovered one.
+                let Some(discovered) = self.newest_discovered_reservation() else {
+                    break;
+                };
+                self.reservations.remove(&discovered);
+                actions.push(Action::Release { relay: discovered });
             }
-            let address = circuit_address(address, relay);
+            let address = circuit_address(candidate.address, relay);
             self.reservations.insert(
                 relay,
                 Reservation {
@@ -188,6 +271,15 @@ impl AutoRelay {
             actions.push(Action::Reserve { relay, address });
         }
         actions
+    }
+
+    fn newest_discovered_reservation(&self) -> Option<PeerId> {
+        self.reservations
+            .keys()
+            .filter_map(|p| self.candidates.get(p).map(|c| (p, c)))
+            .filter(|(_, c)| !c.configured)
+            .max_by_key(|(_, c)| c.arrival)
+            .map(|(p, _)| *p)
     }
 }
 
@@ -241,8 +333,8 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// Keeps up to `max_reservations` reservations, preferring none of the candidates; the
-    /// `static_relays` are used once connected, whether or not identify lists HOP.
+    /// Keeps up to `max_reservations` reservations; the `static_relays` are used once
+    /// connected, whether or not identify lists HOP, and are preferred.
     pub fn new(max_reservations: usize, static_relays: Vec<(PeerId, Multiaddr)>) -> Self {
         Self {
             state: AutoRelay::new(max_reservations),
@@ -359,7 +451,7 @@ impl NetworkBehaviour for Behaviour {
                 }
                 let mut actions = self.state.on_connected(e.peer_id);
                 if let Some(address) = self.static_relays.get(&e.peer_id).cloned() {
-                    actions.extend(self.state.add_candidate(e.peer_id, address));
+                    actions.extend(self.state.add_configured(e.peer_id, address));
                 }
                 actions
             }
@@ -480,7 +572,54 @@ mod tests {
             "refused: not retried at once"
         );
         assert!(a.on_disconnected(&relay).is_empty());
-        assert_eq!(a.on_connected(relay).len(), 1, "retried after reconnecting");
+        assert!(
+            a.on_connected(relay).is_empty(),
+            "a candidate again once identified"
+        );
+        assert_eq!(
+            a.add_candidate(relay, addr(1)).len(),
+            1,
+            "retried after reconnecting"
+        );
+    }
+
+    #[test]
+    fn configured_relays_come_first_and_take_a_discovered_slot() {
+        let mut a = AutoRelay::new(1);
+        a.set_reachability(Reachability::Private);
+        let (found, configured) = (PeerId::random(), PeerId::random());
+        a.on_connected(found);
+        assert_eq!(a.add_candidate(found, addr(1)).len(), 1);
+        a.on_connected(configured);
+        let actions = a.add_configured(configured, addr(2));
+        assert!(
+            matches!(&actions[..], [Action::Release { relay: r }, Action::Reserve { relay, .. }]
+                if *r == found && *relay == configured),
+            "{actions:?}"
+        );
+        // A configured relay that goes away stays a candidate.
+        a.on_disconnected(&configured);
+        assert_eq!(a.candidates(), 2, "the configured one is kept");
+    }
+
+    #[test]
+    fn candidates_are_bounded_tried_in_arrival_order_and_forgotten_on_disconnect() {
+        let mut a = AutoRelay::new(1);
+        let peers: Vec<PeerId> = (0..MAX_CANDIDATES + 10).map(|_| PeerId::random()).collect();
+        for (n, p) in peers.iter().enumerate() {
+            a.on_connected(*p);
+            a.add_candidate(*p, addr((n % 200) as u8));
+        }
+        assert_eq!(a.candidates(), MAX_CANDIDATES);
+        assert!(
+            !a.candidates.contains_key(&peers[0]),
+            "the oldest were evicted"
+        );
+        // Whatever their ids, the first to arrive (of those kept) is tried first.
+        let actions = a.set_reachability(Reachability::Private);
+        assert!(matches!(&actions[..], [Action::Reserve { relay, .. }] if *relay == peers[10]));
+        a.on_disconnected(&peers[20]);
+        assert_eq!(a.candidates(), MAX_CANDIDATES - 1);
     }
 
     #[test]

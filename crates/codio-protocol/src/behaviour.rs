@@ -121,6 +121,7 @@ impl Behaviour {
             rpc_control,
             activity.clone(),
             switches.clone(),
+            config.request_timeout,
         ));
         let (per_stream_tx, per_stream) = mpsc::channel(PER_STREAM_QUEUE);
         let (answers_tx, answers) = mpsc::channel(ANSWER_QUEUE);

@@ -59,6 +59,8 @@ pub(crate) struct RpcClient {
     sessions: Mutex<HashMap<PeerId, mpsc::Sender<Outgoing>>>,
     switches: Arc<KillSwitches>,
     legacy: Mutex<HashSet<PeerId>>,
+    /// A response frame once begun, or a batch of requests, must be through within this.
+    frame_timeout: Duration,
 }
 
 impl RpcClient {
@@ -66,8 +68,10 @@ impl RpcClient {
         control: Control,
         activity: Arc<Activity>,
         switches: Arc<KillSwitches>,
+        frame_timeout: Duration,
     ) -> Self {
         Self {
+            frame_timeout,
             control,
             activity,
             sessions: Mutex::new(HashMap::new()),
@@ -172,8 +176,9 @@ async fn run_session(
     let pending: Pending = Arc::default();
     let toucher = Toucher::new(client.activity.clone(), peer);
     let why = {
-        let read = read_responses(reader, pending.clone(), toucher);
-        let write = write_requests(writer, &mut rx, pending.clone());
+        let timeout = client.frame_timeout;
+        let read = read_responses(reader, pending.clone(), toucher, timeout);
+        let write = write_requests(writer, &mut rx, pending.clone(), timeout);
         tokio::select! {
             why = read => why,
             why = write => why,
@@ -230,6 +235,7 @@ async fn write_requests(
     mut writer: WriteHalf<Stream>,
     rx: &mut mpsc::Receiver<Outgoing>,
     pending: Pending,
+    timeout: Duration,
 ) -> SessionEnd {
     let mut next_id = 0u64;
     let mut buffer = Vec::new();
@@ -254,8 +260,15 @@ async fn write_requests(
         if buffer.is_empty() {
             continue;
         }
-        if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
-            return SessionEnd::WriteFailed;
+        let write = async {
+            writer.write_all(&buffer).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return SessionEnd::WriteFailed,
+            // The responder does not read: the session ends, its requests fail.
+            Err(_) => return SessionEnd::WriteStalled,
         }
     }
 }
@@ -287,12 +300,22 @@ async fn read_responses(
     mut reader: ReadHalf<Stream>,
     pending: Pending,
     mut toucher: Toucher,
+    frame_timeout: Duration,
 ) -> SessionEnd {
     loop {
-        let body = match crate::read_frame(&mut reader, MAX_RPC_RESPONSE_FRAME).await {
-            Ok(body) => body,
-            Err(ProtocolError::Io(_)) => return SessionEnd::ReadFailed,
-            Err(_) => return SessionEnd::BadFrame,
+        // Between frames the responder may be quiet; once a frame began, it must finish in
+        // time (a responder dripping a frame would hold the session and its requests).
+        let mut first = [0u8; 1];
+        match reader.read(&mut first).await {
+            Ok(0) | Err(_) => return SessionEnd::ReadFailed,
+            Ok(_) => {}
+        }
+        let rest = crate::codec::read_frame_rest(&mut reader, first[0], MAX_RPC_RESPONSE_FRAME);
+        let body = match tokio::time::timeout(frame_timeout, rest).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(ProtocolError::Io(_))) => return SessionEnd::ReadFailed,
+            Ok(Err(_)) => return SessionEnd::BadFrame,
+            Err(_) => return SessionEnd::ReadStalled,
         };
         let Ok(RpcResponse { id, response }) = decode_response(&body) else {
             return SessionEnd::Malformed;

@@ -30,6 +30,8 @@ pub(crate) enum SessionEnd {
     WriteStalled,
     /// Reading failed (the stream died).
     ReadFailed,
+    /// A frame began but did not finish within the frame timeout (a peer dripping bytes).
+    ReadStalled,
     /// The peer sent a frame that breaks the protocol.
     BadFrame,
     /// The peer sent a frame that does not decode as the expected message.
@@ -46,6 +48,7 @@ impl SessionEnd {
             SessionEnd::WriteFailed => "write failed",
             SessionEnd::WriteStalled => "peer does not read",
             SessionEnd::ReadFailed => "stream closed",
+            SessionEnd::ReadStalled => "frame not finished in time",
             SessionEnd::BadFrame => "bad frame",
             SessionEnd::Malformed => "malformed message",
         }
