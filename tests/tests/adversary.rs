@@ -161,9 +161,10 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     victim.shutdown().await;
 }
 
-/// A peer pushing identify every 5 ms with 300 fresh addresses: the victim processes one
-/// identify per peer per 2 s (the rest are dropped and counted), holds at most 8 of its
-/// addresses in the routing table (replaced, not accumulated), and serves a good peer.
+/// A peer pushing identify every 5 ms with 300 fresh addresses: the victim processes a burst
+/// of 8 identifies per peer, then one per 2 s (the rest are dropped and counted), holds at
+/// most 8 of its addresses in the routing table (replaced, not accumulated), and serves a
+/// good peer.
 /// (Before: every push added all 300 addresses to Kademlia, without bound.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_floods_are_rate_limited_and_capped() {

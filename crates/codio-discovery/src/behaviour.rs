@@ -187,7 +187,7 @@ impl Behaviour {
             dht_rx,
             pending: HashMap::new(),
             query_timeout: config.query_timeout,
-            identify_rate: IdentifyRate::new(config.identify_interval),
+            identify_rate: IdentifyRate::new(config.identify_interval, config.identify_burst),
             stats,
             max_addresses: config.max_addresses_per_peer,
             private_addresses: config.private_addresses,
@@ -243,8 +243,9 @@ impl Behaviour {
             .map_err(|_| DiscoveryError::NoKnownPeers)
     }
 
-    /// Feeds an identify result (or push). At most one per peer per `identify_interval` is
-    /// processed; the rest are dropped and counted, and `None` is returned. Of a processed one,
+    /// Feeds an identify result (or push). A burst of `identify_burst` per peer, then one per
+    /// `identify_interval`, is processed; the rest are dropped and counted, and `None` is
+    /// returned. Of a processed one,
     /// up to `max_addresses_per_peer` usable listen addresses (non-global ones only from peers
     /// on a non-global network, unless `private_addresses`) are returned and, for peers that
     /// speak our Kademlia protocol, *replace* the peer's addresses in the routing table
@@ -780,7 +781,7 @@ mod tests {
     fn identify_replaces_a_peers_addresses_within_the_cap() {
         let config = DiscoveryConfig::default()
             .with_mdns(false)
-            .with_identify_interval(std::time::Duration::ZERO);
+            .with_identify_interval(std::time::Duration::ZERO, 1);
         let mut behaviour = Behaviour::new(PeerId::random(), config).unwrap();
         let peer = PeerId::random();
         let kept = behaviour.on_identify(peer, &identify_info(0..300)).unwrap();

@@ -33,9 +33,9 @@ pub enum KadMode {
 /// | [`bootstrap_interval`](Self::with_bootstrap_interval) | 5 min; `None` disables periodic bootstrap |
 /// | [`query_timeout`](Self::with_query_timeout) | 30 s per DHT query |
 /// | [`max_addresses_per_peer`](Self::with_max_addresses_per_peer) | 8 identify addresses per peer in the routing table, replaced on each identify (libp2p-kad keeps any number) |
-/// | [`identify_interval`](Self::with_identify_interval) | 2 s: at most one identify (result or push) per peer is processed in this time; the rest are dropped and counted |
+/// | [`identify_interval`](Self::with_identify_interval) | 8 identifies (results or pushes) per peer at once, then one per 2 s; the rest are dropped and counted |
 /// | [`store`](Self::with_store_limits) | [`StoreLimits::default`](crate::StoreLimits): remote records and providers bounded apart from this node's own provides |
-/// | [`private_addresses`](Self::with_private_addresses) | `false`: non-global addresses (private, loopback, link-local) are taken only from peers that reached us over such an address |
+/// | [`private_addresses`](Self::with_private_addresses) | `false`: private and link-local addresses are taken only from peers that reached us over a non-global address, loopback ones only from peers on this host (always), relayed ones always |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     pub(crate) mdns: bool,
@@ -48,6 +48,7 @@ pub struct DiscoveryConfig {
     pub(crate) query_timeout: Duration,
     pub(crate) max_addresses_per_peer: usize,
     pub(crate) identify_interval: Duration,
+    pub(crate) identify_burst: u32,
     pub(crate) private_addresses: bool,
     pub(crate) store: crate::StoreLimits,
 }
@@ -65,6 +66,7 @@ impl Default for DiscoveryConfig {
             query_timeout: Duration::from_secs(30),
             max_addresses_per_peer: 8,
             identify_interval: Duration::from_secs(2),
+            identify_burst: 8,
             private_addresses: false,
             store: crate::StoreLimits::default(),
         }
@@ -78,9 +80,11 @@ impl DiscoveryConfig {
         self
     }
 
-    /// Sets the least time between two identify updates of one peer that are processed.
-    pub fn with_identify_interval(mut self, interval: Duration) -> Self {
+    /// Sets how many identify updates of one peer are processed at once (`burst`) and how
+    /// often one more is (`interval`).
+    pub fn with_identify_interval(mut self, interval: Duration, burst: u32) -> Self {
         self.identify_interval = interval;
+        self.identify_burst = burst;
         self
     }
 

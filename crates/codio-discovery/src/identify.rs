@@ -1,7 +1,7 @@
 //! What identify may put into the routing table: at most a few addresses per peer, replaced
-//! rather than accumulated, non-global ones only from peers on a non-global network, and one
-//! identify per peer per interval (a peer can push identify as often as it likes; above the
-//! rate its pushes are dropped and counted).
+//! rather than accumulated, non-global ones only from peers on a non-global network, and a
+//! burst of identifies per peer, then one per interval (a peer can push identify as often as
+//! it likes; above the rate its pushes are dropped and counted).
 
 use std::{
     collections::HashMap,
@@ -11,37 +11,54 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, identify, multiaddr::Protocol};
 
-/// At most one identify per peer per `min_interval`: pure state fed an [`Instant`]. Holds an
-/// entry per connected peer only (the behaviour forgets a peer with its last connection).
+/// A token bucket per peer: up to `burst` identifies at once (a node coming up pushes a few
+/// as its listeners, external addresses and reservations appear), then one per `interval`;
+/// pure state fed an [`Instant`]. Holds an entry per connected peer only (the behaviour
+/// forgets a peer with its last connection).
 #[derive(Debug)]
 pub struct IdentifyRate {
-    min_interval: Duration,
-    last: HashMap<PeerId, Instant>,
+    interval: Duration,
+    burst: u32,
+    buckets: HashMap<PeerId, (u32, Instant)>,
 }
 
 impl IdentifyRate {
-    /// At most one identify per peer per `min_interval`.
-    pub fn new(min_interval: Duration) -> Self {
+    /// Bursts of `burst` identifies per peer, refilled one per `interval`.
+    pub fn new(interval: Duration, burst: u32) -> Self {
         Self {
-            min_interval,
-            last: HashMap::new(),
+            interval,
+            burst: burst.max(1),
+            buckets: HashMap::new(),
         }
     }
 
-    /// Whether an identify of `peer` arriving at `now` is processed (the first always is).
+    /// Whether an identify of `peer` arriving at `now` is processed.
     pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
-        match self.last.get(&peer) {
-            Some(last) if now.saturating_duration_since(*last) < self.min_interval => false,
-            _ => {
-                self.last.insert(peer, now);
-                true
+        let (tokens, since) = self.buckets.entry(peer).or_insert((self.burst, now));
+        if !self.interval.is_zero() {
+            let refill =
+                now.saturating_duration_since(*since).as_nanos() / self.interval.as_nanos();
+            if refill > 0 {
+                let refill = u32::try_from(refill).unwrap_or(u32::MAX);
+                *tokens = tokens.saturating_add(refill).min(self.burst);
+                *since += self.interval * refill.min(self.burst);
+                if *tokens == self.burst {
+                    *since = now;
+                }
             }
+        } else {
+            *tokens = self.burst;
         }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
     }
 
-    /// `peer` is gone: its next identify is processed at once.
+    /// `peer` is gone: it starts with a full bucket when it comes back.
     pub fn forget(&mut self, peer: &PeerId) {
-        self.last.remove(peer);
+        self.buckets.remove(peer);
     }
 }
 
@@ -67,22 +84,49 @@ fn is_non_global(ip: IpAddr) -> bool {
     }
 }
 
-fn address_is_non_global(address: &Multiaddr) -> bool {
-    address.iter().any(|p| match p {
-        Protocol::Ip4(ip) => is_non_global(ip.into()),
-        Protocol::Ip6(ip) => is_non_global(ip.into()),
-        _ => false,
-    })
+/// How far an address reaches: what decides whether another peer can use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Through a relay (`/p2p-circuit`): usable wherever the relay is.
+    Relayed,
+    /// Loopback: this host only.
+    Loopback,
+    /// A private, shared, link-local or unique-local network.
+    Local,
+    /// Anywhere (or not an IP address at all: DNS names).
+    Global,
+}
+
+fn scope(address: &Multiaddr) -> Scope {
+    if address.iter().any(|p| p == Protocol::P2pCircuit) {
+        return Scope::Relayed;
+    }
+    let ip: Option<IpAddr> = address.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    });
+    match ip {
+        Some(ip) if ip.is_loopback() => Scope::Loopback,
+        Some(ip) if is_non_global(ip) => Scope::Local,
+        _ => Scope::Global,
+    }
 }
 
 /// The listen addresses of `info` worth dialing, at most `max`, in the peer's order:
-/// non-global ones only when `private` is set or the peer reached us over a non-global
-/// address itself (then it shares a network with us).
+/// relayed and global ones always; loopback ones only from a peer that reached us over
+/// loopback (it runs on this host); other non-global ones only when `private` is set or the
+/// peer reached us over a non-global address (it shares a network with us).
 pub fn usable_addresses(info: &identify::Info, max: usize, private: bool) -> Vec<Multiaddr> {
-    let local = private || address_is_non_global(&info.observed_addr);
+    let observed = scope(&info.observed_addr);
+    let local = private || matches!(observed, Scope::Local | Scope::Loopback);
     info.listen_addrs
         .iter()
-        .filter(|address| local || !address_is_non_global(address))
+        .filter(|address| match scope(address) {
+            Scope::Relayed | Scope::Global => true,
+            Scope::Loopback => observed == Scope::Loopback,
+            Scope::Local => local,
+        })
         .take(max)
         .cloned()
         .collect()
@@ -105,17 +149,30 @@ mod tests {
     }
 
     #[test]
-    fn one_identify_per_interval_per_peer() {
-        let mut rate = IdentifyRate::new(Duration::from_secs(2));
+    fn a_burst_then_one_identify_per_interval_per_peer() {
+        let mut rate = IdentifyRate::new(Duration::from_secs(2), 3);
         let (peer, other) = (PeerId::random(), PeerId::random());
         let t0 = Instant::now();
-        assert!(rate.admit(peer, t0));
-        assert!(!rate.admit(peer, t0 + Duration::from_millis(5)));
-        assert!(rate.admit(other, t0 + Duration::from_millis(5)));
-        assert!(!rate.admit(peer, t0 + Duration::from_millis(1999)));
-        assert!(rate.admit(peer, t0 + Duration::from_secs(2)));
+        let ms = |n| t0 + Duration::from_millis(n);
+        for n in 0..3 {
+            assert!(rate.admit(peer, ms(n)), "burst {n}");
+        }
+        assert!(!rate.admit(peer, ms(5)));
+        assert!(rate.admit(other, ms(5)), "buckets are per peer");
+        assert!(!rate.admit(peer, ms(1999)));
+        assert!(rate.admit(peer, ms(2000)));
+        assert!(!rate.admit(peer, ms(2001)));
+        // A flood for 60 s gets 30 through, one per interval.
+        let admitted = (0..12_000u64)
+            .filter(|n| rate.admit(peer, ms(2005 + n * 5)))
+            .count();
+        assert_eq!(admitted, 30);
+        // After a quiet minute the burst is back, whole.
+        let later = t0 + Duration::from_secs(180);
+        let burst = (0..5).filter(|_| rate.admit(peer, later)).count();
+        assert_eq!(burst, 3);
         rate.forget(&peer);
-        assert!(rate.admit(peer, t0 + Duration::from_millis(2001)));
+        assert!(rate.admit(peer, later));
     }
 
     #[test]
@@ -130,9 +187,18 @@ mod tests {
         let from_internet = info("/ip4/198.51.100.7/tcp/5", &all);
         let kept = usable_addresses(&from_internet, 8, false);
         assert_eq!(kept.len(), 2, "{kept:?}");
-        assert_eq!(usable_addresses(&from_internet, 8, true).len(), 5);
+        // Configured: private networks yes, but never another host's loopback.
+        assert_eq!(usable_addresses(&from_internet, 8, true).len(), 4);
         let from_lan = info("/ip4/192.168.1.9/tcp/5", &all);
-        assert_eq!(usable_addresses(&from_lan, 8, false).len(), 5);
+        assert_eq!(usable_addresses(&from_lan, 8, false).len(), 4);
+        let from_this_host = info("/ip4/127.0.0.1/tcp/5", &all);
+        assert_eq!(usable_addresses(&from_this_host, 8, false).len(), 5);
+        // A relayed address is usable wherever its relay is, whatever the relay's IP.
+        let circuit = "/ip4/10.77.100.1/tcp/4001/p2p/12D3KooWHPQrmHchXM9yTdtfsBqLUsTCf2uhqdbTyiMGnz9tm1yW/p2p-circuit";
+        let through_relay = info("/p2p-circuit", &[circuit, "/ip4/10.0.0.5/tcp/1"]);
+        let kept = usable_addresses(&through_relay, 8, false);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].to_string(), circuit);
         let many: Vec<String> = (0..300)
             .map(|p| format!("/ip4/203.0.113.9/tcp/{p}"))
             .collect();
