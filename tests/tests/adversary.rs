@@ -403,3 +403,68 @@ async fn a_responder_dripping_a_frame_does_not_hold_the_session() {
     drop(responder);
     caller.shutdown().await;
 }
+
+/// Answers with 1 MiB to any request whose payload starts with 7 (what the attacker sends),
+/// and echoes the rest.
+fn big_answers(mut requests: mpsc::Receiver<InboundRequest>) {
+    tokio::spawn(async move {
+        while let Some(InboundRequest {
+            request, responder, ..
+        }) = requests.recv().await
+        {
+            let answer = match request {
+                Request::App { payload, .. } if payload.first() == Some(&7) => Response::App {
+                    payload: vec![0; 1024 * 1024],
+                },
+                Request::App { payload, .. } => Response::App { payload },
+                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
+            };
+            // Each in its own task: a responder waiting for budget holds up no other.
+            tokio::spawn(async move {
+                let _ = responder.respond(answer).await;
+            });
+        }
+    });
+}
+
+/// One peer asks for 1 MiB answers on 4 RPC sessions (256 requests each) and never reads:
+/// the answers waiting to be written stay within the session budgets (8 MiB each) and the
+/// node's 64 MiB (its share of the handler, 64 requests, bounds it too), and a good peer is
+/// served meanwhile. (Before: up to 256 answers per session were queued whatever their size.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_peers_that_never_read_stay_within_the_byte_budget() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) = started_server(victim_config(&registry)).await;
+    big_answers(requests);
+    let attack = rpc_never_read(
+        victim.listen_addrs()[0].clone(),
+        victim.local_peer_id(),
+        ATTACKER,
+        4,
+        256,
+        16,
+    );
+    let queued = || metric(&registry, "codio_queued_response_bytes");
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            queued() >= 8.0 * 1024.0 * 1024.0
+        })
+        .await,
+        "the attack filled a session's budget ({} bytes queued)",
+        queued()
+    );
+    let check_budget = || {
+        let bytes = queued();
+        assert!(
+            bytes <= 4.0 * 8.0 * 1024.0 * 1024.0 + 64.0 * 1024.0,
+            "{bytes}"
+        );
+    };
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    drop(attack);
+    victim.shutdown().await;
+}

@@ -22,7 +22,7 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId, Stream,
     core::{Endpoint, transport::PortUse},
-    request_response::{self, OutboundFailure, OutboundRequestId},
+    request_response::{self, InboundRequestId, OutboundFailure, OutboundRequestId},
     swarm::{
         ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
         THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
@@ -34,6 +34,7 @@ use crate::{
     Client, Codec, ErrorCode, InboundRequest, PROTOCOL, ProtocolConfig, Request, RequestError,
     Responder, Response, Stats,
     activity::Activity,
+    budget::{Budget, Taken},
     bulk::{BULK_PROTOCOL, IncomingBulk},
     client::{OutboundRequest, Parts},
     error::response_result,
@@ -93,6 +94,10 @@ pub struct Behaviour {
     stats: Arc<Stats>,
     config: ProtocolConfig,
     events: VecDeque<Event>,
+    /// Bytes of answers handed over but not yet written, in total.
+    budget: Budget,
+    /// `/codio/1.0.0` answers being written, holding their budget until sent or failed.
+    sending: HashMap<InboundRequestId, Taken>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -157,10 +162,15 @@ impl Behaviour {
             rpc,
             switches,
             activity,
+            budget: Budget::new(config.response_budget),
+            sending: HashMap::new(),
             stats,
             config,
             events: VecDeque::new(),
         };
+        behaviour
+            .stats
+            .set_response_budget(behaviour.budget.clone());
         (behaviour, client)
     }
 
@@ -204,6 +214,8 @@ impl Behaviour {
             activity: self.activity.clone(),
             frame_timeout: self.config.request_timeout,
             write_timeout: self.config.write_timeout,
+            total_budget: self.budget.clone(),
+            session_budget: self.config.session_response_budget,
         }
     }
 
@@ -244,12 +256,15 @@ impl Behaviour {
                 peer,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => {
                 self.activity.record(peer, Instant::now());
-                let responder = Responder::swarm(channel, self.answers_tx.clone());
+                let answers = self.answers_tx.clone();
+                let responder = Responder::swarm(request_id, channel, answers, self.budget.clone());
                 self.queue.enqueue(InboundRequest {
                     peer_id: peer,
                     request,
@@ -277,14 +292,22 @@ impl Behaviour {
                 tracing::debug!(%peer, %error, "request failed");
                 self.reply(request_id, Err(outbound_error(error)));
             }
-            RrEvent::InboundFailure { peer, error, .. } => {
+            RrEvent::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                self.sending.remove(&request_id);
                 tracing::debug!(%peer, %error, "inbound request failed; stream reset");
                 self.events.push_back(Event::InboundFailure {
                     peer_id: peer,
                     error: error.to_string(),
                 });
             }
-            RrEvent::ResponseSent { .. } => {}
+            RrEvent::ResponseSent { request_id, .. } => {
+                self.sending.remove(&request_id);
+            }
         }
     }
 
@@ -303,7 +326,13 @@ impl Behaviour {
                 .send_request(&outbound.peer, outbound.request);
             self.pending.insert(id, outbound.reply);
         }
-        while let Poll::Ready(Some((channel, response))) = self.answers.poll_recv(cx) {
+        while let Poll::Ready(Some(answer)) = self.answers.poll_recv(cx) {
+            let SwarmAnswer {
+                request_id,
+                channel,
+                response,
+                bytes,
+            } = answer;
             if self
                 .inner
                 .requests
@@ -311,6 +340,8 @@ impl Behaviour {
                 .is_err()
             {
                 tracing::debug!("response dropped: the requester's stream is gone");
+            } else {
+                self.sending.insert(request_id, bytes);
             }
         }
         while let Poll::Ready(Some((peer, stream))) = self.rpc_incoming.poll_next(cx) {

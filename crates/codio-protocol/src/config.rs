@@ -17,6 +17,8 @@ use std::time::Duration;
 /// | `max_requests_per_peer` | 64: one peer's requests queued for or held by the handler; beyond it that peer (only) is answered `Overloaded`, so one peer cannot take the whole queue |
 /// | `max_sessions_per_peer` | 4 inbound `/codio/rpc/1.0.0` sessions per peer; a fifth ends the peer's oldest |
 /// | `write_timeout` | 10 s: an answer (RPC) not written within this ends the session (a peer that does not read) |
+/// | `response_budget` | 64 MiB of answers handed over by responders but not yet written, across every session and `/codio/1.0.0` stream; responders wait beyond it |
+/// | `session_response_budget` | 8 MiB of such answers per RPC session (within `response_budget`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolConfig {
     /// See the table above.
@@ -39,6 +41,10 @@ pub struct ProtocolConfig {
     pub max_sessions_per_peer: usize,
     /// See the table above.
     pub write_timeout: Duration,
+    /// See the table above.
+    pub response_budget: usize,
+    /// See the table above.
+    pub session_response_budget: usize,
 }
 
 impl Default for ProtocolConfig {
@@ -54,6 +60,8 @@ impl Default for ProtocolConfig {
             max_requests_per_peer: 64,
             max_sessions_per_peer: 4,
             write_timeout: Duration::from_secs(10),
+            response_budget: 64 * 1024 * 1024,
+            session_response_budget: 8 * 1024 * 1024,
         }
     }
 }
@@ -130,6 +138,13 @@ impl ProtocolConfig {
         self
     }
 
+    /// Sets the bytes of answers waiting to be written, in total and per RPC session.
+    pub fn with_response_budget(mut self, total: usize, per_session: usize) -> Self {
+        self.response_budget = total;
+        self.session_response_budget = per_session;
+        self
+    }
+
     /// Checks for values that cannot work.
     ///
     /// # Errors
@@ -147,6 +162,8 @@ impl ProtocolConfig {
             ("max_requests_per_peer", self.max_requests_per_peer == 0),
             ("max_sessions_per_peer", self.max_sessions_per_peer == 0),
             ("write_timeout", self.write_timeout.is_zero()),
+            ("response_budget", self.response_budget == 0),
+            ("session_response_budget", self.session_response_budget == 0),
         ];
         match positive.into_iter().find(|(_, zero)| *zero) {
             Some((field, _)) => Err(InvalidConfig {

@@ -7,10 +7,17 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use libp2p::{PeerId, request_response::ResponseChannel};
+use libp2p::{
+    PeerId,
+    request_response::{InboundRequestId, ResponseChannel},
+};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::{ErrorCode, Request, Response, Stats, rpc::server::RpcReply};
+use crate::{
+    ErrorCode, Request, Response, Stats,
+    budget::{self, Budget, Taken},
+    rpc::server::RpcReply,
+};
 
 /// A request from a peer, for the application to answer through its [`Responder`].
 #[derive(Debug)]
@@ -32,15 +39,24 @@ pub struct Responder {
     share: Option<ShareGuard>,
 }
 
-/// A `/codio/1.0.0` response on its way to the behaviour, which owns the swarm side.
-pub(crate) type SwarmAnswer = (ResponseChannel<Response>, Response);
+/// A `/codio/1.0.0` response on its way to the behaviour, which owns the swarm side; `bytes`
+/// is the budget it holds until written.
+#[derive(Debug)]
+pub(crate) struct SwarmAnswer {
+    pub(crate) request_id: InboundRequestId,
+    pub(crate) channel: ResponseChannel<Response>,
+    pub(crate) response: Response,
+    pub(crate) bytes: Taken,
+}
 
 /// How the response travels back.
 #[derive(Debug)]
 enum ReplyPath {
     Swarm {
+        request_id: InboundRequestId,
         channel: ResponseChannel<Response>,
         answers: mpsc::Sender<SwarmAnswer>,
+        budget: Budget,
     },
     Rpc(RpcReply),
 }
@@ -53,11 +69,19 @@ pub struct RespondError;
 
 impl Responder {
     pub(crate) fn swarm(
+        request_id: InboundRequestId,
         channel: ResponseChannel<Response>,
         answers: mpsc::Sender<SwarmAnswer>,
+        budget: Budget,
     ) -> Self {
+        let path = ReplyPath::Swarm {
+            request_id,
+            channel,
+            answers,
+            budget,
+        };
         Self {
-            inner: Some(ReplyPath::Swarm { channel, answers }),
+            inner: Some(path),
             share: None,
         }
     }
@@ -69,7 +93,8 @@ impl Responder {
         }
     }
 
-    /// Sends `response`, waiting while the answer queue is full (back-pressure).
+    /// Sends `response`, waiting while the answer queue is full or the answer budget spent
+    /// (back-pressure).
     ///
     /// # Errors
     ///
@@ -77,10 +102,22 @@ impl Responder {
     pub async fn respond(mut self, response: Response) -> Result<(), RespondError> {
         match self.inner.take() {
             None => Ok(()),
-            Some(ReplyPath::Swarm { channel, answers }) => answers
-                .send((channel, response))
-                .await
-                .map_err(|_| RespondError),
+            Some(ReplyPath::Swarm {
+                request_id,
+                channel,
+                answers,
+                budget,
+            }) => {
+                let size = budget::encoded_len(&response);
+                let bytes = budget::take(None, &budget, size).await;
+                let answer = SwarmAnswer {
+                    request_id,
+                    channel,
+                    response,
+                    bytes,
+                };
+                answers.send(answer).await.map_err(|_| RespondError)
+            }
             Some(ReplyPath::Rpc(reply)) => reply.send(response).await.map_err(|_| RespondError),
         }
     }
@@ -94,8 +131,20 @@ impl Responder {
         match self.inner.take() {
             None => {}
             // Best effort: with a full queue the requester times out instead.
-            Some(ReplyPath::Swarm { channel, answers }) => {
-                let _ = answers.try_send((channel, response));
+            Some(ReplyPath::Swarm {
+                request_id,
+                channel,
+                answers,
+                ..
+            }) => {
+                let bytes = Taken::default();
+                let answer = SwarmAnswer {
+                    request_id,
+                    channel,
+                    response,
+                    bytes,
+                };
+                let _ = answers.try_send(answer);
             }
             Some(ReplyPath::Rpc(reply)) => reply.send_now(response),
         }

@@ -48,6 +48,7 @@
 
 mod activity;
 mod behaviour;
+mod budget;
 pub mod bulk;
 mod client;
 mod codec;

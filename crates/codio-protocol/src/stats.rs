@@ -33,6 +33,7 @@ pub struct Stats {
     stalled_sessions: AtomicU64,
     refused_over_share: AtomicU64,
     peak_peer_share: AtomicU64,
+    response_budget: std::sync::OnceLock<crate::budget::Budget>,
     requests_ok: AtomicU64,
     requests_failed: AtomicU64,
     /// Outbound requests by latency bucket (not cumulative), and their total time.
@@ -96,6 +97,17 @@ impl Stats {
     /// The most requests one peer ever had queued for or held by the handler at once.
     pub fn peak_peer_share(&self) -> u64 {
         self.peak_peer_share.load(Relaxed)
+    }
+
+    /// Bytes of answers handed over by responders and not yet written, in total.
+    pub fn queued_response_bytes(&self) -> u64 {
+        self.response_budget.get().map_or(0, |budget| {
+            u64::try_from(budget.size() - budget.available()).unwrap_or(u64::MAX)
+        })
+    }
+
+    pub(crate) fn set_response_budget(&self, budget: crate::budget::Budget) {
+        let _ = self.response_budget.set(budget);
     }
 
     pub(crate) fn record_peer_share(&self, held: usize) {
@@ -266,6 +278,11 @@ mod export {
                     "peak_peer_share",
                     "Most requests one peer had queued for or held by the handler at once",
                     stats.peak_peer_share(),
+                ),
+                (
+                    "queued_response_bytes",
+                    "Bytes of answers handed over by responders and not yet written",
+                    stats.queued_response_bytes(),
                 ),
             ];
             for (name, help, value) in gauges {

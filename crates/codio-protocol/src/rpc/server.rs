@@ -16,6 +16,7 @@ use super::{
 use crate::{
     ErrorCode, InboundRequest, ProtocolError, Responder, Response, Stats,
     activity::{Activity, Toucher},
+    budget::{self, Budget, Taken},
     inbound::RequestQueue,
 };
 
@@ -33,6 +34,10 @@ pub(crate) struct ServerContext {
     pub(crate) frame_timeout: Duration,
     /// An answer must be written within this (peers that do not read are cut off).
     pub(crate) write_timeout: Duration,
+    /// Bytes of answers waiting to be written, shared by every session.
+    pub(crate) total_budget: Budget,
+    /// The same per session.
+    pub(crate) session_budget: usize,
 }
 
 /// Serves one inbound stream in its own task until it ends or `kill` fires.
@@ -53,11 +58,13 @@ pub(crate) fn spawn_session(
     });
 }
 
-/// A response on its way to a session's writer; `permit` frees the slot once written.
+/// A response on its way to a session's writer; `permit` frees the slot and `bytes` the
+/// budget once written.
 pub(crate) struct Answer {
     id: u64,
     response: Response,
     _permit: OwnedSemaphorePermit,
+    bytes: Taken,
 }
 
 impl std::fmt::Debug for Answer {
@@ -74,26 +81,33 @@ pub(crate) struct RpcReply {
     id: u64,
     tx: mpsc::Sender<Answer>,
     permit: OwnedSemaphorePermit,
+    session: Budget,
+    total: Budget,
 }
 
 impl RpcReply {
-    fn answer(self, response: Response) -> (mpsc::Sender<Answer>, Answer) {
+    fn answer(self, response: Response, bytes: Taken) -> (mpsc::Sender<Answer>, Answer) {
         let answer = Answer {
             id: self.id,
             response,
             _permit: self.permit,
+            bytes,
         };
         (self.tx, answer)
     }
 
+    /// Waits for room in the session's and the node's answer budgets, then hands over.
     pub(crate) async fn send(self, response: Response) -> Result<(), ()> {
-        let (tx, answer) = self.answer(response);
+        let size = budget::encoded_len(&response);
+        let bytes = budget::take(Some(&self.session), &self.total, size).await;
+        let (tx, answer) = self.answer(response, bytes);
         tx.send(answer).await.map_err(drop)
     }
 
-    /// Never waits: the queue has a slot for every permit, and the reply holds one.
+    /// Never waits: the queue has a slot for every permit, and the reply holds one. For the
+    /// small error answers of refusals, outside the byte budgets.
     pub(crate) fn send_now(self, response: Response) {
-        let (tx, answer) = self.answer(response);
+        let (tx, answer) = self.answer(response, Taken::default());
         let _ = tx.try_send(answer);
     }
 }
@@ -105,7 +119,11 @@ async fn serve_session(peer: PeerId, stream: Stream, context: ServerContext) {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     // The writer outlives the reader: requests read before the opener closed its side are
     // still answered (the writer ends once every responder answered or was dropped).
-    let read = std::pin::pin!(read_requests(peer, reader, &context, slots, tx));
+    let budgets = (
+        Budget::new(context.session_budget),
+        context.total_budget.clone(),
+    );
+    let read = std::pin::pin!(read_requests(peer, reader, &context, slots, tx, budgets));
     let write = std::pin::pin!(write_responses(writer, rx, context.write_timeout));
     // The writer outlives the reader, but a writer that is stuck ends the whole session.
     let why = match futures::future::select(read, write).await {
@@ -128,6 +146,7 @@ async fn read_requests(
     context: &ServerContext,
     slots: Arc<Semaphore>,
     tx: mpsc::Sender<Answer>,
+    (session, total): (Budget, Budget),
 ) -> SessionEnd {
     let mut toucher = Toucher::new(context.activity.clone(), peer);
     loop {
@@ -148,6 +167,8 @@ async fn read_requests(
             id,
             tx: tx.clone(),
             permit,
+            session: session.clone(),
+            total: total.clone(),
         };
         context.queue.enqueue(InboundRequest {
             peer_id: peer,
@@ -198,11 +219,14 @@ async fn write_responses(
     timeout: Duration,
 ) -> Result<(), SessionEnd> {
     let mut buffer = Vec::new();
+    // The budget the batch's answers took, given back once the batch is written.
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         reuse(&mut buffer);
+        batch.clear();
         let mut next = Some(first);
         while let Some(answer) = next.take() {
-            append_response(&mut buffer, answer);
+            batch.push(append_response(&mut buffer, answer));
             if buffer.len() < COALESCE {
                 next = rx.try_recv().ok();
             }
@@ -220,19 +244,23 @@ async fn write_responses(
     Ok(())
 }
 
-/// Appends the frame of `answer`, or a `TooLarge` error in its place when it does not fit.
-fn append_response(buffer: &mut Vec<u8>, answer: Answer) {
-    let frame = encode_response(&RpcResponse {
-        id: answer.id,
-        response: answer.response,
-    })
-    .or_else(|error| {
+/// Appends the frame of `answer`, or a `TooLarge` error in its place when it does not fit;
+/// returns the budget it holds.
+fn append_response(buffer: &mut Vec<u8>, answer: Answer) -> Taken {
+    let Answer {
+        id,
+        response,
+        bytes,
+        ..
+    } = answer;
+    let frame = encode_response(&RpcResponse { id, response }).or_else(|error| {
         encode_response(&RpcResponse {
-            id: answer.id,
+            id,
             response: Response::error(ErrorCode::TooLarge, error.to_string()),
         })
     });
     if let Ok(frame) = frame {
         buffer.extend_from_slice(&frame);
     }
+    bytes
 }
