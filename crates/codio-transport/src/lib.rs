@@ -14,6 +14,11 @@
 //! behaviour half. [`ConnectError::from_dial_error`] turns a failed dial into what a caller can
 //! act on (timeout, wrong peer id, unreachable with the whole error chain, denied, …).
 //!
+//! Inbound connections in their handshake pass through an [`InboundGate`] ([`gate`]): at most
+//! 64 at once, 8 per source address and 16 per subnet, 5 s each; when a bound is reached the
+//! oldest handshake of the offending (or busiest) source is aborted and the newcomer kept.
+//! [`build`] returns its [`InboundStats`] with the transport.
+//!
 //! The result is a plain [`Boxed`] libp2p transport and works with any [`libp2p::Swarm`]:
 //!
 //! ```
