@@ -770,7 +770,8 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::ListenFailure(e) => self.table.on_pending_failed(&e.connection_id),
-            _ => {}
+            // Nothing else changes the table: no counts to publish.
+            _ => return,
         }
         self.peers.set_counts(self.table.counts());
     }

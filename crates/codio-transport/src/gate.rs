@@ -207,19 +207,13 @@ impl PendingTable {
         let mut shed = Vec::new();
         if let Some(source) = source.filter(|s| self.limits.limit_loopback || !s.is_loopback()) {
             if self.count(&self.per_source, source.address) >= self.limits.max_pending_per_source {
-                self.shed_oldest(
-                    |s| s.address == source.address,
-                    ShedReason::PerSource,
-                    &mut shed,
-                );
+                let same = |s: &Option<Source>| s.is_some_and(|s| s.address == source.address);
+                self.shed_oldest(same, ShedReason::PerSource, &mut shed);
             } else if self.count(&self.per_subnet, source.subnet)
                 >= self.limits.max_pending_per_subnet
             {
-                self.shed_oldest(
-                    |s| s.subnet == source.subnet,
-                    ShedReason::PerSubnet,
-                    &mut shed,
-                );
+                let same = |s: &Option<Source>| s.is_some_and(|s| s.subnet == source.subnet);
+                self.shed_oldest(same, ShedReason::PerSubnet, &mut shed);
             }
         }
         if self.pending.len() >= self.limits.max_pending {
@@ -247,17 +241,17 @@ impl PendingTable {
         counts.get(&key).copied().unwrap_or(0)
     }
 
-    /// Sheds the oldest pending connection whose source matches.
+    /// Sheds the oldest pending connection whose source (`None`: it has none) matches.
     fn shed_oldest(
         &mut self,
-        matches: impl Fn(&Source) -> bool,
+        matches: impl Fn(&Option<Source>) -> bool,
         reason: ShedReason,
         shed: &mut Vec<(Ticket, ShedReason)>,
     ) {
         let oldest = self
             .pending
             .iter()
-            .find(|(_, source)| source.as_ref().is_some_and(&matches))
+            .find(|(_, source)| matches(source))
             .map(|(ticket, _)| *ticket);
         if let Some(ticket) = oldest {
             self.release(ticket);
@@ -275,20 +269,11 @@ impl PendingTable {
             .max_by_key(|(_, count)| **count)
             .filter(|(_, count)| **count >= unsourced)
             .map(|(address, _)| *address);
-        match busiest {
-            Some(address) => self.shed_oldest(|s| s.address == address, ShedReason::Total, shed),
-            None => {
-                let oldest = self
-                    .pending
-                    .iter()
-                    .find(|(_, s)| s.is_none())
-                    .map(|(t, _)| *t);
-                if let Some(ticket) = oldest {
-                    self.release(ticket);
-                    shed.push((ticket, ShedReason::Total));
-                }
-            }
-        }
+        let from_busiest = |s: &Option<Source>| match busiest {
+            Some(address) => s.is_some_and(|s| s.address == address),
+            None => s.is_none(),
+        };
+        self.shed_oldest(from_busiest, ShedReason::Total, shed);
     }
 }
 

@@ -271,23 +271,45 @@ pub fn build(
     relay: bool,
 ) -> Result<Built, TransportBuildError> {
     let gate = InboundGate::new(config.inbound.clone());
-    let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
-    let direct = if config.dns {
-        let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
-        upgrade_gated(dns, keypair, config, &gate)?
-    } else {
-        upgrade_gated(tcp, keypair, config, &gate)?
-    };
+    let direct = direct(keypair, config, &gate)?;
     let inbound = gate.stats();
-    if !relay {
-        return Ok(Built {
-            transport: direct,
-            relay_client: None,
-            inbound,
-        });
+    let (transport, relay_client) = if relay {
+        let (transport, client) = with_relay(direct, keypair, config, &gate)?;
+        (transport, Some(client))
+    } else {
+        (direct, None)
+    };
+    Ok(Built {
+        transport,
+        relay_client,
+        inbound,
+    })
+}
+
+/// TCP (+ DNS), upgraded, its inbound set-ups within `gate`.
+fn direct(
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+    gate: &InboundGate,
+) -> Result<CodioTransport, TransportBuildError> {
+    let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
+    if config.dns {
+        let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
+        upgrade_gated(dns, keypair, config, gate)
+    } else {
+        upgrade_gated(tcp, keypair, config, gate)
     }
+}
+
+/// The relay client transport, upgraded within the same `gate`, tried before `direct`.
+fn with_relay(
+    direct: CodioTransport,
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+    gate: &InboundGate,
+) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
     let (relay_transport, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
-    let relayed = upgrade_gated(relay_transport, keypair, config, &gate)?;
+    let relayed = upgrade_gated(relay_transport, keypair, config, gate)?;
     // Relay first: the DNS layer of the direct transport reports addresses it cannot dial as
     // errors rather than "not supported", which would stop the fall-through.
     let transport = relayed
@@ -295,11 +317,7 @@ pub fn build(
         .map_err(|error| error.into_inner())
         .map(|output, _| output.into_inner())
         .boxed();
-    Ok(Built {
-        transport,
-        relay_client: Some(relay_client),
-        inbound,
-    })
+    Ok((transport, relay_client))
 }
 
 /// [`build`] without the relay client: the transport only.
@@ -323,11 +341,9 @@ pub fn build_with_relay(
     keypair: &identity::Keypair,
     config: &TransportConfig,
 ) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
-    let built = build(keypair, config, true)?;
-    let client = built
-        .relay_client
-        .unwrap_or_else(|| libp2p::relay::client::new(keypair.public().to_peer_id()).1);
-    Ok((built.transport, client))
+    let gate = InboundGate::new(config.inbound.clone());
+    let direct = direct(keypair, config, &gate)?;
+    with_relay(direct, keypair, config, &gate)
 }
 
 /// Secures `transport` with Noise and multiplexes it with Yamux, bounded by the configured

@@ -134,18 +134,23 @@ where
     }
 
     fn poll(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
-        let gate = self.gate.clone();
-        Pin::new(&mut self.inner).poll(cx).map(|event| {
-            let remote = match &event {
-                TransportEvent::Incoming { send_back_addr, .. } => send_back_addr.clone(),
-                _ => Multiaddr::empty(),
-            };
+        let this = self.get_mut();
+        let event = match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Ready(event) => event,
+            Poll::Pending => return Poll::Pending,
+        };
+        let remote = match &event {
+            TransportEvent::Incoming { send_back_addr, .. } => send_back_addr.clone(),
+            _ => Multiaddr::empty(),
+        };
+        let gate = &this.gate;
+        Poll::Ready(
             event
-                .map_upgrade(move |upgrade| gated(upgrade, &gate, &remote))
-                .map_err(io::Error::other)
-        })
+                .map_upgrade(|upgrade| gated(upgrade, gate, &remote))
+                .map_err(io::Error::other),
+        )
     }
 }
