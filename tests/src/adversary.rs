@@ -36,6 +36,31 @@ pub struct Attack {
 }
 
 impl Attack {
+    /// Runs the attack `f` makes, given the counter it reports to.
+    fn run<F>(f: impl FnOnce(Arc<AtomicU64>) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let opened = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(f(opened.clone()));
+        Self { task, opened }
+    }
+
+    /// Runs `count` copies of the attacker `f` makes, side by side, reporting to one counter.
+    fn many<F>(count: usize, f: impl Fn(Arc<AtomicU64>) -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Self::run(move |counter| async move {
+            let mut attackers = tokio::task::JoinSet::new();
+            for _ in 0..count {
+                attackers.spawn(f(counter.clone()));
+            }
+            // Each runs until aborted with the attack.
+            while attackers.join_next().await.is_some() {}
+        })
+    }
+
     /// Connections (sockets or libp2p connections) the attack opened so far.
     pub fn opened(&self) -> u64 {
         self.opened.load(Relaxed)
@@ -72,17 +97,9 @@ pub fn hold_sockets(
     count: usize,
     prefix: &'static [u8],
 ) -> Attack {
-    let opened = Arc::new(AtomicU64::new(0));
-    let counter = opened.clone();
-    let task = tokio::spawn(async move {
-        let mut holders = tokio::task::JoinSet::new();
-        for _ in 0..count {
-            holders.spawn(hold_one(target, from, prefix, counter.clone()));
-        }
-        // Each holder runs until aborted with the attack.
-        while holders.join_next().await.is_some() {}
-    });
-    Attack { task, opened }
+    Attack::many(count, move |counter| {
+        hold_one(target, from, prefix, counter)
+    })
 }
 
 /// One socket slot: connect, (send the prefix,) wait until the victim closes it, again. Paced
@@ -115,29 +132,69 @@ async fn connect_from(target: SocketAddr, from: IpAddr) -> std::io::Result<tokio
 /// staying connected (re-dialing when dropped, every 200 ms). They run codio's transport and
 /// keep their connections open; they speak no protocol.
 pub fn mint_peers(target: Multiaddr, from: IpAddr, count: usize) -> Attack {
-    let opened = Arc::new(AtomicU64::new(0));
-    let counter = opened.clone();
-    let task = tokio::spawn(async move {
-        let mut peers = tokio::task::JoinSet::new();
-        for _ in 0..count {
-            peers.spawn(run_minted(target.clone(), from, counter.clone()));
+    Attack::many(count, move |counter| {
+        run_minted(target.clone(), from, counter)
+    })
+}
+
+/// Swarm settings for attackers: connections stay open while idle.
+fn idle_forever() -> swarm::Config {
+    swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX)
+}
+
+/// A swarm for `keypair` on codio's transport whose dials come from `from`.
+fn bound_swarm<B: swarm::NetworkBehaviour>(
+    keypair: &Keypair,
+    from: IpAddr,
+    behaviour: B,
+) -> Swarm<B> {
+    let config = codio_transport::TransportConfig::default();
+    let transport =
+        codio_transport::upgrade(BoundTcp { from }, keypair, &config).expect("transport");
+    Swarm::new(
+        transport,
+        behaviour,
+        keypair.public().to_peer_id(),
+        idle_forever(),
+    )
+}
+
+/// Dials `target` until a connection is established (5 s per attempt); the peer's id.
+async fn connect<B: swarm::NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    target: &Multiaddr,
+) -> libp2p::PeerId {
+    loop {
+        let _ = swarm.dial(target.clone());
+        let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                    swarm.select_next_some().await
+                {
+                    return peer_id;
+                }
+            }
+        });
+        if let Ok(peer_id) = connected.await {
+            return peer_id;
         }
-        while peers.join_next().await.is_some() {}
-    });
-    Attack { task, opened }
+    }
+}
+
+/// Runs `swarm` in its own task until the returned guard is dropped.
+fn drive<B>(mut swarm: Swarm<B>) -> DropAbort
+where
+    B: swarm::NetworkBehaviour + Send + 'static,
+{
+    DropAbort(tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    }))
 }
 
 async fn run_minted(target: Multiaddr, from: IpAddr, opened: Arc<AtomicU64>) {
-    let keypair = Keypair::generate_ed25519();
-    let config = codio_transport::TransportConfig::default();
-    let transport =
-        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
-    let mut swarm = Swarm::new(
-        transport,
-        swarm::dummy::Behaviour,
-        keypair.public().to_peer_id(),
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
-    );
+    let mut swarm = bound_swarm(&Keypair::generate_ed25519(), from, swarm::dummy::Behaviour);
     let mut redial = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -155,10 +212,7 @@ async fn run_minted(target: Multiaddr, from: IpAddr, opened: Arc<AtomicU64>) {
 /// identify every `every` with `per_push` fresh listen addresses each time; the attack's
 /// `opened` counts the pushes.
 pub fn identify_flood(target: Multiaddr, from: IpAddr, per_push: u16, every: Duration) -> Attack {
-    let opened = Arc::new(AtomicU64::new(0));
-    let pushes = opened.clone();
-    let task = tokio::spawn(run_identify_flood(target, from, per_push, every, pushes));
-    Attack { task, opened }
+    Attack::run(|pushes| run_identify_flood(target, from, per_push, every, pushes))
 }
 
 #[derive(libp2p::swarm::NetworkBehaviour)]
@@ -178,43 +232,16 @@ async fn run_identify_flood(
     pushes: Arc<AtomicU64>,
 ) {
     let keypair = Keypair::generate_ed25519();
-    let local = keypair.public().to_peer_id();
-    let config = codio_transport::TransportConfig::default();
-    let transport =
-        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
     let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
         "/codio/1.0.0".into(),
         keypair.public(),
     ));
     let streams = libp2p_stream::Behaviour::new();
     let mut control = streams.new_control();
-    let mut swarm = Swarm::new(
-        transport,
-        Liar { identify, streams },
-        local,
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
-    );
-    let victim = loop {
-        let _ = swarm.dial(target.clone());
-        let connected = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                    swarm.select_next_some().await
-                {
-                    return peer_id;
-                }
-            }
-        });
-        if let Ok(peer_id) = connected.await {
-            break peer_id;
-        }
-    };
+    let mut swarm = bound_swarm(&keypair, from, Liar { identify, streams });
+    let victim = connect(&mut swarm, &target).await;
     // The swarm runs on its own; this task pushes.
-    let _driver = DropAbort(tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    }));
+    let _driver = drive(swarm);
     let protocol = libp2p::StreamProtocol::new("/ipfs/id/push/1.0.0");
     let mut tick = tokio::time::interval(every);
     for round in 0u32.. {
@@ -238,10 +265,7 @@ pub fn provider_flood(
     from: IpAddr,
     keys: usize,
 ) -> Attack {
-    let opened = Arc::new(AtomicU64::new(0));
-    let done = opened.clone();
-    let task = tokio::spawn(run_provider_flood(target, victim, from, keys, done));
-    Attack { task, opened }
+    Attack::run(|done| run_provider_flood(target, victim, from, keys, done))
 }
 
 async fn run_provider_flood(
@@ -254,9 +278,6 @@ async fn run_provider_flood(
     use libp2p::kad;
     let keypair = Keypair::generate_ed25519();
     let local = keypair.public().to_peer_id();
-    let config = codio_transport::TransportConfig::default();
-    let transport =
-        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
     // Its own store must hold every key it announces.
     let store = kad::store::MemoryStoreConfig {
         max_provided_keys: keys + 1,
@@ -264,12 +285,7 @@ async fn run_provider_flood(
     };
     let mut kad = kad::Behaviour::new(local, kad::store::MemoryStore::with_config(local, store));
     kad.set_mode(Some(kad::Mode::Client));
-    let mut swarm = Swarm::new(
-        transport,
-        kad,
-        local,
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
-    );
+    let mut swarm = bound_swarm(&keypair, from, kad);
     swarm.behaviour_mut().add_address(&victim, target);
     let (mut started, mut in_flight) = (0usize, 0usize);
     loop {
@@ -312,9 +328,7 @@ pub fn rpc_never_read(
     requests: u64,
     payload: usize,
 ) -> Attack {
-    let opened = Arc::new(AtomicU64::new(0));
-    let counter = opened.clone();
-    let task = tokio::spawn(async move {
+    Attack::run(move |counter| async move {
         let (mut control, _driver) = stream_peer(target, from).await;
         // Open every session first, then flood them all at once.
         let mut writers = tokio::task::JoinSet::new();
@@ -330,8 +344,7 @@ pub fn rpc_never_read(
         }
         while writers.join_next().await.is_some() {}
         std::future::pending::<()>().await;
-    });
-    Attack { task, opened }
+    })
 }
 
 /// Sends `requests` echo requests on `stream`, never reads, and holds it open.
@@ -356,30 +369,11 @@ async fn flood_session(mut stream: libp2p::Stream, requests: u64, payload: usize
 /// A connected peer from `from` whose streams are opened through the returned control; the
 /// swarm runs until the returned guard is dropped.
 async fn stream_peer(target: Multiaddr, from: IpAddr) -> (libp2p_stream::Control, DropAbort) {
-    let keypair = Keypair::generate_ed25519();
-    let config = codio_transport::TransportConfig::default();
-    let transport =
-        codio_transport::upgrade(BoundTcp { from }, &keypair, &config).expect("transport");
     let streams = libp2p_stream::Behaviour::new();
     let control = streams.new_control();
-    let mut swarm = Swarm::new(
-        transport,
-        streams,
-        keypair.public().to_peer_id(),
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
-    );
-    swarm.dial(target).expect("dial");
-    loop {
-        if let swarm::SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
-            break;
-        }
-    }
-    let driver = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    (control, DropAbort(driver))
+    let mut swarm = bound_swarm(&Keypair::generate_ed25519(), from, streams);
+    connect(&mut swarm, &target).await;
+    (control, drive(swarm))
 }
 
 /// A peer listening on 127.0.0.1 that serves `/codio/rpc/1.0.0` badly on its first stream
@@ -397,12 +391,7 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
         .new_control()
         .accept(codio_protocol::rpc::RPC_PROTOCOL)
         .expect("accept");
-    let mut swarm = Swarm::new(
-        transport,
-        streams,
-        local,
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::MAX),
-    );
+    let mut swarm = Swarm::new(transport, streams, local, idle_forever());
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
         .expect("listen");
@@ -411,14 +400,8 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
             break address.with(Protocol::P2p(local));
         }
     };
-    let opened = Arc::new(AtomicU64::new(0));
-    let counter = opened.clone();
-    let task = tokio::spawn(async move {
-        let _driver = DropAbort(tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        }));
+    let attack = Attack::run(move |counter| async move {
+        let _driver = drive(swarm);
         let mut held = Vec::new();
         while let Some((_, mut stream)) = incoming.next().await {
             let first = counter.fetch_add(1, Relaxed) == 0;
@@ -435,15 +418,7 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
                 held.push(stream);
                 continue;
             }
-            let response = match request.request {
-                codio_protocol::Request::App { payload, .. } => {
-                    codio_protocol::Response::App { payload }
-                }
-                _ => codio_protocol::Response::error(
-                    codio_protocol::ErrorCode::NotFound,
-                    "echo only",
-                ),
-            };
+            let response = echo_answer(request.request);
             let frame = codio_protocol::rpc::encode_response(&codio_protocol::rpc::RpcResponse {
                 id: request.id,
                 response,
@@ -454,7 +429,15 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
             held.push(stream);
         }
     });
-    (address, Attack { task, opened })
+    (address, attack)
+}
+
+/// The answer of the harness's echo responders: an `App` request's own payload.
+pub fn echo_answer(request: codio_protocol::Request) -> codio_protocol::Response {
+    match request {
+        codio_protocol::Request::App { payload, .. } => codio_protocol::Response::App { payload },
+        _ => codio_protocol::Response::error(codio_protocol::ErrorCode::NotFound, "echo only"),
+    }
 }
 
 /// Aborts a task when dropped (with the attack).

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    convert::identity,
     net::{IpAddr, Ipv4Addr},
     sync::{Arc, Mutex},
     time::Duration,
@@ -22,8 +23,8 @@ use codio_network::{
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
-        hold_sockets, identify_flood, metric, mint_peers, one_at_a_time, provider_flood,
-        rpc_never_read, socket_addr, stalling_responder,
+        echo_answer, hold_sockets, identify_flood, metric, mint_peers, one_at_a_time,
+        provider_flood, rpc_never_read, socket_addr, stalling_responder,
     },
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
@@ -42,6 +43,18 @@ fn victim_config(registry: &Arc<Mutex<Registry>>) -> NetworkConfig {
     config
 }
 
+/// A started victim (`victim_config`, changed by `adjust`) whose requests `serve` answers,
+/// with its metrics registry.
+async fn victim(
+    adjust: impl FnOnce(NetworkConfig) -> NetworkConfig,
+    serve: fn(mpsc::Receiver<InboundRequest>),
+) -> (NetworkManager, Arc<Mutex<Registry>>) {
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let (victim, requests) = started_server(adjust(victim_config(&registry))).await;
+    serve(requests);
+    (victim, registry)
+}
+
 /// Answers every request with its own payload.
 fn echo(mut requests: mpsc::Receiver<InboundRequest>) {
     tokio::spawn(async move {
@@ -49,10 +62,7 @@ fn echo(mut requests: mpsc::Receiver<InboundRequest>) {
             request, responder, ..
         }) = requests.recv().await
         {
-            let answer = match request {
-                Request::App { payload, .. } => Response::App { payload },
-                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
-            };
+            let answer = echo_answer(request);
             let _ = responder.respond(answer).await;
         }
     });
@@ -92,9 +102,7 @@ async fn good_peer_is_served(victim: &NetworkManager, round: u8, check_budget: i
 async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) = started_server(victim_config(&registry)).await;
-    echo(requests);
+    let (victim, registry) = victim(identity, echo).await;
     let target = socket_addr(&victim.listen_addrs()[0]);
     let silent = hold_sockets(target, ATTACKER, 60, b"");
     let stalled = hold_sockets(target, ATTACKER, 40, b"\x13/multistream/1.0.0\n");
@@ -129,9 +137,7 @@ async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address(
 async fn many_peer_ids_from_one_address_get_only_their_share() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) = started_server(victim_config(&registry)).await;
-    echo(requests);
+    let (victim, registry) = victim(identity, echo).await;
     let minted = mint_peers(victim.listen_addrs()[0].clone(), ATTACKER, 60);
     let denied = || {
         metric(
@@ -170,10 +176,7 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
 async fn identify_floods_are_rate_limited_and_capped() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) =
-        started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
-    echo(requests);
+    let (victim, registry) = victim(|c| c.with_kad_mode(KadMode::Server), echo).await;
     let liar = identify_flood(
         victim.listen_addrs()[0].clone(),
         ATTACKER,
@@ -213,10 +216,7 @@ async fn identify_floods_are_rate_limited_and_capped() {
 async fn provider_floods_never_block_our_own_provides() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) =
-        started_server(victim_config(&registry).with_kad_mode(KadMode::Server)).await;
-    echo(requests);
+    let (victim, registry) = victim(|c| c.with_kad_mode(KadMode::Server), echo).await;
     let flood = provider_flood(
         victim.listen_addrs()[0].clone(),
         victim.local_peer_id(),
@@ -263,11 +263,11 @@ async fn provider_floods_never_block_our_own_provides() {
 async fn rpc_peers_that_never_read_are_cut_off() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let mut config = victim_config(&registry);
-    config.protocol = config.protocol.with_write_timeout(Duration::from_secs(2));
-    let (victim, requests) = started_server(config).await;
-    echo(requests);
+    let short_write_timeout = |mut config: NetworkConfig| {
+        config.protocol = config.protocol.with_write_timeout(Duration::from_secs(2));
+        config
+    };
+    let (victim, registry) = victim(short_write_timeout, echo).await;
     let attack = rpc_never_read(
         victim.listen_addrs()[0].clone(),
         victim.local_peer_id(),
@@ -312,10 +312,7 @@ fn slow_echo(mut requests: mpsc::Receiver<InboundRequest>) {
         }) = requests.recv().await
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let answer = match request {
-                Request::App { payload, .. } => Response::App { payload },
-                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
-            };
+            let answer = echo_answer(request);
             let _ = responder.respond(answer).await;
         }
     });
@@ -329,9 +326,7 @@ fn slow_echo(mut requests: mpsc::Receiver<InboundRequest>) {
 async fn one_peer_cannot_take_the_whole_request_queue() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) = started_server(victim_config(&registry)).await;
-    slow_echo(requests);
+    let (victim, registry) = victim(identity, slow_echo).await;
     let attack = rpc_never_read(
         victim.listen_addrs()[0].clone(),
         victim.local_peer_id(),
@@ -416,8 +411,7 @@ fn big_answers(mut requests: mpsc::Receiver<InboundRequest>) {
                 Request::App { payload, .. } if payload.first() == Some(&7) => Response::App {
                     payload: vec![0; 1024 * 1024],
                 },
-                Request::App { payload, .. } => Response::App { payload },
-                _ => Response::error(codio_network::ErrorCode::NotFound, "echo only"),
+                request => echo_answer(request),
             };
             // Each in its own task: a responder waiting for budget holds up no other.
             tokio::spawn(async move {
@@ -435,9 +429,7 @@ fn big_answers(mut requests: mpsc::Receiver<InboundRequest>) {
 async fn answers_to_peers_that_never_read_stay_within_the_byte_budget() {
     init_tracing();
     let _serial = one_at_a_time().await;
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let (victim, requests) = started_server(victim_config(&registry)).await;
-    big_answers(requests);
+    let (victim, registry) = victim(identity, big_answers).await;
     let attack = rpc_never_read(
         victim.listen_addrs()[0].clone(),
         victim.local_peer_id(),
