@@ -366,6 +366,44 @@ async fn flood_session(mut stream: libp2p::Stream, requests: u64, payload: usize
     std::future::pending::<()>().await;
 }
 
+/// A peer from `from` that opens `streams` `/codio/1.0.0` streams to `target` at once, sends
+/// an echo request with `payload` on each and never reads an answer, holding every stream
+/// open; the attack's `opened` counts the requests it wrote.
+pub fn request_streams_never_read(
+    target: Multiaddr,
+    victim: libp2p::PeerId,
+    from: IpAddr,
+    streams: usize,
+    payload: Vec<u8>,
+) -> Attack {
+    Attack::run(move |written| async move {
+        let (control, _driver) = stream_peer(target, from).await;
+        let request = codio_protocol::Request::App {
+            topic: "echo".into(),
+            payload,
+        };
+        let frame =
+            codio_protocol::encode(&request, codio_protocol::MAX_REQUEST_FRAME).expect("frame");
+        let mut held = tokio::task::JoinSet::new();
+        for _ in 0..streams {
+            let (mut control, frame, written) = (control.clone(), frame.clone(), written.clone());
+            held.spawn(async move {
+                use futures::AsyncWriteExt;
+                let Ok(mut stream) = control.open_stream(victim, codio_protocol::PROTOCOL).await
+                else {
+                    return;
+                };
+                if stream.write_all(&frame).await.is_ok() && stream.flush().await.is_ok() {
+                    written.fetch_add(1, Relaxed);
+                }
+                // Never read; hold the stream until the attack is dropped.
+                std::future::pending::<()>().await;
+            });
+        }
+        while held.join_next().await.is_some() {}
+    })
+}
+
 /// A connected peer from `from` whose streams are opened through the returned control; the
 /// swarm runs until the returned guard is dropped.
 async fn stream_peer(target: Multiaddr, from: IpAddr) -> (libp2p_stream::Control, DropAbort) {

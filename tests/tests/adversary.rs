@@ -24,7 +24,8 @@ use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
         echo_answer, hold_sockets, identify_flood, metric, mint_peers, one_at_a_time,
-        provider_flood, rpc_never_read, socket_addr, stalling_responder,
+        provider_flood, request_streams_never_read, rpc_never_read, socket_addr,
+        stalling_responder,
     },
     dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
 };
@@ -459,5 +460,84 @@ async fn answers_to_peers_that_never_read_stay_within_the_byte_budget() {
         good_peer_is_served(&victim, round, check_budget).await;
     }
     drop(attack);
+    victim.shutdown().await;
+}
+
+/// One peer opens 300 `/codio/1.0.0` streams at once, each asking for a 1 MiB answer, and
+/// never reads: it holds at most its 32 streams in flight (the rest are answered
+/// `Overloaded` at once), the answers they pin stay within its streams' share, and a good
+/// peer is served meanwhile. (Before: 128 streams per connection, each holding its 1 MiB
+/// answer until the 30 s request timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_request_streams_that_never_read_get_only_their_share() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let (victim, registry) = victim(identity, big_answers).await;
+    let attack = request_streams_never_read(
+        victim.listen_addrs()[0].clone(),
+        victim.local_peer_id(),
+        ATTACKER,
+        300,
+        vec![7; 16],
+    );
+    let gauge = |name: &str| metric(&registry, name);
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            gauge("codio_refused_over_streams_total") >= 100.0
+        })
+        .await,
+        "the streams met their share ({} written, {} refused, {} in flight)",
+        attack.opened(),
+        gauge("codio_refused_over_streams_total"),
+        gauge("codio_request_streams"),
+    );
+    let check_budget = || {
+        let streams = gauge("codio_request_streams");
+        // The attacker's 32 and the good peer's one.
+        assert!(streams <= 33.0, "streams in flight: {streams}");
+        let bytes = gauge("codio_queued_response_bytes");
+        assert!(bytes <= 33.0 * 1.1 * 1024.0 * 1024.0, "queued: {bytes}");
+    };
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, check_budget).await;
+    }
+    assert_eq!(
+        gauge("codio_peak_peer_streams"),
+        32.0,
+        "the attacker had its share"
+    );
+    drop(attack);
+    victim.shutdown().await;
+}
+
+/// A node above its memory limit refuses new connections, both ways, and counts each refusal
+/// under `reason="memory"`; a node below it admits them (every other test here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_above_its_memory_limit_refuses_new_connections() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    // One byte: any process is above it.
+    let over_limit = |mut config: NetworkConfig| {
+        let limits = config.policy.limits().clone();
+        *config.policy.limits_mut() = limits.with_max_memory(codio_network::MemoryLimit::Bytes(1));
+        config
+    };
+    let (victim, registry) = victim(over_limit, echo).await;
+    let good = started_node(loopback_config()).await;
+    let inbound = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(dial_addr(&victim)))
+        .await
+        .expect("an answer in time");
+    assert!(inbound.is_err(), "refused inbound: {inbound:?}");
+    let outbound = tokio::time::timeout(EVENT_TIMEOUT, victim.connect_peer(dial_addr(&good)))
+        .await
+        .expect("an answer in time");
+    assert!(outbound.is_err(), "refused outbound: {outbound:?}");
+    let refused = metric(
+        &registry,
+        "codio_connections_denied_total{reason=\"memory\"}",
+    );
+    assert!(refused >= 2.0, "both refusals counted: {refused}");
+    assert_eq!(victim.connection_counts().established, 0);
+    good.shutdown().await;
     victim.shutdown().await;
 }

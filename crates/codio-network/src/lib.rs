@@ -64,8 +64,8 @@ use std::{
 pub use build::NodeBuilder;
 pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup};
 pub use codio_policy::{
-    BackoffConfig, ConnectionCounts, Denial, Event as PolicyEvent, LimitsConfig, PeerInfo,
-    PolicyConfig,
+    BackoffConfig, ConnectionCounts, Denial, Event as PolicyEvent, LimitsConfig, MemoryLimit,
+    PeerInfo, PolicyConfig,
     nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits},
 };
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};

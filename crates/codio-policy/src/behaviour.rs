@@ -12,6 +12,7 @@ use either::Either;
 use libp2p::{
     Multiaddr, PeerId,
     core::{ConnectedPoint, Endpoint, transport::PortUse},
+    memory_connection_limits,
     multiaddr::Protocol,
     ping,
     swarm::{
@@ -26,7 +27,7 @@ use tokio::time::Sleep;
 use crate::{
     backoff::{BackoffConfig, Rng},
     handler::{Handler, KeepAlive},
-    limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig},
+    limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit},
     liveness::{Liveness, PingOutcome},
     peers::Peers,
     reconnect::{Decision, Reconnector},
@@ -256,6 +257,8 @@ pub struct Behaviour {
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// Whether each open connection's handler is told to keep it alive.
     keep_alive: HashMap<ConnectionId, bool>,
+    /// Memory-based refusal (`None`: off).
+    memory: Option<memory_connection_limits::Behaviour>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -281,6 +284,7 @@ impl Behaviour {
                     .with_timeout(config.ping_timeout),
             ),
             verified: HashSet::new(),
+            memory: memory_limit(config.limits.max_memory()),
             table: ConnectionTable::new(config.limits),
             reconnector: Reconnector::new(config.backoff, rng),
             liveness: Liveness::new(
@@ -295,6 +299,39 @@ impl Behaviour {
             timer: None,
             keep_alive: HashMap::new(),
         }
+    }
+
+    /// `Err` (counted and reported) while the process is above its memory limit.
+    fn check_memory(
+        &mut self,
+        peer_id: Option<PeerId>,
+        endpoint: Endpoint,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(memory) = &mut self.memory else {
+            return Ok(());
+        };
+        // libp2p's behaviour decides from the process's memory alone (its pending-inbound
+        // and pending-outbound checks ignore their arguments and keep no state per
+        // connection): ask it as for a dial, and count and report its refusal here.
+        let Err(denied) = memory.handle_pending_outbound_connection(
+            ConnectionId::new_unchecked(0),
+            None,
+            &[],
+            Endpoint::Dialer,
+        ) else {
+            return Ok(());
+        };
+        let reason =
+            match denied.downcast_ref::<memory_connection_limits::MemoryUsageLimitExceeded>() {
+                Some(exceeded) => Denial::Memory {
+                    used: exceeded.process_physical_memory_bytes(),
+                    limit: exceeded.max_allowed_bytes(),
+                },
+                // Its only refusal is `MemoryUsageLimitExceeded`; a future other one still
+                // refuses, as memory.
+                None => Denial::Memory { used: 0, limit: 0 },
+            };
+        Err(self.deny(peer_id, endpoint, reason))
     }
 
     /// Protects `peer_id` from trimming (and lets it use the protected allowance).
@@ -624,6 +661,19 @@ fn ip_of(address: &Multiaddr) -> Option<std::net::IpAddr> {
     })
 }
 
+/// libp2p's memory-based refusal for `limit`, or `None` when off.
+fn memory_limit(limit: MemoryLimit) -> Option<memory_connection_limits::Behaviour> {
+    match limit {
+        MemoryLimit::Off => None,
+        MemoryLimit::Bytes(bytes) => {
+            Some(memory_connection_limits::Behaviour::with_max_bytes(bytes))
+        }
+        MemoryLimit::Percent(percent) => Some(
+            memory_connection_limits::Behaviour::with_max_percentage(f64::from(percent) / 100.0),
+        ),
+    }
+}
+
 /// The keep-alive handler and ping's, side by side.
 type PolicyHandler = ConnectionHandlerSelect<Handler, THandler<ping::Behaviour>>;
 
@@ -637,6 +687,7 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         _remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
             .admit_pending_incoming(connection_id)
@@ -676,6 +727,7 @@ impl NetworkBehaviour for Behaviour {
         {
             return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
         }
+        self.check_memory(maybe_peer, Endpoint::Dialer)?;
         let admitted = self
             .table
             .admit_pending_outgoing(connection_id, maybe_peer.as_ref())

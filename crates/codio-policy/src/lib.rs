@@ -53,7 +53,7 @@ mod stats;
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
 pub use handler::{Handler, KeepAlive};
-pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig};
+pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit};
 pub use liveness::{Liveness, PingOutcome};
 pub use peers::{MAX_ADDRESSES_PER_PEER, PeerInfo, Peers};
 pub use reconnect::{Decision, DueDial, Reconnector};

@@ -25,6 +25,7 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// | (surplus connections) | a peer's connections beyond its oldest direct one are not kept alive: they close once idle |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
+/// | [`max_memory`](Self::with_max_memory) | [`MemoryLimit::Percent`] 80: no new connection (either direction) while the process's resident memory is above 80 % of the machine's physical memory (libp2p's `memory-connection-limits`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub(crate) max_established: usize,
@@ -38,6 +39,26 @@ pub struct LimitsConfig {
     /// `(low, high)`; `None`: 60 % and 80 % of `max_established`, whatever it is set to.
     pub(crate) watermarks: Option<(usize, usize)>,
     pub(crate) grace_period: Duration,
+    pub(crate) max_memory: MemoryLimit,
+}
+
+/// Above what process memory new connections are refused (libp2p's
+/// `memory-connection-limits`, read at most every 100 ms). Connections already open stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemoryLimit {
+    /// No memory-based refusal.
+    Off,
+    /// Refuse above this many bytes of resident memory.
+    Bytes(usize),
+    /// Refuse above this percentage (1 to 100) of the machine's physical memory.
+    Percent(u8),
+}
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        MemoryLimit::Percent(80)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -60,6 +81,7 @@ impl LimitsConfig {
             limit_loopback: false,
             watermarks: None,
             grace_period: Duration::from_secs(20),
+            max_memory: MemoryLimit::default(),
         }
     }
 
@@ -143,6 +165,9 @@ impl LimitsConfig {
         if self.max_per_peer == 0 {
             return invalid("max_per_peer", "must be at least 1");
         }
+        if matches!(self.max_memory, MemoryLimit::Percent(p) if p == 0 || p > 100) {
+            return invalid("max_memory", "a percentage must be between 1 and 100");
+        }
         if self.max_per_source == 0 || self.max_per_subnet < self.max_per_source {
             return invalid(
                 "max_per_source",
@@ -150,6 +175,17 @@ impl LimitsConfig {
             );
         }
         Ok(())
+    }
+
+    /// Sets the process memory above which new connections are refused.
+    pub fn with_max_memory(mut self, limit: MemoryLimit) -> Self {
+        self.max_memory = limit;
+        self
+    }
+
+    /// The process memory above which new connections are refused.
+    pub fn max_memory(&self) -> MemoryLimit {
+        self.max_memory
     }
 
     /// Sets the grace period.
@@ -205,6 +241,14 @@ pub enum Denial {
     #[error("{limit} inbound connections from this subnet already")]
     PerSubnet {
         /// The limit.
+        limit: usize,
+    },
+    /// The process uses more memory than [`LimitsConfig::with_max_memory`] allows.
+    #[error("process memory {used} bytes is above the limit of {limit}")]
+    Memory {
+        /// Resident memory of the process, in bytes, when last read.
+        used: usize,
+        /// The limit, in bytes.
         limit: usize,
     },
 }

@@ -27,11 +27,13 @@ pub enum DenialReason {
     PerSource,
     /// The per-subnet bound on inbound connections.
     PerSubnet,
+    /// The process memory limit.
+    Memory,
 }
 
 impl DenialReason {
     /// Every reason, in label order.
-    pub const ALL: [DenialReason; 7] = [
+    pub const ALL: [DenialReason; 8] = [
         DenialReason::PendingIncoming,
         DenialReason::PendingOutgoing,
         DenialReason::MaxEstablished,
@@ -39,6 +41,7 @@ impl DenialReason {
         DenialReason::PerPeer,
         DenialReason::PerSource,
         DenialReason::PerSubnet,
+        DenialReason::Memory,
     ];
 
     /// The label value.
@@ -51,6 +54,7 @@ impl DenialReason {
             DenialReason::PerPeer => "per_peer",
             DenialReason::PerSource => "per_source",
             DenialReason::PerSubnet => "per_subnet",
+            DenialReason::Memory => "memory",
         }
     }
 }
@@ -65,6 +69,7 @@ impl From<&Denial> for DenialReason {
             Denial::PerPeer { .. } => DenialReason::PerPeer,
             Denial::PerSource { .. } => DenialReason::PerSource,
             Denial::PerSubnet { .. } => DenialReason::PerSubnet,
+            Denial::Memory { .. } => DenialReason::Memory,
         }
     }
 }

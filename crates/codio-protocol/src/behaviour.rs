@@ -39,6 +39,7 @@ use crate::{
     client::{OutboundRequest, Parts},
     error::response_result,
     inbound::{RequestQueue, SwarmAnswer},
+    open_streams::OpenStreams,
     rpc::{RPC_PROTOCOL, client::RpcClient, server, session::KillSwitches},
     streams::{self, IncomingStreams, StreamsConfig},
 };
@@ -98,6 +99,8 @@ pub struct Behaviour {
     budget: Budget,
     /// `/codio/1.0.0` answers being written, holding their budget until sent or failed.
     sending: HashMap<InboundRequestId, Taken>,
+    /// Each peer's inbound `/codio/1.0.0` streams in flight.
+    open_streams: OpenStreams<InboundRequestId>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -164,6 +167,7 @@ impl Behaviour {
             activity,
             budget: Budget::new(config.response_budget),
             sending: HashMap::new(),
+            open_streams: OpenStreams::default(),
             stats,
             config,
             events: VecDeque::new(),
@@ -263,6 +267,10 @@ impl Behaviour {
                 ..
             } => {
                 self.activity.record(peer, Instant::now());
+                if !self.open_stream(peer, request_id) {
+                    self.refuse_over_streams(peer, channel);
+                    return;
+                }
                 let answers = self.answers_tx.clone();
                 let responder = Responder::swarm(request_id, channel, answers, self.budget.clone());
                 self.queue.enqueue(InboundRequest {
@@ -298,17 +306,47 @@ impl Behaviour {
                 request_id,
                 ..
             } => {
-                self.sending.remove(&request_id);
+                self.stream_ended(request_id);
                 tracing::debug!(%peer, %error, "inbound request failed; stream reset");
                 self.events.push_back(Event::InboundFailure {
                     peer_id: peer,
                     error: error.to_string(),
                 });
             }
-            RrEvent::ResponseSent { request_id, .. } => {
-                self.sending.remove(&request_id);
-            }
+            RrEvent::ResponseSent { request_id, .. } => self.stream_ended(request_id),
         }
+    }
+
+    /// Counts an inbound `/codio/1.0.0` stream of `peer`; `false` if the peer has its share.
+    fn open_stream(&mut self, peer: PeerId, id: InboundRequestId) -> bool {
+        let max = self.config.max_streams_per_peer;
+        let opened = self.open_streams.open(peer, id, max);
+        let total = self.open_streams.total();
+        self.stats.record_request_streams(total, opened.ok());
+        opened.is_ok()
+    }
+
+    /// Answers `Overloaded` at once: a small answer, written without the handler, that
+    /// ends the stream (it fits the requester's stream window whether it reads or not).
+    fn refuse_over_streams(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        tracing::debug!(%peer, "peer has its share of request streams");
+        self.stats.record_inbound();
+        self.stats.record_refused();
+        self.stats.record_refused_over_streams();
+        let answer = Response::error(ErrorCode::Overloaded, "too many streams from this peer");
+        let _ = self.inner.requests.send_response(channel, answer);
+    }
+
+    /// An inbound `/codio/1.0.0` stream ended: its answer was written, or it failed.
+    fn stream_ended(&mut self, id: InboundRequestId) {
+        self.sending.remove(&id);
+        self.open_streams.close(&id);
+        let total = self.open_streams.total();
+        self.stats.record_request_streams(total, None);
     }
 
     fn reply(&mut self, id: OutboundRequestId, result: Result<Response, RequestError>) {

@@ -15,6 +15,7 @@ use std::time::Duration;
 /// | `bulk_stream_buffer` | 16 inbound bulk streams queued for the receiver; beyond it they are refused |
 /// | `bulk_idle_timeout` | 30 s: a bulk transfer fails when a read or write makes no progress this long |
 /// | `max_requests_per_peer` | 64: one peer's requests queued for or held by the handler; beyond it that peer (only) is answered `Overloaded`, so one peer cannot take the whole queue |
+/// | `max_streams_per_peer` | 32 inbound `/codio/1.0.0` streams per peer in flight (request read, answer not yet written), over all its connections; beyond it the peer's further requests are answered `Overloaded` at once |
 /// | `max_sessions_per_peer` | 4 inbound `/codio/rpc/1.0.0` sessions per peer; a fifth ends the peer's oldest |
 /// | `write_timeout` | 10 s: an answer (RPC) not written within this ends the session (a peer that does not read) |
 /// | `response_budget` | 64 MiB of answers handed over by responders but not yet written, across every session and `/codio/1.0.0` stream; responders wait beyond it |
@@ -38,6 +39,8 @@ pub struct ProtocolConfig {
     /// See the table above.
     pub max_requests_per_peer: usize,
     /// See the table above.
+    pub max_streams_per_peer: usize,
+    /// See the table above.
     pub max_sessions_per_peer: usize,
     /// See the table above.
     pub write_timeout: Duration,
@@ -58,6 +61,7 @@ impl Default for ProtocolConfig {
             bulk_stream_buffer: 16,
             bulk_idle_timeout: Duration::from_secs(30),
             max_requests_per_peer: 64,
+            max_streams_per_peer: 32,
             max_sessions_per_peer: 4,
             write_timeout: Duration::from_secs(10),
             response_budget: 64 * 1024 * 1024,
@@ -126,6 +130,12 @@ impl ProtocolConfig {
         self
     }
 
+    /// Sets the inbound `/codio/1.0.0` streams one peer may have in flight.
+    pub fn with_max_streams_per_peer(mut self, streams: usize) -> Self {
+        self.max_streams_per_peer = streams;
+        self
+    }
+
     /// Sets the inbound RPC sessions one peer may hold.
     pub fn with_max_sessions_per_peer(mut self, sessions: usize) -> Self {
         self.max_sessions_per_peer = sessions;
@@ -160,6 +170,7 @@ impl ProtocolConfig {
             ("inbound_request_buffer", self.inbound_request_buffer == 0),
             ("bulk_stream_buffer", self.bulk_stream_buffer == 0),
             ("max_requests_per_peer", self.max_requests_per_peer == 0),
+            ("max_streams_per_peer", self.max_streams_per_peer == 0),
             ("max_sessions_per_peer", self.max_sessions_per_peer == 0),
             ("write_timeout", self.write_timeout.is_zero()),
             ("response_budget", self.response_budget == 0),

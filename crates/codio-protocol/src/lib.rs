@@ -56,6 +56,7 @@ mod config;
 mod error;
 mod inbound;
 mod message;
+mod open_streams;
 pub mod rpc;
 mod stats;
 pub mod streams;

@@ -33,6 +33,9 @@ pub struct Stats {
     stalled_sessions: AtomicU64,
     refused_over_share: AtomicU64,
     peak_peer_share: AtomicU64,
+    request_streams: AtomicU64,
+    peak_peer_streams: AtomicU64,
+    refused_over_streams: AtomicU64,
     response_budget: std::sync::OnceLock<crate::budget::Budget>,
     requests_ok: AtomicU64,
     requests_failed: AtomicU64,
@@ -99,6 +102,22 @@ impl Stats {
         self.peak_peer_share.load(Relaxed)
     }
 
+    /// Inbound `/codio/1.0.0` streams in flight now (request read, answer not yet written).
+    pub fn request_streams(&self) -> u64 {
+        self.request_streams.load(Relaxed)
+    }
+
+    /// The most inbound `/codio/1.0.0` streams one peer ever had in flight at once.
+    pub fn peak_peer_streams(&self) -> u64 {
+        self.peak_peer_streams.load(Relaxed)
+    }
+
+    /// Inbound `/codio/1.0.0` requests answered `Overloaded` because their peer had its
+    /// share of streams in flight.
+    pub fn refused_over_streams(&self) -> u64 {
+        self.refused_over_streams.load(Relaxed)
+    }
+
     /// Bytes of answers handed over by responders and not yet written, in total.
     pub fn queued_response_bytes(&self) -> u64 {
         self.response_budget.get().map_or(0, |budget| {
@@ -113,6 +132,19 @@ impl Stats {
     pub(crate) fn record_peer_share(&self, held: usize) {
         let held = u64::try_from(held).unwrap_or(u64::MAX);
         self.peak_peer_share.fetch_max(held, Relaxed);
+    }
+
+    /// Streams in flight now, and the count of the peer whose stream just opened.
+    pub(crate) fn record_request_streams(&self, total: usize, peer_held: Option<usize>) {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.request_streams.store(to_u64(total), Relaxed);
+        if let Some(held) = peer_held {
+            self.peak_peer_streams.fetch_max(to_u64(held), Relaxed);
+        }
+    }
+
+    pub(crate) fn record_refused_over_streams(&self) {
+        self.refused_over_streams.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn session_opened(&self) {
@@ -249,6 +281,11 @@ mod export {
                     "Inbound requests answered Overloaded: their peer had its share of the queue",
                     stats.refused_over_share(),
                 ),
+                (
+                    "refused_over_streams",
+                    "Inbound /codio/1.0.0 requests answered Overloaded: their peer had its share of streams",
+                    stats.refused_over_streams(),
+                ),
             ];
             for (name, help, value) in counters {
                 let counter = ConstCounter::new(value);
@@ -278,6 +315,16 @@ mod export {
                     "peak_peer_share",
                     "Most requests one peer had queued for or held by the handler at once",
                     stats.peak_peer_share(),
+                ),
+                (
+                    "request_streams",
+                    "Inbound /codio/1.0.0 streams in flight (request read, answer not written)",
+                    stats.request_streams(),
+                ),
+                (
+                    "peak_peer_streams",
+                    "Most inbound /codio/1.0.0 streams one peer had in flight at once",
+                    stats.peak_peer_streams(),
                 ),
                 (
                     "queued_response_bytes",

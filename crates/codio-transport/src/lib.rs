@@ -107,11 +107,18 @@ impl From<NegotiationMode> for Version {
 /// | [`nodelay`](Self::with_nodelay) | `true` (Nagle off: small request/response frames go out at once) |
 /// | [`listen_backlog`](Self::with_listen_backlog) | `1024` |
 /// | [`connect_timeout`](Self::with_connect_timeout) | 10 s for TCP connect + Noise + Yamux |
-/// | [`max_streams`](Self::with_max_streams) | 512 concurrent Yamux streams per connection |
+/// | [`max_streams`](Self::with_max_streams) | 256 concurrent Yamux streams per connection (go-libp2p's inbound streams per peer) |
 /// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
 /// | [`yamux_frame_size`](Self::with_yamux_frame_size) | [`NOISE_FRAME_PAYLOAD`] (64,499 bytes: one Yamux frame fills one Noise message; libp2p-yamux uses 16 KiB) |
-/// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 256 MiB: 256 KiB for each of `max_streams` streams plus 128 MiB for busy streams to grow their windows into (rust-yamux defaults to 1 GiB) |
+/// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 96 MiB: 256 KiB for each of `max_streams` streams plus 32 MiB for busy streams to grow their windows into (two at 16 MiB); the most unread data one connection can make this node hold (rust-yamux defaults to 1 GiB) |
+///
+/// The memory budget behind `max_streams` and `yamux_connection_window`: an idle connection
+/// costs about 60 KiB (`codio-bench --only memory`); a peer that opens every stream it may and
+/// fills every window without our reading makes its connection hold at most
+/// `yamux_connection_window` (96 MiB); the policy's per-source and total connection bounds
+/// multiply it, and memory-based refusal (codio-policy) stops admitting connections when the
+/// process is near its memory budget. See `docs/security.md`.
 /// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -132,11 +139,11 @@ impl Default for TransportConfig {
             nodelay: true,
             listen_backlog: 1024,
             connect_timeout: Duration::from_secs(10),
-            max_streams: 512,
+            max_streams: 256,
             dns: true,
             negotiation: NegotiationMode::default(),
             yamux_frame_size: NOISE_FRAME_PAYLOAD,
-            yamux_connection_window: 256 * 1024 * 1024,
+            yamux_connection_window: 96 * 1024 * 1024,
             inbound: InboundLimits::default(),
         }
     }
@@ -163,7 +170,7 @@ impl TransportConfig {
         self
     }
 
-    /// Sets the maximum number of concurrent Yamux streams per connection (default 512).
+    /// Sets the maximum number of concurrent Yamux streams per connection (default 256).
     pub fn with_max_streams(mut self, max_streams: usize) -> Self {
         self.max_streams = max_streams;
         self
@@ -190,7 +197,7 @@ impl TransportConfig {
     }
 
     /// Bounds the sum of the auto-tuned Yamux receive windows of one connection's streams
-    /// (default 256 MiB; never below 256 KiB × [`max_streams`](Self::with_max_streams), and
+    /// (default 96 MiB; never below 256 KiB × [`max_streams`](Self::with_max_streams), and
     /// what lies above that is the room streams have to grow beyond 256 KiB): the
     /// most a peer can make a connection buffer.
     pub fn with_yamux_connection_window(mut self, bytes: usize) -> Self {

@@ -46,10 +46,12 @@ impl YamuxConfig {
     /// minimum of 256 KiB per stream when lower).
     pub fn new(max_streams: usize, split_send_size: usize, max_receive_window: usize) -> Self {
         let mut config = yamux::Config::default();
-        // Order matters: rust-yamux asserts window >= 256 KiB * streams on each setter.
+        // rust-yamux asserts window >= 256 KiB * streams on each setter, against the other
+        // setting's current value: lift the window first, so that any stream count passes.
         let window = max_receive_window.max(max_streams.saturating_mul(256 * 1024));
-        config.set_max_connection_receive_window(Some(window));
+        config.set_max_connection_receive_window(None);
         config.set_max_num_streams(max_streams);
+        config.set_max_connection_receive_window(Some(window));
         config.set_split_send_size(split_send_size.max(1));
         Self(config)
     }
@@ -239,6 +241,23 @@ impl From<MuxerError> for io::Error {
         match error.0 {
             yamux::ConnectionError::Io(e) => e,
             other => io::Error::other(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rust-yamux checks its window against its stream count on every setter: any count,
+    /// above or below its default of 512, and any window must give a valid configuration.
+    #[test]
+    fn any_stream_count_and_window_make_a_config() {
+        for streams in [1, 128, 256, 512, 4096] {
+            for window in [0, 1 << 20, 96 << 20, 1 << 30] {
+                let YamuxConfig(config) = YamuxConfig::new(streams, NOISE_FRAME_PAYLOAD, window);
+                let _ = format!("{config:?}");
+            }
         }
     }
 }
