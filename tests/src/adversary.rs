@@ -73,6 +73,57 @@ impl Drop for Attack {
     }
 }
 
+/// A neighbour at `from` that multicasts mDNS answers every `every`, each announcing
+/// `per_packet` fresh peer ids at `from` (a closed port) with the longest TTL DNS allows; the
+/// attack's `opened` counts the peers announced.
+pub fn mdns_spoofer(from: std::net::Ipv4Addr, every: Duration, per_packet: usize) -> Attack {
+    Attack::run(move |announced| async move {
+        let socket = mdns_socket(from).expect("spoofer socket");
+        let group = SocketAddr::from((std::net::Ipv4Addr::new(224, 0, 0, 251), 5353));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let packet = spoofed_answer(from, per_packet);
+            if socket.send_to(&packet, group).await.is_ok() {
+                announced.fetch_add(per_packet as u64, Relaxed);
+            }
+        }
+    })
+}
+
+/// A UDP socket sending to the mDNS group from `from`.
+fn mdns_socket(from: std::net::Ipv4Addr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.bind(&SocketAddr::from((from, 0)).into())?;
+    socket.set_multicast_if_v4(&from)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// An mDNS answer for `count` fresh peers at `from`, TTL `u32::MAX`.
+fn spoofed_answer(from: std::net::Ipv4Addr, count: usize) -> Vec<u8> {
+    use hickory_proto::{
+        op::{Message, MessageType, OpCode},
+        rr::{Name, RData, Record, rdata},
+    };
+    let service = Name::from_ascii("_p2p._udp.local.").expect("name");
+    let mut message = Message::new(0, MessageType::Response, OpCode::Query);
+    for n in 0..count {
+        let peer = libp2p::PeerId::random();
+        let instance = Name::from_ascii(format!("spoof{n}._p2p._udp.local.")).expect("name");
+        let pointer = RData::PTR(rdata::PTR(instance.clone()));
+        message.add_answer(Record::from_rdata(service.clone(), u32::MAX, pointer));
+        let text = format!("dnsaddr=/ip4/{from}/tcp/9/p2p/{peer}");
+        let txt = RData::TXT(rdata::TXT::new(vec![text]));
+        message.add_additional(Record::from_rdata(instance, u32::MAX, txt));
+    }
+    message.to_vec().expect("packet")
+}
+
 /// The TCP socket address of a `/ip4/…/tcp/…` multiaddress.
 pub fn socket_addr(address: &Multiaddr) -> SocketAddr {
     let mut ip = None;

@@ -137,6 +137,13 @@ pub fn setup_fresh_netns() {
     run("ip", &["link", "set", "br0", "up"]).expect("bridge up");
 }
 
+/// Adds `address` (with its prefix, e.g. `10.77.0.99/24`) to the fresh namespace's bridge:
+/// a second host address on the same link.
+pub fn add_fresh_netns_address(address: &str) {
+    assert!(is_netns_child(), "only inside the namespace child");
+    run("ip", &["addr", "add", address, "dev", "br0"]).expect("second address");
+}
+
 /// Deletes namespaces left by earlier test processes that died without cleaning up (killed
 /// by a signal, so no `Drop` ran): names `codio<pid>x…` / `codio<pid>n…` whose process no
 /// longer exists.

@@ -23,11 +23,11 @@ use codio_network::{
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
-        echo_answer, hold_sockets, identify_flood, metric, mint_peers, one_at_a_time,
+        echo_answer, hold_sockets, identify_flood, mdns_spoofer, metric, mint_peers, one_at_a_time,
         provider_flood, request_streams_never_read, rpc_never_read, socket_addr,
         stalling_responder,
     },
-    dial_addr, eventually, init_tracing, loopback_config, started_node, started_server,
+    dial_addr, eventually, init_tracing, loopback_config, netns, started_node, started_server,
 };
 use codio_transport::InboundLimits;
 use tokio::sync::mpsc;
@@ -538,6 +538,90 @@ async fn a_node_above_its_memory_limit_refuses_new_connections() {
     );
     assert!(refused >= 2.0, "both refusals counted: {refused}");
     assert_eq!(victim.connection_counts().established, 0);
+    good.shutdown().await;
+    victim.shutdown().await;
+}
+
+/// A neighbour on the link multicasts mDNS answers for 800 fresh peer ids a second, each with
+/// the longest TTL DNS allows: the victim holds at most 8 of them (its oldest shed), dials a
+/// bounded few, forgets them within its TTL cap once the flood stops, and finds, connects to
+/// and serves a good peer on the same link meanwhile. (Before: libp2p-mdns kept every
+/// announced peer for as long as the sender asked, in an unbounded list, and each was
+/// dialed.) In a fresh network namespace; never on the host's interfaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_mdns_answers_stay_within_the_table_bounds() {
+    const NAME: &str = "spoofed_mdns_answers_stay_within_the_table_bounds";
+    if !netns::is_netns_child() {
+        let _serial = one_at_a_time().await;
+        netns::in_fresh_netns(NAME, Duration::from_secs(90)).await;
+        return;
+    }
+    netns::setup_fresh_netns();
+    netns::add_fresh_netns_address("10.77.0.99/24");
+    init_tracing();
+    let max_ttl = Duration::from_secs(3);
+    let on_the_link = |config: NetworkConfig| {
+        let mdns = codio_discovery::mdns::MdnsConfig::default().with_max_ttl(max_ttl);
+        let mut config = config
+            .with_mdns(true)
+            .with_listen_ip(Ipv4Addr::UNSPECIFIED.into());
+        config.discovery = config.discovery.with_mdns_config(mdns);
+        config
+    };
+    let (victim, registry) = victim(on_the_link, echo).await;
+    let mut events = victim.subscribe();
+    let gauge = |name: &str| metric(&registry, name);
+    let started = std::time::Instant::now();
+    let spoofer = mdns_spoofer(Ipv4Addr::new(10, 77, 0, 99), Duration::from_millis(5), 4);
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            gauge("codio_mdns_shed_peers_total") >= 100.0
+        })
+        .await,
+        "the flood reached the victim ({} announced)",
+        spoofer.opened()
+    );
+    // A good peer on the link, found by mDNS during the flood.
+    let good = started_node(on_the_link(loopback_config())).await;
+    let good_id = good.local_peer_id();
+    codio_tests::wait_for_event(&mut events, EVENT_TIMEOUT, "the good peer connects", |e| {
+        matches!(e, codio_network::NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == good_id)
+    })
+    .await;
+    let check_budget = || {
+        assert!(gauge("codio_mdns_peers") <= 128.0);
+        let busiest = gauge("codio_mdns_busiest_source");
+        assert!(busiest <= 8.0, "one sender's share: {busiest}");
+    };
+    for i in 0..5u8 {
+        check_budget();
+        let response = good
+            .send_request(
+                victim.local_peer_id(),
+                Request::App {
+                    topic: "echo".into(),
+                    payload: vec![i],
+                },
+            )
+            .await;
+        assert_eq!(response, Ok(Response::App { payload: vec![i] }));
+    }
+    let dials = gauge("codio_dial_failures_total");
+    let allowed = 16.0 + started.elapsed().as_secs_f64() + 2.0;
+    assert!(
+        dials <= allowed,
+        "dials of spoofed peers: {dials} (at most {allowed})"
+    );
+    drop(spoofer);
+    // Whatever TTL the spoofer asked for, its peers are gone within the victim's cap.
+    assert!(
+        eventually(max_ttl * 3, || async {
+            gauge("codio_mdns_busiest_source") <= 1.0
+        })
+        .await,
+        "spoofed peers expired ({} held)",
+        gauge("codio_mdns_peers")
+    );
     good.shutdown().await;
     victim.shutdown().await;
 }

@@ -69,6 +69,67 @@ async fn test_peer_discovery() {
     }
 }
 
+/// codio's mDNS and libp2p's (libp2p-mdns) find each other: a stock libp2p swarm with mDNS
+/// learns the codio node, and the codio node finds and dials the stock one. In a fresh
+/// namespace.
+#[tokio::test]
+async fn mdns_interoperates_with_libp2p_mdns() {
+    use futures::StreamExt;
+    use libp2p::{mdns, swarm::SwarmEvent};
+    if !netns::is_netns_child() {
+        netns::in_fresh_netns(
+            "mdns_interoperates_with_libp2p_mdns",
+            Duration::from_secs(60),
+        )
+        .await;
+        return;
+    }
+    netns::setup_fresh_netns();
+    init_tracing();
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let stock_id = keypair.public().to_peer_id();
+    let transport =
+        codio_transport::build_transport(&keypair, &codio_transport::TransportConfig::default())
+            .expect("transport");
+    let behaviour = mdns::tokio::Behaviour::new(mdns::Config::default(), stock_id).expect("mdns");
+    let mut stock = libp2p::Swarm::new(
+        transport,
+        behaviour,
+        stock_id,
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(30)),
+    );
+    stock
+        .listen_on("/ip4/0.0.0.0/tcp/0".parse().expect("address"))
+        .expect("listen");
+    let codio = NetworkManager::new(NetworkConfig::default().with_relay(false).with_mdns(true))
+        .await
+        .expect("node");
+    let mut events = codio.subscribe();
+    codio.start().await.expect("start");
+    let codio_id = codio.local_peer_id();
+    let (mut stock_found_codio, mut codio_connected_stock) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(stock_found_codio && codio_connected_stock) {
+        tokio::select! {
+            event = stock.select_next_some() => {
+                if let SwarmEvent::Behaviour(mdns::Event::Discovered(found)) = event {
+                    stock_found_codio |= found.iter().any(|(peer, _)| *peer == codio_id);
+                }
+            }
+            Ok(event) = events.recv() => {
+                if let NetworkEvent::PeerConnected { peer_id, .. } = event {
+                    codio_connected_stock |= peer_id == stock_id;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => panic!(
+                "stock found codio: {stock_found_codio}, codio connected stock: {codio_connected_stock}"
+            ),
+        }
+    }
+    codio.shutdown().await;
+}
+
 /// Three hosts (namespaces on a bridge), each a `codio-node` process with mDNS only.
 #[tokio::test]
 async fn mdns_across_three_hosts() {

@@ -10,13 +10,11 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
     core::{Endpoint, transport::PortUse},
-    identify, kad, mdns,
+    identify, kad,
     multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
-        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-        behaviour::toggle::Toggle,
-        dial_opts::{DialOpts, PeerCondition},
+        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle,
     },
 };
 
@@ -32,9 +30,6 @@ use crate::{
 /// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
 /// oldest are dropped with a warning (mDNS can report many peers in one burst).
 const MAX_QUEUED: usize = 1024;
-/// Most mDNS discoveries remembered before [`Behaviour::start`] is called.
-const MAX_UNSTARTED_DISCOVERIES: usize = 256;
-
 /// Where a peer was discovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -109,7 +104,7 @@ pub enum Event {
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub(crate) struct Inner {
-    mdns: Toggle<mdns::tokio::Behaviour>,
+    mdns: Toggle<crate::mdns::Behaviour>,
     kad: kad::Behaviour<Store>,
 }
 
@@ -124,7 +119,6 @@ pub struct Behaviour {
     started: bool,
     bootstrap: HashMap<PeerId, Multiaddr>,
     connections: HashMap<PeerId, usize>,
-    unstarted: Vec<(PeerId, Vec<Multiaddr>)>,
     queue: VecDeque<Action>,
     providers: HashMap<kad::QueryId, HashSet<PeerId>>,
     /// Calls of [`Dht`] handles, and the queries they wait for.
@@ -157,15 +151,14 @@ impl Behaviour {
     ///
     /// [`DiscoveryError::Mdns`] when mDNS is enabled and its sockets cannot be set up.
     pub fn new(local_peer_id: PeerId, config: DiscoveryConfig) -> Result<Self, DiscoveryError> {
+        let stats = Arc::new(crate::Stats::default());
         let mdns = if config.mdns {
-            let mdns_config = mdns::Config {
-                query_interval: config.mdns_query_interval,
-                ..mdns::Config::default()
-            };
-            Some(
-                mdns::tokio::Behaviour::new(mdns_config, local_peer_id)
-                    .map_err(DiscoveryError::Mdns)?,
-            )
+            let mdns = crate::mdns::Behaviour::new(
+                local_peer_id,
+                config.mdns_config.clone(),
+                stats.clone(),
+            );
+            Some(mdns.map_err(DiscoveryError::Mdns)?)
         } else {
             None
         };
@@ -173,7 +166,6 @@ impl Behaviour {
         kad_config
             .set_query_timeout(config.query_timeout)
             .set_periodic_bootstrap_interval(config.bootstrap_interval);
-        let stats = Arc::new(crate::Stats::default());
         let store = Store::new(local_peer_id, &config.store, stats.clone());
         let mut kad = kad::Behaviour::with_config(local_peer_id, store, kad_config);
         kad.set_mode(match config.kad_mode {
@@ -200,7 +192,6 @@ impl Behaviour {
             started: false,
             bootstrap: config.bootstrap_peers.into_iter().collect(),
             connections: HashMap::new(),
-            unstarted: Vec::new(),
             queue: VecDeque::new(),
             providers: HashMap::new(),
         })
@@ -223,8 +214,10 @@ impl Behaviour {
         for (peer_id, address) in bootstrap {
             self.inner.kad.add_address(&peer_id, address);
         }
-        for (peer_id, addresses) in std::mem::take(&mut self.unstarted) {
-            self.dial(peer_id, addresses);
+        if self.dial_discovered
+            && let Some(mdns) = self.inner.mdns.as_mut()
+        {
+            mdns.start_dialing();
         }
         if let Err(error) = self.bootstrap() {
             tracing::debug!(%error, "no DHT bootstrap at start");
@@ -499,50 +492,19 @@ impl Behaviour {
         self.queue.push_back(action);
     }
 
-    fn dial(&mut self, peer_id: PeerId, addresses: Vec<Multiaddr>) {
-        if self.connections.contains_key(&peer_id) {
-            return;
-        }
-        tracing::debug!(%peer_id, ?addresses, "dialing discovered peer");
-        self.push(ToSwarm::Dial {
-            opts: DialOpts::peer_id(peer_id)
-                .addresses(addresses)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build(),
-        });
-    }
-
     fn on_inner_event(&mut self, event: InnerEvent) {
         match event {
-            InnerEvent::Mdns(mdns::Event::Discovered(list)) => {
-                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-                for (peer_id, address) in list {
-                    by_peer.entry(peer_id).or_default().push(address);
-                }
-                for (peer_id, addresses) in by_peer {
-                    tracing::debug!(%peer_id, ?addresses, "mDNS discovered");
-                    for address in &addresses {
-                        self.inner.kad.add_address(&peer_id, address.clone());
-                    }
-                    if self.dial_discovered {
-                        if self.started {
-                            self.dial(peer_id, addresses.clone());
-                        } else if self.unstarted.len() < MAX_UNSTARTED_DISCOVERIES {
-                            self.unstarted.push((peer_id, addresses.clone()));
-                        }
-                    }
-                    self.push(ToSwarm::GenerateEvent(Event::Discovered {
-                        peer_id,
-                        addresses,
-                        source: Source::Mdns,
-                    }));
-                }
+            // mDNS dials what it finds itself (bounded; see `crate::mdns`); Kademlia learns
+            // a peer's addresses from identify once connected, with identify's caps.
+            InnerEvent::Mdns(crate::mdns::Event::Discovered { peer_id, addresses }) => {
+                self.push(ToSwarm::GenerateEvent(Event::Discovered {
+                    peer_id,
+                    addresses,
+                    source: Source::Mdns,
+                }));
             }
-            InnerEvent::Mdns(mdns::Event::Expired(list)) => {
-                let peers: HashSet<PeerId> = list.into_iter().map(|(p, _)| p).collect();
-                for peer_id in peers {
-                    self.push(ToSwarm::GenerateEvent(Event::Expired { peer_id }));
-                }
+            InnerEvent::Mdns(crate::mdns::Event::Expired { peer_id }) => {
+                self.push(ToSwarm::GenerateEvent(Event::Expired { peer_id }));
             }
             InnerEvent::Kad(event) => self.on_kad_event(event),
         }
@@ -644,7 +606,7 @@ fn lookup(peers: Vec<kad::PeerInfo>, stats: &kad::QueryStats) -> Lookup {
 impl NetworkBehaviour for Behaviour {
     // The handler the derive generates for `Inner`, spelled out so that `Inner` stays private.
     type ConnectionHandler = ConnectionHandlerSelect<
-        THandler<Toggle<mdns::tokio::Behaviour>>,
+        THandler<Toggle<crate::mdns::Behaviour>>,
         THandler<kad::Behaviour<Store>>,
     >;
     type ToSwarm = Event;

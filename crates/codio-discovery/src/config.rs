@@ -25,7 +25,7 @@ pub enum KadMode {
 /// | setting | default |
 /// |---|---|
 /// | [`mdns`](Self::with_mdns) | `true` |
-/// | [`mdns_query_interval`](Self::with_mdns_query_interval) | 5 min (libp2p's default) |
+/// | [`mdns_config`](Self::with_mdns_config) | [`MdnsConfig::default`](crate::mdns::MdnsConfig): libp2p's service name, queries every 5 min, at most 128 peers, 8 per sender address, TTLs cut to 6 min, dials and answers rate-limited |
 /// | [`dial_discovered`](Self::with_dial_discovered) | `true`: peers found by mDNS are dialed |
 /// | [`kad_protocol`](Self::with_kad_protocol) | `/ipfs/kad/1.0.0` (interoperates with other libp2p DHTs) |
 /// | [`kad_mode`](Self::with_kad_mode) | [`KadMode::Auto`] |
@@ -39,7 +39,7 @@ pub enum KadMode {
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     pub(crate) mdns: bool,
-    pub(crate) mdns_query_interval: Duration,
+    pub(crate) mdns_config: crate::mdns::MdnsConfig,
     pub(crate) dial_discovered: bool,
     pub(crate) kad_protocol: StreamProtocol,
     pub(crate) kad_mode: KadMode,
@@ -57,7 +57,7 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         Self {
             mdns: true,
-            mdns_query_interval: Duration::from_secs(5 * 60),
+            mdns_config: crate::mdns::MdnsConfig::default(),
             dial_discovered: true,
             kad_protocol: kad::PROTOCOL_NAME,
             kad_mode: KadMode::Auto,
@@ -109,7 +109,13 @@ impl DiscoveryConfig {
 
     /// Sets how often mDNS queries the network.
     pub fn with_mdns_query_interval(mut self, interval: Duration) -> Self {
-        self.mdns_query_interval = interval;
+        self.mdns_config = self.mdns_config.with_query_interval(interval);
+        self
+    }
+
+    /// Sets mDNS's service name, bounds and rates.
+    pub fn with_mdns_config(mut self, config: crate::mdns::MdnsConfig) -> Self {
+        self.mdns_config = config;
         self
     }
 
@@ -192,8 +198,8 @@ impl DiscoveryConfig {
         if self.query_timeout.is_zero() {
             return invalid("query_timeout", "must be greater than zero");
         }
-        if self.mdns_query_interval.is_zero() {
-            return invalid("mdns_query_interval", "must be greater than zero");
+        if let Some((field, reason)) = self.mdns_config.invalid() {
+            return invalid(field, reason);
         }
         let mut seen = std::collections::HashSet::new();
         if let Some((peer, _)) = self

@@ -11,6 +11,8 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, identify, multiaddr::Protocol};
 
+use crate::rate::Bucket;
+
 /// A token bucket per peer: up to `burst` identifies at once (a node coming up pushes a few
 /// as its listeners, external addresses and reservations appear), then one per `interval`;
 /// pure state fed an [`Instant`]. Holds an entry per connected peer only (the behaviour
@@ -19,7 +21,7 @@ use libp2p::{Multiaddr, PeerId, identify, multiaddr::Protocol};
 pub struct IdentifyRate {
     interval: Duration,
     burst: u32,
-    buckets: HashMap<PeerId, (u32, Instant)>,
+    buckets: HashMap<PeerId, Bucket>,
 }
 
 impl IdentifyRate {
@@ -34,26 +36,11 @@ impl IdentifyRate {
 
     /// Whether an identify of `peer` arriving at `now` is processed.
     pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
-        let (tokens, since) = self.buckets.entry(peer).or_insert((self.burst, now));
-        if !self.interval.is_zero() {
-            let refill =
-                now.saturating_duration_since(*since).as_nanos() / self.interval.as_nanos();
-            if refill > 0 {
-                let refill = u32::try_from(refill).unwrap_or(u32::MAX);
-                *tokens = tokens.saturating_add(refill).min(self.burst);
-                *since += self.interval * refill.min(self.burst);
-                if *tokens == self.burst {
-                    *since = now;
-                }
-            }
-        } else {
-            *tokens = self.burst;
-        }
-        if *tokens == 0 {
-            return false;
-        }
-        *tokens -= 1;
-        true
+        let burst = self.burst;
+        self.buckets
+            .entry(peer)
+            .or_insert_with(|| Bucket::full(burst, now))
+            .take(self.interval, burst, now)
     }
 
     /// `peer` is gone: it starts with a full bucket when it comes back.

@@ -46,6 +46,8 @@ mod behaviour;
 mod config;
 mod dht;
 pub mod identify;
+pub mod mdns;
+mod rate;
 mod stats;
 pub mod store;
 

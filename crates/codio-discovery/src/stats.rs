@@ -12,6 +12,10 @@ pub struct Stats {
     refused_records: AtomicU64,
     refused_providers: AtomicU64,
     remote_provider_keys: AtomicU64,
+    mdns_peers: AtomicU64,
+    mdns_busiest_source: AtomicU64,
+    mdns_shed: AtomicU64,
+    mdns_unanswered: AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +48,42 @@ impl Stats {
     /// Keys with remote providers in the record store now.
     pub fn remote_provider_keys(&self) -> u64 {
         self.remote_provider_keys.load(Relaxed)
+    }
+
+    /// Peers mDNS holds now.
+    pub fn mdns_peers(&self) -> u64 {
+        self.mdns_peers.load(Relaxed)
+    }
+
+    /// The most of them announced from one address.
+    pub fn mdns_busiest_source(&self) -> u64 {
+        self.mdns_busiest_source.load(Relaxed)
+    }
+
+    /// mDNS peers dropped to make room for newcomers (their sender at its bound, or the
+    /// table full).
+    pub fn mdns_shed(&self) -> u64 {
+        self.mdns_shed.load(Relaxed)
+    }
+
+    /// mDNS queries left unanswered by the answer rate.
+    pub fn mdns_unanswered(&self) -> u64 {
+        self.mdns_unanswered.load(Relaxed)
+    }
+
+    pub(crate) fn set_mdns_peers(&self, peers: usize, busiest_source: usize) {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.mdns_peers.store(to_u64(peers), Relaxed);
+        self.mdns_busiest_source
+            .store(to_u64(busiest_source), Relaxed);
+    }
+
+    pub(crate) fn record_mdns_shed(&self) {
+        self.mdns_shed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_mdns_unanswered(&self) {
+        self.mdns_unanswered.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn set_remote_provider_keys(&self, keys: usize) {
@@ -88,8 +128,9 @@ mod export {
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
-        /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`
-        /// (counters), `dht_max_addresses_per_peer` and `dht_remote_provider_keys` (gauges).
+        /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`,
+        /// `mdns_shed_peers`, `mdns_unanswered_queries` (counters), `dht_max_addresses_per_peer`,
+        /// `dht_remote_provider_keys`, `mdns_peers` and `mdns_busiest_source` (gauges).
         /// Register it under the application's prefix.
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
             Box::new(StatsCollector(self))
@@ -120,6 +161,16 @@ mod export {
                     "Remote DHT provider records refused (too many keys with remote providers)",
                     stats.refused_providers(),
                 ),
+                (
+                    "mdns_shed_peers",
+                    "mDNS peers dropped to make room for newcomers",
+                    stats.mdns_shed(),
+                ),
+                (
+                    "mdns_unanswered_queries",
+                    "mDNS queries left unanswered by the answer rate",
+                    stats.mdns_unanswered(),
+                ),
             ];
             for (name, help, value) in counters {
                 let counter = ConstCounter::new(value);
@@ -136,6 +187,12 @@ mod export {
                     "dht_remote_provider_keys",
                     "Keys with remote providers in the DHT record store",
                     stats.remote_provider_keys(),
+                ),
+                ("mdns_peers", "Peers mDNS holds", stats.mdns_peers()),
+                (
+                    "mdns_busiest_source",
+                    "Most mDNS peers announced from one address",
+                    stats.mdns_busiest_source(),
                 ),
             ];
             for (name, help, value) in gauges {
