@@ -139,6 +139,8 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     init_tracing();
     let _serial = one_at_a_time().await;
     let (victim, registry) = victim(identity, echo).await;
+    let mut events = victim.subscribe();
+    let started = std::time::Instant::now();
     let minted = mint_peers(victim.listen_addrs()[0].clone(), ATTACKER, 60);
     let denied = || {
         metric(
@@ -165,6 +167,26 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     }
     assert!(minted.opened() >= 60);
     drop(minted);
+    // Every refusal is counted; reports of them (events, logs) are bounded: a burst of 10,
+    // then 10 a second, each carrying the count left out before it.
+    let (mut reported, mut left_out) = (0.0, 0.0);
+    while let Ok(event) = events.try_recv() {
+        if let codio_network::NetworkEvent::Policy(codio_network::PolicyEvent::Denied {
+            reason: codio_network::Denial::PerSource { .. },
+            suppressed,
+            ..
+        }) = event
+        {
+            reported += 1.0;
+            left_out += suppressed as f64;
+        }
+    }
+    let bound = 10.0 + 10.0 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(reported <= bound, "{reported} reports (at most {bound})");
+    assert!(
+        reported + left_out <= denied(),
+        "reports account for counted refusals"
+    );
     victim.shutdown().await;
 }
 

@@ -22,11 +22,12 @@ fn layer_events_serialize_flat_with_their_names() {
         peer_id: None,
         endpoint: Endpoint::Listener,
         reason: Denial::PendingIncoming { limit: 64 },
+        suppressed: 3,
     };
     assert_eq!(
         json_of(NetworkEvent::Policy(denied)),
         json!({"event": "connection_denied", "peer_id": null, "direction": "inbound",
-               "reason": "too many pending inbound connections (limit 64)"})
+               "reason": "too many pending inbound connections (limit 64)", "suppressed": 3})
     );
     let dead = PolicyEvent::DeadConnection {
         peer_id: peer,

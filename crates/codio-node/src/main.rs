@@ -14,6 +14,7 @@
 mod config;
 mod http;
 mod identity;
+mod logs;
 mod output;
 mod peerbook;
 mod transfer;
@@ -82,18 +83,7 @@ const PEER_BOOK_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // kad warns of "no known peers" at every lone node's start.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_kad=error")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+    logs::init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

@@ -206,7 +206,8 @@ fn policy_event(event: &PolicyEvent) {
             peer_id,
             endpoint,
             reason,
-        } => tracing::info!(?peer_id, ?endpoint, %reason, "connection denied"),
+            suppressed,
+        } => tracing::info!(?peer_id, ?endpoint, %reason, suppressed, "connection denied"),
         PolicyEvent::Trimmed { peer_id, .. } => tracing::info!(%peer_id, "connection trimmed"),
         PolicyEvent::DeadConnection {
             peer_id, failures, ..

@@ -31,7 +31,8 @@ use crate::{
     liveness::{Liveness, PingOutcome},
     peers::Peers,
     reconnect::{Decision, Reconnector},
-    stats::{Counter, Stats},
+    stats::{Counter, DenialReason, Stats},
+    throttle::DenialThrottle,
 };
 
 /// Most events queued inside the behaviour before the swarm polls them; beyond it the oldest
@@ -158,6 +159,10 @@ pub enum Event {
         /// Which limit refused it.
         #[cfg_attr(feature = "serde", serde(serialize_with = "crate::ser::display"))]
         reason: Denial,
+        /// Refusals for the same reason left unreported since the previous report: refusals
+        /// are reported at most 10 a second per reason (a burst of 10), every one is counted
+        /// in [`Stats`](crate::Stats).
+        suppressed: u64,
     },
     /// A connection was closed to get back under the low watermark.
     #[cfg_attr(feature = "serde", serde(rename = "peer_trimmed"))]
@@ -259,6 +264,8 @@ pub struct Behaviour {
     keep_alive: HashMap<ConnectionId, bool>,
     /// Memory-based refusal (`None`: off).
     memory: Option<memory_connection_limits::Behaviour>,
+    /// How often refusals are reported.
+    denials: DenialThrottle,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -285,6 +292,7 @@ impl Behaviour {
             ),
             verified: HashSet::new(),
             memory: memory_limit(config.limits.max_memory()),
+            denials: DenialThrottle::default(),
             table: ConnectionTable::new(config.limits),
             reconnector: Reconnector::new(config.backoff, rng),
             liveness: Liveness::new(
@@ -504,7 +512,8 @@ impl Behaviour {
 
     fn count(&self, event: &Event) {
         let counter = match event {
-            Event::Denied { reason, .. } => return self.stats.count_denial(reason),
+            // Counted when refused (`deny`): not every refusal is reported.
+            Event::Denied { .. } => return,
             Event::Trimmed { .. } => Counter::PeersTrimmed,
             Event::DeadConnection { .. } => Counter::DeadPeers,
             Event::Reconnecting { .. } => Counter::ReconnectAttempts,
@@ -533,12 +542,17 @@ impl Behaviour {
         endpoint: Endpoint,
         reason: Denial,
     ) -> ConnectionDenied {
-        tracing::debug!(?peer_id, ?endpoint, %reason, "connection denied");
-        self.push(ToSwarm::GenerateEvent(Event::Denied {
-            peer_id,
-            endpoint,
-            reason: reason.clone(),
-        }));
+        let kind = DenialReason::from(&reason);
+        self.stats.count_denial(&reason);
+        if let Some(suppressed) = self.denials.report(kind, Instant::now()) {
+            tracing::debug!(?peer_id, ?endpoint, %reason, suppressed, "connection denied");
+            self.push(ToSwarm::GenerateEvent(Event::Denied {
+                peer_id,
+                endpoint,
+                reason: reason.clone(),
+                suppressed,
+            }));
+        }
         ConnectionDenied::new(reason)
     }
 

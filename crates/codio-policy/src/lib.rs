@@ -49,6 +49,7 @@ mod reconnect;
 pub mod ser;
 mod sources;
 mod stats;
+mod throttle;
 
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
