@@ -71,10 +71,10 @@ pub use codio_policy::{
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
 pub use codio_protocol::{
     ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
-    RequestError, RequestHandler, RespondError, Responder, Response,
+    RequestError, RequestHandler, RespondError, Responder, Response, serve,
 };
 use codio_transport::addr::{peer_id_of, without_p2p};
-pub use codio_transport::{ConnectError, TransportConfig};
+pub use codio_transport::{ConnectError, InboundLimits, TransportConfig};
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};

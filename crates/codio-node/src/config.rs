@@ -11,9 +11,10 @@ use std::{
 
 use anyhow::Context as _;
 use codio_network::{
-    AutonatSettings, BackoffConfig, KadMode, Multiaddr, NatConfig, NetworkConfig, PeerId,
-    PolicyConfig, TransportConfig,
+    AutonatSettings, BackoffConfig, InboundLimits, KadMode, MemoryLimit, Multiaddr, NatConfig,
+    NetworkConfig, PeerId, PolicyConfig, TransportConfig,
 };
+
 use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,9 @@ pub(crate) struct NodeConfig {
     pub(crate) json: bool,
     pub(crate) inbox: Option<PathBuf>,
     pub(crate) inbox_max_bytes: u64,
+    pub(crate) echo: bool,
+    pub(crate) limit_loopback: bool,
+    pub(crate) max_memory_percent: u8,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +97,9 @@ impl Default for NodeConfig {
             json: false,
             inbox: None,
             inbox_max_bytes: 1 << 30,
+            echo: false,
+            limit_loopback: false,
+            max_memory_percent: 80,
         }
     }
 }
@@ -176,6 +183,18 @@ json = false
 # inbox = "/var/lib/codio/inbox"
 # Largest transfer the inbox accepts, in bytes.
 inbox_max_bytes = 1073741824
+
+# Answer requests of topic "echo" with their own payload (a liveness check for operators
+# and benchmarks); other requests are answered NotFound.
+echo = false
+
+# Hold loopback addresses to the per-address and per-subnet connection limits too (by
+# default, as in go-libp2p, local tools are exempt).
+limit_loopback = false
+
+# Refuse new connections while the process uses more than this percentage of the machine's
+# physical memory (0: never).
+max_memory_percent = 80
 "#;
 
 /// Command-line flags that override the file; each also reads `CODIO_<NAME>`.
@@ -322,6 +341,15 @@ pub(crate) struct Overrides {
     /// Largest transfer the inbox accepts, in bytes (default 1 GiB).
     #[arg(long, env = "CODIO_INBOX_MAX_BYTES", value_name = "BYTES")]
     inbox_max_bytes: Option<u64>,
+    /// Answer requests of topic "echo" with their payload (default off).
+    #[arg(long, env = "CODIO_ECHO", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    echo: Option<bool>,
+    /// Hold loopback addresses to the per-address connection limits (default off).
+    #[arg(long, env = "CODIO_LIMIT_LOOPBACK", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    limit_loopback: Option<bool>,
+    /// Refuse new connections above this percentage of physical memory (default 80; 0: never).
+    #[arg(long, env = "CODIO_MAX_MEMORY_PERCENT", value_name = "PERCENT")]
+    max_memory_percent: Option<u8>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -385,6 +413,9 @@ impl Overrides {
             c.inbox = self.inbox;
         }
         set(&mut c.inbox_max_bytes, self.inbox_max_bytes);
+        set(&mut c.echo, self.echo);
+        set(&mut c.limit_loopback, self.limit_loopback);
+        set(&mut c.max_memory_percent, self.max_memory_percent);
     }
 }
 
@@ -463,6 +494,12 @@ impl NodeConfig {
                 errors.push(format!("{field} = 0: must be at least 1"));
             }
         }
+        if self.max_memory_percent > 100 {
+            errors.push(format!(
+                "max_memory_percent = {}: must be at most 100",
+                self.max_memory_percent
+            ));
+        }
         if self.backoff_min_ms > self.backoff_max_ms {
             errors.push(format!(
                 "backoff_min_ms = {} is larger than backoff_max_ms = {}",
@@ -496,7 +533,11 @@ impl NodeConfig {
         }
         .with_listen_ip(self.listen_ip)
         .with_transport(
-            TransportConfig::default().with_connect_timeout(ms(self.connect_timeout_ms)),
+            TransportConfig::default()
+                .with_connect_timeout(ms(self.connect_timeout_ms))
+                .with_inbound_limits(
+                    InboundLimits::default().with_limit_loopback(self.limit_loopback),
+                ),
         );
         config.nat = NatConfig {
             relay_server: self.relay_server,
@@ -526,6 +567,14 @@ impl NodeConfig {
                     .with_min(ms(self.backoff_min_ms))
                     .with_max(ms(self.backoff_max_ms)),
             );
+        let memory = match self.max_memory_percent {
+            0 => MemoryLimit::Off,
+            percent => MemoryLimit::Percent(percent),
+        };
+        let limits = config.policy.limits().clone();
+        *config.policy.limits_mut() = limits
+            .with_limit_loopback(self.limit_loopback)
+            .with_max_memory(memory);
         config
     }
 }

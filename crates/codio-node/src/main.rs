@@ -29,7 +29,8 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codio_network::{
-    IncomingBulk, Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry,
+    ErrorCode, IncomingBulk, Multiaddr, NetworkEvent, NetworkManager, PeerId, Request, Response,
+    metrics::Registry,
 };
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
@@ -155,8 +156,19 @@ async fn start_network(
     let mut builder = NetworkManager::builder(network_config);
     // Bulk transfers are accepted only with an inbox to put them in.
     let inbox = config.inbox.is_some().then(|| builder.bulk_queue());
+    if config.echo {
+        tokio::spawn(codio_network::serve(builder.request_queue(), echo, 64));
+    }
     let network = builder.build().await.context("creating the network")?;
     Ok((network, inbox))
+}
+
+/// The `echo` service: an `App` request of topic "echo" is answered with its payload.
+async fn echo(_: PeerId, request: Request) -> Response {
+    match request {
+        Request::App { topic, payload } if topic == "echo" => Response::App { payload },
+        _ => Response::error(ErrorCode::NotFound, "this node serves only echo"),
+    }
 }
 
 async fn send(
