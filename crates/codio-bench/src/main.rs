@@ -18,6 +18,7 @@ mod drive;
 mod memory;
 mod raw;
 mod report;
+mod soak;
 mod stats;
 mod stock;
 
@@ -97,6 +98,23 @@ enum Sub {
         /// The stack to serve.
         kind: Kind,
     },
+    /// A `codio-node` process under every attack of the adversary harness at once, while a
+    /// good peer sends echo requests and one bulk transfer: the node's memory over time, the
+    /// good peer's latency, the transfer's checksum.
+    Soak {
+        /// How long the attacks and the good peer's requests run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Size of the good peer's bulk transfer, in MiB.
+        #[arg(long, default_value_t = 256)]
+        bulk_mib: u64,
+        /// The `codio-node` binary (default: next to this one).
+        #[arg(long)]
+        node: Option<std::path::PathBuf>,
+        /// The same run without the attacks: the baseline.
+        #[arg(long)]
+        without_attacks: bool,
+    },
 }
 
 /// The sizes of a run.
@@ -165,8 +183,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(size) = args.yamux_frame_size {
         let _ = codio::YAMUX_FRAME_SIZE.set(size);
     }
-    if let Some(Sub::IdleServer { kind }) = args.command {
-        return runtime.block_on(memory::serve(kind));
+    match args.command {
+        Some(Sub::IdleServer { kind }) => return runtime.block_on(memory::serve(kind)),
+        Some(Sub::Soak {
+            seconds,
+            bulk_mib,
+            ref node,
+            without_attacks,
+        }) => {
+            let duration = Duration::from_secs(seconds);
+            let run = soak::run(duration, bulk_mib << 20, node.as_deref(), !without_attacks);
+            let result = runtime.block_on(run)?;
+            soak::print(&result, duration);
+            anyhow::ensure!(
+                result.requests_ok > 0 && result.bulk_intact,
+                "the good peer was not served"
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let sizes = if args.smoke {
         Sizes::smoke()

@@ -24,7 +24,7 @@ impl Drop for ServerProcess {
 }
 
 /// Resident set size of `pid` in bytes.
-fn rss(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
