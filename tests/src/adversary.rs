@@ -521,6 +521,60 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
     (address, attack)
 }
 
+/// A peer listening on 127.0.0.1 that speaks Kademlia (`/ipfs/kad/1.0.0`) badly: it reads
+/// each request and answers with a frame announcing `answer_bytes` bytes, and sends them (a
+/// DHT answer far beyond any sane size). Returns its address (with `/p2p`) once it listens;
+/// the attack's `opened` counts the requests it was asked.
+pub async fn oversized_kad_responder(answer_bytes: usize) -> (Multiaddr, Attack) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt, StreamExt as _};
+    let keypair = Keypair::generate_ed25519();
+    let local = keypair.public().to_peer_id();
+    let config = codio_transport::TransportConfig::default().with_dns(false);
+    let transport = codio_transport::build_transport(&keypair, &config).expect("transport");
+    let streams = libp2p_stream::Behaviour::new();
+    let kad = libp2p::StreamProtocol::new("/ipfs/kad/1.0.0");
+    let mut incoming = streams.new_control().accept(kad).expect("accept");
+    // Identify tells the victim where it listens and that it speaks Kademlia.
+    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+        "/codio/1.0.0".into(),
+        keypair.public(),
+    ));
+    let mut swarm = Swarm::new(transport, Liar { identify, streams }, local, idle_forever());
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
+        .expect("listen");
+    let address = loop {
+        if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address.with(Protocol::P2p(local));
+        }
+    };
+    let attack = Attack::run(move |asked| async move {
+        let _driver = drive(swarm);
+        let mut answers = tokio::task::JoinSet::new();
+        while let Some((_, mut stream)) = incoming.next().await {
+            let asked = asked.clone();
+            answers.spawn(async move {
+                let mut request = [0u8; 1024];
+                if !matches!(stream.read(&mut request).await, Ok(n) if n > 0) {
+                    return;
+                }
+                asked.fetch_add(1, Relaxed);
+                let mut frame = Vec::with_capacity(answer_bytes + 10);
+                let mut n = answer_bytes;
+                while n >= 0x80 {
+                    frame.push((n & 0x7f) as u8 | 0x80);
+                    n >>= 7;
+                }
+                frame.push(n as u8);
+                frame.resize(frame.len() + answer_bytes, 0x0a);
+                // The victim drops the stream at its message bound: the write fails there.
+                let _ = stream.write_all(&frame).await;
+            });
+        }
+    });
+    (address, attack)
+}
+
 /// The answer of the harness's echo responders: an `App` request's own payload.
 pub fn echo_answer(request: codio_protocol::Request) -> codio_protocol::Response {
     match request {

@@ -24,8 +24,8 @@ use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
     adversary::{
         echo_answer, hold_sockets, identify_flood, mdns_spoofer, metric, mint_peers, one_at_a_time,
-        provider_flood, request_streams_never_read, rpc_never_read, socket_addr,
-        stalling_responder,
+        oversized_kad_responder, provider_flood, request_streams_never_read, rpc_never_read,
+        socket_addr, stalling_responder,
     },
     dial_addr, eventually, init_tracing, loopback_config, netns, started_node, started_server,
 };
@@ -645,5 +645,37 @@ async fn spoofed_mdns_answers_stay_within_the_table_bounds() {
         gauge("codio_mdns_peers")
     );
     good.shutdown().await;
+    victim.shutdown().await;
+}
+
+/// A DHT peer answering every Kademlia request with a 4 MiB message: the victim refuses each
+/// answer at libp2p-kad's 16 KiB message bound (this limit is libp2p's own, and codio keeps
+/// it), its lookup ends on its own well within the query timeout, and a good peer is served
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_dht_answers_are_refused_at_the_message_bound() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let (victim, _registry) = victim(|c| c.with_kad_mode(KadMode::Server), echo).await;
+    let (liar, attack) = oversized_kad_responder(4 << 20).await;
+    victim.connect_peer(liar).await.unwrap();
+    // The liar joins the routing table once its identify arrives: look up until it is
+    // asked (a lookup without peers fails at once).
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    let mut longest = Duration::ZERO;
+    while attack.opened() == 0 && std::time::Instant::now() < deadline {
+        let asked = std::time::Instant::now();
+        let outcome = victim.closest_peers(b"any key".to_vec()).await;
+        longest = longest.max(asked.elapsed());
+        tracing::debug!(?outcome, "lookup");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attack.opened() > 0, "the liar was asked and answered");
+    assert!(
+        longest < Duration::from_secs(10),
+        "each lookup ended on its own (query timeout 30 s): {longest:?}"
+    );
+    good_peer_is_served(&victim, 0, || {}).await;
+    drop(attack);
     victim.shutdown().await;
 }

@@ -65,14 +65,17 @@ async fn assert_quiet(
 async fn flood_of_dialers_never_exceeds_max_peers() {
     init_tracing();
     const MAX: usize = 8;
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(
+        codio_network::metrics::Registry::default(),
+    ));
     let node = started_node(
         loopback_config()
             .with_max_peers(MAX)
             .with_watermarks(MAX, MAX, Duration::from_secs(60))
-            .with_kad_mode(KadMode::Server),
+            .with_kad_mode(KadMode::Server)
+            .with_metrics(registry.clone()),
     )
     .await;
-    let mut events = node.subscribe();
     let target = dial_addr(&node);
     let mut existing = Vec::new();
     for _ in 0..2 {
@@ -92,18 +95,20 @@ async fn flood_of_dialers_never_exceeds_max_peers() {
     let accepted = results.iter().filter(|r| r.is_ok()).count();
 
     // A dialer's side completes its handshake before the node decides, so `accepted` counts
-    // dials the node may still refuse. The node refuses at least the 40 - 6 that do not fit.
-    let mut denials = 0;
-    while denials < 5 * MAX - (MAX - existing.len()) {
-        wait_for_event(
-            &mut events,
-            EVENT_TIMEOUT,
-            &format!("denials ({denials} so far, {accepted} dials returned Ok)"),
-            |e| matches!(e, NetworkEvent::Policy(PolicyEvent::Denied { .. })),
+    // dials the node may still refuse. The node refuses at least the 40 - 6 that do not fit
+    // (counted in metrics: its refusal events are rate-limited).
+    let denials = || {
+        codio_tests::adversary::metric(
+            &registry,
+            "codio_connections_denied_total{reason=\"max_established\"}",
         )
-        .await;
-        denials += 1;
-    }
+    };
+    let expected = (5 * MAX - (MAX - existing.len())) as f64;
+    assert!(
+        codio_tests::eventually(EVENT_TIMEOUT, || async { denials() >= expected }).await,
+        "denials ({} so far, {accepted} dials returned Ok)",
+        denials()
+    );
     let counts = node.connection_counts();
     assert!(
         counts.peak_established <= MAX,
