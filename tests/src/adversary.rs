@@ -465,30 +465,38 @@ async fn stream_peer(target: Multiaddr, from: IpAddr) -> (libp2p_stream::Control
     (control, drive(swarm))
 }
 
+/// A swarm for `keypair` listening on 127.0.0.1 (codio's transport, no DNS), and its
+/// address with `/p2p` once it listens.
+async fn listening_swarm<B: swarm::NetworkBehaviour>(
+    keypair: &Keypair,
+    behaviour: B,
+) -> (Swarm<B>, Multiaddr) {
+    let local = keypair.public().to_peer_id();
+    let config = codio_transport::TransportConfig::default().with_dns(false);
+    let transport = codio_transport::build_transport(keypair, &config).expect("transport");
+    let mut swarm = Swarm::new(transport, behaviour, local, idle_forever());
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
+        .expect("listen");
+    loop {
+        if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return (swarm, address.with(Protocol::P2p(local)));
+        }
+    }
+}
+
 /// A peer listening on 127.0.0.1 that serves `/codio/rpc/1.0.0` badly on its first stream
 /// (it reads one request, sends the first byte of an answer frame and then nothing) and well
 /// on the next ones (it echoes `App` payloads). Returns its address (with `/p2p`) once it
 /// listens; the attack's `opened` counts the streams it accepted.
 pub async fn stalling_responder() -> (Multiaddr, Attack) {
     use futures::{AsyncWriteExt, StreamExt as _};
-    let keypair = Keypair::generate_ed25519();
-    let local = keypair.public().to_peer_id();
-    let config = codio_transport::TransportConfig::default().with_dns(false);
-    let transport = codio_transport::build_transport(&keypair, &config).expect("transport");
     let streams = libp2p_stream::Behaviour::new();
     let mut incoming = streams
         .new_control()
         .accept(codio_protocol::rpc::RPC_PROTOCOL)
         .expect("accept");
-    let mut swarm = Swarm::new(transport, streams, local, idle_forever());
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
-        .expect("listen");
-    let address = loop {
-        if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address.with(Protocol::P2p(local));
-        }
-    };
+    let (swarm, address) = listening_swarm(&Keypair::generate_ed25519(), streams).await;
     let attack = Attack::run(move |counter| async move {
         let _driver = drive(swarm);
         let mut held = Vec::new();
@@ -528,9 +536,6 @@ pub async fn stalling_responder() -> (Multiaddr, Attack) {
 pub async fn oversized_kad_responder(answer_bytes: usize) -> (Multiaddr, Attack) {
     use futures::{AsyncReadExt as _, AsyncWriteExt, StreamExt as _};
     let keypair = Keypair::generate_ed25519();
-    let local = keypair.public().to_peer_id();
-    let config = codio_transport::TransportConfig::default().with_dns(false);
-    let transport = codio_transport::build_transport(&keypair, &config).expect("transport");
     let streams = libp2p_stream::Behaviour::new();
     let kad = libp2p::StreamProtocol::new("/ipfs/kad/1.0.0");
     let mut incoming = streams.new_control().accept(kad).expect("accept");
@@ -539,15 +544,7 @@ pub async fn oversized_kad_responder(answer_bytes: usize) -> (Multiaddr, Attack)
         "/codio/1.0.0".into(),
         keypair.public(),
     ));
-    let mut swarm = Swarm::new(transport, Liar { identify, streams }, local, idle_forever());
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
-        .expect("listen");
-    let address = loop {
-        if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address.with(Protocol::P2p(local));
-        }
-    };
+    let (swarm, address) = listening_swarm(&keypair, Liar { identify, streams }).await;
     let attack = Attack::run(move |asked| async move {
         let _driver = drive(swarm);
         let mut answers = tokio::task::JoinSet::new();

@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod adversary;
+pub mod data;
 pub mod natlab;
 pub mod netns;
 pub mod process;

@@ -515,16 +515,14 @@ impl Fnv {
 /// `size` pseudo-random bytes generated on the fly (nothing is held in memory), hashed as
 /// they are produced.
 struct Generated {
-    left: u64,
-    state: u64,
+    data: codio_tests::data::Generated,
     hash: Fnv,
 }
 
 impl Generated {
     fn new(size: u64, seed: u64) -> Self {
         Self {
-            left: size,
-            state: seed,
+            data: codio_tests::data::Generated::new(size, seed),
             hash: Fnv::new(),
         }
     }
@@ -544,18 +542,8 @@ impl futures::AsyncRead for Generated {
         _: &mut std::task::Context<'_>,
         buf: &mut [u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        let n = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let word = self.state.to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
+        let n = self.data.fill(buf);
         self.hash.update(&buf[..n]);
-        self.left -= n as u64;
         std::task::Poll::Ready(Ok(n))
     }
 }

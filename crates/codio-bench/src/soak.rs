@@ -13,9 +13,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    pin::Pin,
     process::{Child, Command, Stdio},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -23,10 +21,13 @@ use anyhow::Context as _;
 use codio_network::{
     BulkHeader, ContentId, NetworkConfig, NetworkManager, PeerId, Request, Response,
 };
-use codio_tests::adversary;
+use codio_tests::{adversary, data::Generated};
 use sha2::Digest as _;
 
 use crate::{memory::rss, stats::Samples};
+
+/// The seed of the bulk transfer's data.
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// What a soak run measured.
 #[derive(Debug)]
@@ -247,7 +248,7 @@ async fn send_bulk(
     size: u64,
 ) -> anyhow::Result<(f64, [u8; 32])> {
     let mut hasher = sha2::Sha256::new();
-    let mut data = Generated::new(size);
+    let mut data = Generated::new(size, SEED);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = data.fill(&mut buf);
@@ -263,7 +264,7 @@ async fn send_bulk(
         topic: "soak".into(),
     };
     let started = Instant::now();
-    good.send_bulk(peer, header, &mut Generated::new(size), |_| {})
+    good.send_bulk(peer, header, &mut Generated::new(size, SEED), |_| {})
         .await
         .context("bulk transfer")?;
     Ok((started.elapsed().as_secs_f64(), content))
@@ -311,45 +312,6 @@ async fn scrape(port: u16) -> anyhow::Result<Vec<String>> {
         .filter(|line| WANTED.iter().any(|w| line.starts_with(w)))
         .map(str::to_owned)
         .collect())
-}
-
-/// `size` bytes of a fixed pseudo-random sequence (xorshift), as an `AsyncRead`.
-struct Generated {
-    left: u64,
-    state: u64,
-}
-
-impl Generated {
-    fn new(size: u64) -> Self {
-        Self {
-            left: size,
-            state: 0x9E37_79B9_7F4A_7C15,
-        }
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        n
-    }
-}
-
-impl futures::AsyncRead for Generated {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(self.fill(buf)))
-    }
 }
 
 /// Prints the run as a Markdown section.
