@@ -357,12 +357,12 @@ impl Behaviour {
         self.next_query = now + self.probe_wait;
     }
 
-    /// Due dials, within the dial rate.
-    fn dial_due(&mut self, now: Instant) {
+    /// Due dials, within the dial rate; `true` if the rate held one back.
+    fn dial_due(&mut self, now: Instant) -> bool {
         let (interval, burst) = self.config.dial_rate;
         while self.dial {
-            let Some((peer_id, addresses)) = self.table.take_dial() else {
-                return;
+            let Some((peer_id, addresses)) = self.table.take_dial(now) else {
+                return false;
             };
             if self.connected.contains_key(&peer_id) {
                 continue;
@@ -370,7 +370,7 @@ impl Behaviour {
             if !self.dials.take(interval, burst, now) {
                 // Due again; the timer comes back for it.
                 self.table.redial(peer_id);
-                return;
+                return true;
             }
             self.events.push_back(ToSwarm::Dial {
                 opts: DialOpts::peer_id(peer_id)
@@ -379,6 +379,7 @@ impl Behaviour {
                     .build(),
             });
         }
+        false
     }
 
     /// Reads waiting packets (at most [`PACKETS_PER_POLL`]); `true` if more may wait.
@@ -405,13 +406,20 @@ impl Behaviour {
         }
         self.stats
             .set_mdns_peers(self.table.len(), self.table.busiest_count());
-        self.dial_due(now);
+        let held = self.dial_due(now);
         let mut next = self.next_query;
         if let Some(expiry) = self.table.next_expiry() {
             next = next.min(expiry);
         }
-        if self.dial && self.table.has_due_dial() {
-            next = next.min(now + self.config.dial_rate.0);
+        if self.dial
+            && let Some(dial) = self.table.next_dial()
+        {
+            // Held by the dial rate: come back when a token is there; else when a retry is due.
+            next = next.min(if held {
+                now + self.config.dial_rate.0
+            } else {
+                dial.max(now)
+            });
         }
         self.timer.as_mut().reset(next.into());
         // Registers the waker; a deadline already passed is handled on the next poll.
@@ -488,6 +496,16 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ExpiredListenAddr(e) => self.listen.retain(|a| a != e.addr),
             FromSwarm::ConnectionEstablished(e) => {
                 *self.connected.entry(e.peer_id).or_default() += 1;
+            }
+            FromSwarm::DialFailure(e) => {
+                if let Some(peer) = e.peer_id
+                    && !self.connected.contains_key(&peer)
+                {
+                    // Half a second to a second and a half: two nodes that failed dialing
+                    // each other at once retry apart.
+                    let delay = Duration::from_millis(500 + u64::from(rand_u32() % 1000));
+                    self.table.dial_failed(&peer, Instant::now(), delay);
+                }
             }
             FromSwarm::ConnectionClosed(e) => {
                 if let Some(n) = self.connected.get_mut(&e.peer_id) {

@@ -27,9 +27,17 @@ pub(crate) struct Entry {
     pub(crate) expires: Instant,
     /// When it was first found (what "oldest" means when shedding).
     found: Instant,
-    /// Whether it is still to be dialed (new, or new addresses).
+    /// Whether it is still to be dialed (new, new addresses, or a failed dial to retry).
     pub(crate) dial_due: bool,
+    /// Not dialed before this (a retry waits).
+    not_before: Instant,
+    /// Dials that failed since it was found or moved.
+    failures: u8,
 }
+
+/// Dials retried after a failure at most (two nodes that find each other at once dial each
+/// other at once; with the listen port reused for dialing, both dials can fail).
+pub(crate) const MAX_DIAL_FAILURES: u8 = 3;
 
 /// What an announcement did to the table.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,6 +94,8 @@ impl Table {
             }
             entry.addresses = addresses;
             entry.dial_due = true;
+            entry.not_before = now;
+            entry.failures = 0;
             return Change::Moved;
         }
         let shed = self.make_room(source);
@@ -95,6 +105,8 @@ impl Table {
             expires,
             found: now,
             dial_due: true,
+            not_before: now,
+            failures: 0,
         };
         self.entries.insert(peer, entry);
         Change::Added { shed }
@@ -151,13 +163,14 @@ impl Table {
         self.entries.values().map(|e| e.expires).min()
     }
 
-    /// The longest-known peer whose dial is due (marked done), with its addresses: a flood
-    /// of fresh announcements, shed as it goes, cannot keep a steady peer's dial waiting.
-    pub(crate) fn take_dial(&mut self) -> Option<(PeerId, Vec<Multiaddr>)> {
+    /// The longest-known peer whose dial is due at `now` (marked done), with its addresses:
+    /// a flood of fresh announcements, shed as it goes, cannot keep a steady peer's dial
+    /// waiting.
+    pub(crate) fn take_dial(&mut self, now: Instant) -> Option<(PeerId, Vec<Multiaddr>)> {
         let (peer, entry) = self
             .entries
             .iter_mut()
-            .filter(|(_, e)| e.dial_due)
+            .filter(|(_, e)| e.dial_due && e.not_before <= now)
             .min_by_key(|(_, e)| e.found)?;
         entry.dial_due = false;
         Some((*peer, entry.addresses.clone()))
@@ -170,9 +183,25 @@ impl Table {
         }
     }
 
-    /// Whether a dial is due.
-    pub(crate) fn has_due_dial(&self) -> bool {
-        self.entries.values().any(|e| e.dial_due)
+    /// A dial of `peer` failed at `now`: retried after `delay`, up to
+    /// [`MAX_DIAL_FAILURES`] times.
+    pub(crate) fn dial_failed(&mut self, peer: &PeerId, now: Instant, delay: Duration) {
+        if let Some(entry) = self.entries.get_mut(peer)
+            && entry.failures < MAX_DIAL_FAILURES
+        {
+            entry.failures += 1;
+            entry.dial_due = true;
+            entry.not_before = now + delay;
+        }
+    }
+
+    /// When the next due dial may go.
+    pub(crate) fn next_dial(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter(|e| e.dial_due)
+            .map(|e| e.not_before)
+            .min()
     }
 
     /// The addresses of `peer`, if it is in the table.
@@ -287,18 +316,18 @@ mod tests {
         let mut table = table(10, 10);
         let peer = PeerId::random();
         table.announce(peer, ip(1), address(1), MINUTE, now);
-        assert_eq!(table.take_dial(), Some((peer, address(1))));
-        assert_eq!(table.take_dial(), None);
+        assert_eq!(table.take_dial(now), Some((peer, address(1))));
+        assert_eq!(table.take_dial(now), None);
         assert_eq!(
             table.announce(peer, ip(1), address(1), MINUTE, now),
             Change::Refreshed
         );
-        assert_eq!(table.take_dial(), None);
+        assert_eq!(table.take_dial(now), None);
         assert_eq!(
             table.announce(peer, ip(1), address(2), MINUTE, now),
             Change::Moved
         );
-        assert_eq!(table.take_dial(), Some((peer, address(2))));
+        assert_eq!(table.take_dial(now), Some((peer, address(2))));
     }
 
     #[test]
@@ -311,6 +340,26 @@ mod tests {
             table.announce(PeerId::random(), ip(9), address(1), MINUTE, at);
         }
         table.announce(steady, ip(1), address(1), MINUTE, now);
-        assert_eq!(table.take_dial().map(|(peer, _)| peer), Some(steady));
+        assert_eq!(table.take_dial(now).map(|(peer, _)| peer), Some(steady));
+    }
+
+    #[test]
+    fn a_failed_dial_is_retried_later_a_few_times() {
+        let now = Instant::now();
+        let mut table = table(10, 10);
+        let peer = PeerId::random();
+        table.announce(peer, ip(1), address(1), MINUTE, now);
+        let second = Duration::from_secs(1);
+        let mut at = now;
+        for _ in 0..MAX_DIAL_FAILURES {
+            assert_eq!(table.take_dial(at), Some((peer, address(1))));
+            table.dial_failed(&peer, at, second);
+            assert_eq!(table.next_dial(), Some(at + second));
+            assert_eq!(table.take_dial(at), None, "not before the delay");
+            at += second;
+        }
+        assert_eq!(table.take_dial(at), Some((peer, address(1))));
+        table.dial_failed(&peer, at, second);
+        assert_eq!(table.next_dial(), None, "given up");
     }
 }
