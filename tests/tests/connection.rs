@@ -263,3 +263,53 @@ async fn listening_on_a_busy_port_is_an_error() {
     assert!(matches!(err, NetworkError::Listen { .. }), "{err}");
     node.shutdown().await;
 }
+
+/// A kubo swarm key file (`/key/swarm/psk/1.0.0/`, base16) for `byte` repeated.
+fn swarm_key(byte: u8) -> codio_transport::PreSharedKey {
+    let hex: String = std::iter::repeat_n(format!("{byte:02x}"), 32).collect();
+    format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")
+        .parse()
+        .expect("key file")
+}
+
+/// A node of the private network of `key` (`None`: a public node).
+async fn private_node(key: Option<codio_transport::PreSharedKey>) -> codio_network::NetworkManager {
+    let mut config = loopback_config();
+    config.transport = codio_network::TransportConfig::default().with_private_network(key);
+    started_node(config).await
+}
+
+/// Nodes that share a swarm key connect; a node without it, or with another key, cannot
+/// finish the transport handshake with them, in either direction.
+#[tokio::test]
+async fn a_private_network_admits_only_nodes_with_its_key() {
+    init_tracing();
+    let a = private_node(Some(swarm_key(1))).await;
+    let b = private_node(Some(swarm_key(1))).await;
+    let peer = b
+        .connect_peer(dial_addr(&a))
+        .await
+        .expect("same key connects");
+    assert_eq!(peer, a.local_peer_id());
+    for outsider in [
+        private_node(None).await,
+        private_node(Some(swarm_key(2))).await,
+    ] {
+        // Each side fails within the other's inbound handshake limit (5 s) at the latest:
+        // one reads the other's pnet nonce as garbage, the other waits for a handshake.
+        let within = Duration::from_secs(8);
+        let started = Instant::now();
+        let inbound = outsider.connect_peer(dial_addr(&a)).await;
+        assert!(inbound.is_err(), "an outsider dialing in: {inbound:?}");
+        assert!(started.elapsed() < within, "{:?}", started.elapsed());
+        let started = Instant::now();
+        let outbound = a.connect_peer(dial_addr(&outsider)).await;
+        assert!(outbound.is_err(), "dialing an outsider: {outbound:?}");
+        assert!(started.elapsed() < within, "{:?}", started.elapsed());
+        assert!(outsider.connected_peers().is_empty());
+        outsider.shutdown().await;
+    }
+    assert_eq!(a.connected_peers().len(), 1, "only the member");
+    b.shutdown().await;
+    a.shutdown().await;
+}

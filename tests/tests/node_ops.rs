@@ -142,10 +142,17 @@ async fn configuration_layers_and_validation_name_the_bad_field() {
     // Bad values: every one reported, each naming its field; exit code 2.
     let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
     std::fs::write(
+        dir.path("bad.key"),
+        "/key/swarm/psk/1.0.0/\n/base16/\nxyz\n",
+    )
+    .unwrap();
+    std::fs::write(
         dir.path("bad.toml"),
         format!(
             "bootstrap = [\"/ip4/10.0.0.1/tcp/1/p2p/{peer}\", \"/ip4/10.0.0.2/tcp/1/p2p/{peer}\", \
-             \"/ip4/10.0.0.3/tcp/1\", \"/ip4/300.0.0.1/tcp/1\"]\nping_failures = 0\n"
+             \"/ip4/10.0.0.3/tcp/1\", \"/ip4/300.0.0.1/tcp/1\"]\nping_failures = 0\n\
+             max_memory_percent = 101\nswarm_key = {:?}\n",
+            dir.arg("bad.key")
         ),
     )
     .unwrap();
@@ -157,6 +164,8 @@ async fn configuration_layers_and_validation_name_the_bad_field() {
         "bootstrap[2] = \"/ip4/10.0.0.3/tcp/1\": missing /p2p/<peer id>",
         "bootstrap[3] = \"/ip4/300.0.0.1/tcp/1\": not a multiaddr",
         "ping_failures = 0: must be at least 1",
+        "max_memory_percent = 101: must be at most 100",
+        "not a swarm key file",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -74,7 +74,7 @@ pub use codio_protocol::{
     RequestError, RequestHandler, RespondError, Responder, Response, serve,
 };
 use codio_transport::addr::{peer_id_of, without_p2p};
-pub use codio_transport::{ConnectError, InboundLimits, TransportConfig};
+pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, TransportConfig};
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};

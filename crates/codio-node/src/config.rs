@@ -10,9 +10,10 @@ use std::{
 };
 
 use anyhow::Context as _;
+
 use codio_network::{
     AutonatSettings, BackoffConfig, InboundLimits, KadMode, MemoryLimit, Multiaddr, NatConfig,
-    NetworkConfig, PeerId, PolicyConfig, TransportConfig,
+    NetworkConfig, PeerId, PolicyConfig, PreSharedKey, TransportConfig,
 };
 
 use libp2p::multiaddr::Protocol;
@@ -64,6 +65,7 @@ pub(crate) struct NodeConfig {
     pub(crate) echo: bool,
     pub(crate) limit_loopback: bool,
     pub(crate) max_memory_percent: u8,
+    pub(crate) swarm_key: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -100,6 +102,7 @@ impl Default for NodeConfig {
             echo: false,
             limit_loopback: false,
             max_memory_percent: 80,
+            swarm_key: None,
         }
     }
 }
@@ -195,6 +198,10 @@ limit_loopback = false
 # Refuse new connections while the process uses more than this percentage of the machine's
 # physical memory (0: never).
 max_memory_percent = 80
+
+# Private network: the swarm key file (kubo's format, /key/swarm/psk/1.0.0/); only nodes
+# with the same key can connect (off when unset).
+# swarm_key = "/etc/codio/swarm.key"
 "#;
 
 /// Command-line flags that override the file; each also reads `CODIO_<NAME>`.
@@ -350,6 +357,9 @@ pub(crate) struct Overrides {
     /// Refuse new connections above this percentage of physical memory (default 80; 0: never).
     #[arg(long, env = "CODIO_MAX_MEMORY_PERCENT", value_name = "PERCENT")]
     max_memory_percent: Option<u8>,
+    /// Join the private network of this swarm key file (kubo's format).
+    #[arg(long, env = "CODIO_SWARM_KEY", value_name = "FILE")]
+    swarm_key: Option<PathBuf>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -416,6 +426,9 @@ impl Overrides {
         set(&mut c.echo, self.echo);
         set(&mut c.limit_loopback, self.limit_loopback);
         set(&mut c.max_memory_percent, self.max_memory_percent);
+        if self.swarm_key.is_some() {
+            c.swarm_key = self.swarm_key;
+        }
     }
 }
 
@@ -494,6 +507,11 @@ impl NodeConfig {
                 errors.push(format!("{field} = 0: must be at least 1"));
             }
         }
+        let swarm_key = self.swarm_key.as_ref().and_then(|path| {
+            read_swarm_key(path)
+                .map_err(|e| errors.push(format!("swarm_key = {}: {e}", path.display())))
+                .ok()
+        });
         if self.max_memory_percent > 100 {
             errors.push(format!(
                 "max_memory_percent = {}: must be at most 100",
@@ -516,6 +534,7 @@ impl NodeConfig {
             relays,
             external,
             find_peers,
+            swarm_key,
         })
     }
 
@@ -535,6 +554,7 @@ impl NodeConfig {
         .with_transport(
             TransportConfig::default()
                 .with_connect_timeout(ms(self.connect_timeout_ms))
+                .with_private_network(v.swarm_key)
                 .with_inbound_limits(
                     InboundLimits::default().with_limit_loopback(self.limit_loopback),
                 ),
@@ -588,6 +608,15 @@ pub(crate) struct Validated {
     pub(crate) relays: Vec<Multiaddr>,
     pub(crate) external: Vec<Multiaddr>,
     pub(crate) find_peers: Vec<PeerId>,
+    pub(crate) swarm_key: Option<PreSharedKey>,
+}
+
+/// A kubo swarm key file: `/key/swarm/psk/1.0.0/`, an encoding line, the key.
+fn read_swarm_key(path: &Path) -> anyhow::Result<PreSharedKey> {
+    let text = std::fs::read_to_string(path).context("reading it")?;
+    text.trim_end()
+        .parse::<PreSharedKey>()
+        .map_err(|e| anyhow::anyhow!("not a swarm key file ({e})"))
 }
 
 /// The peer id an address ends in, if any.

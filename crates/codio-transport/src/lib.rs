@@ -46,10 +46,13 @@
 use std::{io, time::Duration};
 
 use futures::{AsyncRead, AsyncWrite};
+pub use libp2p::pnet::PreSharedKey;
 use libp2p::{
     PeerId, Transport,
     core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
-    dns, identity, noise, tcp,
+    dns, identity, noise,
+    pnet::PnetConfig,
+    tcp,
 };
 
 pub mod addr;
@@ -119,6 +122,7 @@ impl From<NegotiationMode> for Version {
 /// `yamux_connection_window` (96 MiB); the policy's per-source and total connection bounds
 /// multiply it, and memory-based refusal (codio-policy) stops admitting connections when the
 /// process is near its memory budget. See `docs/security.md`.
+/// | [`private_network`](Self::with_private_network) | none: with a pre-shared key, every TCP connection first runs libp2p's private-network handshake (pnet, XSalsa20 with the key, kubo's key file format); peers without the key cannot finish it |
 /// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -131,6 +135,7 @@ pub struct TransportConfig {
     yamux_frame_size: usize,
     yamux_connection_window: usize,
     inbound: InboundLimits,
+    psk: Option<PreSharedKey>,
 }
 
 impl Default for TransportConfig {
@@ -145,6 +150,7 @@ impl Default for TransportConfig {
             yamux_frame_size: NOISE_FRAME_PAYLOAD,
             yamux_connection_window: 96 * 1024 * 1024,
             inbound: InboundLimits::default(),
+            psk: None,
         }
     }
 }
@@ -203,6 +209,20 @@ impl TransportConfig {
     pub fn with_yamux_connection_window(mut self, bytes: usize) -> Self {
         self.yamux_connection_window = bytes;
         self
+    }
+
+    /// Makes this a private network: every TCP connection first runs libp2p's pnet
+    /// handshake with `key` (`None`: a public network). Read a kubo swarm key file with
+    /// `key_file_text.parse::<PreSharedKey>()`. Relayed connections ride on connections that
+    /// ran it.
+    pub fn with_private_network(mut self, key: Option<PreSharedKey>) -> Self {
+        self.psk = key;
+        self
+    }
+
+    /// The pre-shared key of a private network, if set.
+    pub fn private_network(&self) -> Option<PreSharedKey> {
+        self.psk
     }
 
     /// Sets the bounds on inbound connections in their handshake (see [`gate`]).
@@ -302,9 +322,33 @@ fn direct(
     let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
     if config.dns {
         let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
-        upgrade_gated(dns, keypair, config, gate)
+        private(dns, keypair, config, gate)
     } else {
-        upgrade_gated(tcp, keypair, config, gate)
+        private(tcp, keypair, config, gate)
+    }
+}
+
+/// `transport` upgraded, after the private-network handshake when a key is set (inside the
+/// set-up timeout and the inbound gate, like the rest of the set-up).
+fn private<T>(
+    transport: T,
+    keypair: &identity::Keypair,
+    config: &TransportConfig,
+    gate: &InboundGate,
+) -> Result<CodioTransport, TransportBuildError>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    match config.psk {
+        Some(key) => {
+            let pnet = transport.and_then(move |socket, _| PnetConfig::new(key).handshake(socket));
+            upgrade_gated(pnet, keypair, config, gate)
+        }
+        None => upgrade_gated(transport, keypair, config, gate),
     }
 }
 
