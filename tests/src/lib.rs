@@ -241,3 +241,21 @@ pub fn node_binary() -> PathBuf {
     })
     .clone()
 }
+
+/// `GET path` over HTTP/1.1 from `address` (`host:port`): the whole response, head and body,
+/// read until the server closes, within `timeout`.
+pub async fn http_get(address: &str, path: &str, timeout: Duration) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(address).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await?;
+        Ok(response)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)?
+}

@@ -8,13 +8,10 @@
 use std::{path::PathBuf, time::Duration};
 
 use codio_tests::{
-    node_binary,
+    http_get, node_binary,
     process::{NodeProcess, STDOUT, field},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    process::Command,
-};
+use tokio::process::Command;
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -269,20 +266,6 @@ async fn restart_reconnects_through_the_peer_book_and_sigterm_flushes_it() {
     stop(b).await;
 }
 
-async fn http_get(address: &str, path: &str) -> String {
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(LOG_TIMEOUT, socket.read_to_string(&mut response))
-        .await
-        .expect("metrics response in time")
-        .unwrap();
-    response
-}
-
 #[tokio::test]
 async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
     let mut a = node(&["--metrics-addr", "127.0.0.1:0"]);
@@ -304,7 +287,9 @@ async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
     })
     .await;
 
-    let response = http_get(&metrics_address, "/metrics").await;
+    let response = http_get(&metrics_address, "/metrics", LOG_TIMEOUT)
+        .await
+        .expect("metrics response in time");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     for name in [
         "codio_connected_peers 1",
@@ -323,8 +308,9 @@ async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
         assert!(response.contains(name), "no {name} in:\n{response}");
     }
     assert!(
-        http_get(&metrics_address, "/")
+        http_get(&metrics_address, "/", LOG_TIMEOUT)
             .await
+            .expect("a response in time")
             .starts_with("HTTP/1.1 404")
     );
     stop(b).await;

@@ -42,9 +42,8 @@ pub(crate) struct Soak {
     pub(crate) bulk_intact: bool,
     /// The node's own metrics at the end (selected lines).
     pub(crate) gauges: Vec<String>,
-    /// What each attack opened or sent (sockets, peers, pushes, announcements, sessions,
-    /// requests), in the order of [`attacks`].
-    pub(crate) attacked: Vec<u64>,
+    /// What each attack opened or sent, with what it counts.
+    pub(crate) attacked: Vec<(&'static str, u64)>,
 }
 
 /// The node process and its directory, removed when dropped (also on errors).
@@ -145,17 +144,44 @@ async fn good_peer(address: &libp2p::Multiaddr) -> anyhow::Result<(NetworkManage
 
 /// Every attack of the harness, each from its own /24 (so that each meets its own bounds, not
 /// the others'); dropping the list stops them.
-fn attacks(address: &libp2p::Multiaddr, node: PeerId, port: u16) -> Vec<adversary::Attack> {
+fn attacks(
+    address: &libp2p::Multiaddr,
+    node: PeerId,
+    port: u16,
+) -> Vec<(&'static str, adversary::Attack)> {
     let from = |attacker: u8| IpAddr::V4(Ipv4Addr::new(127, 4 + attacker, 0, 1));
     let socket = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stalled = b"\x13/multistream/1.0.0\n";
+    let every = Duration::from_millis(5);
     vec![
-        adversary::hold_sockets(socket, from(1), 60, b""),
-        adversary::hold_sockets(socket, from(1), 40, b"\x13/multistream/1.0.0\n"),
-        adversary::mint_peers(address.clone(), from(2), 60),
-        adversary::identify_flood(address.clone(), from(3), 300, Duration::from_millis(5)),
-        adversary::provider_flood(address.clone(), node, from(4), 1_500),
-        adversary::rpc_never_read(address.clone(), node, from(5), 10, 200, 32 * 1024),
-        adversary::request_streams_never_read(address.clone(), node, from(6), 300, vec![7; 16]),
+        (
+            "silent sockets opened",
+            adversary::hold_sockets(socket, from(1), 60, b""),
+        ),
+        (
+            "stalled sockets opened",
+            adversary::hold_sockets(socket, from(1), 40, stalled),
+        ),
+        (
+            "peer ids' connections",
+            adversary::mint_peers(address.clone(), from(2), 60),
+        ),
+        (
+            "identify pushes",
+            adversary::identify_flood(address.clone(), from(3), 300, every),
+        ),
+        (
+            "provider announcements",
+            adversary::provider_flood(address.clone(), node, from(4), 1_500),
+        ),
+        (
+            "RPC sessions",
+            adversary::rpc_never_read(address.clone(), node, from(5), 10, 200, 32 * 1024),
+        ),
+        (
+            "request streams written",
+            adversary::request_streams_never_read(address.clone(), node, from(6), 300, vec![7; 16]),
+        ),
     ]
 }
 
@@ -186,7 +212,10 @@ pub(crate) async fn run(
     let rss = sampler.await?;
     // Read while the attacks still run: the gauges show what they hold.
     let gauges = scrape(metrics_port).await.unwrap_or_default();
-    let attacked: Vec<u64> = attacks.iter().map(adversary::Attack::opened).collect();
+    let attacked = attacks
+        .iter()
+        .map(|(name, attack)| (*name, attack.opened()))
+        .collect();
     drop(attacks);
     let bulk_intact = intact(&node.dir.join("inbox"), &content, bulk_bytes).await;
     good.shutdown().await;
@@ -286,13 +315,8 @@ async fn intact(inbox: &Path, content: &[u8; 32], size: u64) -> bool {
 
 /// The node's gauges and refusal counters, from its metrics endpoint.
 async fn scrape(port: u16) -> anyhow::Result<Vec<String>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut text)).await??;
+    let address = format!("127.0.0.1:{port}");
+    let text = codio_tests::http_get(&address, "/metrics", Duration::from_secs(5)).await?;
     const WANTED: [&str; 12] = [
         "codio_peak_peer_streams ",
         "codio_dht_remote_provider_keys ",
@@ -347,16 +371,7 @@ pub(crate) fn print(soak: &Soak, duration: Duration) {
             "NOT intact"
         }
     );
-    let names = [
-        "silent sockets opened",
-        "stalled sockets opened",
-        "peer ids' connections",
-        "identify pushes",
-        "provider announcements",
-        "RPC sessions",
-        "request streams written",
-    ];
-    for (name, count) in names.iter().zip(&soak.attacked) {
+    for (name, count) in &soak.attacked {
         println!("attack: {count} {name}");
     }
     println!("\nnode metrics at the end, attacks still running:\n```");

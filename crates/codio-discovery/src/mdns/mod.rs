@@ -22,6 +22,7 @@ mod table;
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future as _,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -322,8 +323,6 @@ impl Behaviour {
             Change::Removed => self.report(Event::Expired { peer_id }),
             Change::Refreshed | Change::Ignored => {}
         }
-        self.stats
-            .set_mdns_peers(self.table.len(), self.table.busiest_count());
     }
 
     fn report(&mut self, event: Event) {
@@ -440,15 +439,16 @@ fn random_label() -> String {
     label
 }
 
+/// 32 random bits: the label and retry delays need to differ between nodes, not to be
+/// secret; the standard library's randomly keyed hasher gives them.
 fn rand_u32() -> u32 {
-    // The label needs to differ between nodes, not to be secret: libp2p's identity
-    // randomness is at hand.
-    let bytes = PeerId::random().to_bytes();
-    let tail: [u8; 4] = bytes[bytes.len() - 4..].try_into().unwrap_or_default();
-    u32::from_le_bytes(tail)
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // Keeps the low half on purpose.
+    bits as u32
 }
-
-use std::future::Future as _;
 
 impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = dummy::ConnectionHandler;

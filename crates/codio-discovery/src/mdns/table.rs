@@ -118,7 +118,7 @@ impl Table {
         let victim_source = if self.count(source) >= self.bounds.max_per_source.max(1) {
             source
         } else if self.entries.len() >= self.bounds.max_peers.max(1) {
-            self.busiest_source()?
+            self.busiest()?.0
         } else {
             return None;
         };
@@ -136,12 +136,13 @@ impl Table {
         self.entries.values().filter(|e| e.source == source).count()
     }
 
-    fn busiest_source(&self) -> Option<IpAddr> {
+    /// The source holding the most entries, and how many.
+    fn busiest(&self) -> Option<(IpAddr, usize)> {
         let mut counts: HashMap<IpAddr, usize> = HashMap::new();
         for entry in self.entries.values() {
             *counts.entry(entry.source).or_default() += 1;
         }
-        counts.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip)
+        counts.into_iter().max_by_key(|(_, n)| *n)
     }
 
     /// Removes and returns the peers whose entries expired by `now`.
@@ -215,7 +216,7 @@ impl Table {
 
     /// The most entries one source holds.
     pub(crate) fn busiest_count(&self) -> usize {
-        self.busiest_source().map_or(0, |ip| self.count(ip))
+        self.busiest().map_or(0, |(_, n)| n)
     }
 }
 
