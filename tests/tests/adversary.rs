@@ -17,8 +17,8 @@ use std::{
 };
 
 use codio_network::{
-    InboundRequest, KadMode, NetworkConfig, NetworkManager, Request, Response, TransportConfig,
-    metrics::Registry,
+    AccessConfig, AccessMode, InboundRequest, KadMode, NetworkConfig, NetworkEvent, NetworkManager,
+    Request, Response, TransportConfig, metrics::Registry,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
@@ -677,5 +677,143 @@ async fn oversized_dht_answers_are_refused_at_the_message_bound() {
     );
     good_peer_is_served(&victim, 0, || {}).await;
     drop(attack);
+    victim.shutdown().await;
+}
+
+/// 40 fresh identities from one address keep dialing a node that admits only one listed
+/// peer: every one is refused right after the transport handshake, before any protocol runs
+/// (the victim never counts them connected and never identifies them), while the listed
+/// peer connects and is answered. The lists change at run time: denying the listed peer
+/// closes its connection and keeps it out, taking it off the deny list lets it back in,
+/// and opening the node lets strangers in (up to their address's share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_time() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let friend_key = codio_network::Keypair::generate_ed25519();
+    let friend_id = friend_key.public().to_peer_id();
+    let allow_list = AccessConfig::default()
+        .with_mode(AccessMode::AllowList)
+        .with_allowed([friend_id]);
+    let (victim, registry) = victim(
+        |mut c| {
+            c.policy = c.policy.with_access(allow_list);
+            c
+        },
+        echo,
+    )
+    .await;
+    let mut events = victim.subscribe();
+    let strangers = mint_peers(victim.listen_addrs()[0].clone(), ATTACKER, 40);
+    let refused = || {
+        metric(
+            &registry,
+            "codio_connections_denied_total{reason=\"not_allowed\"}",
+        )
+    };
+    let connected = || metric(&registry, "codio_peers_connected_total");
+    assert!(
+        eventually(Duration::from_secs(20), || async { refused() >= 80.0 }).await,
+        "strangers refused: {}",
+        refused()
+    );
+    let friend = started_node(loopback_config().with_keypair(friend_key)).await;
+    let victim_id = friend
+        .connect_peer(dial_addr(&victim))
+        .await
+        .expect("friend");
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            victim.peer_info(&friend_id).is_some()
+        })
+        .await,
+        "the victim holds the friend's connection"
+    );
+    for i in 0..5u8 {
+        assert_eq!(victim.connection_counts().established, 1, "the friend only");
+        let payload = vec![i];
+        let request = Request::App {
+            topic: "echo".into(),
+            payload: payload.clone(),
+        };
+        let response = friend.send_request(victim_id, request).await;
+        assert_eq!(response, Ok(Response::App { payload }));
+    }
+    assert_eq!(connected(), 1.0, "only the friend was ever connected");
+    let before = refused();
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { refused() >= before + 40.0 }).await,
+        "strangers still refused while the friend is served"
+    );
+    let mut identified = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let NetworkEvent::PeerIdentified { peer_id, .. }
+        | NetworkEvent::PeerConnected { peer_id, .. } = event
+        {
+            identified.push(peer_id);
+        }
+    }
+    assert!(
+        identified.iter().all(|peer| *peer == friend_id),
+        "strangers were never connected nor identified: {identified:?}"
+    );
+
+    // Deny the friend: its connection closes, and it stays out.
+    let mut events = victim.subscribe();
+    victim.access().deny(friend_id).expect("deny list has room");
+    codio_tests::wait_for_event(
+        &mut events,
+        EVENT_TIMEOUT,
+        "friend closed",
+        |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == friend_id),
+    )
+    .await;
+    let deny_listed = || {
+        metric(
+            &registry,
+            "codio_connections_denied_total{reason=\"deny_listed\"}",
+        )
+    };
+    let _ = friend.connect_peer(dial_addr(&victim)).await;
+    assert!(deny_listed() >= 1.0);
+    assert!(
+        victim.peer_info(&friend_id).is_none(),
+        "denied: not connected"
+    );
+
+    // Off the deny list: back in.
+    assert!(victim.access().undeny(&friend_id));
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            let _ = friend.connect_peer(dial_addr(&victim)).await;
+            victim.peer_info(&friend_id).is_some()
+        })
+        .await,
+        "the friend is admitted again"
+    );
+    let response = friend
+        .send_request(
+            victim_id,
+            Request::App {
+                topic: "echo".into(),
+                payload: vec![9],
+            },
+        )
+        .await;
+    assert_eq!(response, Ok(Response::App { payload: vec![9] }));
+
+    // Open to everyone: strangers get in, up to their address's share.
+    victim.access().set_mode(AccessMode::Open);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            victim.connection_counts().busiest_inbound_source >= 8
+        })
+        .await,
+        "strangers admitted once open: {:?}",
+        victim.connection_counts()
+    );
+    assert!(victim.connection_counts().busiest_inbound_source <= 8);
+    drop(strangers);
+    friend.shutdown().await;
     victim.shutdown().await;
 }

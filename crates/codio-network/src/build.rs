@@ -193,7 +193,10 @@ fn spawn(
     metrics: Option<Metrics>,
 ) -> NetworkManager {
     let local_peer_id = *swarm.local_peer_id();
-    let peers = swarm.behaviour().policy.peers();
+    let (peers, access) = (
+        swarm.behaviour().policy.peers(),
+        swarm.behaviour().policy.access(),
+    );
     let swarm_nat = swarm.behaviour().nat.status();
     let (commands, command_rx) = mpsc::channel(config.command_buffer);
     let (events, _) = broadcast::channel(config.event_buffer);
@@ -217,6 +220,7 @@ fn spawn(
         protocol,
         dht,
         peers,
+        access,
         config: Arc::new(config),
         commands,
         events,

@@ -10,7 +10,7 @@ use codio_discovery::DiscoveryConfig;
 use codio_policy::{PolicyConfig, nat::NatConfig};
 use codio_protocol::ProtocolConfig;
 use codio_transport::TransportConfig;
-use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
+use libp2p::{Multiaddr, identity::Keypair};
 
 use crate::NetworkError;
 
@@ -232,12 +232,7 @@ impl NetworkConfig {
 
     /// The multiaddress the node listens on, built from `listen_ip` and `listen_port`.
     pub fn listen_multiaddr(&self) -> Multiaddr {
-        Multiaddr::empty()
-            .with(match self.listen_ip {
-                IpAddr::V4(ip) => Protocol::Ip4(ip),
-                IpAddr::V6(ip) => Protocol::Ip6(ip),
-            })
-            .with(Protocol::Tcp(self.listen_port))
+        codio_transport::addr::tcp(self.listen_ip, self.listen_port)
     }
 
     /// The layers' configurations with the seed fields applied, each validated by its layer.
@@ -257,6 +252,10 @@ impl NetworkConfig {
         })?;
         let mut policy = self.policy.clone();
         *policy.limits_mut() = policy.limits().clone().with_max_established(self.max_peers);
+        // The peers this node is told to keep connected are admitted by an allow list too.
+        let reserved = self.bootstrap_peers.iter().chain(&self.reserved_peers);
+        let access = policy.access().clone();
+        *policy.access_mut() = access.with_reserved(reserved.filter_map(crate::peer_id_of));
         policy.validate().map_err(|e| invalid(e.field, e.reason))?;
         let nat = self.nat.clone().with_client(self.enable_relay);
         nat.validate().map_err(|e| invalid(e.field, e.reason))?;
@@ -278,13 +277,12 @@ impl NetworkConfig {
         if self.event_buffer == 0 || self.command_buffer == 0 {
             return Err(invalid("event_buffer/command_buffer", "must be at least 1"));
         }
-        for addr in self.bootstrap_peers.iter().chain(&self.reserved_peers) {
-            if crate::peer_id_of(addr).is_none() {
-                let field = if self.bootstrap_peers.contains(addr) {
-                    "bootstrap_peers"
-                } else {
-                    "reserved_peers"
-                };
+        let lists = [
+            ("bootstrap_peers", &self.bootstrap_peers),
+            ("reserved_peers", &self.reserved_peers),
+        ];
+        for (field, list) in lists {
+            if let Some(addr) = list.iter().find(|addr| crate::peer_id_of(addr).is_none()) {
                 return Err(invalid(
                     field,
                     format!("{addr} has no /p2p/<peer id> suffix"),

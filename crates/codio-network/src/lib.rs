@@ -64,8 +64,8 @@ use std::{
 pub use build::NodeBuilder;
 pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup};
 pub use codio_policy::{
-    BackoffConfig, ConnectionCounts, Denial, Event as PolicyEvent, LimitsConfig, MemoryLimit,
-    PeerInfo, PolicyConfig,
+    Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
+    Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig,
     nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits},
 };
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
@@ -78,7 +78,6 @@ pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, TransportCo
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};
-use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use tokio::{
     sync::{Mutex, broadcast, mpsc, oneshot},
@@ -127,6 +126,7 @@ pub struct NetworkManager {
     protocol: codio_protocol::Client,
     dht: codio_discovery::Dht,
     peers: codio_policy::Peers,
+    access: Access,
     config: Arc<NetworkConfig>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,
@@ -220,15 +220,19 @@ impl NetworkManager {
     ///
     /// A [`ConnectError`] saying why: wrong peer id, timeout, unreachable, denied, shut down.
     pub async fn connect_peer(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
-        if let Some(relay) = codio_policy::autorelay::relay_of(&address) {
-            self.prepare_relay(&address, relay).await?;
+        if let Some((relay, relay_address)) = codio_policy::autorelay::relay_part(&address) {
+            self.prepare_relay(relay_address, relay).await?;
         }
         self.dial(address).await
     }
 
     /// Before dialing through a relay: be connected to it and identified by it, so that the
     /// relay has told us our observed address (DCUtR needs it to punch a hole).
-    async fn prepare_relay(&self, address: &Multiaddr, relay: PeerId) -> Result<(), ConnectError> {
+    async fn prepare_relay(
+        &self,
+        relay_address: Multiaddr,
+        relay: PeerId,
+    ) -> Result<(), ConnectError> {
         let identified = |m: &Self| {
             m.peer_info(&relay)
                 .is_some_and(|info| info.agent_version.is_some())
@@ -236,10 +240,6 @@ impl NetworkManager {
         if identified(self) {
             return Ok(());
         }
-        let relay_address: Multiaddr = address
-            .iter()
-            .take_while(|protocol| *protocol != Protocol::P2pCircuit)
-            .collect();
         let mut events = self.subscribe();
         self.dial(relay_address).await?;
         let wait = async {
@@ -429,6 +429,11 @@ impl NetworkManager {
     /// Connection counts: established now, pending, and the peak ever established.
     pub fn connection_counts(&self) -> ConnectionCounts {
         self.peers.counts()
+    }
+
+    /// Who may connect: the allow and deny lists, changeable while the node runs.
+    pub fn access(&self) -> Access {
+        self.access.clone()
     }
 
     /// The addresses the node listens on.

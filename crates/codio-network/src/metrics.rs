@@ -39,12 +39,6 @@ pub(crate) struct Metrics {
     libp2p: Arc<libp2p::metrics::Metrics>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
 impl Metrics {
     /// Registers libp2p's metrics and the layers' collectors.
     pub(crate) fn register(

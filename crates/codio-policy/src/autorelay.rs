@@ -294,11 +294,17 @@ pub fn circuit_address(relay_address: Multiaddr, relay: PeerId) -> Multiaddr {
 
 /// The relay of a `/p2p/<relay>/p2p-circuit…` address.
 pub fn relay_of(address: &Multiaddr) -> Option<PeerId> {
+    relay_part(address).map(|(relay, _)| relay)
+}
+
+/// The relay of a `/p2p/<relay>/p2p-circuit…` address and the relay's own address (the part
+/// before `/p2p-circuit`).
+pub fn relay_part(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     let mut relay = None;
-    for protocol in address.iter() {
+    for (i, protocol) in address.iter().enumerate() {
         match protocol {
             Protocol::P2p(peer) => relay = Some(peer),
-            Protocol::P2pCircuit => return relay,
+            Protocol::P2pCircuit => return relay.map(|r| (r, address.iter().take(i).collect())),
             _ => {}
         }
     }
@@ -631,5 +637,7 @@ mod tests {
         let full = circuit.clone().with(Protocol::P2p(target));
         assert_eq!(relay_of(&full), Some(relay));
         assert_eq!(relay_of(&addr(1)), None);
+        let relay_address = addr(1).with(Protocol::P2p(relay));
+        assert_eq!(relay_part(&full), Some((relay, relay_address)));
     }
 }

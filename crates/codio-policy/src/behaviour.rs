@@ -25,6 +25,7 @@ use libp2p::{
 use tokio::time::Sleep;
 
 use crate::{
+    access::{Access, AccessConfig, Refusal},
     backoff::{BackoffConfig, Rng},
     handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit},
@@ -49,9 +50,11 @@ const MAX_DISCONNECTED: usize = 1024;
 /// | [`backoff`](Self::with_backoff) | [`BackoffConfig::default`] |
 /// | [`reconnect`](Self::with_reconnect) | `true`: peers that matter are dialed again |
 /// | [`liveness`](Self::with_liveness) | ping every 15 s, 20 s timeout, 3 failures close the connection |
+/// | [`access`](Self::with_access) | [`AccessConfig::default`]: open to every peer |
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub(crate) limits: LimitsConfig,
+    pub(crate) access: AccessConfig,
     pub(crate) backoff: BackoffConfig,
     pub(crate) ping_failures: u32,
     pub(crate) ping_interval: Duration,
@@ -64,6 +67,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             limits: LimitsConfig::default(),
+            access: AccessConfig::default(),
             backoff: BackoffConfig::default(),
             ping_failures: 3,
             ping_interval: Duration::from_secs(15),
@@ -102,6 +106,22 @@ impl PolicyConfig {
         self
     }
 
+    /// Sets who may connect (default [`AccessConfig::default`]: everyone).
+    pub fn with_access(mut self, access: AccessConfig) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The access rules.
+    pub fn access(&self) -> &AccessConfig {
+        &self.access
+    }
+
+    /// Mutable access to the access rules (for callers that compose configurations).
+    pub fn access_mut(&mut self) -> &mut AccessConfig {
+        &mut self.access
+    }
+
     /// The connection limits.
     pub fn limits(&self) -> &LimitsConfig {
         &self.limits
@@ -124,6 +144,7 @@ impl PolicyConfig {
                 "ping interval and timeout must be greater than zero",
             ));
         }
+        self.access.validate()?;
         self.limits.validate()
     }
 
@@ -266,6 +287,10 @@ pub struct Behaviour {
     memory: Option<memory_connection_limits::Behaviour>,
     /// How often refusals are reported.
     denials: DenialThrottle,
+    /// Who may connect, shared with the application's [`Access`] handles.
+    access: Access,
+    /// The access generation whose refusals were last applied to open connections.
+    access_generation: u64,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -293,6 +318,8 @@ impl Behaviour {
             verified: HashSet::new(),
             memory: memory_limit(config.limits.max_memory()),
             denials: DenialThrottle::default(),
+            access: Access::new(config.access),
+            access_generation: 0,
             table: ConnectionTable::new(config.limits),
             reconnector: Reconnector::new(config.backoff, rng),
             liveness: Liveness::new(
@@ -451,6 +478,31 @@ impl Behaviour {
     /// Connection counts, including the peak.
     pub fn counts(&self) -> ConnectionCounts {
         self.table.counts()
+    }
+
+    /// A handle to the access rules: change them while the node runs.
+    pub fn access(&self) -> Access {
+        self.access.clone()
+    }
+
+    /// Closes the connections of peers the access rules refuse since they last changed.
+    fn enforce_access(&mut self, cx: &mut Context<'_>) {
+        let generation = self.access.generation(cx.waker());
+        if generation == self.access_generation {
+            return;
+        }
+        self.access_generation = generation;
+        let peers: HashSet<PeerId> = self.table.connection_peers().into_values().collect();
+        for peer_id in peers {
+            if let Err(refusal) = self.access.admits(&peer_id) {
+                tracing::info!(%peer_id, %refusal, "closing a peer the access rules now refuse");
+                let _ = self.deny(Some(peer_id), Endpoint::Listener, Denial::Access(refusal));
+                self.push(ToSwarm::CloseConnection {
+                    peer_id,
+                    connection: CloseConnection::All,
+                });
+            }
+        }
     }
 
     /// A handle to the table of connected peers this behaviour keeps.
@@ -699,8 +751,15 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         connection_id: ConnectionId,
         _local_addr: &Multiaddr,
-        _remote_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        if !self
+            .access
+            .gate_before(Endpoint::Listener, Some(remote_addr))
+        {
+            let refusal = Denial::Access(Refusal::Gate);
+            return Err(self.deny(None, Endpoint::Listener, refusal));
+        }
         self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
@@ -717,6 +776,11 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.access
+            .check_peer(Endpoint::Listener, &peer, remote_addr)
+            .map_err(|refusal| {
+                self.deny(Some(peer), Endpoint::Listener, Denial::Access(refusal))
+            })?;
         self.table
             .check_established_inbound(&peer, ip_of(remote_addr))
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
@@ -733,13 +797,20 @@ impl NetworkBehaviour for Behaviour {
         &mut self,
         connection_id: ConnectionId,
         maybe_peer: Option<PeerId>,
-        _addresses: &[Multiaddr],
+        addresses: &[Multiaddr],
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        if let Some(peer_id) = maybe_peer
-            && self.disconnected.contains(&peer_id)
-        {
-            return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
+        if let Some(peer_id) = maybe_peer {
+            if self.disconnected.contains(&peer_id) {
+                return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
+            }
+            if let Err(refusal) = self.access.admits(&peer_id) {
+                return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Access(refusal)));
+            }
+        }
+        if !self.access.gate_before(Endpoint::Dialer, addresses.first()) {
+            let refusal = Denial::Access(Refusal::Gate);
+            return Err(self.deny(maybe_peer, Endpoint::Dialer, refusal));
         }
         self.check_memory(maybe_peer, Endpoint::Dialer)?;
         let admitted = self
@@ -758,6 +829,9 @@ impl NetworkBehaviour for Behaviour {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.access
+            .check_peer(Endpoint::Dialer, &peer, addr)
+            .map_err(|refusal| self.deny(Some(peer), Endpoint::Dialer, Denial::Access(refusal)))?;
         self.table
             .check_established(&peer)
             .map_err(|reason| self.deny(Some(peer), Endpoint::Dialer, reason))?;
@@ -857,6 +931,7 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        self.enforce_access(cx);
         // Bounded: a deadline that is already due after `run_due` is retried at most a few
         // times, then left to an immediate wake-up.
         for _ in 0..4 {

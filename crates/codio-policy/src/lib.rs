@@ -36,6 +36,7 @@
 //!
 //! [`Instant`]: std::time::Instant
 
+pub mod access;
 pub mod autorelay;
 mod backoff;
 mod behaviour;
@@ -51,6 +52,7 @@ mod sources;
 mod stats;
 mod throttle;
 
+pub use access::{Access, AccessConfig, AccessMode, ConnectionGate, Refusal, Verdict};
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
 pub use handler::{Handler, KeepAlive};

@@ -243,6 +243,9 @@ pub enum Denial {
         /// The limit.
         limit: usize,
     },
+    /// The access rules refused the peer (allow list, deny list, application gate).
+    #[error(transparent)]
+    Access(#[from] crate::access::Refusal),
     /// The process uses more memory than [`LimitsConfig::with_max_memory`] allows.
     #[error("process memory {used} bytes is above the limit of {limit}")]
     Memory {

@@ -7,7 +7,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering::Relaxed},
 };
 
-use crate::Denial;
+use crate::{Denial, Refusal};
 
 /// Why a connection was refused, as a fixed label value (`reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,11 +29,17 @@ pub enum DenialReason {
     PerSubnet,
     /// The process memory limit.
     Memory,
+    /// Not on the allow list (allow-list mode).
+    NotAllowed,
+    /// On the deny list.
+    DenyListed,
+    /// Refused by the application's connection gate.
+    Gate,
 }
 
 impl DenialReason {
     /// Every reason, in label order.
-    pub const ALL: [DenialReason; 8] = [
+    pub const ALL: [DenialReason; 11] = [
         DenialReason::PendingIncoming,
         DenialReason::PendingOutgoing,
         DenialReason::MaxEstablished,
@@ -42,6 +48,9 @@ impl DenialReason {
         DenialReason::PerSource,
         DenialReason::PerSubnet,
         DenialReason::Memory,
+        DenialReason::NotAllowed,
+        DenialReason::DenyListed,
+        DenialReason::Gate,
     ];
 
     /// The label value.
@@ -55,6 +64,9 @@ impl DenialReason {
             DenialReason::PerSource => "per_source",
             DenialReason::PerSubnet => "per_subnet",
             DenialReason::Memory => "memory",
+            DenialReason::NotAllowed => "not_allowed",
+            DenialReason::DenyListed => "deny_listed",
+            DenialReason::Gate => "gate",
         }
     }
 }
@@ -70,6 +82,9 @@ impl From<&Denial> for DenialReason {
             Denial::PerSource { .. } => DenialReason::PerSource,
             Denial::PerSubnet { .. } => DenialReason::PerSubnet,
             Denial::Memory { .. } => DenialReason::Memory,
+            Denial::Access(Refusal::NotAllowed) => DenialReason::NotAllowed,
+            Denial::Access(Refusal::DenyListed) => DenialReason::DenyListed,
+            Denial::Access(Refusal::Gate) => DenialReason::Gate,
         }
     }
 }

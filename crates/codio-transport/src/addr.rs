@@ -1,6 +1,16 @@
-//! Helpers for `/p2p/<peer id>`-terminated addresses, the form peers are dialed by.
+//! Multiaddress helpers: TCP addresses, and `/p2p/<peer id>`-terminated addresses, the form
+//! peers are dialed by.
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+
+/// The TCP multiaddress of `ip:port`.
+pub fn tcp(ip: std::net::IpAddr, port: u16) -> Multiaddr {
+    let ip = match ip {
+        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Multiaddr::empty().with(ip).with(Protocol::Tcp(port))
+}
 
 /// The peer id of a `/p2p/<id>`-terminated address.
 pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
