@@ -259,3 +259,41 @@ pub async fn http_get(address: &str, path: &str, timeout: Duration) -> std::io::
         .await
         .map_err(|_| std::io::ErrorKind::TimedOut)?
 }
+
+/// A directory removed when dropped, also when the test fails.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory named after `name` and this process.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be created.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("codio-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// `name` inside it, as a command-line argument.
+    ///
+    /// # Panics
+    ///
+    /// When the path is not UTF-8.
+    pub fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().expect("UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

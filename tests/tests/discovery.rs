@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 
 use codio_network::{KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId};
 use codio_tests::{
-    ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
+    ConfigExt, EVENT_TIMEOUT, TempDir, dial_addr, init_tracing, loopback_config,
     netns::{self, NetLab},
     node_binary,
     process::NodeProcess,
@@ -169,6 +169,75 @@ async fn mdns_across_three_hosts() {
         let status = node.wait_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "node exited with {status}");
     }
+}
+
+/// The "Run a private swarm" walkthrough of docs/operations.md, on four hosts: a key from
+/// `codio-node key generate`, three nodes started with it find each other through mDNS and
+/// connect; a fourth host without the key finds none of them through mDNS (they announce
+/// under the key's service name) and cannot connect when it dials one directly.
+#[tokio::test]
+async fn a_private_swarm_finds_its_members_and_keeps_an_outsider_out() {
+    let lab = match NetLab::new(4) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            netns::skip_or_fail("a_private_swarm_finds_its_members", &reason);
+            return;
+        }
+    };
+    let binary = node_binary();
+    let dir = TempDir::new("private-swarm");
+    let key = dir.arg("swarm.key");
+    let generated = std::process::Command::new(&binary)
+        .args(["key", "generate", &key])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let (members, outsider) = lab.hosts().split_at(3);
+    let mut nodes: Vec<NodeProcess> = members
+        .iter()
+        .map(|host| {
+            NodeProcess::spawn_command(
+                lab.command(host, &binary),
+                ["--listen-port", "4001", "--swarm-key", &key],
+            )
+        })
+        .collect();
+    let member_addr = format!("/ip4/{}/tcp/4001", members[0].ip);
+    let mut stranger = NodeProcess::spawn_command(
+        lab.command(&outsider[0], &binary),
+        ["--listen-port", "4001", "--dial", &member_addr],
+    );
+    for (node, host) in nodes.iter_mut().zip(members) {
+        node.wait_for_line(
+            Duration::from_secs(30),
+            &format!("{} has its 2 fellow members", host.ip),
+            |l| l.contains("peer connected") && l.contains("connected=2"),
+        )
+        .await;
+    }
+    stranger
+        .wait_for_line(Duration::from_secs(30), "the outsider's dial fails", |l| {
+            l.contains("dial failed")
+        })
+        .await;
+    let seen = stranger.lines_so_far().join("\n");
+    assert!(
+        !seen.contains("peer discovered") && !seen.contains("peer connected"),
+        "the outsider found or reached no member:\n{seen}"
+    );
+    for node in &mut nodes {
+        let lines = node.lines_so_far().join("\n");
+        assert!(!lines.contains("connected=3"), "members only:\n{lines}");
+        assert!(
+            !lines.contains(&outsider[0].ip.to_string()),
+            "the outsider never shows up:\n{lines}"
+        );
+        node.signal("TERM");
+        let status = node.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "node exited with {status}");
+    }
+    stranger.signal("TERM");
+    stranger.wait_exit(Duration::from_secs(20)).await;
 }
 
 /// The seed's bootstrap test: a peer given only the bootstrap address connects to it.

@@ -5,41 +5,15 @@
 // Test code: a failed expectation panics and fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use codio_tests::{
-    http_get, node_binary,
+    TempDir, http_get, node_binary,
     process::{NodeProcess, STDOUT, field},
 };
 use tokio::process::Command;
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A directory removed when dropped, also when the test fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("codio-ops-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const LOCAL: [&str; 4] = ["--no-mdns", "--listen-ip", "127.0.0.1", "--no-relay"];
 
@@ -211,6 +185,50 @@ async fn configuration_layers_and_validation_name_the_bad_field() {
 
 /// B dials A; SIGTERM makes B exit 0 with A in its peer book; B restarted with only its data
 /// directory (no dial, no bootstrap, no mDNS) reconnects to A, under the same peer id.
+/// `key generate` writes an owner-only key and never overwrites one; a second node on a data
+/// directory in use exits 2 naming the problem, and the first keeps running; leftovers of a
+/// crash (temporary files) are removed at the next start.
+#[tokio::test]
+async fn swarm_keys_and_one_node_per_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("datadir");
+    let key = dir.arg("swarm.key");
+    let (lines, code) = run_to_exit(node(&["key", "generate", &key])).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let written = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        written.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"),
+        "{written}"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (lines, code) = run_to_exit(node(&["key", "generate", &key])).await;
+    assert_eq!(code, Some(1), "never overwrites: {lines:#?}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), written);
+
+    std::fs::create_dir_all(dir.path("data")).unwrap();
+    std::fs::write(dir.path("data/.peers.json.tmp-1-00"), b"half").unwrap();
+    let mut first = node(&["--data-dir", &dir.arg("data"), "--swarm-key", &key]);
+    address_of(&mut first).await;
+    assert!(
+        !dir.path("data/.peers.json.tmp-1-00").exists(),
+        "leftover removed"
+    );
+    let (lines, code) = run_to_exit(node(&["--data-dir", &dir.arg("data")])).await;
+    assert_eq!(code, Some(2), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("is in use by another codio-node")),
+        "{lines:#?}"
+    );
+    stop(first).await;
+    // Released with the process: the directory can be used again.
+    let mut again = node(&["--data-dir", &dir.arg("data")]);
+    address_of(&mut again).await;
+    stop(again).await;
+}
+
 #[tokio::test]
 async fn restart_reconnects_through_the_peer_book_and_sigterm_flushes_it() {
     let dir = TempDir::new("peerbook");

@@ -62,7 +62,7 @@ use std::{
 };
 
 pub use build::NodeBuilder;
-pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup};
+pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup, mdns::MdnsConfig};
 pub use codio_policy::{
     Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
     Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig,

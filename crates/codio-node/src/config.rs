@@ -12,11 +12,12 @@ use std::{
 use anyhow::Context as _;
 
 use codio_network::{
-    AutonatSettings, BackoffConfig, InboundLimits, KadMode, MemoryLimit, Multiaddr, NatConfig,
-    NetworkConfig, PeerId, PolicyConfig, PreSharedKey, TransportConfig,
+    AccessConfig, AccessMode, AutonatSettings, BackoffConfig, InboundLimits, KadMode, MdnsConfig,
+    MemoryLimit, Multiaddr, NatConfig, NetworkConfig, PeerId, PolicyConfig, PreSharedKey,
+    TransportConfig,
 };
 
-use libp2p::multiaddr::Protocol;
+use libp2p::{StreamProtocol, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
 /// Why the configuration could not be loaded.
@@ -66,6 +67,11 @@ pub(crate) struct NodeConfig {
     pub(crate) limit_loopback: bool,
     pub(crate) max_memory_percent: u8,
     pub(crate) swarm_key: Option<PathBuf>,
+    pub(crate) allow_peer: Vec<String>,
+    pub(crate) deny_peer: Vec<String>,
+    pub(crate) reserved_only: bool,
+    pub(crate) kad_protocol: Option<String>,
+    pub(crate) mdns_service: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +109,11 @@ impl Default for NodeConfig {
             limit_loopback: false,
             max_memory_percent: 80,
             swarm_key: None,
+            allow_peer: vec![],
+            deny_peer: vec![],
+            reserved_only: false,
+            kad_protocol: None,
+            mdns_service: None,
         }
     }
 }
@@ -202,6 +213,22 @@ max_memory_percent = 80
 # Private network: the swarm key file (kubo's format, /key/swarm/psk/1.0.0/); only nodes
 # with the same key can connect (off when unset).
 # swarm_key = "/etc/codio/swarm.key"
+
+# Admit only these peers (peer ids), besides bootstrap and reserved peers: everyone else is
+# refused right after the transport handshake, before any protocol runs. Empty: no allow
+# list (unless reserved_only).
+allow_peer = []
+# Refuse these peers (peer ids), whatever else says.
+deny_peer = []
+# Admit only bootstrap and reserved peers, and those of allow_peer (Substrate's meaning).
+reserved_only = false
+
+# The DHT's protocol name. Unset: /ipfs/kad/1.0.0 (the public DHT), or with a swarm key
+# /codio/kad/<key fingerprint>/1.0.0, so a private swarm never merges with a public DHT.
+# kad_protocol = "/ipfs/kad/1.0.0"
+# The mDNS service name. Unset: _p2p._udp.local (libp2p's), or with a swarm key
+# _codio-<key fingerprint>._udp.local.
+# mdns_service = "_p2p._udp.local"
 "#;
 
 /// Command-line flags that override the file; each also reads `CODIO_<NAME>`.
@@ -360,6 +387,31 @@ pub(crate) struct Overrides {
     /// Join the private network of this swarm key file (kubo's format).
     #[arg(long, env = "CODIO_SWARM_KEY", value_name = "FILE")]
     swarm_key: Option<PathBuf>,
+    /// Admit only this peer (repeatable), besides bootstrap and reserved peers.
+    #[arg(
+        long = "allow-peer",
+        env = "CODIO_ALLOW_PEER",
+        value_name = "PEER_ID",
+        value_delimiter = ','
+    )]
+    allow_peer: Vec<String>,
+    /// Refuse this peer (repeatable).
+    #[arg(
+        long = "deny-peer",
+        env = "CODIO_DENY_PEER",
+        value_name = "PEER_ID",
+        value_delimiter = ','
+    )]
+    deny_peer: Vec<String>,
+    /// Admit only bootstrap, reserved and allow-listed peers (default off).
+    #[arg(long, env = "CODIO_RESERVED_ONLY", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    reserved_only: Option<bool>,
+    /// The DHT's protocol name (default /ipfs/kad/1.0.0; with a swarm key, derived from it).
+    #[arg(long, env = "CODIO_KAD_PROTOCOL", value_name = "PROTOCOL")]
+    kad_protocol: Option<String>,
+    /// The mDNS service name (default _p2p._udp.local; with a swarm key, derived from it).
+    #[arg(long, env = "CODIO_MDNS_SERVICE", value_name = "NAME")]
+    mdns_service: Option<String>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -429,6 +481,15 @@ impl Overrides {
         if self.swarm_key.is_some() {
             c.swarm_key = self.swarm_key;
         }
+        set_list(&mut c.allow_peer, self.allow_peer);
+        set_list(&mut c.deny_peer, self.deny_peer);
+        set(&mut c.reserved_only, self.reserved_only);
+        if self.kad_protocol.is_some() {
+            c.kad_protocol = self.kad_protocol;
+        }
+        if self.mdns_service.is_some() {
+            c.mdns_service = self.mdns_service;
+        }
     }
 }
 
@@ -485,13 +546,14 @@ impl NodeConfig {
         let external = addresses("external_addrs", &self.external_addrs, false, &mut errors);
         duplicates("bootstrap", &bootstrap, &mut errors);
         duplicates("reserved", &reserved, &mut errors);
-        let mut find_peers = Vec::new();
-        for (i, text) in self.find_peer.iter().enumerate() {
-            match text.parse::<PeerId>() {
-                Ok(peer) => find_peers.push(peer),
-                Err(e) => errors.push(format!("find_peer[{i}] = {text:?}: not a peer id ({e})")),
-            }
-        }
+        let find_peers = peer_ids("find_peer", &self.find_peer, &mut errors);
+        let allow = peer_ids("allow_peer", &self.allow_peer, &mut errors);
+        let deny = peer_ids("deny_peer", &self.deny_peer, &mut errors);
+        let kad_protocol = self.kad_protocol.as_ref().and_then(|name| {
+            StreamProtocol::try_from_owned(name.clone())
+                .map_err(|e| errors.push(format!("kad_protocol = {name:?}: {e}")))
+                .ok()
+        });
         let positive = [
             ("max_peers", self.max_peers as u64),
             ("ping_interval_ms", self.ping_interval_ms),
@@ -535,6 +597,9 @@ impl NodeConfig {
             external,
             find_peers,
             swarm_key,
+            allow,
+            deny,
+            kad_protocol,
         })
     }
 
@@ -576,6 +641,18 @@ impl NodeConfig {
         } else {
             KadMode::Auto
         });
+        if let Some(protocol) = v.kad_protocol() {
+            config.discovery = config.discovery.with_kad_protocol(protocol);
+        }
+        let service = self.mdns_service.clone().or_else(|| {
+            v.swarm_key
+                .map(|key| format!("_codio-{}._udp.local", fingerprint(&key)))
+        });
+        if let Some(service) = service {
+            config.discovery = config
+                .discovery
+                .with_mdns_config(MdnsConfig::default().with_service_name(service));
+        }
         config.policy = PolicyConfig::default()
             .with_liveness(
                 ms(self.ping_interval_ms),
@@ -586,7 +663,8 @@ impl NodeConfig {
                 BackoffConfig::default()
                     .with_min(ms(self.backoff_min_ms))
                     .with_max(ms(self.backoff_max_ms)),
-            );
+            )
+            .with_access(self.access(v));
         let memory = match self.max_memory_percent {
             0 => MemoryLimit::Off,
             percent => MemoryLimit::Percent(percent),
@@ -596,6 +674,22 @@ impl NodeConfig {
             .with_limit_loopback(self.limit_loopback)
             .with_max_memory(memory);
         config
+    }
+}
+
+impl NodeConfig {
+    /// The access rules: an allow list when peers are listed or only reserved peers are
+    /// admitted (the facade adds bootstrap and reserved peers to it).
+    fn access(&self, v: &Validated) -> AccessConfig {
+        let mode = if self.reserved_only || !v.allow.is_empty() {
+            AccessMode::AllowList
+        } else {
+            AccessMode::Open
+        };
+        AccessConfig::default()
+            .with_mode(mode)
+            .with_allowed(v.allow.iter().copied())
+            .with_denied(v.deny.iter().copied())
     }
 }
 
@@ -609,6 +703,44 @@ pub(crate) struct Validated {
     pub(crate) external: Vec<Multiaddr>,
     pub(crate) find_peers: Vec<PeerId>,
     pub(crate) swarm_key: Option<PreSharedKey>,
+    pub(crate) allow: Vec<PeerId>,
+    pub(crate) deny: Vec<PeerId>,
+    pub(crate) kad_protocol: Option<StreamProtocol>,
+}
+
+impl Validated {
+    /// The DHT protocol: the configured one, else one of the swarm key's, else libp2p's.
+    fn kad_protocol(&self) -> Option<StreamProtocol> {
+        self.kad_protocol.clone().or_else(|| {
+            let key = self.swarm_key?;
+            StreamProtocol::try_from_owned(format!("/codio/kad/{}/1.0.0", fingerprint(&key))).ok()
+        })
+    }
+}
+
+/// The first 16 hex digits of a swarm key's fingerprint (go-libp2p's): names the private
+/// swarm's DHT protocol and mDNS service without revealing the key.
+pub(crate) fn fingerprint(key: &PreSharedKey) -> String {
+    key.fingerprint().to_string().chars().take(16).collect()
+}
+
+fn peer_ids(field: &str, texts: &[String], errors: &mut Vec<String>) -> Vec<PeerId> {
+    let mut peers = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        match text.trim().parse::<PeerId>() {
+            Ok(peer) => peers.push(peer),
+            Err(e) => errors.push(format!("{field}[{i}] = {text:?}: not a peer id ({e})")),
+        }
+    }
+    peers
+}
+
+/// Writes a fresh swarm key to `path` (which must not exist), owner-only; its fingerprint.
+pub(crate) fn generate_swarm_key(path: &Path) -> anyhow::Result<String> {
+    let key = PreSharedKey::new(crate::files::random_bytes::<32>().context("OS randomness")?);
+    crate::files::write_new(path, key.to_string().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(fingerprint(&key))
 }
 
 /// A kubo swarm key file: `/key/swarm/psk/1.0.0/`, an encoding line, the key.

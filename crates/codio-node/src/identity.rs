@@ -2,11 +2,12 @@
 //!
 //! Created on first start (file mode 0600 on Unix) and reused afterwards, so the peer id is
 //! stable across restarts. A file that exists but does not hold a valid key is an error: it
-//! is never silently replaced, since that would change the node's identity.
+//! is never silently replaced, since that would change the node's identity. The key is
+//! written atomically (temporary file, synced, linked into place), so a crash while it is
+//! written leaves either no key (the next start creates one) or the whole key.
 
 use std::{
-    fs,
-    io::{self, Write},
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -45,21 +46,10 @@ pub(crate) fn load_or_create(dir: &Path) -> anyhow::Result<(Keypair, bool)> {
     }
 }
 
-/// Writes `bytes` to a new file readable by the owner only; fails if the file exists.
+/// Writes `bytes` to a new file readable by the owner only, atomically (a crash leaves no
+/// key or the whole key, never part of one); fails if the file exists.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    crate::files::write_new(path, bytes).with_context(|| format!("creating {}", path.display()))
 }
 
 #[cfg(unix)]
@@ -112,6 +102,32 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A crash between the steps of writing the key leaves at most a temporary file: the
+    /// next start removes it (the node does, `files::remove_temps`) and creates a key; a
+    /// crash after the link leaves the whole key, which the next start reuses.
+    #[test]
+    fn a_crash_between_key_write_steps_leaves_a_node_that_starts() {
+        let dir = temp_dir("crash");
+        fs::create_dir_all(&dir).unwrap();
+        // Crashed after writing part of the temporary file: no key yet.
+        fs::write(
+            dir.join(".identity.key.tmp-42-0123456789abcdef"),
+            b"\x08\x01\x12",
+        )
+        .unwrap();
+        assert_eq!(crate::files::remove_temps(&dir), 1);
+        let (first, created) = load_or_create(&dir).unwrap();
+        assert!(created);
+        // Crashed after the link, before the temporary was removed: the key is whole.
+        let bytes = fs::read(dir.join(KEY_FILE)).unwrap();
+        fs::write(dir.join(".identity.key.tmp-43-0123456789abcdef"), &bytes).unwrap();
+        assert_eq!(crate::files::remove_temps(&dir), 1);
+        let (again, created) = load_or_create(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(first.public().to_peer_id(), again.public().to_peer_id());
         fs::remove_dir_all(&dir).unwrap();
     }
 

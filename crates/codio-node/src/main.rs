@@ -12,6 +12,7 @@
 //! default `info`); `--json` adds one JSON event per line on stdout.
 
 mod config;
+mod files;
 mod http;
 mod identity;
 mod logs;
@@ -61,12 +62,27 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Private network keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Send a file to a peer over /codio/bulk/1.0.0 (its inbox stores it), then exit.
     Send {
         /// The receiver's address, ending in /p2p/PEER_ID.
         #[arg(long, value_name = "ADDR")]
         to: Multiaddr,
         /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Write a fresh swarm key (kubo's format, mode 0600) to FILE, which must not exist; give
+    /// it to every node of the private swarm with --swarm-key.
+    Generate {
+        /// Where to write it.
         file: PathBuf,
     },
 }
@@ -107,6 +123,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print!("{}", config::EXAMPLE);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(Command::Key {
+        action: KeyAction::Generate { file },
+    }) = &cli.command
+    {
+        let fingerprint = config::generate_swarm_key(file)?;
+        println!(
+            "wrote a new swarm key to {} (fingerprint {fingerprint})",
+            file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let invalid = |errors: Vec<String>| {
         eprintln!("codio-node: invalid configuration:");
         for error in errors {
@@ -123,6 +150,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(validated) => validated,
         Err(errors) => return invalid(errors),
     };
+    let _lock = match (&cli.command, &node_config.data_dir) {
+        (Some(Command::Config { .. }), _) | (_, None) => None,
+        (_, Some(dir)) => match files::DirLock::acquire(dir) {
+            Ok(lock) => Some(lock),
+            Err(error) if error.downcast_ref::<files::DirInUse>().is_some() => {
+                eprintln!("codio-node: {error}");
+                return Ok(ExitCode::from(INVALID_CONFIG));
+            }
+            Err(error) => return Err(error),
+        },
+    };
+    if let Some(dir) = &node_config.data_dir {
+        let removed = files::remove_temps(dir);
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "removed temporary files left by a crash");
+        }
+    }
     match cli.command {
         Some(Command::Config {
             action: ConfigAction::Check,

@@ -9,8 +9,7 @@
 
 use std::{
     collections::HashMap,
-    fs,
-    io::{self, Write},
+    fs, io,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -211,22 +210,13 @@ fn strip_p2p(mut address: Multiaddr) -> Multiaddr {
     address
 }
 
-/// Writes `bytes` to `path` through a synced temporary file renamed over it.
+/// Writes `bytes` to `path` through a synced temporary file (created exclusively, no link
+/// followed) renamed over it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
     }
-    fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::files::write_replace(path, bytes)
 }
 
 #[cfg(test)]
@@ -255,7 +245,7 @@ mod tests {
             [format!("/ip4/10.0.0.2/tcp/2/p2p/{peer}").parse().unwrap()],
         );
         book.save().unwrap();
-        assert!(!dir.join("peers.json.tmp").exists());
+        assert_eq!(crate::files::remove_temps(&dir), 0, "no temporary left");
         let again = PeerBook::load(&dir);
         let dial = again.dial_addresses();
         assert_eq!(dial.len(), 1);
