@@ -11,7 +11,10 @@ use codio_tests::{
     TempDir, http_get, node_binary,
     process::{NodeProcess, STDOUT, field},
 };
-use tokio::process::Command;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    process::Command,
+};
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -331,6 +334,43 @@ async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
             .expect("a response in time")
             .starts_with("HTTP/1.1 404")
     );
+
+    // 32 clients that stall (16 silent, 16 mid-head) do not stop a scrape: the oldest are
+    // closed to make room, well before their 5 s read limit.
+    let mut stalled = Vec::new();
+    for i in 0..32 {
+        let mut socket = tokio::net::TcpStream::connect(&metrics_address)
+            .await
+            .unwrap();
+        if i % 2 == 1 {
+            socket
+                .write_all(b"GET /metrics HTTP/1.1\r\n")
+                .await
+                .unwrap();
+        }
+        stalled.push(socket);
+    }
+    let started = std::time::Instant::now();
+    let response = http_get(&metrics_address, "/metrics", Duration::from_secs(3))
+        .await
+        .expect("a scrape is answered while 32 clients stall");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A head that does not end within 8 KiB is refused (exactly 8 KiB sent: the endpoint
+    // reads all of it, so closing leaves nothing unread that would reset the connection).
+    let mut socket = tokio::net::TcpStream::connect(&metrics_address)
+        .await
+        .unwrap();
+    let mut long = format!("GET /metrics HTTP/1.1\r\nX-Pad: {}", "a".repeat(8192));
+    long.truncate(8192);
+    socket.write_all(long.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(LOG_TIMEOUT, socket.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    drop(stalled);
     stop(b).await;
     stop(a).await;
 }

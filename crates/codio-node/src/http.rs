@@ -1,10 +1,13 @@
 //! The opt-in Prometheus endpoint: `GET /metrics` on `metrics_addr`, nothing else.
 //!
-//! A deliberately small HTTP/1.1 responder (one request per connection, request head at most
-//! 8 KiB read within 5 s, at most 16 scrapes at once) instead of a web framework: a scrape
-//! endpoint needs no more, and it keeps the binary's dependencies to what it uses.
+//! A deliberately small HTTP/1.1 responder instead of a web framework: a scrape endpoint needs
+//! no more, and it keeps the binary's dependencies to what it uses. Every client is bounded:
+//! one request per connection, a request head of at most 8 KiB read within 5 s, the answer
+//! written within 10 s, and at most 16 connections at once, the oldest closed to make room
+//! for a new one (clients that connect and never read cannot lock a scraper out).
 
 use std::{
+    collections::VecDeque,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -13,16 +16,36 @@ use codio_network::metrics::{Registry, encode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    task::AbortHandle,
 };
 
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONCURRENT: usize = 16;
+
+/// The connections being answered, oldest first.
+#[derive(Debug, Default)]
+struct Clients(VecDeque<AbortHandle>);
+
+impl Clients {
+    /// Makes room for one more: forgets finished ones, closes the oldest when full.
+    fn make_room(&mut self) {
+        self.0.retain(|client| !client.is_finished());
+        while self.0.len() >= MAX_CONCURRENT {
+            if let Some(oldest) = self.0.pop_front() {
+                tracing::debug!(
+                    "metrics endpoint: {MAX_CONCURRENT} connections open; closing the oldest"
+                );
+                oldest.abort();
+            }
+        }
+    }
+}
 
 /// Serves `registry` on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, registry: Arc<Mutex<Registry>>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    let mut clients = Clients::default();
     loop {
         let socket = match listener.accept().await {
             Ok((socket, _)) => socket,
@@ -33,17 +56,14 @@ pub(crate) async fn serve(listener: TcpListener, registry: Arc<Mutex<Registry>>)
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!("metrics endpoint: too many scrapes at once; closing one");
-            continue;
-        };
+        clients.make_room();
         let registry = registry.clone();
-        tokio::spawn(async move {
+        let client = tokio::spawn(async move {
             if let Err(error) = answer(socket, &registry).await {
                 tracing::debug!(%error, "metrics endpoint: request failed");
             }
-            drop(permit);
         });
+        clients.0.push_back(client.abort_handle());
     }
 }
 
@@ -67,7 +87,13 @@ async fn answer(mut socket: TcpStream, registry: &Mutex<Registry>) -> std::io::R
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
     let (status, content_type, body) = match (method, path) {
+        _ if !complete => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            format!("the request head must end within {MAX_HEAD} bytes\n"),
+        ),
         ("GET", "/metrics") => {
             let mut text = String::new();
             let encoded = encode(
@@ -102,6 +128,11 @@ async fn answer(mut socket: TcpStream, registry: &Mutex<Registry>) -> std::io::R
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
+    let write = async {
+        socket.write_all(response.as_bytes()).await?;
+        socket.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
