@@ -53,6 +53,17 @@ async fn stop(mut node: NodeProcess) {
     assert!(status.success(), "node exited with {status}");
 }
 
+/// The peer id of the identity in `dir` (created if missing), from `codio-node id`.
+async fn peer_id_of_data_dir(dir: &str) -> String {
+    let (lines, code) = run_to_exit(node(&["--data-dir", dir, "id"])).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(STDOUT))
+        .expect("the peer id on stdout")
+        .to_owned()
+}
+
 /// Runs the node to completion (a command that exits by itself); returns its lines and code.
 async fn run_to_exit(mut node: NodeProcess) -> (Vec<String>, Option<i32>) {
     let status = node.wait_exit(LOG_TIMEOUT).await;
@@ -380,7 +391,14 @@ async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_events_and_a_file_transfer_with_progress() {
     let dir = TempDir::new("transfer");
-    let mut receiver = node(&["--json", "--inbox", &dir.arg("inbox")]);
+    let sender_id = peer_id_of_data_dir(&dir.arg("sender")).await;
+    let mut receiver = node(&[
+        "--json",
+        "--inbox",
+        &dir.arg("inbox"),
+        "--inbox-allow",
+        &sender_id,
+    ]);
     let started = receiver
         .wait_for_line(LOG_TIMEOUT, "started event", |l| {
             l.starts_with(STDOUT) && l.contains("\"started\"")
@@ -397,6 +415,8 @@ async fn json_events_and_a_file_transfer_with_progress() {
     std::fs::write(dir.path("file.bin"), &content).unwrap();
     let (lines, code) = run_to_exit(node(&[
         "--json",
+        "--data-dir",
+        &dir.arg("sender"),
         "send",
         "--to",
         &address,
@@ -446,5 +466,181 @@ async fn json_events_and_a_file_transfer_with_progress() {
             "{line}"
         );
     }
+    stop(receiver).await;
+}
+
+/// Starts a `--json` receiver with an inbox in `dir/inbox` and `extra` flags; its address.
+async fn inbox_node(dir: &TempDir, extra: &[&str]) -> (NodeProcess, String) {
+    let inbox = dir.arg("inbox");
+    let mut args = vec!["--json", "--inbox", inbox.as_str()];
+    args.extend_from_slice(extra);
+    let mut receiver = node(&args);
+    let started = receiver
+        .wait_for_line(LOG_TIMEOUT, "started event", |l| {
+            l.starts_with(STDOUT) && l.contains("\"started\"")
+        })
+        .await;
+    let started: serde_json::Value =
+        serde_json::from_str(started.strip_prefix(STDOUT).unwrap()).unwrap();
+    let address = started["listen_addrs"][0].as_str().unwrap().to_owned();
+    (receiver, address)
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `codio-node send` of `file` to `to` from the identity in `data_dir`.
+fn sender(data_dir: &str, to: &str, file: &str) -> NodeProcess {
+    node(&["--data-dir", data_dir, "send", "--to", to, file])
+}
+
+/// A stranger's file is refused before a byte is stored (nothing is left in the inbox) and
+/// counted; an allowed sender's file is stored meanwhile; `send` to an address without the
+/// receiver's id is refused unless `--any-peer`.
+#[tokio::test]
+async fn an_inbox_refuses_a_strangers_file_and_keeps_nothing() {
+    let dir = TempDir::new("inbox-stranger");
+    let friend = peer_id_of_data_dir(&dir.arg("friend")).await;
+    let (mut receiver, address) = inbox_node(&dir, &["--inbox-allow", &friend]).await;
+    std::fs::write(dir.path("file.bin"), vec![7u8; 3 << 20]).unwrap();
+    let stranger = sender(&dir.arg("stranger"), &address, &dir.arg("file.bin"));
+    let (lines, code) = run_to_exit(stranger).await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("not_allowed")),
+        "{lines:#?}"
+    );
+    receiver
+        .expect_line(LOG_TIMEOUT, "refusal event", |l| {
+            l.contains("\"transfer_refused\"") && l.contains("\"not_allowed\"")
+        })
+        .await;
+    assert!(names_in(&dir.path("inbox")).is_empty(), "nothing stored");
+
+    let (lines, code) =
+        run_to_exit(sender(&dir.arg("friend"), &address, &dir.arg("file.bin"))).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    receiver
+        .expect_line(LOG_TIMEOUT, "friend's file stored", |l| {
+            l.contains("\"transfer_complete\"")
+        })
+        .await;
+    assert_eq!(names_in(&dir.path("inbox")).len(), 1);
+
+    let without_id = address.rsplit_once("/p2p/").unwrap().0.to_owned();
+    let (lines, code) = run_to_exit(sender(
+        &dir.arg("friend"),
+        &without_id,
+        &dir.arg("file.bin"),
+    ))
+    .await;
+    assert_eq!(code, Some(2), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("--any-peer")), "{lines:#?}");
+    stop(receiver).await;
+}
+
+/// Two senders send the same content at once: both are confirmed, the inbox ends with one
+/// correct file under its digest and no partial file.
+#[tokio::test]
+async fn the_same_content_sent_twice_at_once_ends_as_one_correct_file() {
+    let dir = TempDir::new("inbox-twice");
+    let (mut receiver, address) = inbox_node(&dir, &["--inbox-allow-any"]).await;
+    let content: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(dir.path("file.bin"), &content).unwrap();
+    let first = sender(&dir.arg("a"), &address, &dir.arg("file.bin"));
+    let second = sender(&dir.arg("b"), &address, &dir.arg("file.bin"));
+    let (first, second) = tokio::join!(run_to_exit(first), run_to_exit(second));
+    assert_eq!(first.1, Some(0), "{:#?}", first.0);
+    assert_eq!(second.1, Some(0), "{:#?}", second.0);
+    for n in 0..2 {
+        receiver
+            .wait_for_line(LOG_TIMEOUT, &format!("transfer {n} complete"), |l| {
+                l.contains("\"transfer_complete\"")
+            })
+            .await;
+    }
+    let names = names_in(&dir.path("inbox"));
+    assert_eq!(names.len(), 1, "one file: {names:?}");
+    let stored = std::fs::read(dir.path("inbox").join(&names[0])).unwrap();
+    assert!(stored == content, "stored bytes differ");
+    stop(receiver).await;
+}
+
+/// A sender that drips its file (a byte every 50 ms) is cut off at the transfer's deadline
+/// (1 s + its size at the minimum rate, here 2 s) and its partial file removed, while an
+/// allowed sender's file is stored during the drip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_drip_sender_is_cut_off_at_the_deadline() {
+    use futures::TryStreamExt;
+    let dir = TempDir::new("inbox-drip");
+    let friend = peer_id_of_data_dir(&dir.arg("friend")).await;
+    let dripper = codio_tests::started_node(codio_tests::loopback_config()).await;
+    let dripper_id = dripper.local_peer_id().to_string();
+    let (mut receiver, address) = inbox_node(
+        &dir,
+        &[
+            "--inbox-allow",
+            &friend,
+            "--inbox-allow",
+            &dripper_id,
+            "--inbox-deadline-ms",
+            "1000",
+        ],
+    )
+    .await;
+    let receiver_id = dripper
+        .connect_peer(address.parse().unwrap())
+        .await
+        .unwrap();
+    let drip = futures::stream::unfold(0u32, |n| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((Ok::<_, std::io::Error>(vec![n as u8]), n + 1))
+    });
+    let mut source = Box::pin(drip).into_async_read();
+    let header = codio_network::BulkHeader {
+        content: codio_network::ContentId([1; 32]),
+        size: 1000,
+        topic: "drip".into(),
+    };
+    let started = std::time::Instant::now();
+    let dripping = dripper.send_bulk(receiver_id, header, &mut source, |_| {});
+    let friend_sends = async {
+        std::fs::write(dir.path("file.bin"), vec![3u8; 1 << 20]).unwrap();
+        run_to_exit(sender(&dir.arg("friend"), &address, &dir.arg("file.bin"))).await
+    };
+    let (dripped, (lines, code)) = tokio::join!(dripping, friend_sends);
+    assert_eq!(
+        code,
+        Some(0),
+        "the friend is served during the drip: {lines:#?}"
+    );
+    assert!(dripped.is_err(), "the drip is cut off: {dripped:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cut off near its 2 s deadline, not after 50 s: {:?}",
+        started.elapsed()
+    );
+    receiver
+        .expect_line(LOG_TIMEOUT, "deadline message", |l| {
+            l.contains("not complete within its deadline")
+        })
+        .await;
+    let names = names_in(&dir.path("inbox"));
+    assert_eq!(
+        names.len(),
+        1,
+        "the friend's file only, no partial: {names:?}"
+    );
+    assert!(!names[0].starts_with('.'), "{names:?}");
+    dripper.shutdown().await;
     stop(receiver).await;
 }

@@ -20,6 +20,8 @@ use codio_network::{
 use libp2p::{StreamProtocol, multiaddr::Protocol};
 use serde::{Deserialize, Serialize};
 
+use crate::inbox::{Rules as InboxRules, Senders};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug)]
 pub(crate) enum LoadError {
@@ -63,6 +65,12 @@ pub(crate) struct NodeConfig {
     pub(crate) json: bool,
     pub(crate) inbox: Option<PathBuf>,
     pub(crate) inbox_max_bytes: u64,
+    pub(crate) inbox_allow: Vec<String>,
+    pub(crate) inbox_allow_any: bool,
+    pub(crate) inbox_quota_bytes: u64,
+    pub(crate) inbox_min_free_bytes: u64,
+    pub(crate) inbox_deadline_ms: u64,
+    pub(crate) inbox_min_rate: u64,
     pub(crate) echo: bool,
     pub(crate) limit_loopback: bool,
     pub(crate) max_memory_percent: u8,
@@ -105,6 +113,12 @@ impl Default for NodeConfig {
             json: false,
             inbox: None,
             inbox_max_bytes: 1 << 30,
+            inbox_allow: vec![],
+            inbox_allow_any: false,
+            inbox_quota_bytes: 16 << 30,
+            inbox_min_free_bytes: 1 << 30,
+            inbox_deadline_ms: 60_000,
+            inbox_min_rate: 1 << 20,
             echo: false,
             limit_loopback: false,
             max_memory_percent: 80,
@@ -197,6 +211,19 @@ json = false
 # inbox = "/var/lib/codio/inbox"
 # Largest transfer the inbox accepts, in bytes.
 inbox_max_bytes = 1073741824
+# Peers (peer ids) allowed to send files, besides bootstrap, reserved and allow-listed
+# peers, which always may. Anyone else is refused before a byte is stored.
+inbox_allow = []
+# Accept files from any peer (think twice on a public network).
+inbox_allow_any = false
+# Most bytes the inbox holds, stored files and transfers in flight together.
+inbox_quota_bytes = 17179869184
+# Free bytes that must stay on the inbox's disk: transfers that would go below are refused.
+inbox_min_free_bytes = 1073741824
+# A transfer must be complete within inbox_deadline_ms plus its size at inbox_min_rate
+# bytes per second, or it is cut off (a sender dripping bytes cannot hold a slot).
+inbox_deadline_ms = 60000
+inbox_min_rate = 1048576
 
 # Answer requests of topic "echo" with their own payload (a liveness check for operators
 # and benchmarks); other requests are answered NotFound.
@@ -375,6 +402,30 @@ pub(crate) struct Overrides {
     /// Largest transfer the inbox accepts, in bytes (default 1 GiB).
     #[arg(long, env = "CODIO_INBOX_MAX_BYTES", value_name = "BYTES")]
     inbox_max_bytes: Option<u64>,
+    /// Peer allowed to send files to the inbox (repeatable), besides bootstrap, reserved and
+    /// allow-listed peers.
+    #[arg(
+        long = "inbox-allow",
+        env = "CODIO_INBOX_ALLOW",
+        value_name = "PEER_ID",
+        value_delimiter = ','
+    )]
+    inbox_allow: Vec<String>,
+    /// Accept files from any peer (default off).
+    #[arg(long, env = "CODIO_INBOX_ALLOW_ANY", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    inbox_allow_any: Option<bool>,
+    /// Most bytes the inbox holds (default 16 GiB).
+    #[arg(long, env = "CODIO_INBOX_QUOTA_BYTES", value_name = "BYTES")]
+    inbox_quota_bytes: Option<u64>,
+    /// Free bytes that must stay on the inbox's disk (default 1 GiB).
+    #[arg(long, env = "CODIO_INBOX_MIN_FREE_BYTES", value_name = "BYTES")]
+    inbox_min_free_bytes: Option<u64>,
+    /// Base deadline of a transfer in milliseconds (default 60000).
+    #[arg(long, env = "CODIO_INBOX_DEADLINE_MS", value_name = "MS")]
+    inbox_deadline_ms: Option<u64>,
+    /// Slowest rate a transfer may average, in bytes per second (default 1 MiB/s).
+    #[arg(long, env = "CODIO_INBOX_MIN_RATE", value_name = "BYTES_PER_SEC")]
+    inbox_min_rate: Option<u64>,
     /// Answer requests of topic "echo" with their payload (default off).
     #[arg(long, env = "CODIO_ECHO", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     echo: Option<bool>,
@@ -475,6 +526,12 @@ impl Overrides {
             c.inbox = self.inbox;
         }
         set(&mut c.inbox_max_bytes, self.inbox_max_bytes);
+        set_list(&mut c.inbox_allow, self.inbox_allow);
+        set(&mut c.inbox_allow_any, self.inbox_allow_any);
+        set(&mut c.inbox_quota_bytes, self.inbox_quota_bytes);
+        set(&mut c.inbox_min_free_bytes, self.inbox_min_free_bytes);
+        set(&mut c.inbox_deadline_ms, self.inbox_deadline_ms);
+        set(&mut c.inbox_min_rate, self.inbox_min_rate);
         set(&mut c.echo, self.echo);
         set(&mut c.limit_loopback, self.limit_loopback);
         set(&mut c.max_memory_percent, self.max_memory_percent);
@@ -549,6 +606,7 @@ impl NodeConfig {
         let find_peers = peer_ids("find_peer", &self.find_peer, &mut errors);
         let allow = peer_ids("allow_peer", &self.allow_peer, &mut errors);
         let deny = peer_ids("deny_peer", &self.deny_peer, &mut errors);
+        let inbox_allow = peer_ids("inbox_allow", &self.inbox_allow, &mut errors);
         let kad_protocol = self.kad_protocol.as_ref().and_then(|name| {
             StreamProtocol::try_from_owned(name.clone())
                 .map_err(|e| errors.push(format!("kad_protocol = {name:?}: {e}")))
@@ -563,6 +621,8 @@ impl NodeConfig {
             ("backoff_min_ms", self.backoff_min_ms),
             ("autonat_retry_ms", self.autonat_retry_ms),
             ("inbox_max_bytes", self.inbox_max_bytes),
+            ("inbox_deadline_ms", self.inbox_deadline_ms),
+            ("inbox_min_rate", self.inbox_min_rate),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -578,6 +638,12 @@ impl NodeConfig {
             errors.push(format!(
                 "max_memory_percent = {}: must be at most 100",
                 self.max_memory_percent
+            ));
+        }
+        if self.inbox_max_bytes > self.inbox_quota_bytes {
+            errors.push(format!(
+                "inbox_max_bytes = {} is larger than inbox_quota_bytes = {}",
+                self.inbox_max_bytes, self.inbox_quota_bytes
             ));
         }
         if self.backoff_min_ms > self.backoff_max_ms {
@@ -600,6 +666,7 @@ impl NodeConfig {
             allow,
             deny,
             kad_protocol,
+            inbox_allow,
         })
     }
 
@@ -693,6 +760,28 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The inbox's rules: senders are the inbox allow list plus every peer the node was told
+    /// to trust (bootstrap, reserved, allow-listed), unless any sender is accepted.
+    pub(crate) fn inbox_rules(&self, v: &Validated) -> InboxRules {
+        let senders = if self.inbox_allow_any {
+            Senders::Any
+        } else {
+            let trusted = v.bootstrap.iter().chain(&v.reserved).filter_map(peer_of);
+            let listed = v.inbox_allow.iter().chain(&v.allow).copied();
+            Senders::Only(trusted.chain(listed).collect())
+        };
+        InboxRules {
+            senders,
+            max_file: self.inbox_max_bytes,
+            quota: self.inbox_quota_bytes,
+            min_free: self.inbox_min_free_bytes,
+            deadline_base: Duration::from_millis(self.inbox_deadline_ms),
+            min_rate: self.inbox_min_rate,
+        }
+    }
+}
+
 /// The parsed values of a valid configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Validated {
@@ -706,6 +795,7 @@ pub(crate) struct Validated {
     pub(crate) allow: Vec<PeerId>,
     pub(crate) deny: Vec<PeerId>,
     pub(crate) kad_protocol: Option<StreamProtocol>,
+    pub(crate) inbox_allow: Vec<PeerId>,
 }
 
 impl Validated {

@@ -15,6 +15,7 @@ mod config;
 mod files;
 mod http;
 mod identity;
+mod inbox;
 mod logs;
 mod output;
 mod peerbook;
@@ -23,7 +24,7 @@ mod transfer;
 use std::{
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -62,6 +63,9 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print this node's peer id (its identity in --data-dir, created if missing): what other
+    /// nodes put in --allow-peer and --inbox-allow.
+    Id,
     /// Private network keys.
     Key {
         #[command(subcommand)]
@@ -72,6 +76,9 @@ enum Command {
         /// The receiver's address, ending in /p2p/PEER_ID.
         #[arg(long, value_name = "ADDR")]
         to: Multiaddr,
+        /// Accept whichever peer answers at an address without /p2p/PEER_ID.
+        #[arg(long)]
+        any_peer: bool,
         /// The file.
         file: PathBuf,
     },
@@ -168,6 +175,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     match cli.command {
+        Some(Command::Id) => {
+            let Some(dir) = &node_config.data_dir else {
+                eprintln!(
+                    "codio-node: id needs --data-dir (without it every start is a new identity)"
+                );
+                return Ok(ExitCode::from(INVALID_CONFIG));
+            };
+            let (keypair, _) = identity::load_or_create(dir)?;
+            println!("{}", keypair.public().to_peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Config {
             action: ConfigAction::Check,
         }) => {
@@ -175,7 +193,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", toml::to_string(&node_config)?);
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Send { to, file }) => send(&node_config, &validated, to, &file).await,
+        Some(Command::Send { to, any_peer, file }) => {
+            if config::peer_of(&to).is_none() && !any_peer {
+                eprintln!(
+                    "codio-node: send --to {to}: the address has no /p2p/<peer id>, so any peer \
+                     answering there would get the file; add the receiver's id, or --any-peer"
+                );
+                return Ok(ExitCode::from(INVALID_CONFIG));
+            }
+            send(&node_config, &validated, to, &file).await
+        }
         _ => serve(&node_config, &validated).await,
     }
 }
@@ -256,7 +283,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     for addr in &addrs {
         tracing::info!(address = %format!("{addr}/p2p/{peer_id}"), "listening on");
     }
-    if let (Some(listener), Some(registry)) = (metrics_listener, registry) {
+    if let (Some(listener), Some(registry)) = (metrics_listener, registry.clone()) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving metrics at /metrics");
         output.json("metrics_listening", json!({ "address": addr.to_string() }));
@@ -283,6 +310,9 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         }
     }
     for addr in &validated.dial {
+        if config::peer_of(addr).is_none() {
+            tracing::warn!(%addr, "dialing without /p2p/<peer id>: whichever peer answers is accepted");
+        }
         let network = network.clone();
         let addr = addr.clone();
         tokio::spawn(async move {
@@ -303,17 +333,12 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
             validated.find_peers.clone(),
         ));
     }
-    if let Some(dir) = &config.inbox {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the inbox {}", dir.display()))?;
-        if let Some(incoming) = inbox {
-            tokio::spawn(transfer::run_inbox(
-                incoming,
-                dir.clone(),
-                config.inbox_max_bytes,
-                output,
-            ));
+    if let (Some(dir), Some(incoming)) = (&config.inbox, inbox) {
+        let inbox = transfer::Inbox::open(dir, config.inbox_rules(validated), output)?;
+        if let Some(registry) = &registry {
+            inbox.register(&mut registry.lock().unwrap_or_else(PoisonError::into_inner));
         }
+        tokio::spawn(inbox.run(incoming));
     }
 
     let mut save_tick = tokio::time::interval(PEER_BOOK_SAVE_INTERVAL);

@@ -7,8 +7,12 @@
 use std::{
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -16,12 +20,12 @@ use codio_network::{BulkHeader, ContentId, ErrorCode, IncomingBulk, NetworkManag
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use crate::output::{Output, Progress};
-
-/// Transfers the inbox receives at once; further ones wait in the node's bulk queue.
-const INBOX_CONCURRENCY: usize = 4;
+use crate::{
+    inbox::{Ledger, MAX_TRANSFERS, Refusal, Rules, Senders},
+    output::{Output, Progress},
+};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -87,103 +91,284 @@ pub(crate) async fn send_file(
     Ok(sent)
 }
 
-/// Accepts inbound transfers into `dir` until the node stops.
-pub(crate) async fn run_inbox(
-    mut incoming: mpsc::Receiver<IncomingBulk>,
+/// How long a sender has to send its transfer's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refusals written at once; beyond it a refused stream is dropped (reset) unanswered.
+const MAX_REFUSALS: usize = 16;
+/// Prefix of the partial files of transfers in flight.
+const PARTIAL: &str = ".partial-";
+
+/// The inbox: its directory, its ledger, and what it counts.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbox {
     dir: PathBuf,
-    max_bytes: u64,
+    ledger: Arc<Mutex<Ledger>>,
+    refused: Arc<[AtomicU64; Refusal::ALL.len()]>,
     output: Output,
-) {
-    let slots = Arc::new(Semaphore::new(INBOX_CONCURRENCY));
-    while let Some(bulk) = incoming.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let dir = dir.clone();
-        tokio::spawn(async move {
-            let peer = bulk.peer_id;
-            if let Err(error) = receive_into(bulk, &dir, max_bytes, output).await {
-                tracing::warn!(%peer, error = format!("{error:#}"), "inbound transfer failed");
-                output.json(
-                    "transfer_failed",
-                    json!({ "direction": "receive", "peer_id": peer.to_string(), "error": format!("{error:#}") }),
-                );
+}
+
+/// How a transfer ended.
+enum Outcome {
+    Stored(u64),
+    /// The same content was already stored (by an earlier or a parallel transfer).
+    Duplicate(u64),
+}
+
+impl Inbox {
+    /// Opens the inbox in `dir` (created if missing): removes the partial files a crash left
+    /// and counts the bytes stored toward the quota.
+    pub(crate) fn open(dir: &Path, rules: Rules, output: Output) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the inbox {}", dir.display()))?;
+        let (mut stored, mut removed) = (0u64, 0usize);
+        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if name.starts_with(PARTIAL) && meta.is_file() {
+                removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
+            } else if meta.is_file() {
+                stored = stored.saturating_add(meta.len());
             }
-            drop(slot);
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "inbox: removed partial files of interrupted transfers"
+            );
+        }
+        if let Senders::Only(peers) = &rules.senders
+            && peers.is_empty()
+        {
+            tracing::warn!(
+                "inbox: no sender is allowed (see --inbox-allow); every file is refused"
+            );
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            ledger: Arc::new(Mutex::new(Ledger::new(rules, stored))),
+            refused: Arc::new(Default::default()),
+            output,
+        })
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // Every ledger change is a few additions: consistent even after a panic elsewhere.
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Transfers refused for `reason` so far.
+    pub(crate) fn refused(&self, reason: Refusal) -> u64 {
+        self.refused[reason as usize].load(Relaxed)
+    }
+
+    /// Bytes stored in the inbox.
+    pub(crate) fn stored(&self) -> u64 {
+        self.ledger().stored()
+    }
+
+    /// Counts and reports a refusal; answers the sender when few answers are pending.
+    fn refuse(
+        &self,
+        bulk: IncomingBulk,
+        reason: Refusal,
+        detail: String,
+        answering: &Arc<Semaphore>,
+    ) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
+        let peer = bulk.peer_id;
+        tracing::info!(%peer, reason = reason.as_str(), detail, "inbox: transfer refused");
+        self.output.json(
+            "transfer_refused",
+            json!({ "peer_id": peer.to_string(), "reason": reason.as_str(), "detail": detail }),
+        );
+        let code = match reason {
+            Refusal::NotAllowed => ErrorCode::BadRequest,
+            Refusal::Busy => ErrorCode::Overloaded,
+            Refusal::TooLarge | Refusal::Quota | Refusal::DiskSpace => ErrorCode::TooLarge,
+        };
+        if let Ok(permit) = answering.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                let _ = bulk.reject(code, &detail).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Accepts inbound transfers until the node stops.
+    pub(crate) async fn run(self, mut incoming: mpsc::Receiver<IncomingBulk>) {
+        let slots = Arc::new(Semaphore::new(MAX_TRANSFERS));
+        let answering = Arc::new(Semaphore::new(MAX_REFUSALS));
+        while let Some(bulk) = incoming.recv().await {
+            let peer = bulk.peer_id;
+            if let Err(reason) = self.ledger().begin(&peer) {
+                self.refuse(
+                    bulk,
+                    reason,
+                    format!("{} from {peer}", reason.as_str()),
+                    &answering,
+                );
+                continue;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                self.ledger().end(&peer);
+                let detail = format!("{MAX_TRANSFERS} transfers in progress");
+                self.refuse(bulk, Refusal::Busy, detail, &answering);
+                continue;
+            };
+            let inbox = self.clone();
+            let answering = answering.clone();
+            tokio::spawn(async move {
+                if let Err(error) = inbox.receive(bulk, &answering).await {
+                    tracing::warn!(%peer, error = format!("{error:#}"), "inbound transfer failed");
+                    inbox.output.json(
+                        "transfer_failed",
+                        json!({ "direction": "receive", "peer_id": peer.to_string(), "error": format!("{error:#}") }),
+                    );
+                }
+                inbox.ledger().end(&peer);
+                drop(slot);
+            });
+        }
+    }
+
+    /// One transfer from an admitted sender.
+    async fn receive(
+        &self,
+        mut bulk: IncomingBulk,
+        answering: &Arc<Semaphore>,
+    ) -> anyhow::Result<()> {
+        let peer = bulk.peer_id;
+        let header = tokio::time::timeout(HEADER_TIMEOUT, bulk.header())
+            .await
+            .map_err(|_| anyhow::anyhow!("no header within {HEADER_TIMEOUT:?}"))??;
+        let free = free_space(&self.dir)?;
+        if let Err(reason) = self.ledger().reserve(header.size, free) {
+            let detail = format!("{} bytes: {}", header.size, reason.as_str());
+            self.refuse(bulk, reason, detail, answering);
+            return Ok(());
+        }
+        let deadline = self.ledger().deadline(header.size);
+        let result = tokio::time::timeout(deadline, self.store(bulk, &header)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "not complete within its deadline of {deadline:?}: cut off"
+            ))
         });
+        self.ledger()
+            .settle(header.size, matches!(result, Ok(Outcome::Stored(_))));
+        let content = hex(&header.content.0);
+        let (bytes, duplicate) = match result? {
+            Outcome::Stored(bytes) => (bytes, false),
+            Outcome::Duplicate(bytes) => (bytes, true),
+        };
+        let path = self.dir.join(&content);
+        tracing::info!(%peer, content, bytes, duplicate, path = %path.display(), "received");
+        self.output.json(
+            "transfer_complete",
+            json!({
+                "direction": "receive",
+                "peer_id": peer.to_string(),
+                "content": content,
+                "bytes": bytes,
+                "duplicate": duplicate,
+                "path": path.display().to_string(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Receives into an exclusive partial file, verifies, syncs and links it into place; the
+    /// sender is confirmed only then. The partial file is removed in every case.
+    async fn store(&self, bulk: IncomingBulk, header: &BulkHeader) -> anyhow::Result<Outcome> {
+        let peer = bulk.peer_id;
+        let content = hex(&header.content.0);
+        let nonce = u64::from_le_bytes(crate::files::random_bytes::<8>()?);
+        let partial = self.dir.join(format!("{PARTIAL}{content}-{nonce:016x}"));
+        let file = crate::files::create_new(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        let _cleanup = RemoveOnDrop(partial.clone());
+        let to_sync = file.try_clone()?;
+        let mut sink = Hashing {
+            inner: tokio::fs::File::from_std(file).compat_write(),
+            hasher: Sha256::new(),
+        };
+        let mut progress = Progress::new(
+            self.output,
+            "receive",
+            peer.to_string(),
+            content.clone(),
+            header.size,
+        );
+        progress.update(0);
+        let target = self.dir.join(&content);
+        let duplicate = Arc::new(AtomicBool::new(false));
+        let expected = header.content.0;
+        let commit = |sink: &mut Hashing<Compat<tokio::fs::File>>| {
+            let digest: [u8; 32] = std::mem::take(&mut sink.hasher).finalize().into();
+            let (partial, duplicate) = (partial.clone(), duplicate.clone());
+            async move {
+                if digest != expected {
+                    let detail = format!("arrived with digest {}: discarded", hex(&digest));
+                    return Err((ErrorCode::BadRequest, detail));
+                }
+                let stored = tokio::task::spawn_blocking(move || {
+                    to_sync.sync_all()?;
+                    link_into_place(&partial, &target)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|linked| linked);
+                match stored {
+                    Ok(already) => {
+                        duplicate.store(already, Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err((ErrorCode::Internal, format!("storing: {e}"))),
+                }
+            }
+        };
+        let received = bulk
+            .receive_committed(header, &mut sink, |n| progress.update(n), commit)
+            .await?;
+        let duplicate = duplicate.load(Relaxed);
+        Ok(if duplicate {
+            Outcome::Duplicate(received)
+        } else {
+            Outcome::Stored(received)
+        })
     }
 }
 
-async fn receive_into(
-    mut bulk: IncomingBulk,
-    dir: &Path,
-    max_bytes: u64,
-    output: Output,
-) -> anyhow::Result<()> {
-    let peer = bulk.peer_id;
-    let header = bulk.header().await?;
-    let content = hex(&header.content.0);
-    if header.size > max_bytes {
-        bulk.reject(
-            ErrorCode::TooLarge,
-            &format!("the inbox takes at most {max_bytes} bytes"),
-        )
-        .await?;
-        anyhow::bail!(
-            "refused {content}: {} bytes > inbox_max_bytes {max_bytes}",
-            header.size
-        );
-    }
-    let target = dir.join(&content);
-    let partial = dir.join(format!(".partial-{content}-{peer}"));
-    let file = tokio::fs::File::create(&partial)
-        .await
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let mut sink = Hashing {
-        inner: file.compat_write(),
-        hasher: Sha256::new(),
-    };
-    let mut progress = Progress::new(
-        output,
-        "receive",
-        peer.to_string(),
-        content.clone(),
-        header.size,
-    );
-    progress.update(0);
-    let received = bulk
-        .receive(&header, &mut sink, |n| progress.update(n))
-        .await;
-    let received = match received {
-        Ok(received) => received,
-        Err(error) => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(error.into());
+/// Links the verified `partial` file to `target` without ever replacing a file there;
+/// `Ok(true)` when the content was already stored (the partial file is then discarded).
+fn link_into_place(partial: &Path, target: &Path) -> std::io::Result<bool> {
+    match std::fs::hard_link(partial, target) {
+        Ok(()) => {
+            if let Some(dir) = target.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(false)
         }
-    };
-    let digest: [u8; 32] = sink.hasher.finalize().into();
-    if digest != header.content.0 {
-        let _ = tokio::fs::remove_file(&partial).await;
-        anyhow::bail!(
-            "content {content} arrived with digest {}: discarded",
-            hex(&digest)
-        );
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+        Err(e) => Err(e),
     }
-    tokio::fs::rename(&partial, &target)
-        .await
-        .with_context(|| format!("storing {}", target.display()))?;
-    tracing::info!(%peer, content, bytes = received, path = %target.display(), "received");
-    output.json(
-        "transfer_complete",
-        json!({
-            "direction": "receive",
-            "peer_id": peer.to_string(),
-            "content": content,
-            "bytes": received,
-            "path": target.display().to_string(),
-        }),
-    );
-    Ok(())
+}
+
+/// Removes a file when dropped (a transfer's partial file, however the transfer ended).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Bytes available to this process on the file system of `dir`.
+fn free_space(dir: &Path) -> anyhow::Result<u64> {
+    let stat = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A writer that hashes what it writes.
@@ -214,5 +399,46 @@ impl<W: futures::AsyncWrite + Unpin> futures::AsyncWrite for Hashing<W> {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// The inbox's metrics, read at each scrape: `codio_inbox_refused_total{reason}` and
+/// `codio_inbox_stored_bytes`.
+#[derive(Debug)]
+struct InboxMetrics(Inbox);
+
+impl Inbox {
+    /// Registers the inbox's metrics in `registry`.
+    pub(crate) fn register(&self, registry: &mut codio_network::metrics::Registry) {
+        registry
+            .sub_registry_with_prefix("codio")
+            .register_collector(Box::new(InboxMetrics(self.clone())));
+    }
+}
+
+impl prometheus_client::collector::Collector for InboxMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        };
+        let help = "Files the inbox refused, by reason";
+        let mut refused =
+            encoder.encode_descriptor("inbox_refused", help, None, MetricType::Counter)?;
+        for reason in Refusal::ALL {
+            let label = [("reason", reason.as_str())];
+            ConstCounter::new(self.0.refused(reason)).encode(refused.encode_family(&label)?)?;
+        }
+        let stored = ConstGauge::new(i64::try_from(self.0.stored()).unwrap_or(i64::MAX));
+        let help = "Bytes of files stored in the inbox";
+        stored.encode(encoder.encode_descriptor(
+            "inbox_stored_bytes",
+            help,
+            None,
+            stored.metric_type(),
+        )?)
     }
 }

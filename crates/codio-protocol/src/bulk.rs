@@ -220,6 +220,35 @@ pub async fn receive_bulk<S, W>(
     header: &BulkHeader,
     sink: &mut W,
     idle: Duration,
+    progress: impl FnMut(u64),
+) -> Result<u64, BulkError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let received = receive_payload(stream, header, sink, idle, progress).await?;
+    confirm_bulk(stream, received, idle).await?;
+    Ok(received)
+}
+
+/// Tells the sender that all `received` bytes are stored.
+async fn confirm_bulk<S>(stream: &mut S, received: u64, idle: Duration) -> Result<(), BulkError>
+where
+    S: AsyncWrite + Unpin,
+{
+    let frame = encode(&BulkOutcome::Complete { received }, MAX_REQUEST_FRAME)?;
+    within(idle, stream.write_all(&frame)).await?;
+    within(idle, stream.flush()).await?;
+    let _ = within(idle, stream.close()).await;
+    Ok(())
+}
+
+/// Receives the payload into `sink` and flushes it; confirms nothing.
+async fn receive_payload<S, W>(
+    stream: &mut S,
+    header: &BulkHeader,
+    sink: &mut W,
+    idle: Duration,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, BulkError>
 where
@@ -252,10 +281,6 @@ where
         progress(received);
     }
     within(idle, sink.flush()).await?;
-    let frame = encode(&BulkOutcome::Complete { received }, MAX_REQUEST_FRAME)?;
-    within(idle, stream.write_all(&frame)).await?;
-    within(idle, stream.flush()).await?;
-    let _ = within(idle, stream.close()).await;
     Ok(received)
 }
 
@@ -336,6 +361,37 @@ impl IncomingBulk {
         W: AsyncWrite + Unpin,
     {
         let received = receive_bulk(&mut self.stream, header, sink, self.idle, progress).await?;
+        self.stats.record_bulk(true, received);
+        Ok(received)
+    }
+
+    /// Like [`receive`](Self::receive), but the sender is told the transfer is complete only
+    /// once `commit` (given the sink, after the last byte was flushed) succeeded: an
+    /// application that verifies and stores the data durably there confirms only what it
+    /// kept. When `commit` fails, the sender gets its error code and message instead.
+    ///
+    /// # Errors
+    ///
+    /// A [`BulkError`]: stalled or truncated stream, failing sink, [`BulkError::Rejected`]
+    /// with `commit`'s refusal.
+    pub async fn receive_committed<W, F, Fut>(
+        mut self,
+        header: &BulkHeader,
+        sink: &mut W,
+        progress: impl FnMut(u64),
+        commit: F,
+    ) -> Result<u64, BulkError>
+    where
+        W: AsyncWrite + Unpin,
+        F: FnOnce(&mut W) -> Fut,
+        Fut: std::future::Future<Output = Result<(), (ErrorCode, String)>>,
+    {
+        let received = receive_payload(&mut self.stream, header, sink, self.idle, progress).await?;
+        if let Err((code, message)) = commit(sink).await {
+            reject_bulk(&mut self.stream, code, &message, self.idle).await?;
+            return Err(BulkError::Rejected { code, message });
+        }
+        confirm_bulk(&mut self.stream, received, self.idle).await?;
         self.stats.record_bulk(true, received);
         Ok(received)
     }
