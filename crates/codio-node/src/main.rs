@@ -350,7 +350,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
             event = events.recv() => match event {
                 Ok(event) => {
                     if let Some(book) = book.as_mut() {
-                        remember(book, &event, &network);
+                        remember(book, &event);
                     }
                     output.network_event(&event, || network.connected_peers().len());
                 }
@@ -361,9 +361,10 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     };
     tracing::info!(signal = signal.unwrap_or("none"), "shutting down");
     if let Some(book) = book.as_mut() {
-        // The connections as they are now: addresses of every connected peer.
+        // Peers of the book still connected were seen now (nothing else is added: the book
+        // holds only addresses this node dialed).
         for peer in network.connected_peers() {
-            book.record(peer.peer_id, peer.addresses.iter().cloned());
+            book.touch(&peer.peer_id);
         }
     }
     save_book(book.as_mut());
@@ -383,7 +384,7 @@ fn save_book(book: Option<&mut PeerBook>) {
 }
 
 /// Learns addresses for the peer book from connection events.
-fn remember(book: &mut PeerBook, event: &NetworkEvent, network: &NetworkManager) {
+fn remember(book: &mut PeerBook, event: &NetworkEvent) {
     match event {
         NetworkEvent::PeerConnected {
             peer_id,
@@ -391,12 +392,8 @@ fn remember(book: &mut PeerBook, event: &NetworkEvent, network: &NetworkManager)
             direction: codio_network::Direction::Outbound,
             relayed: false,
         } => book.record(*peer_id, [address.clone()]),
-        NetworkEvent::PeerIdentified {
-            peer_id,
-            listen_addrs,
-            ..
-        } if network.peer_info(peer_id).is_some() => {
-            book.record(*peer_id, listen_addrs.iter().take(8).cloned());
+        NetworkEvent::Policy(codio_network::PolicyEvent::GaveUp { peer_id, .. }) => {
+            book.forget(peer_id);
         }
         _ => {}
     }

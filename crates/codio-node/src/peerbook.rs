@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 /// File name inside the data directory.
 pub(crate) const FILE: &str = "peers.json";
-/// Most peers remembered (the least recently seen are forgotten first).
+/// Most peers remembered (the least valuable are forgotten first: fewest successful dials,
+/// then least recently seen).
 const CAPACITY: usize = 256;
 /// Most addresses remembered per peer.
 const ADDRESSES_PER_PEER: usize = 8;
@@ -37,12 +38,24 @@ struct StoredPeer {
     addresses: Vec<String>,
     /// Seconds since the Unix epoch.
     last_seen: u64,
+    /// Successful dials of this peer, over every run.
+    #[serde(default)]
+    connections: u32,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     addresses: Vec<Multiaddr>,
     last_seen: u64,
+    connections: u32,
+}
+
+impl Entry {
+    /// What keeping the entry is worth: peers dialed successfully many times first, then
+    /// the most recently seen.
+    fn value(&self) -> (u32, u64) {
+        (self.connections, self.last_seen)
+    }
 }
 
 /// The in-memory book, saved on [`PeerBook::save`].
@@ -95,6 +108,7 @@ impl PeerBook {
                             Entry {
                                 addresses,
                                 last_seen: peer.last_seen,
+                                connections: peer.connections,
                             },
                         );
                     }
@@ -143,12 +157,31 @@ impl PeerBook {
         self.peers.len()
     }
 
-    /// Remembers that `peer` was reachable at `addresses` (without `/p2p/`), now.
+    /// Marks a peer of the book as seen now.
+    pub(crate) fn touch(&mut self, peer: &PeerId) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.last_seen = now();
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets `peer` (the reconnection policy gave up on it).
+    pub(crate) fn forget(&mut self, peer: &PeerId) {
+        if self.peers.remove(peer).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    /// Remembers that this node dialed `peer` successfully at `addresses` (without `/p2p/`),
+    /// now. Only addresses this node itself reached belong here: what a peer says about
+    /// itself (identify) or the address an inbound connection came from prove nothing.
     pub(crate) fn record(&mut self, peer: PeerId, addresses: impl IntoIterator<Item = Multiaddr>) {
         let entry = self.peers.entry(peer).or_insert_with(|| Entry {
             addresses: Vec::new(),
             last_seen: 0,
+            connections: 0,
         });
+        entry.connections = entry.connections.saturating_add(1);
         for address in addresses {
             let address = strip_p2p(address);
             if let Some(i) = entry.addresses.iter().position(|a| *a == address) {
@@ -163,13 +196,13 @@ impl PeerBook {
             self.peers.remove(&peer);
         }
         while self.peers.len() > CAPACITY {
-            let oldest = self
+            let least = self
                 .peers
                 .iter()
-                .min_by_key(|(_, e)| e.last_seen)
+                .min_by_key(|(_, e)| e.value())
                 .map(|(p, _)| *p);
-            match oldest {
-                Some(oldest) => self.peers.remove(&oldest),
+            match least {
+                Some(least) => self.peers.remove(&least),
                 None => break,
             };
         }
@@ -190,6 +223,7 @@ impl PeerBook {
                     peer_id: peer.to_string(),
                     addresses: entry.addresses.iter().map(ToString::to_string).collect(),
                     last_seen: entry.last_seen,
+                    connections: entry.connections,
                 })
                 .collect(),
         };
@@ -276,13 +310,24 @@ mod tests {
     }
 
     #[test]
-    fn the_book_is_bounded() {
+    fn the_book_is_bounded_and_fresh_identities_do_not_flush_proven_peers() {
         let dir = temp_dir("bounded");
         let mut book = PeerBook::load(&dir);
-        for _ in 0..CAPACITY + 10 {
-            book.record(PeerId::random(), ["/ip4/10.0.0.1/tcp/1".parse().unwrap()]);
+        let proven: Vec<PeerId> = (0..100).map(|_| PeerId::random()).collect();
+        for peer in &proven {
+            for _ in 0..3 {
+                book.record(*peer, ["/ip4/10.0.0.1/tcp/1".parse().unwrap()]);
+            }
+        }
+        for _ in 0..CAPACITY * 4 {
+            book.record(PeerId::random(), ["/ip4/10.0.0.2/tcp/1".parse().unwrap()]);
         }
         assert_eq!(book.len(), CAPACITY);
+        for peer in &proven {
+            assert!(book.peers.contains_key(peer), "a proven peer was evicted");
+        }
+        book.forget(&proven[0]);
+        assert_eq!(book.len(), CAPACITY - 1);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -325,6 +325,11 @@ impl Access {
         self.change(|rules| insert(&mut rules.reserved, peer_id, "reserved").map(|_| false))
     }
 
+    /// Whether `peer_id` is reserved.
+    pub fn is_reserved(&self, peer_id: &PeerId) -> bool {
+        self.lock().rules.reserved.contains(peer_id)
+    }
+
     /// The allow-listed peers.
     pub fn allowed(&self) -> Vec<PeerId> {
         self.lock().rules.allowed.iter().copied().collect()

@@ -12,6 +12,7 @@ use std::time::Duration;
 /// | [`jitter`](Self::with_jitter) | 0.2: each delay is scaled by a random factor in [0.8, 1.2] |
 /// | [`stable_after`](Self::with_stable_after) | 30 s: a connection that lasted this long resets the backoff |
 /// | [`max_attempts`](Self::with_max_attempts) | `None`: never give up |
+/// | [`max_attempts_unreserved`](Self::with_max_attempts_unreserved) | 10 for peers that are not reserved |
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
     pub(crate) min: Duration,
@@ -20,6 +21,7 @@ pub struct BackoffConfig {
     pub(crate) jitter: f64,
     pub(crate) stable_after: Duration,
     pub(crate) max_attempts: Option<u32>,
+    pub(crate) max_attempts_unreserved: Option<u32>,
 }
 
 impl Default for BackoffConfig {
@@ -31,6 +33,7 @@ impl Default for BackoffConfig {
             jitter: 0.2,
             stable_after: Duration::from_secs(30),
             max_attempts: None,
+            max_attempts_unreserved: Some(10),
         }
     }
 }
@@ -70,6 +73,26 @@ impl BackoffConfig {
     pub fn with_max_attempts(mut self, max_attempts: Option<u32>) -> Self {
         self.max_attempts = max_attempts;
         self
+    }
+
+    /// Sets the failed attempts after which peers that are *not* reserved (see
+    /// [`AccessConfig::with_reserved`](crate::AccessConfig::with_reserved); a composing node
+    /// reserves its bootstrap and reserved peers) are given up: peers connected on request or
+    /// remembered from an earlier run are not reconnected forever (`None`: as
+    /// [`max_attempts`](Self::with_max_attempts)). Default 10: with the default delays,
+    /// about 8.5 minutes of retries.
+    pub fn with_max_attempts_unreserved(mut self, max_attempts: Option<u32>) -> Self {
+        self.max_attempts_unreserved = max_attempts;
+        self
+    }
+
+    /// The attempt limit of a peer.
+    pub(crate) fn limit(&self, reserved: bool) -> Option<u32> {
+        match (reserved, self.max_attempts, self.max_attempts_unreserved) {
+            (true, all, _) | (false, all, None) => all,
+            (false, None, some) => some,
+            (false, Some(all), Some(unreserved)) => Some(all.min(unreserved)),
+        }
     }
 
     /// The delay before attempt number `attempt` (1-based), without jitter:

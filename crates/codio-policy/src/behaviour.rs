@@ -397,6 +397,8 @@ impl Behaviour {
         if self.reconnect {
             self.reconnector
                 .watch(peer_id, addresses, Instant::now(), connected);
+            let reserved = self.access.is_reserved(&peer_id);
+            self.reconnector.set_reserved(&peer_id, reserved);
         }
     }
 

@@ -64,6 +64,8 @@ struct Watched {
     state: State,
     /// Failed or pending reconnection attempts since the last stable connection.
     attempt: u32,
+    /// Reserved peers follow `max_attempts`, others `max_attempts_unreserved` too.
+    reserved: bool,
 }
 
 /// The reconnection state machine.
@@ -106,6 +108,7 @@ impl Reconnector {
             addresses: Vec::new(),
             state: State::Idle,
             attempt: 0,
+            reserved: false,
         });
         for address in addresses {
             if !entry.addresses.contains(&address) && entry.addresses.len() < MAX_ADDRESSES {
@@ -114,6 +117,13 @@ impl Reconnector {
         }
         if connected && !matches!(entry.state, State::Connected { .. }) {
             entry.state = State::Connected { since: now };
+        }
+    }
+
+    /// Marks a watched peer as reserved (retried by `max_attempts` alone) or not.
+    pub fn set_reserved(&mut self, peer_id: &PeerId, reserved: bool) {
+        if let Some(watched) = self.peers.get_mut(peer_id) {
+            watched.reserved = reserved;
         }
     }
 
@@ -173,11 +183,11 @@ impl Reconnector {
     }
 
     fn schedule(&mut self, peer_id: PeerId, now: Instant) -> Decision {
-        let attempt = match self.peers.get(&peer_id) {
-            Some(w) => w.attempt.saturating_add(1),
-            None => 1,
+        let (attempt, reserved) = match self.peers.get(&peer_id) {
+            Some(w) => (w.attempt.saturating_add(1), w.reserved),
+            None => (1, false),
         };
-        if let Some(max) = self.config.max_attempts
+        if let Some(max) = self.config.limit(reserved)
             && attempt > max
         {
             if let Some(w) = self.peers.get_mut(&peer_id) {
@@ -362,6 +372,40 @@ mod tests {
         assert_eq!(r.next_due(), None);
         // Further failures say nothing more.
         assert_eq!(r.on_dial_failed(&peer, t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn unreserved_peers_are_given_up_and_reserved_ones_are_not() {
+        let config = BackoffConfig::default()
+            .with_min(Duration::from_millis(100))
+            .with_max(Duration::from_secs(1))
+            .with_jitter(0.0)
+            .with_max_attempts_unreserved(Some(3));
+        let mut r = Reconnector::new(config, Rng::with_seed(1));
+        let (reserved, other) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        r.watch(reserved, [addr()], t0, false);
+        r.set_reserved(&reserved, true);
+        r.watch(other, [addr()], t0, false);
+        let mut gave_up = Vec::new();
+        for i in 0..20u64 {
+            let now = t0 + Duration::from_secs(i);
+            for peer in [reserved, other] {
+                if let Some(Decision::GaveUp { peer_id, attempts }) = r.on_dial_failed(&peer, now) {
+                    gave_up.push((peer_id, attempts));
+                }
+            }
+            r.poll_due(now + Duration::from_millis(1_500));
+        }
+        assert_eq!(gave_up, vec![(other, 3)]);
+        let later = t0 + Duration::from_secs(20);
+        assert!(
+            matches!(
+                r.on_dial_failed(&reserved, later),
+                Some(Decision::Redial { attempt: 21, .. })
+            ),
+            "the reserved peer is still retried"
+        );
     }
 
     #[test]
