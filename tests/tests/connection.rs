@@ -313,3 +313,85 @@ async fn a_private_network_admits_only_nodes_with_its_key() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Stock rust-libp2p (its own `SwarmBuilder` stack: TCP, Noise, Yamux; identify and ping)
+/// interoperates with a default codio node, which has no swarm key: the stock peer dials
+/// codio, identifies it and pings it; codio dials the stock peer back. The same stock peer
+/// cannot connect to a codio node with a swarm key.
+#[tokio::test]
+async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
+    use futures::StreamExt;
+    use libp2p::{identify, ping, swarm::SwarmEvent};
+
+    #[derive(libp2p::swarm::NetworkBehaviour)]
+    #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+    struct Stock {
+        identify: identify::Behaviour,
+        ping: ping::Behaviour,
+    }
+
+    init_tracing();
+    let mut stock = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| Stock {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    stock
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let stock_id = *stock.local_peer_id();
+    let codio = started_node(loopback_config()).await;
+    let private = private_node(Some(swarm_key(3))).await;
+    stock.dial(dial_addr(&codio)).unwrap();
+    stock.dial(dial_addr(&private)).unwrap();
+    let (mut identified, mut pinged, mut private_failed) = (None, false, false);
+    let mut stock_addr = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while identified.is_none() || !pinged || !private_failed || stock_addr.is_none() {
+        tokio::select! {
+            event = stock.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => stock_addr = Some(address),
+                SwarmEvent::Behaviour(StockEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                    if peer_id == codio.local_peer_id() => identified = Some(info.agent_version),
+                SwarmEvent::Behaviour(StockEvent::Ping(ping::Event { peer, result: Ok(_), .. }))
+                    if peer == codio.local_peer_id() => pinged = true,
+                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), .. }
+                    if peer == private.local_peer_id() => private_failed = true,
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    assert_ne!(peer_id, private.local_peer_id(), "no key, no connection");
+                }
+                _ => {}
+            },
+            () = tokio::time::sleep_until(deadline) => panic!(
+                "identified {identified:?}, pinged {pinged}, private refused {private_failed}"
+            ),
+        }
+    }
+    assert!(identified.unwrap().starts_with("codio-network/"));
+    // And the other way: codio dials the stock peer (driven while codio dials).
+    let address = stock_addr.unwrap().with(Protocol::P2p(stock_id));
+    let dial = codio.connect_peer(address);
+    tokio::pin!(dial);
+    let peer = loop {
+        tokio::select! {
+            result = &mut dial => break result.expect("codio dials stock"),
+            _ = stock.select_next_some() => {}
+        }
+    };
+    assert_eq!(peer, stock_id);
+    private.shutdown().await;
+    codio.shutdown().await;
+}

@@ -612,23 +612,7 @@ impl NodeConfig {
                 .map_err(|e| errors.push(format!("kad_protocol = {name:?}: {e}")))
                 .ok()
         });
-        let positive = [
-            ("max_peers", self.max_peers as u64),
-            ("ping_interval_ms", self.ping_interval_ms),
-            ("ping_timeout_ms", self.ping_timeout_ms),
-            ("ping_failures", u64::from(self.ping_failures)),
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("backoff_min_ms", self.backoff_min_ms),
-            ("autonat_retry_ms", self.autonat_retry_ms),
-            ("inbox_max_bytes", self.inbox_max_bytes),
-            ("inbox_deadline_ms", self.inbox_deadline_ms),
-            ("inbox_min_rate", self.inbox_min_rate),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                errors.push(format!("{field} = 0: must be at least 1"));
-            }
-        }
+        self.check_ranges(&mut errors);
         let swarm_key = self.swarm_key.as_ref().and_then(|path| {
             read_swarm_key(path)
                 .map_err(|e| errors.push(format!("swarm_key = {}: {e}", path.display())))
@@ -668,6 +652,96 @@ impl NodeConfig {
             kad_protocol,
             inbox_allow,
         })
+    }
+
+    /// Every count and duration within `1..=` its bound (`0..=` for the few where 0 means
+    /// something): values past them serve no one and overflow time arithmetic.
+    fn check_ranges(&self, errors: &mut Vec<String>) {
+        const HOUR_MS: u64 = 3_600_000;
+        const DAY_MS: u64 = 24 * HOUR_MS;
+        let (at_least_one, zero_ok) = (1, 0);
+        let ranges = [
+            ("max_peers", self.max_peers as u64, at_least_one, 100_000),
+            (
+                "ping_interval_ms",
+                self.ping_interval_ms,
+                at_least_one,
+                HOUR_MS,
+            ),
+            (
+                "ping_timeout_ms",
+                self.ping_timeout_ms,
+                at_least_one,
+                HOUR_MS,
+            ),
+            (
+                "ping_failures",
+                u64::from(self.ping_failures),
+                at_least_one,
+                1_000,
+            ),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                at_least_one,
+                10 * 60_000,
+            ),
+            ("backoff_min_ms", self.backoff_min_ms, at_least_one, HOUR_MS),
+            ("backoff_max_ms", self.backoff_max_ms, at_least_one, DAY_MS),
+            (
+                "autonat_boot_delay_ms",
+                self.autonat_boot_delay_ms,
+                zero_ok,
+                DAY_MS,
+            ),
+            (
+                "autonat_retry_ms",
+                self.autonat_retry_ms,
+                at_least_one,
+                DAY_MS,
+            ),
+            (
+                "inbox_max_bytes",
+                self.inbox_max_bytes,
+                at_least_one,
+                u64::MAX,
+            ),
+            (
+                "inbox_deadline_ms",
+                self.inbox_deadline_ms,
+                at_least_one,
+                DAY_MS,
+            ),
+            (
+                "inbox_min_rate",
+                self.inbox_min_rate,
+                at_least_one,
+                u64::MAX,
+            ),
+        ];
+        for (field, value, min, max) in ranges {
+            if value < min {
+                errors.push(format!("{field} = {value}: must be at least {min}"));
+            } else if value > max {
+                errors.push(format!("{field} = {value}: must be at most {max}"));
+            }
+        }
+        let lists = [
+            ("bootstrap", self.bootstrap.len(), 1_024),
+            ("reserved", self.reserved.len(), 1_024),
+            ("dial", self.dial.len(), 1_024),
+            ("find_peer", self.find_peer.len(), 1_024),
+            ("relays", self.relays.len(), 1_024),
+            ("external_addrs", self.external_addrs.len(), 1_024),
+            ("allow_peer", self.allow_peer.len(), 65_536),
+            ("deny_peer", self.deny_peer.len(), 65_536),
+            ("inbox_allow", self.inbox_allow.len(), 65_536),
+        ];
+        for (field, len, max) in lists {
+            if len > max {
+                errors.push(format!("{field}: {len} entries, at most {max}"));
+            }
+        }
     }
 
     /// The network configuration for these settings.
@@ -980,5 +1054,128 @@ mod tests {
         assert_eq!(config.listen_port, 5001);
         assert!(!config.mdns);
         assert_eq!(config.max_peers, 7, "unset flags keep the file's value");
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Mostly values within `1..=max`, often `max` itself, sometimes anything at all
+        /// (0, just past the bound, `u64::MAX`).
+        fn up_to(max: u64) -> impl Strategy<Value = u64> {
+            prop_oneof![
+                24 => 1..=max,
+                8 => Just(max),
+                1 => prop_oneof![Just(0), Just(max.saturating_add(1)), Just(u64::MAX), any::<u64>()],
+            ]
+        }
+
+        fn config() -> impl Strategy<Value = NodeConfig> {
+            const HOUR: u64 = 3_600_000;
+            const DAY: u64 = 24 * HOUR;
+            let times = (
+                up_to(HOUR),
+                up_to(HOUR),
+                up_to(600_000),
+                up_to(HOUR),
+                up_to(DAY),
+                up_to(DAY),
+                up_to(DAY),
+                up_to(DAY),
+            );
+            let counts = (
+                up_to(100_000),
+                up_to(1_000),
+                up_to(u64::MAX),
+                up_to(u64::MAX),
+                up_to(u64::MAX),
+                up_to(101),
+            );
+            (times, counts).prop_map(|(t, c)| NodeConfig {
+                ping_interval_ms: t.0,
+                ping_timeout_ms: t.1,
+                connect_timeout_ms: t.2,
+                backoff_min_ms: t.3,
+                backoff_max_ms: t.4,
+                autonat_boot_delay_ms: t.5,
+                autonat_retry_ms: t.6,
+                inbox_deadline_ms: t.7,
+                max_peers: usize::try_from(c.0).unwrap_or(usize::MAX),
+                ping_failures: u32::try_from(c.1).unwrap_or(u32::MAX),
+                inbox_max_bytes: c.2,
+                // Mostly at least the largest file (else validation refuses it).
+                inbox_quota_bytes: if c.3 % 8 == 0 {
+                    c.3
+                } else {
+                    c.2.saturating_add(c.3)
+                },
+                inbox_min_rate: c.4,
+                max_memory_percent: u8::try_from(c.5).unwrap_or(u8::MAX),
+                // Never mDNS in the host's namespace.
+                mdns: false,
+                listen_ip: "127.0.0.1".parse().unwrap(),
+                ..NodeConfig::default()
+            })
+        }
+
+        /// Every duration the node derives from a configuration, added to now.
+        fn times_fit(config: &NodeConfig, v: &Validated) -> bool {
+            let network = config.network_config(v);
+            let rules = config.inbox_rules(v);
+            let ledger = crate::inbox::Ledger::new(rules, 0);
+            let backoff = BackoffConfig::default()
+                .with_min(Duration::from_millis(config.backoff_min_ms))
+                .with_max(Duration::from_millis(config.backoff_max_ms));
+            let ms = Duration::from_millis;
+            let now = std::time::Instant::now();
+            let window = ms(config.ping_interval_ms)
+                .checked_mul(config.ping_failures)
+                .and_then(|d| d.checked_add(ms(config.ping_timeout_ms)));
+            [
+                window,
+                Some(backoff.base_delay(u32::MAX)),
+                Some(ledger.deadline(u64::MAX)),
+                Some(network.transport.connect_timeout()),
+                Some(ms(config.autonat_boot_delay_ms)),
+                Some(ms(config.autonat_retry_ms)),
+            ]
+            .into_iter()
+            .all(|d| d.and_then(|d| now.checked_add(d)).is_some())
+        }
+
+        /// A configuration that validates builds a node, and every duration derived from it
+        /// can be added to the clock. 256 cases (a quarter of them valid, each built into a
+        /// node; the rest exercise the refusals).
+        #[test]
+        fn no_configuration_that_validates_makes_the_node_panic() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let built = std::cell::Cell::new(0);
+            let mut runner =
+                proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+            runner
+                .run(&config(), |config| {
+                    let Ok(v) = config.validate() else {
+                        return Ok(());
+                    };
+                    built.set(built.get() + 1);
+                    prop_assert!(times_fit(&config, &v));
+                    runtime.block_on(async {
+                        let node = codio_network::NetworkManager::new(config.network_config(&v))
+                            .await
+                            .expect("a validated configuration builds a node");
+                        node.shutdown().await;
+                    });
+                    Ok(())
+                })
+                .unwrap();
+            let built = built.get();
+            assert!(
+                built >= 256 / 8,
+                "only {built} of 256 configurations were valid"
+            );
+        }
     }
 }
