@@ -682,6 +682,63 @@ async fn bulk_transfers_can_be_refused() {
     receiver.shutdown().await;
 }
 
+/// `receive_committed` confirms a transfer only once the application's commit succeeded:
+/// a commit that refuses (here: after every byte arrived, as a digest check would) reaches
+/// the sender as a rejection with its code and message; one that succeeds, as completion.
+#[tokio::test]
+async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
+    init_tracing();
+    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
+    let sender = started_node(loopback_config()).await;
+    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let header = codio_network::BulkHeader {
+        content: KNOWN,
+        size: 1 << 20,
+        topic: "t".into(),
+    };
+    let receiving = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for verdict in [false, true] {
+            let mut bulk = incoming.recv().await.unwrap();
+            let header = bulk.header().await.unwrap();
+            let mut sink = HashSink(Fnv::new());
+            let commit = |sink: &mut HashSink| {
+                let seen = (sink.0).0;
+                async move {
+                    if verdict {
+                        Ok(())
+                    } else {
+                        Err((ErrorCode::BadRequest, format!("digest {seen:x} refused")))
+                    }
+                }
+            };
+            let result = bulk
+                .receive_committed(&header, &mut sink, |_| {}, commit)
+                .await;
+            outcomes.push(result.map_err(|e| e.to_string()));
+        }
+        outcomes
+    });
+    let mut source = Generated::new(1 << 20, 4);
+    assert_rejected(
+        sender
+            .send_bulk(id, header.clone(), &mut source, |_| {})
+            .await,
+        ErrorCode::BadRequest,
+    );
+    let mut source = Generated::new(1 << 20, 4);
+    let sent = sender.send_bulk(id, header, &mut source, |_| {}).await;
+    assert_eq!(sent.unwrap(), 1 << 20);
+    let outcomes = receiving.await.unwrap();
+    assert!(
+        outcomes[0].as_ref().is_err_and(|e| e.contains("refused")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Ok(1 << 20));
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
 /// Sixteen bulk transfers started at once from one peer all arrive. (libp2p-stream 0.5, used
 /// before `codio_protocol::streams`, kept one waiting inbound stream and reset the rest of such
 /// a burst; the benchmark's 4-stream run found it.)
