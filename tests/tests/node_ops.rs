@@ -395,21 +395,7 @@ async fn metrics_endpoint_serves_libp2p_and_codio_metrics() {
 async fn json_events_and_a_file_transfer_with_progress() {
     let dir = TempDir::new("transfer");
     let sender_id = peer_id_of_data_dir(&dir.arg("sender")).await;
-    let mut receiver = node(&[
-        "--json",
-        "--inbox",
-        &dir.arg("inbox"),
-        "--inbox-allow",
-        &sender_id,
-    ]);
-    let started = receiver
-        .wait_for_line(LOG_TIMEOUT, "started event", |l| {
-            l.starts_with(STDOUT) && l.contains("\"started\"")
-        })
-        .await;
-    let started: serde_json::Value =
-        serde_json::from_str(started.strip_prefix(STDOUT).unwrap()).unwrap();
-    let address = started["listen_addrs"][0].as_str().unwrap().to_owned();
+    let (mut receiver, address) = inbox_node(&dir, &["--inbox-allow", &sender_id]).await;
 
     // 3 MiB of patterned bytes.
     let content: Vec<u8> = (0..3u32 << 20)

@@ -270,9 +270,8 @@ impl Access {
     pub fn set_mode(&self, mode: AccessMode) {
         self.change(|rules| {
             rules.mode = mode;
-            Ok(true)
-        })
-        .unwrap_or(());
+            ((), true)
+        });
     }
 
     /// Adds `peer_id` to the allow list (it is not taken off the deny list, which wins).
@@ -281,19 +280,21 @@ impl Access {
     ///
     /// When the list is full.
     pub fn allow(&self, peer_id: PeerId) -> Result<(), ListFull> {
-        self.change(|rules| insert(&mut rules.allowed, peer_id, "allow").map(|_| false))
+        self.change(|rules| {
+            (
+                insert(&mut rules.allowed, peer_id, "allow").map(drop),
+                false,
+            )
+        })
     }
 
     /// Takes `peer_id` off the allow list (closing its connections in allow-list mode unless
     /// it is reserved). Returns whether it was listed.
     pub fn disallow(&self, peer_id: &PeerId) -> bool {
-        let mut removed = false;
         self.change(|rules| {
-            removed = rules.allowed.remove(peer_id);
-            Ok(removed)
+            let removed = rules.allowed.remove(peer_id);
+            (removed, removed)
         })
-        .unwrap_or(());
-        removed
     }
 
     /// Adds `peer_id` to the deny list and closes its connections.
@@ -302,18 +303,16 @@ impl Access {
     ///
     /// When the list is full.
     pub fn deny(&self, peer_id: PeerId) -> Result<(), ListFull> {
-        self.change(|rules| insert(&mut rules.denied, peer_id, "deny"))
+        self.change(|rules| {
+            let added = insert(&mut rules.denied, peer_id, "deny");
+            let new = added == Ok(true);
+            (added.map(drop), new)
+        })
     }
 
     /// Takes `peer_id` off the deny list. Returns whether it was listed.
     pub fn undeny(&self, peer_id: &PeerId) -> bool {
-        let mut removed = false;
-        self.change(|rules| {
-            removed = rules.denied.remove(peer_id);
-            Ok(false)
-        })
-        .unwrap_or(());
-        removed
+        self.change(|rules| (rules.denied.remove(peer_id), false))
     }
 
     /// Adds a reserved peer (admitted in allow-list mode).
@@ -322,7 +321,12 @@ impl Access {
     ///
     /// When the list is full.
     pub fn reserve(&self, peer_id: PeerId) -> Result<(), ListFull> {
-        self.change(|rules| insert(&mut rules.reserved, peer_id, "reserved").map(|_| false))
+        self.change(|rules| {
+            (
+                insert(&mut rules.reserved, peer_id, "reserved").map(drop),
+                false,
+            )
+        })
     }
 
     /// Whether `peer_id` is reserved.
@@ -372,20 +376,18 @@ impl Access {
         shared.generation
     }
 
-    /// Applies `change`; when it returns `Ok(true)` (it may refuse a connected peer), bumps
-    /// the generation and wakes the behaviour.
-    fn change(
-        &self,
-        change: impl FnOnce(&mut Rules) -> Result<bool, ListFull>,
-    ) -> Result<(), ListFull> {
+    /// Applies `change`, which returns its result and whether it may refuse a connected
+    /// peer; if so, bumps the generation and wakes the behaviour.
+    fn change<T>(&self, change: impl FnOnce(&mut Rules) -> (T, bool)) -> T {
         let mut shared = self.lock();
-        if change(&mut shared.rules)? {
+        let (result, may_refuse) = change(&mut shared.rules);
+        if may_refuse {
             shared.generation += 1;
             if let Some(waker) = shared.waker.take() {
                 waker.wake();
             }
         }
-        Ok(())
+        result
     }
 }
 
