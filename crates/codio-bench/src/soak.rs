@@ -86,7 +86,8 @@ fn node_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn spawn_node(binary: &Path, port: u16, metrics: u16) -> anyhow::Result<Node> {
+/// Starts the node; its inbox accepts files from `sender` only.
+fn spawn_node(binary: &Path, port: u16, metrics: u16, sender: PeerId) -> anyhow::Result<Node> {
     let dir = std::env::temp_dir().join(format!("codio-soak-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("inbox"))?;
     let log = std::fs::File::create(dir.join("node.log"))?;
@@ -112,6 +113,8 @@ fn spawn_node(binary: &Path, port: u16, metrics: u16) -> anyhow::Result<Node> {
         .arg(&dir)
         .arg("--inbox")
         .arg(dir.join("inbox"))
+        .arg("--inbox-allow")
+        .arg(sender.to_string())
         .env(
             "RUST_LOG",
             std::env::var("CODIO_SOAK_NODE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -124,12 +127,17 @@ fn spawn_node(binary: &Path, port: u16, metrics: u16) -> anyhow::Result<Node> {
     Ok(Node { child, dir })
 }
 
-/// The good peer, connected to the node; retries while the node starts (10 s at most).
-async fn good_peer(address: &libp2p::Multiaddr) -> anyhow::Result<(NetworkManager, PeerId)> {
+/// The good peer (identity `keypair`), connected to the node; retries while the node starts
+/// (10 s at most).
+async fn good_peer(
+    address: &libp2p::Multiaddr,
+    keypair: libp2p::identity::Keypair,
+) -> anyhow::Result<(NetworkManager, PeerId)> {
     let config = NetworkConfig::default()
         .with_listen_ip(Ipv4Addr::LOCALHOST.into())
         .with_mdns(false)
-        .with_relay(false);
+        .with_relay(false)
+        .with_keypair(keypair);
     let good = NetworkManager::new(config).await?;
     good.start().await?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -195,9 +203,11 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Soak> {
     let binary = node_binary(binary)?;
     let (port, metrics_port) = (free_port()?, free_port()?);
-    let node = spawn_node(&binary, port, metrics_port)?;
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let sender = keypair.public().to_peer_id();
+    let node = spawn_node(&binary, port, metrics_port, sender)?;
     let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
-    let (good, peer) = good_peer(&address).await?;
+    let (good, peer) = good_peer(&address, keypair).await?;
     let pid = node.child.id();
     let attacks = if attacked {
         attacks(&address, peer, port)
