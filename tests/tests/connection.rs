@@ -395,3 +395,52 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
     private.shutdown().await;
     codio.shutdown().await;
 }
+
+/// The application's connection gate decides through `NetworkConfig`: a gate that refuses
+/// one peer id after the handshake keeps that peer out (reported as a `gate` refusal) and lets
+/// every other peer in.
+#[tokio::test]
+async fn an_application_gate_refuses_the_peers_it_names() {
+    use codio_network::{AccessConfig, ConnectionGate, Denial, PolicyEvent};
+    use libp2p::core::Endpoint;
+
+    struct Refuse(PeerId);
+
+    impl ConnectionGate for Refuse {
+        fn after_handshake(
+            &self,
+            _: Endpoint,
+            peer_id: &PeerId,
+            _: &Multiaddr,
+        ) -> codio_network::Verdict {
+            if *peer_id == self.0 {
+                codio_network::Verdict::Reject
+            } else {
+                codio_network::Verdict::Accept
+            }
+        }
+    }
+
+    init_tracing();
+    let refused = started_node(loopback_config()).await;
+    let mut config = loopback_config();
+    let gate =
+        AccessConfig::default().with_gate(std::sync::Arc::new(Refuse(refused.local_peer_id())));
+    config.policy = config.policy.with_access(gate);
+    let node = started_node(config).await;
+    let mut events = node.subscribe();
+    let _ = refused.connect_peer(dial_addr(&node)).await;
+    wait_for_event(&mut events, EVENT_TIMEOUT, "a gate refusal", |e| {
+        matches!(e, NetworkEvent::Policy(PolicyEvent::Denied { peer_id: Some(p), reason: Denial::Access(_), .. }) if *p == refused.local_peer_id())
+    })
+    .await;
+    assert!(node.peer_info(&refused.local_peer_id()).is_none());
+    let other = started_node(loopback_config()).await;
+    assert_eq!(
+        other.connect_peer(dial_addr(&node)).await.unwrap(),
+        node.local_peer_id()
+    );
+    other.shutdown().await;
+    refused.shutdown().await;
+    node.shutdown().await;
+}

@@ -65,7 +65,7 @@ pub use build::NodeBuilder;
 pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup, mdns::MdnsConfig};
 pub use codio_policy::{
     Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
-    Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig,
+    Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig, Verdict,
     nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits},
 };
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
