@@ -17,6 +17,7 @@ use std::{
 
 pub mod adversary;
 pub mod data;
+pub mod delay;
 pub mod natlab;
 pub mod netns;
 pub mod process;

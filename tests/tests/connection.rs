@@ -314,86 +314,163 @@ async fn a_private_network_admits_only_nodes_with_its_key() {
     a.shutdown().await;
 }
 
-/// Stock rust-libp2p (its own `SwarmBuilder` stack: TCP, Noise, Yamux; identify and ping)
-/// interoperates with a default codio node, which has no swarm key: the stock peer dials
-/// codio, identifies it and pings it; codio dials the stock peer back. The same stock peer
-/// cannot connect to a codio node with a swarm key.
+/// The behaviour of the stock rust-libp2p peers below: identify and ping.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Stock {
+    identify: libp2p::identify::Behaviour,
+    ping: libp2p::ping::Behaviour,
+}
+
+/// Which security protocols a stock peer offers.
+#[derive(Debug, Clone, Copy)]
+enum StockSecurity {
+    Noise,
+    Tls,
+    TlsThenNoise,
+}
+
+/// A stock rust-libp2p swarm (its own `SwarmBuilder` stack: TCP, Yamux, `security`),
+/// listening on loopback.
+fn stock_swarm(security: StockSecurity) -> libp2p::Swarm<Stock> {
+    use libp2p::{identify, noise, ping, tcp, tls, yamux};
+    let behaviour = |key: &libp2p::identity::Keypair| Stock {
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/ipfs/id/1.0.0".into(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::default(),
+    };
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(30));
+    let tcp = tcp::Config::default;
+    let mut swarm = match security {
+        StockSecurity::Noise => builder
+            .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(behaviour)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build(),
+        StockSecurity::Tls => builder
+            .with_tcp(tcp(), tls::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(behaviour)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build(),
+        StockSecurity::TlsThenNoise => builder
+            .with_tcp(
+                tcp(),
+                (tls::Config::new, noise::Config::new),
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(behaviour)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build(),
+    };
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    swarm
+}
+
+/// Stock rust-libp2p peers offering only Noise, only TLS, and both interoperate with a
+/// default codio node (TLS offered first, Noise second, no swarm key): each dials codio,
+/// identifies it and pings it, codio dials each back, and codio's counters show the protocol
+/// the pair agreed on. Two codio nodes agree on TLS. A codio node with a swarm key refuses
+/// the stock peer.
 #[tokio::test]
 async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
     use futures::StreamExt;
     use libp2p::{identify, ping, swarm::SwarmEvent};
 
-    #[derive(libp2p::swarm::NetworkBehaviour)]
-    #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
-    struct Stock {
-        identify: identify::Behaviour,
-        ping: ping::Behaviour,
-    }
-
     init_tracing();
-    let mut stock = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| Stock {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/ipfs/id/1.0.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::default(),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build();
-    stock
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let stock_id = *stock.local_peer_id();
-    let codio = started_node(loopback_config()).await;
     let private = private_node(Some(swarm_key(3))).await;
-    stock.dial(dial_addr(&codio)).unwrap();
-    stock.dial(dial_addr(&private)).unwrap();
-    let (mut identified, mut pinged, mut private_failed) = (None, false, false);
-    let mut stock_addr = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while identified.is_none() || !pinged || !private_failed || stock_addr.is_none() {
-        tokio::select! {
-            event = stock.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => stock_addr = Some(address),
-                SwarmEvent::Behaviour(StockEvent::Identify(identify::Event::Received { peer_id, info, .. }))
-                    if peer_id == codio.local_peer_id() => identified = Some(info.agent_version),
-                SwarmEvent::Behaviour(StockEvent::Ping(ping::Event { peer, result: Ok(_), .. }))
-                    if peer == codio.local_peer_id() => pinged = true,
-                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), .. }
-                    if peer == private.local_peer_id() => private_failed = true,
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    assert_ne!(peer_id, private.local_peer_id(), "no key, no connection");
-                }
-                _ => {}
-            },
-            () = tokio::time::sleep_until(deadline) => panic!(
-                "identified {identified:?}, pinged {pinged}, private refused {private_failed}"
-            ),
+    for (security, agreed) in [
+        (StockSecurity::Noise, "noise"),
+        (StockSecurity::Tls, "tls"),
+        (StockSecurity::TlsThenNoise, "tls"),
+    ] {
+        let registry = std::sync::Arc::new(std::sync::Mutex::new(
+            codio_network::metrics::Registry::default(),
+        ));
+        let codio = started_node(loopback_config().with_metrics(registry.clone())).await;
+        let handshakes = |protocol: &str| {
+            codio_tests::adversary::metric(
+                &registry,
+                &format!("codio_security_handshakes_total{{protocol=\"{protocol}\"}}"),
+            )
+        };
+        let mut stock = stock_swarm(security);
+        let stock_id = *stock.local_peer_id();
+        stock.dial(dial_addr(&codio)).unwrap();
+        stock.dial(dial_addr(&private)).unwrap();
+        let (mut identified, mut pinged, mut private_failed) = (None, false, false);
+        let mut stock_addr = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while identified.is_none() || !pinged || !private_failed || stock_addr.is_none() {
+            tokio::select! {
+                event = stock.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { address, .. } => stock_addr = Some(address),
+                    SwarmEvent::Behaviour(StockEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                        if peer_id == codio.local_peer_id() => identified = Some(info.agent_version),
+                    SwarmEvent::Behaviour(StockEvent::Ping(ping::Event { peer, result: Ok(_), .. }))
+                        if peer == codio.local_peer_id() => pinged = true,
+                    SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), .. }
+                        if peer == private.local_peer_id() => private_failed = true,
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                        assert_ne!(peer_id, private.local_peer_id(), "no key, no connection");
+                    }
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => panic!(
+                    "{security:?}: identified {identified:?}, pinged {pinged}, private refused {private_failed}"
+                ),
+            }
         }
+        assert!(identified.unwrap().starts_with("codio-network/"));
+        // And the other way: codio dials the stock peer (driven while codio dials).
+        codio.disconnect_peer(stock_id).await.unwrap();
+        let address = stock_addr.unwrap().with(Protocol::P2p(stock_id));
+        let dial = codio.connect_peer(address);
+        tokio::pin!(dial);
+        let peer = loop {
+            tokio::select! {
+                result = &mut dial => break result.expect("codio dials stock"),
+                _ = stock.select_next_some() => {}
+            }
+        };
+        assert_eq!(peer, stock_id);
+        let other = if agreed == "tls" { "noise" } else { "tls" };
+        assert_eq!(
+            handshakes(agreed),
+            2.0,
+            "{security:?}: both connections on {agreed}"
+        );
+        assert_eq!(handshakes(other), 0.0, "{security:?}");
+        codio.shutdown().await;
     }
-    assert!(identified.unwrap().starts_with("codio-network/"));
-    // And the other way: codio dials the stock peer (driven while codio dials).
-    let address = stock_addr.unwrap().with(Protocol::P2p(stock_id));
-    let dial = codio.connect_peer(address);
-    tokio::pin!(dial);
-    let peer = loop {
-        tokio::select! {
-            result = &mut dial => break result.expect("codio dials stock"),
-            _ = stock.select_next_some() => {}
-        }
-    };
-    assert_eq!(peer, stock_id);
     private.shutdown().await;
-    codio.shutdown().await;
+
+    // codio with codio: TLS.
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(
+        codio_network::metrics::Registry::default(),
+    ));
+    let a = started_node(loopback_config().with_metrics(registry.clone())).await;
+    let b = started_node(loopback_config()).await;
+    b.connect_peer(dial_addr(&a)).await.unwrap();
+    let tls = "codio_security_handshakes_total{protocol=\"tls\"}";
+    assert!(
+        codio_tests::eventually(EVENT_TIMEOUT, || async {
+            codio_tests::adversary::metric(&registry, tls) == 1.0
+        })
+        .await
+    );
+    b.shutdown().await;
+    a.shutdown().await;
 }
 
 /// The application's connection gate decides through `NetworkConfig`: a gate that refuses
@@ -443,4 +520,75 @@ async fn an_application_gate_refuses_the_peers_it_names() {
     other.shutdown().await;
     refused.shutdown().await;
     node.shutdown().await;
+}
+
+/// Set-up time of a dial over a link with a 100 ms round trip, from a node offering
+/// `dialer` to one offering `listener` (the fastest of three dials).
+async fn setup_over_slow_link(
+    listener: &[codio_transport::SecurityProtocol],
+    dialer: &[codio_transport::SecurityProtocol],
+) -> Duration {
+    let node = |security: &[codio_transport::SecurityProtocol]| {
+        let mut config = loopback_config();
+        config.transport =
+            codio_network::TransportConfig::default().with_security(security.to_vec());
+        config
+    };
+    let target = started_node(node(listener)).await;
+    let socket = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]);
+    let proxy = codio_tests::delay::DelayProxy::start(socket, Duration::from_millis(50)).await;
+    let address: Multiaddr = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        proxy.address().port(),
+        target.local_peer_id()
+    )
+    .parse()
+    .unwrap();
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let dialing = started_node(node(dialer)).await;
+        let started = Instant::now();
+        dialing
+            .connect_peer(address.clone())
+            .await
+            .expect("connects");
+        fastest = fastest.min(started.elapsed());
+        dialing.shutdown().await;
+    }
+    target.shutdown().await;
+    fastest
+}
+
+/// What offering two security protocols costs in round trips, measured on a link with a
+/// 100 ms round trip: multistream-select's lazy dialer sends its choice with its first
+/// handshake message only when it offers a single protocol, so offering TLS then Noise
+/// costs one round trip more than offering one protocol, whichever the peer accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offering_two_security_protocols_costs_one_round_trip() {
+    use codio_transport::SecurityProtocol::{Noise, Tls};
+    init_tracing();
+    let rtt = Duration::from_millis(100);
+    let tls_only = setup_over_slow_link(&[Tls, Noise], &[Tls]).await;
+    let tls_first = setup_over_slow_link(&[Tls, Noise], &[Tls, Noise]).await;
+    let noise_only = setup_over_slow_link(&[Noise], &[Noise]).await;
+    let tls_first_to_noise = setup_over_slow_link(&[Noise], &[Tls, Noise]).await;
+    tracing::info!(
+        ?tls_only,
+        ?tls_first,
+        ?noise_only,
+        ?tls_first_to_noise,
+        "set-up times"
+    );
+    let extra =
+        |two: Duration, one: Duration| two.saturating_sub(one).as_secs_f64() / rtt.as_secs_f64();
+    for (what, rtts) in [
+        ("TLS accepted", extra(tls_first, tls_only)),
+        ("Noise only peer", extra(tls_first_to_noise, noise_only)),
+    ] {
+        assert!(
+            (0.5..1.5).contains(&rtts),
+            "{what}: {rtts:.2} round trips more (tls only {tls_only:?}, tls first {tls_first:?}, \
+             noise only {noise_only:?}, tls first to noise {tls_first_to_noise:?})"
+        );
+    }
 }

@@ -294,6 +294,8 @@ struct Counters {
     shed_per_subnet: AtomicU64,
     shed_total: AtomicU64,
     timed_out: AtomicU64,
+    /// Security handshakes completed, in either direction: TLS, Noise.
+    secured: [AtomicU64; 2],
 }
 
 #[derive(Debug)]
@@ -420,6 +422,22 @@ impl InboundStats {
     pub fn timed_out(&self) -> u64 {
         self.0.counters.timed_out.load(Relaxed)
     }
+
+    /// Security handshakes completed with `protocol`, inbound and outbound.
+    pub fn secured(&self, protocol: crate::SecurityProtocol) -> u64 {
+        self.0.counters.secured[secured_index(protocol)].load(Relaxed)
+    }
+
+    pub(crate) fn count_secured(&self, protocol: crate::SecurityProtocol) {
+        self.0.counters.secured[secured_index(protocol)].fetch_add(1, Relaxed);
+    }
+}
+
+fn secured_index(protocol: crate::SecurityProtocol) -> usize {
+    match protocol {
+        crate::SecurityProtocol::Tls => 0,
+        crate::SecurityProtocol::Noise => 1,
+    }
 }
 
 #[cfg(feature = "metrics")]
@@ -490,6 +508,20 @@ mod export {
                     None,
                     counter.metric_type(),
                 )?)?;
+            }
+            let help = "Security handshakes completed (both directions), by protocol";
+            let mut secured = encoder.encode_descriptor(
+                "security_handshakes",
+                help,
+                None,
+                MetricType::Counter,
+            )?;
+            for (label, protocol) in [
+                ("tls", crate::SecurityProtocol::Tls),
+                ("noise", crate::SecurityProtocol::Noise),
+            ] {
+                let label = [("protocol", label)];
+                ConstCounter::new(self.secured(protocol)).encode(secured.encode_family(&label)?)?;
             }
             let help = "Pending inbound connections shed (aborted) to make room, by bound";
             let mut shed =

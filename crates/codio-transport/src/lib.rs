@@ -60,11 +60,13 @@ mod connect_error;
 pub mod gate;
 mod muxer;
 mod reuse;
+pub mod security;
 mod timeout;
 
 pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
+pub use security::{SecureStream, SecurityError, SecurityProtocol};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
 /// multiplexed connections behind a boxed, type-erased [`Transport`].
@@ -77,6 +79,12 @@ pub enum TransportBuildError {
     /// The Noise configuration could not be derived from the identity keypair.
     #[error("noise configuration: {0}")]
     Noise(#[from] noise::Error),
+    /// The TLS certificate could not be made from the identity keypair.
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] libp2p::tls::certificate::GenError),
+    /// The security protocols configured cannot work (none, or one listed twice).
+    #[error("security protocols {0:?}: list each at most once, and at least one")]
+    Security(Vec<SecurityProtocol>),
     /// The system DNS configuration could not be read.
     #[error("dns resolver configuration: {0}")]
     Dns(#[source] io::Error),
@@ -124,6 +132,7 @@ impl From<NegotiationMode> for Version {
 /// process is near its memory budget. See `docs/security.md`.
 /// | [`private_network`](Self::with_private_network) | none: with a pre-shared key, every TCP connection first runs libp2p's private-network handshake (pnet, XSalsa20 with the key, kubo's key file format); peers without the key cannot finish it |
 /// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
+/// | [`security`](Self::with_security) | TLS 1.3 first, Noise second (see [`security`]) |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     nodelay: bool,
@@ -136,6 +145,7 @@ pub struct TransportConfig {
     yamux_connection_window: usize,
     inbound: InboundLimits,
     psk: Option<PreSharedKey>,
+    security: Vec<SecurityProtocol>,
 }
 
 impl Default for TransportConfig {
@@ -151,6 +161,7 @@ impl Default for TransportConfig {
             yamux_connection_window: 96 * 1024 * 1024,
             inbound: InboundLimits::default(),
             psk: None,
+            security: vec![SecurityProtocol::Tls, SecurityProtocol::Noise],
         }
     }
 }
@@ -218,6 +229,19 @@ impl TransportConfig {
     pub fn with_private_network(mut self, key: Option<PreSharedKey>) -> Self {
         self.psk = key;
         self
+    }
+
+    /// Sets the security protocols offered, most preferred first (default TLS 1.3, then
+    /// Noise). Offer Noise too unless every peer speaks TLS: js-libp2p and py-libp2p peers
+    /// often speak only Noise.
+    pub fn with_security(mut self, protocols: impl IntoIterator<Item = SecurityProtocol>) -> Self {
+        self.security = protocols.into_iter().collect();
+        self
+    }
+
+    /// The security protocols offered, most preferred first.
+    pub fn security(&self) -> &[SecurityProtocol] {
+        &self.security
     }
 
     /// The pre-shared key of a private network, if set.
@@ -435,10 +459,18 @@ where
     T::Dial: Send + 'static,
     T::ListenerUpgrade: Send + 'static,
 {
-    let noise = noise::Config::new(keypair)?;
+    let order = &config.security;
+    let repeated = order
+        .iter()
+        .enumerate()
+        .any(|(i, p)| order[..i].contains(p));
+    if order.is_empty() || repeated {
+        return Err(TransportBuildError::Security(order.clone()));
+    }
+    let security = security::Security::new(keypair, order, gate.stats())?;
     let transport = transport
         .upgrade(config.negotiation.into())
-        .authenticate(noise)
+        .authenticate(security)
         .multiplex(config.yamux_config())
         .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)));
     let timeout = timeout::SetupTimeout::new(transport, config.connect_timeout, gate.clone());
