@@ -18,9 +18,16 @@ use crate::{
 /// Overrides of codio's transport defaults, for tuning experiments (`--yamux-frame-size`).
 pub(crate) static YAMUX_FRAME_SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
+/// Override of the security protocols codio offers (`--codio-security`).
+pub(crate) static SECURITY: std::sync::OnceLock<Vec<codio_transport::SecurityProtocol>> =
+    std::sync::OnceLock::new();
+
 /// The benchmark's node configuration.
 pub(crate) fn config() -> NetworkConfig {
     let mut transport = codio_network::TransportConfig::default();
+    if let Some(order) = SECURITY.get() {
+        transport = transport.with_security(order.clone());
+    }
     if let Some(size) = YAMUX_FRAME_SIZE.get() {
         transport = transport.with_yamux_frame_size(*size);
     }

@@ -86,6 +86,10 @@ struct Args {
     /// Experiment: codio's Yamux frame size in bytes (default: the transport's default).
     #[arg(long)]
     yamux_frame_size: Option<usize>,
+    /// The security protocols codio offers, in order (`tls`, `noise`; default: codio's own,
+    /// TLS then Noise), to compare them.
+    #[arg(long, value_delimiter = ',')]
+    codio_security: Vec<SecurityArg>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -166,6 +170,22 @@ impl Sizes {
 
 const KINDS: [Kind; 3] = [Kind::Raw, Kind::Stock, Kind::Codio];
 
+/// A security protocol named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SecurityArg {
+    Tls,
+    Noise,
+}
+
+impl SecurityArg {
+    fn protocol(self) -> codio_transport::SecurityProtocol {
+        match self {
+            SecurityArg::Tls => codio_transport::SecurityProtocol::Tls,
+            SecurityArg::Noise => codio_transport::SecurityProtocol::Noise,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -180,6 +200,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if !args.codio_security.is_empty() {
+        let order = args.codio_security.iter().map(|s| s.protocol()).collect();
+        let _ = codio::SECURITY.set(order);
+    }
     if let Some(size) = args.yamux_frame_size {
         let _ = codio::YAMUX_FRAME_SIZE.set(size);
     }
