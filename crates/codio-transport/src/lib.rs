@@ -1,9 +1,10 @@
 //! Authenticated, multiplexed transport for codio nodes.
 //!
 //! [`build_transport`] returns the transport every codio node speaks: TCP (with `TCP_NODELAY`)
-//! optionally behind DNS resolution, secured with [Noise](libp2p::noise) (XX handshake, Ed25519
-//! identities) and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on [`NOISE_FRAME_PAYLOAD`]). The whole connection set-up — TCP
-//! connect, protocol negotiation, Noise handshake and Yamux negotiation — is bounded by
+//! optionally behind DNS resolution, secured with TLS 1.3 or [Noise](libp2p::noise) (XX
+//! handshake), negotiated in a configured order ([`security`]; Ed25519 identities either way),
+//! and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on [`NOISE_FRAME_PAYLOAD`]). The whole connection set-up — TCP
+//! connect, protocol negotiation, security handshake and Yamux negotiation — is bounded by
 //! [`TransportConfig::connect_timeout`]; a set-up that takes longer fails with an
 //! [`std::io::ErrorKind::TimedOut`] error.
 //!
@@ -117,7 +118,7 @@ impl From<NegotiationMode> for Version {
 /// |---|---|
 /// | [`nodelay`](Self::with_nodelay) | `true` (Nagle off: small request/response frames go out at once) |
 /// | [`listen_backlog`](Self::with_listen_backlog) | `1024` |
-/// | [`connect_timeout`](Self::with_connect_timeout) | 10 s for TCP connect + Noise + Yamux |
+/// | [`connect_timeout`](Self::with_connect_timeout) | 10 s for TCP connect + security handshake + Yamux |
 /// | [`max_streams`](Self::with_max_streams) | 256 concurrent Yamux streams per connection (go-libp2p's inbound streams per peer) |
 /// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
@@ -179,7 +180,7 @@ impl TransportConfig {
         self
     }
 
-    /// Bounds the whole set-up of a dial: TCP connect, protocol negotiation, Noise handshake
+    /// Bounds the whole set-up of a dial: TCP connect, protocol negotiation, security handshake
     /// and Yamux negotiation (default 10 s). Inbound set-ups have the shorter
     /// [`InboundLimits::with_handshake_timeout`].
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
