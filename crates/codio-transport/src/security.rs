@@ -130,6 +130,36 @@ impl UpgradeInfo for Security {
     }
 }
 
+impl Security {
+    /// Runs the negotiated handshake on `socket`: `tls` or `noise` given its configuration,
+    /// then counts it.
+    async fn secure<C, TlsFut, NoiseFut>(
+        self,
+        socket: C,
+        info: SecurityProtocol,
+        tls: impl FnOnce(tls::Config, C) -> TlsFut,
+        noise: impl FnOnce(noise::Config, C) -> NoiseFut,
+    ) -> Result<(PeerId, SecureStream<C>), SecurityError>
+    where
+        TlsFut:
+            std::future::Future<Output = Result<(PeerId, tls::TlsStream<C>), tls::UpgradeError>>,
+        NoiseFut: std::future::Future<Output = Result<(PeerId, noise::Output<C>), noise::Error>>,
+    {
+        let (peer, stream) = match info {
+            SecurityProtocol::Tls => {
+                let (peer, stream) = tls(self.tls()?, socket).await?;
+                (peer, futures::future::Either::Left(stream))
+            }
+            SecurityProtocol::Noise => {
+                let (peer, stream) = noise(self.noise()?, socket).await?;
+                (peer, futures::future::Either::Right(stream))
+            }
+        };
+        self.stats.count_secured(info);
+        Ok((peer, stream))
+    }
+}
+
 impl<C> InboundConnectionUpgrade<C> for Security
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -139,20 +169,13 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, info: SecurityProtocol) -> Self::Future {
-        async move {
-            match info {
-                SecurityProtocol::Tls => {
-                    let (peer, stream) = self.tls()?.upgrade_inbound(socket, info.name()).await?;
-                    self.stats.count_secured(info);
-                    Ok((peer, futures::future::Either::Left(stream)))
-                }
-                SecurityProtocol::Noise => {
-                    let (peer, stream) = self.noise()?.upgrade_inbound(socket, info.name()).await?;
-                    self.stats.count_secured(info);
-                    Ok((peer, futures::future::Either::Right(stream)))
-                }
-            }
-        }
+        let name = info.name();
+        self.secure(
+            socket,
+            info,
+            move |config, socket| config.upgrade_inbound(socket, name),
+            move |config, socket| config.upgrade_inbound(socket, name),
+        )
         .boxed()
     }
 }
@@ -166,21 +189,13 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: C, info: SecurityProtocol) -> Self::Future {
-        async move {
-            match info {
-                SecurityProtocol::Tls => {
-                    let (peer, stream) = self.tls()?.upgrade_outbound(socket, info.name()).await?;
-                    self.stats.count_secured(info);
-                    Ok((peer, futures::future::Either::Left(stream)))
-                }
-                SecurityProtocol::Noise => {
-                    let (peer, stream) =
-                        self.noise()?.upgrade_outbound(socket, info.name()).await?;
-                    self.stats.count_secured(info);
-                    Ok((peer, futures::future::Either::Right(stream)))
-                }
-            }
-        }
+        let name = info.name();
+        self.secure(
+            socket,
+            info,
+            move |config, socket| config.upgrade_outbound(socket, name),
+            move |config, socket| config.upgrade_outbound(socket, name),
+        )
         .boxed()
     }
 }
