@@ -231,6 +231,13 @@ async fn swarm_keys_and_one_node_per_data_directory() {
         !dir.path("data/.peers.json.tmp-1-00").exists(),
         "leftover removed"
     );
+    // A temporary file of the running node (as if it were writing its peer book): neither a
+    // `config check` nor a refused second node may remove it, only the lock's holder.
+    let in_progress = dir.path("data/.peers.json.tmp-2-00");
+    std::fs::write(&in_progress, b"being written").unwrap();
+    let (lines, code) =
+        run_to_exit(node(&["--data-dir", &dir.arg("data"), "config", "check"])).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
     let (lines, code) = run_to_exit(node(&["--data-dir", &dir.arg("data")])).await;
     assert_eq!(code, Some(2), "{lines:#?}");
     assert!(
@@ -239,10 +246,18 @@ async fn swarm_keys_and_one_node_per_data_directory() {
             .any(|l| l.contains("is in use by another codio-node")),
         "{lines:#?}"
     );
+    assert!(
+        in_progress.exists(),
+        "the running node's temporary file was left alone"
+    );
     stop(first).await;
     // Released with the process: the directory can be used again.
     let mut again = node(&["--data-dir", &dir.arg("data")]);
     address_of(&mut again).await;
+    assert!(
+        !in_progress.exists(),
+        "removed by the next holder of the lock"
+    );
     stop(again).await;
 }
 

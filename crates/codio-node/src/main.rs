@@ -157,10 +157,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(validated) => validated,
         Err(errors) => return invalid(errors),
     };
+    // Temporary files are another node's work in progress unless this process holds the
+    // lock: they are removed only under it (`config` commands take no lock, remove nothing).
     let _lock = match (&cli.command, &node_config.data_dir) {
         (Some(Command::Config { .. }), _) | (_, None) => None,
         (_, Some(dir)) => match files::DirLock::acquire(dir) {
-            Ok(lock) => Some(lock),
+            Ok(lock) => {
+                let removed = files::remove_temps(dir);
+                if removed > 0 {
+                    tracing::info!(removed, dir = %dir.display(), "removed temporary files left by a crash");
+                }
+                Some(lock)
+            }
             Err(error) if error.downcast_ref::<files::DirInUse>().is_some() => {
                 eprintln!("codio-node: {error}");
                 return Ok(ExitCode::from(INVALID_CONFIG));
@@ -168,12 +176,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error),
         },
     };
-    if let Some(dir) = &node_config.data_dir {
-        let removed = files::remove_temps(dir);
-        if removed > 0 {
-            tracing::info!(removed, dir = %dir.display(), "removed temporary files left by a crash");
-        }
-    }
     match cli.command {
         Some(Command::Id) => {
             let Some(dir) = &node_config.data_dir else {
