@@ -715,7 +715,11 @@ async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
             let result = bulk
                 .receive_committed(&header, &mut sink, |_| {}, commit)
                 .await;
-            outcomes.push(result.map_err(|e| e.to_string()));
+            outcomes.push(
+                result
+                    .map(|(received, ())| received)
+                    .map_err(|e| e.to_string()),
+            );
         }
         outcomes
     });

@@ -46,8 +46,9 @@ pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     Ok(bytes)
 }
 
-/// A fresh temporary path next to `path`.
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
+/// A fresh temporary path next to `path` (`.<name>.tmp-<pid>-<random>`: what
+/// [`remove_temps`] removes).
+pub(crate) fn temp_path(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?
@@ -79,15 +80,21 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Gives the complete file `from` its final name `to`, durably, without ever replacing a
+/// file (or link) there: `AlreadyExists` then.
+pub(crate) fn link_new(from: &Path, to: &Path) -> io::Result<()> {
+    // A hard link fails when the target exists: no replace, unlike rename.
+    fs::hard_link(from, to)?;
+    sync_parent(to)
+}
+
 /// Writes a new file at `path` atomically: it appears complete or not at all, and an
 /// existing file (or link) there is never replaced (`AlreadyExists`).
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = write_temp(path, bytes)?;
-    // A hard link fails when the target exists: no replace, unlike rename.
-    let linked = fs::hard_link(&tmp, path);
+    let linked = link_new(&tmp, path);
     let _ = fs::remove_file(&tmp);
-    linked?;
-    sync_parent(path)
+    linked
 }
 
 /// Replaces the file at `path` atomically with `bytes` (a crash leaves the old or the new).

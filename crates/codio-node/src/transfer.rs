@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
     time::Duration,
@@ -95,8 +95,6 @@ pub(crate) async fn send_file(
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refusals written at once; beyond it a refused stream is dropped (reset) unanswered.
 const MAX_REFUSALS: usize = 16;
-/// Prefix of the partial files of transfers in flight.
-const PARTIAL: &str = ".partial-";
 
 /// The inbox: its directory, its ledger, and what it counts.
 #[derive(Debug, Clone)]
@@ -120,18 +118,11 @@ impl Inbox {
     pub(crate) fn open(dir: &Path, rules: Rules, output: Output) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the inbox {}", dir.display()))?;
-        let (mut stored, mut removed) = (0u64, 0usize);
-        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if name.starts_with(PARTIAL) && meta.is_file() {
-                removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
-            } else if meta.is_file() {
-                stored = stored.saturating_add(meta.len());
-            }
-        }
+        let removed = crate::files::remove_temps(dir);
+        let stored = std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok()?.path().symlink_metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .fold(0u64, |sum, meta| sum.saturating_add(meta.len()));
         if removed > 0 {
             tracing::info!(
                 removed,
@@ -284,8 +275,8 @@ impl Inbox {
     async fn store(&self, bulk: IncomingBulk, header: &BulkHeader) -> anyhow::Result<Outcome> {
         let peer = bulk.peer_id;
         let content = hex(&header.content.0);
-        let nonce = u64::from_le_bytes(crate::files::random_bytes::<8>()?);
-        let partial = self.dir.join(format!("{PARTIAL}{content}-{nonce:016x}"));
+        let target = self.dir.join(&content);
+        let partial = crate::files::temp_path(&target)?;
         let file = crate::files::create_new(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
         let _cleanup = RemoveOnDrop(partial.clone());
@@ -302,12 +293,10 @@ impl Inbox {
             header.size,
         );
         progress.update(0);
-        let target = self.dir.join(&content);
-        let duplicate = Arc::new(AtomicBool::new(false));
         let expected = header.content.0;
         let commit = |sink: &mut Hashing<Compat<tokio::fs::File>>| {
             let digest: [u8; 32] = std::mem::take(&mut sink.hasher).finalize().into();
-            let (partial, duplicate) = (partial.clone(), duplicate.clone());
+            let partial = partial.clone();
             async move {
                 if digest != expected {
                     let detail = format!("arrived with digest {}: discarded", hex(&digest));
@@ -320,19 +309,12 @@ impl Inbox {
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|linked| linked);
-                match stored {
-                    Ok(already) => {
-                        duplicate.store(already, Relaxed);
-                        Ok(())
-                    }
-                    Err(e) => Err((ErrorCode::Internal, format!("storing: {e}"))),
-                }
+                stored.map_err(|e| (ErrorCode::Internal, format!("storing: {e}")))
             }
         };
-        let received = bulk
+        let (received, duplicate) = bulk
             .receive_committed(header, &mut sink, |n| progress.update(n), commit)
             .await?;
-        let duplicate = duplicate.load(Relaxed);
         Ok(if duplicate {
             Outcome::Duplicate(received)
         } else {
@@ -344,13 +326,8 @@ impl Inbox {
 /// Links the verified `partial` file to `target` without ever replacing a file there;
 /// `Ok(true)` when the content was already stored (the partial file is then discarded).
 fn link_into_place(partial: &Path, target: &Path) -> std::io::Result<bool> {
-    match std::fs::hard_link(partial, target) {
-        Ok(()) => {
-            if let Some(dir) = target.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(false)
-        }
+    match crate::files::link_new(partial, target) {
+        Ok(()) => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
         Err(e) => Err(e),
     }

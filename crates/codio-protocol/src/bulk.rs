@@ -368,32 +368,36 @@ impl IncomingBulk {
     /// Like [`receive`](Self::receive), but the sender is told the transfer is complete only
     /// once `commit` (given the sink, after the last byte was flushed) succeeded: an
     /// application that verifies and stores the data durably there confirms only what it
-    /// kept. When `commit` fails, the sender gets its error code and message instead.
+    /// kept. Returns the bytes received and what `commit` returned. When `commit` fails, the
+    /// sender gets its error code and message instead.
     ///
     /// # Errors
     ///
     /// A [`BulkError`]: stalled or truncated stream, failing sink, [`BulkError::Rejected`]
     /// with `commit`'s refusal.
-    pub async fn receive_committed<W, F, Fut>(
+    pub async fn receive_committed<W, F, Fut, T>(
         mut self,
         header: &BulkHeader,
         sink: &mut W,
         progress: impl FnMut(u64),
         commit: F,
-    ) -> Result<u64, BulkError>
+    ) -> Result<(u64, T), BulkError>
     where
         W: AsyncWrite + Unpin,
         F: FnOnce(&mut W) -> Fut,
-        Fut: std::future::Future<Output = Result<(), (ErrorCode, String)>>,
+        Fut: std::future::Future<Output = Result<T, (ErrorCode, String)>>,
     {
         let received = receive_payload(&mut self.stream, header, sink, self.idle, progress).await?;
-        if let Err((code, message)) = commit(sink).await {
-            reject_bulk(&mut self.stream, code, &message, self.idle).await?;
-            return Err(BulkError::Rejected { code, message });
-        }
+        let kept = match commit(sink).await {
+            Ok(kept) => kept,
+            Err((code, message)) => {
+                reject_bulk(&mut self.stream, code, &message, self.idle).await?;
+                return Err(BulkError::Rejected { code, message });
+            }
+        };
         confirm_bulk(&mut self.stream, received, self.idle).await?;
         self.stats.record_bulk(true, received);
-        Ok(received)
+        Ok((received, kept))
     }
 
     /// Refuses the transfer, telling the sender why.
