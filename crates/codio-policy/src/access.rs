@@ -344,11 +344,23 @@ impl Access {
         self.lock().rules.denied.iter().copied().collect()
     }
 
-    /// The application's gate, before the handshake.
-    pub(crate) fn gate_before(&self, endpoint: Endpoint, remote: Option<&Multiaddr>) -> bool {
-        self.gate
-            .as_ref()
-            .is_none_or(|gate| gate.before_handshake(endpoint, remote) == Verdict::Accept)
+    /// Before the handshake: the rules when the peer is already known (a dial to a peer id),
+    /// then the application's gate.
+    pub(crate) fn check_pending(
+        &self,
+        endpoint: Endpoint,
+        peer_id: Option<&PeerId>,
+        remote: Option<&Multiaddr>,
+    ) -> Result<(), Refusal> {
+        if let Some(peer_id) = peer_id {
+            self.admits(peer_id)?;
+        }
+        match &self.gate {
+            Some(gate) if gate.before_handshake(endpoint, remote) == Verdict::Reject => {
+                Err(Refusal::Gate)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The rules, then the gate, once the peer is authenticated.
@@ -483,7 +495,10 @@ mod tests {
         let peer = PeerId::random();
         let local: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         let remote: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().unwrap();
-        assert!(a.gate_before(Endpoint::Listener, Some(&local)));
+        assert_eq!(
+            a.check_pending(Endpoint::Listener, None, Some(&local)),
+            Ok(())
+        );
         assert_eq!(
             a.check_peer(Endpoint::Listener, &peer, &local),
             Err(Refusal::Gate)

@@ -25,7 +25,7 @@ use libp2p::{
 use tokio::time::Sleep;
 
 use crate::{
-    access::{Access, AccessConfig, Refusal},
+    access::{Access, AccessConfig},
     backoff::{BackoffConfig, Rng},
     handler::{Handler, KeepAlive},
     limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit},
@@ -755,13 +755,9 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        if !self
-            .access
-            .gate_before(Endpoint::Listener, Some(remote_addr))
-        {
-            let refusal = Denial::Access(Refusal::Gate);
-            return Err(self.deny(None, Endpoint::Listener, refusal));
-        }
+        self.access
+            .check_pending(Endpoint::Listener, None, Some(remote_addr))
+            .map_err(|refusal| self.deny(None, Endpoint::Listener, Denial::Access(refusal)))?;
         self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
@@ -802,18 +798,14 @@ impl NetworkBehaviour for Behaviour {
         addresses: &[Multiaddr],
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        if let Some(peer_id) = maybe_peer {
-            if self.disconnected.contains(&peer_id) {
-                return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
-            }
-            if let Err(refusal) = self.access.admits(&peer_id) {
-                return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Access(refusal)));
-            }
+        if let Some(peer_id) = maybe_peer
+            && self.disconnected.contains(&peer_id)
+        {
+            return Err(self.deny(maybe_peer, Endpoint::Dialer, Denial::Disconnected));
         }
-        if !self.access.gate_before(Endpoint::Dialer, addresses.first()) {
-            let refusal = Denial::Access(Refusal::Gate);
-            return Err(self.deny(maybe_peer, Endpoint::Dialer, refusal));
-        }
+        self.access
+            .check_pending(Endpoint::Dialer, maybe_peer.as_ref(), addresses.first())
+            .map_err(|refusal| self.deny(maybe_peer, Endpoint::Dialer, Denial::Access(refusal)))?;
         self.check_memory(maybe_peer, Endpoint::Dialer)?;
         let admitted = self
             .table
