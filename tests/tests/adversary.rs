@@ -774,8 +774,21 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
             "codio_connections_denied_total{reason=\"deny_listed\"}",
         )
     };
+    // The friend must have seen the close too: a handle that still counts the peer connected
+    // answers `connect_peer` at once, without dialing.
+    assert!(
+        eventually(EVENT_TIMEOUT, || async {
+            friend.peer_info(&victim_id).is_none()
+        })
+        .await,
+        "the friend sees its connection closed"
+    );
     let _ = friend.connect_peer(dial_addr(&victim)).await;
-    assert!(deny_listed() >= 1.0);
+    // The victim refuses in its own handshake hook, which may run after the dialer is done.
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { deny_listed() >= 1.0 }).await,
+        "the denied friend's dial is refused"
+    );
     assert!(
         victim.peer_info(&friend_id).is_none(),
         "denied: not connected"
