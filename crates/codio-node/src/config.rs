@@ -1056,6 +1056,41 @@ mod tests {
         assert_eq!(config.max_peers, 7, "unset flags keep the file's value");
     }
 
+    /// `allow_peer`, `deny_peer` and `reserved_only` reach the node's access rules.
+    #[test]
+    fn access_settings_reach_the_node() {
+        let (friend, foe) = (PeerId::random(), PeerId::random());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (allow, reserved_only, mode) in [
+            (vec![], false, AccessMode::Open),
+            (vec![friend.to_string()], false, AccessMode::AllowList),
+            (vec![], true, AccessMode::AllowList),
+        ] {
+            let config = NodeConfig {
+                allow_peer: allow.clone(),
+                deny_peer: vec![foe.to_string()],
+                reserved_only,
+                mdns: false,
+                listen_ip: "127.0.0.1".parse().unwrap(),
+                ..NodeConfig::default()
+            };
+            let v = config.validate().unwrap();
+            runtime.block_on(async {
+                let node = codio_network::NetworkManager::new(config.network_config(&v))
+                    .await
+                    .unwrap();
+                let access = node.access();
+                assert_eq!(access.mode(), mode, "{allow:?} {reserved_only}");
+                assert_eq!(access.allowed().len(), allow.len());
+                assert_eq!(access.denied(), vec![foe]);
+                node.shutdown().await;
+            });
+        }
+    }
+
     mod property {
         use super::*;
         use proptest::prelude::*;
