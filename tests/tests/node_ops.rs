@@ -261,6 +261,9 @@ async fn swarm_keys_and_one_node_per_data_directory() {
     stop(again).await;
 }
 
+/// The peer book: only the peers this node dialed are kept (not a peer that dialed it and
+/// told its address in identify); a restarted node dials them again; SIGTERM saves it; a
+/// corrupt book is moved aside.
 #[tokio::test]
 async fn restart_reconnects_through_the_peer_book_and_sigterm_flushes_it() {
     let dir = TempDir::new("peerbook");
@@ -275,9 +278,24 @@ async fn restart_reconnects_through_the_peer_book_and_sigterm_flushes_it() {
         l.contains("peer connected") && l.contains(&a_id)
     })
     .await;
+    // c dials b (without /p2p/: warned) and reports its listen address in identify: b's book
+    // keeps only the peer b dialed itself.
+    let b_without_id = b_address.rsplit_once("/p2p/").unwrap().0.to_owned();
+    let mut c = node(&["--data-dir", &dir.arg("c"), "--dial", &b_without_id]);
+    c.expect_line(LOG_TIMEOUT, "warning", |l| {
+        l.contains("WARN") && l.contains("dialing without /p2p/<peer id>")
+    })
+    .await;
+    let c_id = peer_of(&address_of(&mut c).await);
+    b.expect_line(LOG_TIMEOUT, "b identified c", |l| {
+        l.contains("peer identified") && l.contains(&c_id)
+    })
+    .await;
+    stop(c).await;
     stop(b).await;
     let book = std::fs::read_to_string(dir.path("b/peers.json")).expect("peer book written");
     assert!(book.contains(&a_id), "peer book lacks {a_id}:\n{book}");
+    assert!(!book.contains(&c_id), "an inbound peer was booked:\n{book}");
     a.wait_for_line(LOG_TIMEOUT, "a sees b leave", |l| {
         l.contains("peer disconnected") && l.contains(&b_id)
     })
@@ -652,5 +670,113 @@ async fn a_slow_drip_sender_is_cut_off_at_the_deadline() {
     );
     assert!(!names[0].starts_with('.'), "{names:?}");
     dripper.shutdown().await;
+    stop(receiver).await;
+}
+
+/// The inbox's metrics address, from its `--json` `metrics_listening` event.
+async fn metrics_of(receiver: &mut NodeProcess) -> String {
+    let line = receiver
+        .expect_line(LOG_TIMEOUT, "metrics address", |l| {
+            l.contains("\"metrics_listening\"")
+        })
+        .await;
+    let event: serde_json::Value =
+        serde_json::from_str(line.strip_prefix(STDOUT).unwrap()).unwrap();
+    event["address"].as_str().unwrap().to_owned()
+}
+
+/// The value of the metric line starting with `name` (labels included) in a scrape.
+async fn metric(address: &str, name: &str) -> String {
+    let response = http_get(address, "/metrics", LOG_TIMEOUT)
+        .await
+        .expect("a scrape in time");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{response}"))
+        .to_owned()
+}
+
+/// Refuses `file` from the identity `a` at `receiver` for `reason`: the sender is told, the
+/// refusal counted, nothing is added to the inbox.
+async fn refused(dir: &TempDir, receiver: &mut NodeProcess, to: &str, file: &str, reason: &str) {
+    let before = names_in(&dir.path("inbox"));
+    let (lines, code) = run_to_exit(sender(&dir.arg("a"), to, &dir.arg(file))).await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains(reason)), "{lines:#?}");
+    receiver
+        .expect_line(LOG_TIMEOUT, "refusal", |l| {
+            l.contains("\"transfer_refused\"") && l.contains(&format!("\"{reason}\""))
+        })
+        .await;
+    assert_eq!(names_in(&dir.path("inbox")), before, "nothing stored");
+}
+
+/// The inbox keeps within its quota (counted again from disk after a restart) and its
+/// free-space floor: a transfer past either is refused before a byte is stored, counted by
+/// reason, and the file already stored is untouched.
+#[tokio::test]
+async fn an_inbox_keeps_within_its_quota_and_its_free_space_floor() {
+    let dir = TempDir::new("inbox-quota");
+    let quota = [
+        "--inbox-allow-any",
+        "--inbox-max-bytes",
+        "4194304",
+        "--inbox-quota-bytes",
+        "5242880",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let first = vec![1u8; 3 << 20];
+    std::fs::write(dir.path("first.bin"), &first).unwrap();
+    std::fs::write(dir.path("second.bin"), vec![2u8; 3 << 20]).unwrap();
+    std::fs::write(dir.path("small.bin"), vec![3u8; 1024]).unwrap();
+    let (mut receiver, address) = inbox_node(&dir, &quota).await;
+    let (lines, code) = run_to_exit(sender(&dir.arg("a"), &address, &dir.arg("first.bin"))).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    receiver
+        .expect_line(LOG_TIMEOUT, "first stored", |l| {
+            l.contains("\"transfer_complete\"")
+        })
+        .await;
+    let stored = names_in(&dir.path("inbox"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+
+    // 3 MiB stored + 3 MiB > 5 MiB: refused, in this run and after a restart.
+    for run in 0..2 {
+        let address = match run {
+            0 => address.clone(),
+            _ => {
+                stop(receiver).await;
+                let restarted;
+                (receiver, restarted) = inbox_node(&dir, &quota).await;
+                restarted
+            }
+        };
+        refused(&dir, &mut receiver, &address, "second.bin", "quota").await;
+        let metrics = metrics_of(&mut receiver).await;
+        let quota_refusals = "codio_inbox_refused_total{reason=\"quota\"}";
+        assert_eq!(metric(&metrics, quota_refusals).await, "1", "run {run}");
+        let stored_bytes = metric(&metrics, "codio_inbox_stored_bytes").await;
+        assert_eq!(stored_bytes, "3145728", "run {run}");
+    }
+    stop(receiver).await;
+
+    // A free-space floor no disk meets (4 EiB): even 1 KiB is refused.
+    let floor = [
+        quota.as_slice(),
+        &["--inbox-min-free-bytes", "4611686018427387904"],
+    ]
+    .concat();
+    let (mut receiver, address) = inbox_node(&dir, &floor).await;
+    refused(&dir, &mut receiver, &address, "small.bin", "disk_space").await;
+    let metrics = metrics_of(&mut receiver).await;
+    let space_refusals = "codio_inbox_refused_total{reason=\"disk_space\"}";
+    assert_eq!(metric(&metrics, space_refusals).await, "1");
+    assert_eq!(
+        std::fs::read(dir.path("inbox").join(&stored[0])).unwrap(),
+        first,
+        "the stored file is untouched"
+    );
     stop(receiver).await;
 }

@@ -170,6 +170,16 @@ impl DiscoveryConfig {
         self.query_timeout
     }
 
+    /// The Kademlia protocol id.
+    pub fn kad_protocol(&self) -> &StreamProtocol {
+        &self.kad_protocol
+    }
+
+    /// The mDNS settings.
+    pub fn mdns_config(&self) -> &crate::mdns::MdnsConfig {
+        &self.mdns_config
+    }
+
     /// The bootstrap peers.
     pub fn bootstrap_peers(&self) -> &[(PeerId, Multiaddr)] {
         &self.bootstrap_peers

@@ -1056,6 +1056,50 @@ mod tests {
         assert_eq!(config.max_peers, 7, "unset flags keep the file's value");
     }
 
+    /// A swarm key names the node's DHT protocol and mDNS service after the key, so a private
+    /// swarm never merges with the public DHT or another swarm; explicit names win; without a
+    /// key the public defaults stay.
+    #[test]
+    fn a_swarm_key_names_the_dht_and_mdns_service() {
+        let path =
+            std::env::temp_dir().join(format!("codio-node-swarm-key-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let fp = generate_swarm_key(&path).unwrap();
+        assert_eq!(fp.len(), 16, "{fp}");
+        let names = |config: &NodeConfig| {
+            let network = config.network_config(&config.validate().unwrap());
+            (
+                network.discovery.kad_protocol().to_string(),
+                network.discovery.mdns_config().service_name().to_owned(),
+            )
+        };
+        let keyed = NodeConfig {
+            swarm_key: Some(path.clone()),
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            names(&keyed),
+            (
+                format!("/codio/kad/{fp}/1.0.0"),
+                format!("_codio-{fp}._udp.local")
+            )
+        );
+        let named = NodeConfig {
+            kad_protocol: Some("/cdn/kad/1.0.0".into()),
+            mdns_service: Some("_cdn._udp.local".into()),
+            ..keyed
+        };
+        assert_eq!(
+            names(&named),
+            ("/cdn/kad/1.0.0".into(), "_cdn._udp.local".into())
+        );
+        assert_eq!(
+            names(&NodeConfig::default()),
+            ("/ipfs/kad/1.0.0".into(), "_p2p._udp.local".into())
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
     /// `allow_peer`, `deny_peer` and `reserved_only` reach the node's access rules.
     #[test]
     fn access_settings_reach_the_node() {

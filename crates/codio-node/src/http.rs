@@ -14,8 +14,8 @@ use std::{
 
 use codio_network::metrics::{Registry, encode};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     task::AbortHandle,
 };
 
@@ -67,7 +67,11 @@ pub(crate) async fn serve(listener: TcpListener, registry: Arc<Mutex<Registry>>)
     }
 }
 
-async fn answer(mut socket: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<()> {
+/// Answers one request on `socket` (a TCP stream; any byte stream in tests).
+async fn answer<S>(mut socket: S, registry: &Mutex<Registry>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read_head = async {
@@ -135,4 +139,62 @@ async fn answer(mut socket: TcpStream, registry: &Mutex<Registry>) -> std::io::R
     tokio::time::timeout(WRITE_TIMEOUT, write)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn registry() -> Mutex<Registry> {
+        let mut registry = Registry::default();
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        registry.register("padding", "a metric with a long help text", counter);
+        Mutex::new(registry)
+    }
+
+    /// A client that sends nothing is dropped at the head's read limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_at_the_read_limit() {
+        let (server, _client) = tokio::io::duplex(64);
+        let started = tokio::time::Instant::now();
+        let error = answer(server, &registry()).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), READ_TIMEOUT);
+    }
+
+    /// A client that asks and never reads the answer is dropped at the write limit (the
+    /// answer is larger than the 64-byte pipe, so the write cannot finish).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_at_the_write_limit() {
+        let (server, mut client) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let error = answer(server, &registry()).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+    }
+
+    /// The same request, read: answered with the registry's metrics.
+    #[tokio::test(start_paused = true)]
+    async fn a_reading_client_gets_the_metrics() {
+        let (server, mut client) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let registry = registry();
+        let (answered, text) = tokio::join!(answer(server, &registry), async {
+            let mut text = String::new();
+            client.read_to_string(&mut text).await.unwrap();
+            text
+        });
+        answered.unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("padding_total 0"), "{text}");
+    }
 }

@@ -4,10 +4,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use codio_network::PeerId;
+
+use crate::logs::Bucket;
 
 /// Transfers received at once, over all senders.
 pub(crate) const MAX_TRANSFERS: usize = 4;
@@ -162,6 +164,35 @@ impl Ledger {
     }
 }
 
+/// Refusal reports (log line and JSON event) at the log's rate: a sender that is refused in a
+/// loop cannot flood the output; the reports suppressed are counted in the next one written,
+/// and every refusal is counted in the metrics.
+#[derive(Debug)]
+pub(crate) struct ReportRate {
+    bucket: Bucket,
+    suppressed: u64,
+}
+
+impl ReportRate {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            bucket: Bucket::new(now),
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a report may be written at `now`: `Some(reports suppressed since the last
+    /// one)`, or `None` (suppressed).
+    pub(crate) fn report(&mut self, now: Instant) -> Option<u64> {
+        if self.bucket.take(now) {
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +252,28 @@ mod tests {
         let ledger = Ledger::new(rules(Senders::Any), 0);
         assert_eq!(ledger.deadline(0), Duration::from_secs(60));
         assert_eq!(ledger.deadline(MIB + 1), Duration::from_secs(62));
+    }
+
+    #[test]
+    fn refusal_reports_are_rate_limited_and_suppressed_ones_counted() {
+        const BURST: usize = 20;
+        const INTERVAL: Duration = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut rate = ReportRate::new(start);
+        for _ in 0..BURST {
+            assert_eq!(rate.report(start), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(rate.report(start), None);
+        }
+        assert_eq!(rate.report(start + INTERVAL / 2), None);
+        assert_eq!(rate.report(start + INTERVAL), Some(6));
+        assert_eq!(rate.report(start + INTERVAL), None);
+        // A quiet hour refills the burst, no more.
+        let later = start + Duration::from_secs(3600);
+        for _ in 0..BURST {
+            assert!(rate.report(later).is_some());
+        }
+        assert_eq!(rate.report(later), None);
     }
 }

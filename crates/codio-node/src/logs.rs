@@ -53,10 +53,44 @@ pub(crate) fn init() {
     });
 }
 
+/// A token bucket: a burst of 20, then one per 100 ms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: u32,
+    since: Instant,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            tokens: BURST,
+            since: now,
+        }
+    }
+
+    /// Takes a token at `now`, if one is left.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.since).as_nanos() / INTERVAL.as_nanos();
+        if refill > 0 {
+            self.tokens = self
+                .tokens
+                .saturating_add(u32::try_from(refill).unwrap_or(u32::MAX))
+                .min(BURST);
+            self.since = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// The rate limit, as a per-layer filter: a token bucket per call site.
 #[derive(Debug, Default)]
 struct RateLimit {
-    sites: Mutex<HashMap<Identifier, (u32, Instant)>>,
+    sites: Mutex<HashMap<Identifier, Bucket>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -64,20 +98,11 @@ impl RateLimit {
     fn admit(&self, site: Identifier, now: Instant) -> bool {
         // Each update is a whole token step: poisoning cannot leave it half-done.
         let mut sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
-        let (tokens, since) = sites.entry(site).or_insert((BURST, now));
-        let refill = now.saturating_duration_since(*since).as_nanos() / INTERVAL.as_nanos();
-        if refill > 0 {
-            *tokens = tokens
-                .saturating_add(u32::try_from(refill).unwrap_or(u32::MAX))
-                .min(BURST);
-            *since = now;
-        }
-        if *tokens == 0 {
+        let admitted = sites.entry(site).or_insert(Bucket::new(now)).take(now);
+        if !admitted {
             self.dropped.fetch_add(1, Relaxed);
-            return false;
         }
-        *tokens -= 1;
-        true
+        admitted
     }
 }
 

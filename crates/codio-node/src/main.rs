@@ -352,7 +352,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
             event = events.recv() => match event {
                 Ok(event) => {
                     if let Some(book) = book.as_mut() {
-                        remember(book, &event);
+                        book.learn(&event);
                     }
                     output.network_event(&event, || network.connected_peers().len());
                 }
@@ -382,22 +382,6 @@ fn save_book(book: Option<&mut PeerBook>) {
             Ok(()) => tracing::debug!(peers = book.len(), "peer book saved"),
             Err(error) => tracing::warn!(%error, "cannot save the peer book"),
         }
-    }
-}
-
-/// Learns addresses for the peer book from connection events.
-fn remember(book: &mut PeerBook, event: &NetworkEvent) {
-    match event {
-        NetworkEvent::PeerConnected {
-            peer_id,
-            address,
-            direction: codio_network::Direction::Outbound,
-            relayed: false,
-        } => book.record(*peer_id, [address.clone()]),
-        NetworkEvent::Policy(codio_network::PolicyEvent::GaveUp { peer_id, .. }) => {
-            book.forget(peer_id);
-        }
-        _ => {}
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use codio_network::{Multiaddr, PeerId};
+use codio_network::{Direction, Multiaddr, NetworkEvent, PeerId, PolicyEvent};
 use serde::{Deserialize, Serialize};
 
 /// File name inside the data directory.
@@ -209,6 +209,22 @@ impl PeerBook {
         self.dirty = true;
     }
 
+    /// Learns from a network event: a direct connection this node dialed is recorded with its
+    /// address; a peer the reconnection policy gave up on is forgotten. Nothing else is taken
+    /// in: not inbound connections, relayed ones, nor addresses peers report in identify.
+    pub(crate) fn learn(&mut self, event: &NetworkEvent) {
+        match event {
+            NetworkEvent::PeerConnected {
+                peer_id,
+                address,
+                direction: Direction::Outbound,
+                relayed: false,
+            } => self.record(*peer_id, [address.clone()]),
+            NetworkEvent::Policy(PolicyEvent::GaveUp { peer_id, .. }) => self.forget(peer_id),
+            _ => {}
+        }
+    }
+
     /// Writes the book if it changed since the last save.
     pub(crate) fn save(&mut self) -> io::Result<()> {
         if !self.dirty {
@@ -328,6 +344,45 @@ mod tests {
         }
         book.forget(&proven[0]);
         assert_eq!(book.len(), CAPACITY - 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_this_nodes_own_direct_dials_are_learned_and_given_up_peers_forgotten() {
+        let dir = temp_dir("learn");
+        let mut book = PeerBook::load(&dir);
+        let address: Multiaddr = "/ip4/10.0.0.1/tcp/1".parse().unwrap();
+        let connected = |peer_id, direction, relayed| NetworkEvent::PeerConnected {
+            peer_id,
+            address: address.clone(),
+            direction,
+            relayed,
+        };
+        let (inbound, relayed, identified, dialed) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        book.learn(&connected(inbound, Direction::Inbound, false));
+        book.learn(&connected(relayed, Direction::Outbound, true));
+        book.learn(&NetworkEvent::PeerIdentified {
+            peer_id: identified,
+            agent_version: "codio".into(),
+            listen_addrs: vec![address.clone()],
+        });
+        assert_eq!(
+            book.len(),
+            0,
+            "nothing a peer says or an inbound dial is kept"
+        );
+        book.learn(&connected(dialed, Direction::Outbound, false));
+        assert_eq!(book.dial_addresses()[0].0, dialed);
+        book.learn(&NetworkEvent::Policy(PolicyEvent::GaveUp {
+            peer_id: dialed,
+            attempts: 10,
+        }));
+        assert_eq!(book.len(), 0, "given up, forgotten");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! File transfers over `/codio/bulk/1.0.0`: `codio-node send` and the `--inbox`.
 //!
-//! A file travels under its SHA-256 as content id; the inbox writes it to a temporary file,
-//! checks the digest, and only then renames it to `<inbox>/<hex digest>`. Progress is reported
+//! A file travels under its SHA-256 as content id; the inbox writes it to an exclusive
+//! temporary file, checks the digest, syncs it, and only then links it to
+//! `<inbox>/<hex digest>` (never replacing a file there); the sender is confirmed after that. Progress is reported
 //! at most once a second per transfer (log line, and a JSON line with `--json`).
 
 use std::{
@@ -9,10 +10,10 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -23,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::{
-    inbox::{Ledger, MAX_TRANSFERS, Refusal, Rules, Senders},
+    inbox::{Ledger, MAX_TRANSFERS, Refusal, ReportRate, Rules, Senders},
     output::{Output, Progress},
 };
 
@@ -102,7 +103,14 @@ pub(crate) struct Inbox {
     dir: PathBuf,
     ledger: Arc<Mutex<Ledger>>,
     refused: Arc<[AtomicU64; Refusal::ALL.len()]>,
+    reports: Arc<Mutex<ReportRate>>,
     output: Output,
+}
+
+/// Locks `mutex`; its state stays consistent after a panic elsewhere (every change of the
+/// ledger and the report rate is a few additions).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How a transfer ended.
@@ -140,13 +148,13 @@ impl Inbox {
             dir: dir.to_owned(),
             ledger: Arc::new(Mutex::new(Ledger::new(rules, stored))),
             refused: Arc::new(Default::default()),
+            reports: Arc::new(Mutex::new(ReportRate::new(Instant::now()))),
             output,
         })
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        // Every ledger change is a few additions: consistent even after a panic elsewhere.
-        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.ledger)
     }
 
     /// Transfers refused for `reason` so far.
@@ -169,11 +177,15 @@ impl Inbox {
     ) {
         self.refused[reason as usize].fetch_add(1, Relaxed);
         let peer = bulk.peer_id;
-        tracing::info!(%peer, reason = reason.as_str(), detail, "inbox: transfer refused");
-        self.output.json(
-            "transfer_refused",
-            json!({ "peer_id": peer.to_string(), "reason": reason.as_str(), "detail": detail }),
-        );
+        let report = lock(&self.reports).report(Instant::now());
+        if let Some(suppressed) = report {
+            let reason = reason.as_str();
+            tracing::info!(%peer, reason, detail, suppressed, "inbox: transfer refused");
+            self.output.json(
+                "transfer_refused",
+                json!({ "peer_id": peer.to_string(), "reason": reason, "detail": detail, "suppressed": suppressed }),
+            );
+        }
         let code = match reason {
             Refusal::NotAllowed => ErrorCode::BadRequest,
             Refusal::Busy => ErrorCode::Overloaded,
@@ -241,12 +253,18 @@ impl Inbox {
             return Ok(());
         }
         let deadline = self.ledger().deadline(header.size);
-        let result = tokio::time::timeout(deadline, self.store(bulk, &header)).await;
-        let result = result.unwrap_or_else(|_| {
-            Err(anyhow::anyhow!(
+        let committing = AtomicBool::new(false);
+        let store = self.store(bulk, &header, &committing);
+        tokio::pin!(store);
+        let result = match tokio::time::timeout(deadline, &mut store).await {
+            Ok(result) => result,
+            // Every byte arrived and was verified: the local sync and link finish (bounded
+            // disk work), so the ledger learns whether the file was stored.
+            Err(_) if committing.load(Relaxed) => store.await,
+            Err(_) => Err(anyhow::anyhow!(
                 "not complete within its deadline of {deadline:?}: cut off"
-            ))
-        });
+            )),
+        };
         self.ledger()
             .settle(header.size, matches!(result, Ok(Outcome::Stored(_))));
         let content = hex(&header.content.0);
@@ -272,7 +290,13 @@ impl Inbox {
 
     /// Receives into an exclusive partial file, verifies, syncs and links it into place; the
     /// sender is confirmed only then. The partial file is removed in every case.
-    async fn store(&self, bulk: IncomingBulk, header: &BulkHeader) -> anyhow::Result<Outcome> {
+    /// `committing` is set once every byte arrived and the content verified.
+    async fn store(
+        &self,
+        bulk: IncomingBulk,
+        header: &BulkHeader,
+        committing: &AtomicBool,
+    ) -> anyhow::Result<Outcome> {
         let peer = bulk.peer_id;
         let content = hex(&header.content.0);
         let target = self.dir.join(&content);
@@ -302,6 +326,7 @@ impl Inbox {
                     let detail = format!("arrived with digest {}: discarded", hex(&digest));
                     return Err((ErrorCode::BadRequest, detail));
                 }
+                committing.store(true, Relaxed);
                 let stored = tokio::task::spawn_blocking(move || {
                     to_sync.sync_all()?;
                     link_into_place(&partial, &target)

@@ -154,7 +154,12 @@ impl MdnsConfig {
         self
     }
 
-    /// The query interval.
+    /// The DNS-SD service name peers are announced and looked up under.
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    /// The interval between queries.
     pub fn query_interval(&self) -> Duration {
         self.query_interval
     }
