@@ -12,7 +12,7 @@ use futures::AsyncReadExt as _;
 
 use crate::{
     drive::{RequestRun, drive},
-    stats::Samples,
+    stats::{BulkClock, BulkRun, Samples},
 };
 
 /// Overrides of codio's transport defaults, for tuning experiments (`--yamux-frame-size`).
@@ -80,7 +80,7 @@ async fn close(nodes: [NetworkManager; 2]) {
 
 /// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
 /// confirmed.
-pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
+pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<BulkRun> {
     let (client, server, _, mut incoming) = pair().await?;
     tokio::spawn(async move {
         while let Some(mut bulk) = incoming.recv().await {
@@ -98,7 +98,7 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
         }
     });
     let peer = server.local_peer_id();
-    let start = Instant::now();
+    let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
     for i in 0..streams {
         let client = client.clone();
@@ -117,9 +117,9 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
     for sender in senders {
         sender.await??;
     }
-    let rate = (bytes_each * streams as u64) as f64 / start.elapsed().as_secs_f64();
+    let run = clock.finish(bytes_each * streams as u64);
     close([client, server]).await;
-    Ok(rate)
+    Ok(run)
 }
 
 /// `count` `App` requests of `size` bytes answered with the same payload, `in_flight` at a

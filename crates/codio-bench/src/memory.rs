@@ -69,8 +69,9 @@ pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
             });
             addr
         }
-        Kind::Stock => {
-            let node = stock::Node::start().await?;
+        Kind::PipeAes | Kind::PipeChacha => anyhow::bail!("a pipe holds no idle connections"),
+        Kind::Stock | Kind::StockTls => {
+            let node = stock::Node::start(kind.stock_security()).await?;
             let addr = node.dial_addr().to_string();
             keep.push(Box::new(node) as Box<dyn std::any::Any + Send>);
             addr
@@ -177,8 +178,11 @@ impl Clients {
                             socket.set_nodelay(true)?;
                             Opened::Raw(socket)
                         }
-                        Kind::Stock => {
-                            let node = stock::Node::client().await?;
+                        Kind::PipeAes | Kind::PipeChacha => {
+                            anyhow::bail!("a pipe holds no idle connections")
+                        }
+                        Kind::Stock | Kind::StockTls => {
+                            let node = stock::Node::client(kind.stock_security()).await?;
                             node.dial(addr.parse()?).await?;
                             Opened::Stock(node)
                         }

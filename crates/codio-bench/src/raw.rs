@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::{
     drive::{RequestRun, drive},
-    stats::Samples,
+    stats::{BulkClock, BulkRun, Samples},
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -30,7 +30,7 @@ async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
 
 /// Sends `bytes_each` bytes on each of `streams` connections at once; returns bytes/s over
 /// all of them, from the first write until the receiver acknowledged the last byte.
-pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
+pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<BulkRun> {
     let (listener, addr) = listener().await?;
     let server = tokio::spawn(async move {
         for _ in 0..streams {
@@ -57,7 +57,7 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
         socket.set_nodelay(true)?;
         sockets.push(socket);
     }
-    let start = Instant::now();
+    let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
     for mut socket in sockets {
         senders.push(tokio::spawn(async move {
@@ -78,9 +78,9 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
     for sender in senders {
         sender.await??;
     }
-    let elapsed = start.elapsed();
+    let run = clock.finish(bytes_each * streams as u64);
     server.await??;
-    Ok((bytes_each * streams as u64) as f64 / elapsed.as_secs_f64())
+    Ok(run)
 }
 
 /// Echo server: frames of `u32 len ‖ u32 id ‖ payload`, answered in order, flushed when no

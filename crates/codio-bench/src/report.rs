@@ -2,19 +2,27 @@
 
 use serde::Serialize;
 
-/// One measured figure for raw TCP, stock libp2p and codio (`null`/`NaN` where a stack has
-/// no equivalent).
+/// One measured figure for each stack (`null`/`NaN` where a stack has no equivalent).
 #[derive(Debug, Serialize)]
 pub(crate) struct Row {
     group: &'static str,
     metric: String,
     unit: &'static str,
     raw: Option<f64>,
+    /// Raw TCP with AES-128-GCM records: the ceiling of an encrypted stream here.
+    pipe_aes: Option<f64>,
+    /// Raw TCP with ChaCha20-Poly1305 records.
+    pipe_chacha: Option<f64>,
+    /// Stock rust-libp2p, TCP + Noise + Yamux.
     stock: Option<f64>,
+    /// Stock rust-libp2p, TCP + TLS 1.3 + Yamux.
+    stock_tls: Option<f64>,
     codio: Option<f64>,
     higher_is_better: bool,
     /// codio / stock.
     codio_vs_stock: Option<f64>,
+    /// codio / the AES pipe.
+    codio_vs_ceiling: Option<f64>,
     /// codio / raw TCP.
     codio_vs_raw: Option<f64>,
     target: Option<String>,
@@ -37,19 +45,23 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 3],
+        values: [f64; 6],
         higher_is_better: bool,
     ) -> Self {
-        let [raw, stock, codio] = values.map(finite);
+        let [raw, pipe_aes, pipe_chacha, stock, stock_tls, codio] = values.map(finite);
         Self {
             group,
             metric,
             unit,
             raw,
+            pipe_aes,
+            pipe_chacha,
             stock,
+            stock_tls,
             codio,
             higher_is_better,
             codio_vs_stock: ratio(codio, stock),
+            codio_vs_ceiling: ratio(codio, pipe_aes),
             codio_vs_raw: ratio(codio, raw),
             target: None,
             target_met: None,
@@ -60,7 +72,7 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 3],
+        values: [f64; 6],
     ) -> Self {
         Self::new(group, metric, unit, values, true)
     }
@@ -69,7 +81,7 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 3],
+        values: [f64; 6],
     ) -> Self {
         Self::new(group, metric, unit, values, false)
     }
@@ -161,19 +173,23 @@ impl Report {
         );
         println!();
         println!(
-            "| group | metric | unit | raw TCP | stock libp2p | codio | codio/stock | codio/raw | target | met |"
+            "| group | metric | unit | raw TCP | AES pipe | ChaCha pipe | stock (Noise) | stock TLS | codio | codio/stock | codio/ceiling | codio/raw | target | met |"
         );
-        println!("|---|---|---|--:|--:|--:|--:|--:|---|---|");
+        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
         for row in &self.rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.group,
                 row.metric,
                 row.unit,
                 cell(row.raw),
+                cell(row.pipe_aes),
+                cell(row.pipe_chacha),
                 cell(row.stock),
+                cell(row.stock_tls),
                 cell(row.codio),
                 times(row.codio_vs_stock),
+                times(row.codio_vs_ceiling),
                 times(row.codio_vs_raw),
                 row.target.as_deref().unwrap_or(""),
                 match row.target_met {

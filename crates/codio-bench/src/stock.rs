@@ -10,13 +10,13 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping,
     request_response::{self, ProtocolSupport, cbor},
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
-    tcp, yamux,
+    tcp, tls, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     drive::{RequestRun, drive},
-    stats::Samples,
+    stats::{BulkClock, BulkRun, Samples},
 };
 
 const RR_PROTOCOL: StreamProtocol = StreamProtocol::new("/bench/rr/1.0.0");
@@ -38,29 +38,44 @@ impl std::fmt::Debug for StockBehaviour {
     }
 }
 
+/// The security protocol of a stock swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Security {
+    /// libp2p's default in `SwarmBuilder` examples: Noise (ChaCha20-Poly1305).
+    Noise,
+    /// libp2p-tls: TLS 1.3 (AES-GCM on this machine).
+    Tls,
+}
+
 /// A stock swarm with libp2p's defaults (idle connections kept for the benchmark's length).
-pub(crate) fn swarm() -> anyhow::Result<Swarm<StockBehaviour>> {
-    Ok(libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|key| StockBehaviour {
-            rr: cbor::Behaviour::new(
-                [(RR_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-            stream: libp2p_stream::Behaviour::new(),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/bench/1.0.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::default(),
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build())
+pub(crate) fn swarm(security: Security) -> anyhow::Result<Swarm<StockBehaviour>> {
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let tcp = tcp::Config::default().nodelay(true);
+    let behaviour = |key: &libp2p::identity::Keypair| StockBehaviour {
+        rr: cbor::Behaviour::new(
+            [(RR_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+        stream: libp2p_stream::Behaviour::new(),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/bench/1.0.0".into(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::default(),
+    };
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(3600));
+    Ok(match security {
+        Security::Noise => builder
+            .with_tcp(tcp, noise::Config::new, yamux::Config::default)?
+            .with_behaviour(behaviour)?
+            .with_swarm_config(idle)
+            .build(),
+        Security::Tls => builder
+            .with_tcp(tcp, tls::Config::new, yamux::Config::default)?
+            .with_behaviour(behaviour)?
+            .with_swarm_config(idle)
+            .build(),
+    })
 }
 
 enum Command {
@@ -94,17 +109,17 @@ impl std::fmt::Debug for Command {
 
 impl Node {
     /// Starts a node listening on 127.0.0.1 that echoes requests.
-    pub(crate) async fn start() -> anyhow::Result<Self> {
-        Self::spawn(true).await
+    pub(crate) async fn start(security: Security) -> anyhow::Result<Self> {
+        Self::spawn(security, true).await
     }
 
     /// Starts a node that only dials (no listener).
-    pub(crate) async fn client() -> anyhow::Result<Self> {
-        Self::spawn(false).await
+    pub(crate) async fn client(security: Security) -> anyhow::Result<Self> {
+        Self::spawn(security, false).await
     }
 
-    async fn spawn(listen: bool) -> anyhow::Result<Self> {
-        let mut swarm = swarm()?;
+    async fn spawn(security: Security, listen: bool) -> anyhow::Result<Self> {
+        let mut swarm = swarm(security)?;
         let addr = if listen {
             swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
             loop {
@@ -254,16 +269,20 @@ fn serve_streams(node: &Node) -> anyhow::Result<()> {
 }
 
 /// A connected pair: `client` dialed `server`.
-async fn pair() -> anyhow::Result<(Node, Node)> {
-    let server = Node::start().await?;
-    let client = Node::start().await?;
+async fn pair(security: Security) -> anyhow::Result<(Node, Node)> {
+    let server = Node::start(security).await?;
+    let client = Node::start(security).await?;
     client.dial(server.dial_addr()).await?;
     Ok((client, server))
 }
 
 /// `streams` concurrent streams of `bytes_each` bytes on one connection; bytes/s.
-pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64> {
-    let (client, server) = pair().await?;
+pub(crate) async fn bulk(
+    security: Security,
+    streams: usize,
+    bytes_each: u64,
+) -> anyhow::Result<BulkRun> {
+    let (client, server) = pair(security).await?;
     serve_streams(&server)?;
     // libp2p-stream 0.5 holds one waiting inbound stream and resets the rest of a burst, so
     // the streams are opened one after the other, each confirmed, before the clock starts.
@@ -278,7 +297,7 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
         stream.read_exact(&mut ready).await?;
         opened.push(stream);
     }
-    let start = std::time::Instant::now();
+    let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
     for mut stream in opened {
         senders.push(tokio::spawn(async move {
@@ -299,16 +318,17 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<f64>
     for sender in senders {
         sender.await??;
     }
-    Ok((bytes_each * streams as u64) as f64 / start.elapsed().as_secs_f64())
+    Ok(clock.finish(bytes_each * streams as u64))
 }
 
 /// `count` cbor echo requests of `size` bytes, `in_flight` at a time.
 pub(crate) async fn requests(
+    security: Security,
     count: usize,
     in_flight: usize,
     size: usize,
 ) -> anyhow::Result<RequestRun> {
-    let (client, server) = pair().await?;
+    let (client, server) = pair(security).await?;
     let peer = server.peer_id;
     drive(count, in_flight, count / 10, move || {
         let client = client.clone();
@@ -323,9 +343,9 @@ pub(crate) async fn requests(
 
 /// `count` sequential connection set-ups (dial until established), each closed before the
 /// next.
-pub(crate) async fn setup(count: usize) -> anyhow::Result<Samples> {
-    let server = Node::start().await?;
-    let client = Node::start().await?;
+pub(crate) async fn setup(security: Security, count: usize) -> anyhow::Result<Samples> {
+    let server = Node::start(security).await?;
+    let client = Node::start(security).await?;
     let addr = server.dial_addr();
     let mut samples = Samples::with_capacity(count);
     for _ in 0..count {
