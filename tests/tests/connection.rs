@@ -522,12 +522,13 @@ async fn an_application_gate_refuses_the_peers_it_names() {
     node.shutdown().await;
 }
 
-/// Set-up time of a dial over a link with a 100 ms round trip, from a node offering
-/// `dialer` to one offering `listener` (the fastest of three dials).
+/// Set-up times of dials over a link with a 100 ms round trip, from a node offering `dialer`
+/// to one offering `listener`: `(first, again)`, the fastest of three first dials (each from
+/// a fresh node) and of three second dials (the same node, after disconnecting).
 async fn setup_over_slow_link(
     listener: &[codio_transport::SecurityProtocol],
     dialer: &[codio_transport::SecurityProtocol],
-) -> Duration {
+) -> (Duration, Duration) {
     let node = |security: &[codio_transport::SecurityProtocol]| {
         let mut config = loopback_config();
         config.transport =
@@ -544,27 +545,39 @@ async fn setup_over_slow_link(
     )
     .parse()
     .unwrap();
-    let mut fastest = Duration::MAX;
+    let (mut first, mut again) = (Duration::MAX, Duration::MAX);
     for _ in 0..3 {
         let dialing = started_node(node(dialer)).await;
-        let started = Instant::now();
-        dialing
-            .connect_peer(address.clone())
-            .await
-            .expect("connects");
-        fastest = fastest.min(started.elapsed());
+        let mut events = dialing.subscribe();
+        for fastest in [&mut first, &mut again] {
+            let started = Instant::now();
+            let peer = dialing
+                .connect_peer(address.clone())
+                .await
+                .expect("connects");
+            *fastest = (*fastest).min(started.elapsed());
+            dialing.disconnect_peer(peer).await.unwrap();
+            wait_for_event(
+                &mut events,
+                EVENT_TIMEOUT,
+                "disconnected",
+                |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == peer),
+            )
+            .await;
+        }
         dialing.shutdown().await;
     }
     target.shutdown().await;
-    fastest
+    (first, again)
 }
 
-/// What offering two security protocols costs in round trips, measured on a link with a
-/// 100 ms round trip: multistream-select's lazy dialer sends its choice with its first
-/// handshake message only when it offers a single protocol, so offering TLS then Noise
-/// costs one round trip more than offering one protocol, whichever the peer accepts.
+/// What offering two security protocols costs in round trips, on a link with a 100 ms round
+/// trip: multistream-select's lazy dialer sends its proposal with its first handshake message
+/// only when it proposes a single protocol. A first dial offering TLS then Noise costs one
+/// round trip more than offering one protocol, whichever the peer accepts; a later dial to
+/// the same peer proposes the protocol that peer completed and costs no round trip more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offering_two_security_protocols_costs_one_round_trip() {
+async fn a_known_peer_is_dialed_with_its_protocol_alone_at_no_extra_round_trip() {
     use codio_transport::SecurityProtocol::{Noise, Tls};
     init_tracing();
     let rtt = Duration::from_millis(100);
@@ -572,23 +585,66 @@ async fn offering_two_security_protocols_costs_one_round_trip() {
     let tls_first = setup_over_slow_link(&[Tls, Noise], &[Tls, Noise]).await;
     let noise_only = setup_over_slow_link(&[Noise], &[Noise]).await;
     let tls_first_to_noise = setup_over_slow_link(&[Noise], &[Tls, Noise]).await;
-    tracing::info!(
-        ?tls_only,
-        ?tls_first,
-        ?noise_only,
-        ?tls_first_to_noise,
-        "set-up times"
+    let times = format!(
+        "(first, again): tls only {tls_only:?}, tls first {tls_first:?}, noise only \
+         {noise_only:?}, tls first to a noise-only peer {tls_first_to_noise:?}"
     );
+    tracing::info!(times, "set-up times");
     let extra =
         |two: Duration, one: Duration| two.saturating_sub(one).as_secs_f64() / rtt.as_secs_f64();
-    for (what, rtts) in [
-        ("TLS accepted", extra(tls_first, tls_only)),
-        ("Noise only peer", extra(tls_first_to_noise, noise_only)),
+    for (what, one, two) in [
+        ("TLS accepted", tls_only, tls_first),
+        ("Noise-only peer", noise_only, tls_first_to_noise),
     ] {
+        let first = extra(two.0, one.0);
         assert!(
-            (0.5..1.5).contains(&rtts),
-            "{what}: {rtts:.2} round trips more (tls only {tls_only:?}, tls first {tls_first:?}, \
-             noise only {noise_only:?}, tls first to noise {tls_first_to_noise:?})"
+            (0.5..1.5).contains(&first),
+            "{what}, first dial: {first:.2} round trips more; {times}"
+        );
+        let again = extra(two.1, one.1);
+        assert!(
+            again < 0.5,
+            "{what}, dialed again: {again:.2} round trips more; {times}"
         );
     }
+}
+
+/// A peer remembered with TLS that comes back offering only Noise (same identity, same
+/// address): the dial proposing TLS alone fails, the peer is forgotten, and the next dial
+/// proposes both protocols and connects with Noise.
+#[tokio::test]
+async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial() {
+    use codio_transport::SecurityProtocol::{Noise, Tls};
+    init_tracing();
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let with = |security: Vec<codio_transport::SecurityProtocol>, port: u16| {
+        let mut config = loopback_config()
+            .with_keypair(keypair.clone())
+            .with_listen_port(port);
+        config.transport = codio_network::TransportConfig::default().with_security(security);
+        config
+    };
+    let target = started_node(with(vec![Tls, Noise], 0)).await;
+    let address = dial_addr(&target);
+    let port = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]).port();
+    let dialing = started_node(loopback_config()).await;
+    let mut events = dialing.subscribe();
+    let peer = dialing.connect_peer(address.clone()).await.unwrap();
+    dialing.disconnect_peer(peer).await.unwrap();
+    wait_for_event(
+        &mut events,
+        EVENT_TIMEOUT,
+        "disconnected",
+        |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == peer),
+    )
+    .await;
+    target.shutdown().await;
+    let target = started_node(with(vec![Noise], port)).await;
+    assert!(
+        dialing.connect_peer(address.clone()).await.is_err(),
+        "TLS alone is proposed, and refused"
+    );
+    assert_eq!(dialing.connect_peer(address).await.unwrap(), peer);
+    dialing.shutdown().await;
+    target.shutdown().await;
 }

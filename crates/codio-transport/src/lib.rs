@@ -2,8 +2,10 @@
 //!
 //! [`build_transport`] returns the transport every codio node speaks: TCP (with `TCP_NODELAY`)
 //! optionally behind DNS resolution, secured with TLS 1.3 or [Noise](libp2p::noise) (XX
-//! handshake), negotiated in a configured order ([`security`]; Ed25519 identities either way),
-//! and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on [`NOISE_FRAME_PAYLOAD`]). The whole connection set-up — TCP
+//! handshake), negotiated in a configured order ([`security`]; Ed25519 identities either way;
+//! a peer met before is dialed with the protocol it completed, at no negotiation round trip),
+//! and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on
+//! [`NOISE_FRAME_PAYLOAD`]); a failed set-up is a [`SetupError`]. The whole connection set-up — TCP
 //! connect, protocol negotiation, security handshake and Yamux negotiation — is bounded by
 //! [`TransportConfig::connect_timeout`]; a set-up that takes longer fails with an
 //! [`std::io::ErrorKind::TimedOut`] error.
@@ -60,6 +62,7 @@ pub mod addr;
 mod connect_error;
 pub mod gate;
 mod muxer;
+mod negotiate;
 mod reuse;
 pub mod security;
 mod timeout;
@@ -67,6 +70,7 @@ mod timeout;
 pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
+pub use negotiate::SetupError;
 pub use security::{SecureStream, SecurityError, SecurityProtocol};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
@@ -422,15 +426,17 @@ pub fn build_with_relay(
     with_relay(direct, keypair, config, &gate)
 }
 
-/// Secures `transport` with Noise and multiplexes it with Yamux, bounded by the configured
-/// set-up timeouts, inbound set-ups within a gate of their own ([`InboundGate`]).
+/// Secures `transport` (the configured security protocols) and multiplexes it with Yamux,
+/// bounded by the configured set-up timeouts, inbound set-ups within a gate of their own
+/// ([`InboundGate`]).
 ///
 /// Use this to give other byte-stream transports (the relay client transport, a memory
 /// transport in tests) exactly the same upgrades as [`build_transport`].
 ///
 /// # Errors
 ///
-/// Fails when the Noise configuration cannot be derived from the keypair.
+/// Fails when the TLS or Noise configuration cannot be derived from the keypair, or the
+/// security protocols configured cannot work.
 pub fn upgrade<T>(
     transport: T,
     keypair: &identity::Keypair,
@@ -469,11 +475,19 @@ where
         return Err(TransportBuildError::Security(order.clone()));
     }
     let security = security::Security::new(keypair, order, gate.stats())?;
-    let transport = transport
-        .upgrade(config.negotiation.into())
-        .authenticate(security)
-        .multiplex(config.yamux_config())
-        .map(|(peer_id, muxer), _| (peer_id, StreamMuxerBox::new(muxer)));
+    let version: Version = config.negotiation.into();
+    let muxer = config.yamux_config();
+    let transport = transport.and_then(move |io, endpoint| async move {
+        let (security, narrowed) = security.for_endpoint(&endpoint);
+        let secured = negotiate::negotiate(io, security.clone(), &endpoint, version).await;
+        let (peer_id, stream) = secured.inspect_err(|_| {
+            if let Some(peer) = narrowed {
+                security.forget(&peer);
+            }
+        })?;
+        let muxer = negotiate::negotiate(stream, muxer, &endpoint, version).await?;
+        Ok::<_, SetupError>((peer_id, StreamMuxerBox::new(muxer)))
+    });
     let timeout = timeout::SetupTimeout::new(transport, config.connect_timeout, gate.clone());
     Ok(timeout.boxed())
 }

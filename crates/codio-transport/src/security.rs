@@ -4,18 +4,34 @@
 //! TLS comes first by default, as in go-libp2p: on CPUs with AES instructions TLS 1.3's
 //! AES-GCM moves bulk data several times faster than Noise's ChaCha20-Poly1305 (see
 //! docs/performance.md). Noise stays offered so that every Noise-only implementation
-//! (js-libp2p, py-libp2p, older nodes) connects as before. When the peer accepts the first
-//! protocol offered, the negotiation costs no extra round trip (the lazy multistream-select
-//! dialer sends its choice with its first handshake message); a peer that knows only the
-//! second costs one.
+//! (js-libp2p, py-libp2p, older nodes) connects as before.
+//!
+//! Round trips: multistream-select lets a dialer send its first handshake message together
+//! with its proposal only when it proposes a single protocol (the lazy dialer); proposing
+//! several waits one round trip for the listener's answer. So a dial to a peer never met
+//! proposes every configured protocol and pays that round trip, and the protocol the peer
+//! completed a handshake with (in either direction) is remembered: later dials to it propose
+//! that protocol alone, with no round trip for the negotiation. Should that dial fail (the
+//! peer changed), the peer is forgotten and the next dial proposes every protocol again. The
+//! memory holds 4,096 peers, the oldest forgotten first; it is keyed by authenticated peer
+//! ids, so no peer can change what is remembered for another.
 
-use std::fmt;
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use futures::{AsyncRead, AsyncWrite, FutureExt, future::BoxFuture};
 use libp2p::{
-    PeerId,
-    core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
-    identity, noise, tls,
+    Multiaddr, PeerId,
+    core::{
+        ConnectedPoint,
+        upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
+    },
+    identity,
+    multiaddr::Protocol,
+    noise, tls,
 };
 
 /// A security protocol codio can run.
@@ -68,6 +84,45 @@ pub enum SecurityError {
     NotOffered(SecurityProtocol),
 }
 
+/// Peers remembered with the security protocol of their last handshake.
+const KNOWN_PEERS: usize = 4096;
+
+/// The security protocol each peer last completed a handshake with, bounded, oldest
+/// forgotten first.
+#[derive(Debug, Default)]
+struct Known {
+    protocols: HashMap<PeerId, SecurityProtocol>,
+    /// Peers in the order they were first remembered.
+    age: VecDeque<PeerId>,
+}
+
+impl Known {
+    fn remember(&mut self, peer: PeerId, protocol: SecurityProtocol) {
+        if self.protocols.insert(peer, protocol).is_none() {
+            self.age.push_back(peer);
+            if self.age.len() > KNOWN_PEERS
+                && let Some(oldest) = self.age.pop_front()
+            {
+                self.protocols.remove(&oldest);
+            }
+        }
+    }
+
+    fn forget(&mut self, peer: &PeerId) {
+        if self.protocols.remove(peer).is_some() {
+            self.age.retain(|p| p != peer);
+        }
+    }
+}
+
+/// The peer a dial address names: its last `/p2p/` (after `/p2p-circuit`, the target).
+fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().fold(None, |last, protocol| match protocol {
+        Protocol::P2p(peer) => Some(peer),
+        _ => last,
+    })
+}
+
 /// The security upgrade: the configured protocols, in order of preference.
 #[derive(Clone)]
 pub(crate) struct Security {
@@ -75,6 +130,7 @@ pub(crate) struct Security {
     tls: Option<tls::Config>,
     noise: Option<noise::Config>,
     stats: crate::InboundStats,
+    known: Arc<Mutex<Known>>,
 }
 
 impl fmt::Debug for Security {
@@ -107,7 +163,41 @@ impl Security {
             tls,
             noise,
             stats,
+            known: Arc::default(),
         })
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // Each change is one insert or removal: consistent after a panic elsewhere.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The upgrade for a connection at `endpoint`: a dial to a peer whose protocol is
+    /// remembered proposes that one alone, and the peer is returned (to forget should the
+    /// set-up fail); everything else proposes every configured protocol.
+    pub(crate) fn for_endpoint(&self, endpoint: &ConnectedPoint) -> (Self, Option<PeerId>) {
+        let peer = match endpoint {
+            ConnectedPoint::Dialer { address, .. } if crate::negotiate::proposes(endpoint) => {
+                peer_of(address)
+            }
+            _ => None,
+        };
+        let known = peer.and_then(|peer| Some((peer, *self.known().protocols.get(&peer)?)));
+        match known {
+            Some((peer, protocol)) if self.order.len() > 1 && self.order.contains(&protocol) => {
+                let narrowed = Self {
+                    order: vec![protocol],
+                    ..self.clone()
+                };
+                (narrowed, Some(peer))
+            }
+            _ => (self.clone(), None),
+        }
+    }
+
+    /// Forgets what `peer` negotiated (a dial proposing only that failed).
+    pub(crate) fn forget(&self, peer: &PeerId) {
+        self.known().forget(peer);
     }
 
     /// TLS's configuration (it exists whenever TLS is offered, hence negotiated).
@@ -156,6 +246,7 @@ impl Security {
             }
         };
         self.stats.count_secured(info);
+        self.known().remember(peer, info);
         Ok((peer, stream))
     }
 }
@@ -197,5 +288,42 @@ where
             move |config, socket| config.upgrade_outbound(socket, name),
         )
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_is_bounded_and_forgets_the_oldest_first() {
+        let mut known = Known::default();
+        let peers: Vec<PeerId> = (0..KNOWN_PEERS + 2).map(|_| PeerId::random()).collect();
+        for peer in &peers {
+            known.remember(*peer, SecurityProtocol::Tls);
+        }
+        // Remembering a known peer again neither grows nor reorders the memory.
+        known.remember(peers[5], SecurityProtocol::Noise);
+        assert_eq!(known.protocols.len(), KNOWN_PEERS);
+        assert_eq!(known.age.len(), KNOWN_PEERS);
+        assert!(!known.protocols.contains_key(&peers[0]));
+        assert!(!known.protocols.contains_key(&peers[1]));
+        assert_eq!(known.protocols[&peers[5]], SecurityProtocol::Noise);
+        known.forget(&peers[5]);
+        assert!(!known.protocols.contains_key(&peers[5]));
+        assert_eq!(known.age.len(), KNOWN_PEERS - 1);
+    }
+
+    #[test]
+    fn a_dial_address_names_its_last_peer() {
+        let (relay, target) = (PeerId::random(), PeerId::random());
+        let direct: Multiaddr = format!("/ip4/10.0.0.1/tcp/1/p2p/{target}").parse().unwrap();
+        let circuit: Multiaddr =
+            format!("/ip4/10.0.0.1/tcp/1/p2p/{relay}/p2p-circuit/p2p/{target}")
+                .parse()
+                .unwrap();
+        assert_eq!(peer_of(&direct), Some(target));
+        assert_eq!(peer_of(&circuit), Some(target));
+        assert_eq!(peer_of(&"/ip4/10.0.0.1/tcp/1".parse().unwrap()), None);
     }
 }
