@@ -119,8 +119,20 @@ pub(crate) async fn per_idle_connection(
     count: usize,
 ) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
+    // Profiling: `CODIO_BENCH_IDLE_WRAPPER="heaptrack -o /tmp/idle"` runs the server under
+    // that command (its RSS figure then means nothing; the profile does).
+    let wrapper = std::env::var("CODIO_BENCH_IDLE_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     let mut child = ServerProcess(
-        Command::new(exe)
+        command
             .args(["idle-server", kind.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

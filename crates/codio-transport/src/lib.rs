@@ -66,6 +66,7 @@ mod negotiate;
 mod reuse;
 pub mod security;
 mod timeout;
+mod tls;
 
 pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
@@ -84,9 +85,9 @@ pub enum TransportBuildError {
     /// The Noise configuration could not be derived from the identity keypair.
     #[error("noise configuration: {0}")]
     Noise(#[from] noise::Error),
-    /// The TLS certificate could not be made from the identity keypair.
+    /// The TLS certificate or configuration could not be made from the identity keypair.
     #[error("TLS configuration: {0}")]
-    Tls(#[source] libp2p::tls::certificate::GenError),
+    Tls(#[source] libp2p::tls::UpgradeError),
     /// The security protocols configured cannot work (none, or one listed twice).
     #[error("security protocols {0:?}: list each at most once, and at least one")]
     Security(Vec<SecurityProtocol>),

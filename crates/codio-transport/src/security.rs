@@ -127,7 +127,7 @@ fn peer_of(address: &Multiaddr) -> Option<PeerId> {
 #[derive(Clone)]
 pub(crate) struct Security {
     order: Vec<SecurityProtocol>,
-    tls: Option<tls::Config>,
+    tls: Option<crate::tls::TlsConfig>,
     noise: Option<noise::Config>,
     stats: crate::InboundStats,
     known: Arc<Mutex<Known>>,
@@ -151,7 +151,9 @@ impl Security {
     ) -> Result<Self, crate::TransportBuildError> {
         let wants = |protocol| order.contains(&protocol);
         let tls = match wants(SecurityProtocol::Tls) {
-            true => Some(tls::Config::new(keypair).map_err(crate::TransportBuildError::Tls)?),
+            true => {
+                Some(crate::tls::TlsConfig::new(keypair).map_err(crate::TransportBuildError::Tls)?)
+            }
             false => None,
         };
         let noise = match wants(SecurityProtocol::Noise) {
@@ -201,7 +203,7 @@ impl Security {
     }
 
     /// TLS's configuration (it exists whenever TLS is offered, hence negotiated).
-    fn tls(&self) -> Result<tls::Config, SecurityError> {
+    fn tls(&self) -> Result<crate::tls::TlsConfig, SecurityError> {
         (self.tls.clone()).ok_or(SecurityError::NotOffered(SecurityProtocol::Tls))
     }
 
@@ -227,7 +229,7 @@ impl Security {
         self,
         socket: C,
         info: SecurityProtocol,
-        tls: impl FnOnce(tls::Config, C) -> TlsFut,
+        tls: impl FnOnce(crate::tls::TlsConfig, C) -> TlsFut,
         noise: impl FnOnce(noise::Config, C) -> NoiseFut,
     ) -> Result<(PeerId, SecureStream<C>), SecurityError>
     where
@@ -264,7 +266,7 @@ where
         self.secure(
             socket,
             info,
-            move |config, socket| config.upgrade_inbound(socket, name),
+            |config, socket| async move { config.secure_inbound(socket).await },
             move |config, socket| config.upgrade_inbound(socket, name),
         )
         .boxed()
@@ -284,7 +286,7 @@ where
         self.secure(
             socket,
             info,
-            move |config, socket| config.upgrade_outbound(socket, name),
+            |config, socket| async move { config.secure_outbound(socket).await },
             move |config, socket| config.upgrade_outbound(socket, name),
         )
         .boxed()
