@@ -53,6 +53,9 @@ async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
     }
 }
 
+/// The prefix of the child's address line.
+const ADDRESS: &str = "listening: ";
+
 /// Runs in the child: serve `kind` connections until stdin closes.
 pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
     let mut keep = Vec::new();
@@ -94,7 +97,7 @@ pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
     };
     #[allow(clippy::print_stdout)] // The child's one line of protocol with its parent.
     {
-        println!("{addr}");
+        println!("{ADDRESS}{addr}");
     }
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -141,10 +144,13 @@ pub(crate) async fn per_idle_connection(
     );
     let stdout = child.0.stdout.take().context("child stdout")?;
     let addr = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        // The address line; a profiler wrapping the child may print lines of its own first.
+        let mut lines = BufReader::new(stdout).lines();
+        lines
+            .find_map(|line| Some(line.ok()?.strip_prefix(ADDRESS)?.to_owned()))
+            .unwrap_or_default()
     })
-    .await??;
+    .await?;
     let addr = addr.trim().to_string();
     anyhow::ensure!(!addr.is_empty(), "idle server did not start");
     let pid = child.0.id();

@@ -12,6 +12,9 @@ use crate::{NetworkError, config::Layers};
 /// Protocol version announced through identify.
 pub(crate) const IDENTIFY_PROTOCOL_VERSION: &str = "/codio/1.0.0";
 
+/// The swarm's behaviour: [`Behaviour`] with its connection handlers on the heap.
+pub(crate) type Node = codio_policy::boxed::Boxed<Behaviour>;
+
 /// The behaviours of a codio node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     NetworkConfig, NetworkError, NetworkManager,
-    behaviour::Behaviour,
+    behaviour::{Behaviour, Node},
     event_loop::{EventLoop, Timeouts, state::ListenAddrs},
     metrics::Metrics,
     peer_id_of, without_p2p,
@@ -22,10 +22,10 @@ use crate::{
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Builds a [`NetworkManager`] with its handlers registered up front (iroh's
-/// `Router::accept` is the model): what serves inbound requests and bulk streams is fixed
-/// when the node is built, never swapped at run time. Without any, inbound requests are
-/// answered `NotFound` and inbound bulk streams are refused.
+/// Builds a [`NetworkManager`] with its handlers registered up front (iroh's `Router::accept` is
+/// the model): what serves inbound requests and bulk streams is fixed when the node is built, never
+/// swapped at run time. Without any, inbound requests are answered `NotFound` and inbound bulk
+/// streams are refused.
 ///
 /// ```no_run
 /// use codio_network::{NetworkConfig, NetworkManager, Request, Response};
@@ -72,8 +72,8 @@ impl NodeBuilder {
     }
 
     /// Inbound requests (both request protocols) go to the returned queue of
-    /// `protocol.inbound_request_buffer`; while it is full they are answered `Overloaded` at
-    /// once. Replaces an earlier request queue or handler.
+    /// `protocol.inbound_request_buffer`; while it is full they are answered `Overloaded` at once.
+    /// Replaces an earlier request queue or handler.
     pub fn request_queue(&mut self) -> mpsc::Receiver<InboundRequest> {
         // A zero capacity is refused by `build` (config validation); never panic before it.
         let (tx, rx) = mpsc::channel(self.config.protocol.inbound_request_buffer.max(1));
@@ -81,9 +81,8 @@ impl NodeBuilder {
         rx
     }
 
-    /// Inbound requests are answered by `handler`, up to `protocol.inbound_request_buffer`
-    /// at once (each in its own task); beyond that they queue, and then are answered
-    /// `Overloaded`.
+    /// Inbound requests are answered by `handler`, up to `protocol.inbound_request_buffer` at once
+    /// (each in its own task); beyond that they queue, and then are answered `Overloaded`.
     pub fn serve_requests<H: RequestHandler>(mut self, handler: H) -> Self {
         let queue = self.request_queue();
         let concurrency = self.config.protocol.inbound_request_buffer;
@@ -92,16 +91,16 @@ impl NodeBuilder {
         self
     }
 
-    /// Inbound bulk transfers go to the returned queue of `protocol.bulk_stream_buffer`;
-    /// beyond it they are refused.
+    /// Inbound bulk transfers go to the returned queue of `protocol.bulk_stream_buffer`; beyond it
+    /// they are refused.
     pub fn bulk_queue(&mut self) -> mpsc::Receiver<IncomingBulk> {
         let (tx, rx) = mpsc::channel(self.config.protocol.bulk_stream_buffer.max(1));
         self.bulk = Some(tx);
         rx
     }
 
-    /// Builds the node (identity, transport, behaviours) and spawns its event loop and
-    /// handlers on the current Tokio runtime. The node dials out but does not listen until
+    /// Builds the node (identity, transport, behaviours) and spawns its event loop and handlers on
+    /// the current Tokio runtime. The node dials out but does not listen until
     /// [`start`](NetworkManager::start).
     ///
     /// # Errors
@@ -153,7 +152,7 @@ fn build_swarm(
     keypair: &Keypair,
     config: &NetworkConfig,
     protocol: codio_protocol::Behaviour,
-) -> Result<(Swarm<Behaviour>, codio_discovery::Dht, InboundStats), NetworkError> {
+) -> Result<(Swarm<Node>, codio_discovery::Dht, InboundStats), NetworkError> {
     let layers = config.layers()?;
     let built = codio_transport::build(keypair, &config.transport, layers.nat.client)?;
     let (transport, relay_client) = (built.transport, built.relay_client);
@@ -180,13 +179,13 @@ fn build_swarm(
         .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
     let local_peer_id = keypair.public().to_peer_id();
     let dht = behaviour.discovery.dht();
-    let swarm = Swarm::new(transport, behaviour, local_peer_id, swarm_config);
+    let swarm = Swarm::new(transport, Node::new(behaviour), local_peer_id, swarm_config);
     Ok((swarm, dht, built.inbound))
 }
 
 /// Spawns the event loop and returns the handle to it.
 fn spawn(
-    swarm: Swarm<Behaviour>,
+    swarm: Swarm<Node>,
     config: NetworkConfig,
     protocol: codio_protocol::Client,
     dht: codio_discovery::Dht,

@@ -16,14 +16,14 @@ use crate::NetworkError;
 
 /// Configuration of a codio network node.
 ///
-/// The first five fields and their defaults are the seed API (`listen_port: 0`, `max_peers:
-/// 50`, `bootstrap_peers: vec![]`, `enable_mdns: true`, `enable_relay: true`). Each layer
-/// brings its own configuration, with its defaults and validation written once, in the layer:
+/// The first five fields and their defaults are the seed API (`listen_port: 0`, `max_peers: 50`,
+/// `bootstrap_peers: vec![]`, `enable_mdns: true`, `enable_relay: true`). Each layer brings its own
+/// configuration, with its defaults and validation written once, in the layer:
 /// [`transport`](Self::transport), [`discovery`](Self::discovery), [`policy`](Self::policy),
-/// [`nat`](Self::nat), [`protocol`](Self::protocol). The seed fields are the shorthand for
-/// the layer settings they name and **win** over them: `max_peers` is the policy's
-/// `max_established`, `bootstrap_peers` the discovery's bootstrap peers (also kept connected
-/// by the policy), `enable_mdns` the discovery's mDNS switch, `enable_relay` the NAT client.
+/// [`nat`](Self::nat), [`protocol`](Self::protocol). The seed fields are the shorthand for the
+/// layer settings they name and **win** over them: `max_peers` is the policy's `max_established`,
+/// `bootstrap_peers` the discovery's bootstrap peers (also kept connected by the policy),
+/// `enable_mdns` the discovery's mDNS switch, `enable_relay` the NAT client.
 ///
 /// ```
 /// use codio_network::{NetworkConfig, PolicyConfig};
@@ -42,31 +42,30 @@ use crate::NetworkError;
 pub struct NetworkConfig {
     /// TCP port to listen on; `0` lets the OS pick one. Default `0`.
     pub listen_port: u16,
-    /// Maximum number of established connections (the policy's `max_established`). Default
-    /// `50`.
+    /// Maximum number of established connections (the policy's `max_established`). Default `50`.
     pub max_peers: usize,
-    /// Peers to join the network through (`/ip4/…/tcp/…/p2p/…`): the DHT's bootstrap peers,
-    /// dialed at start, protected and reconnected with backoff. Default empty.
+    /// Peers to join the network through (`/ip4/…/tcp/…/p2p/…`): the DHT's bootstrap peers, dialed
+    /// at start, protected and reconnected with backoff. Default empty.
     pub bootstrap_peers: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS and dial them. Default `true`.
     pub enable_mdns: bool,
-    /// NAT traversal for this node as a client: the relay v2 client transport (so
-    /// `/p2p-circuit` addresses can be dialed and listened on), automatic reservations on
-    /// relays when AutoNAT finds the node private, and DCUtR hole punching to upgrade relayed
-    /// connections to direct ones. Default `true`.
+    /// NAT traversal for this node as a client: the relay v2 client transport (so `/p2p-circuit`
+    /// addresses can be dialed and listened on), automatic reservations on relays when AutoNAT
+    /// finds the node private, and DCUtR hole punching to upgrade relayed connections to direct
+    /// ones. Default `true`.
     pub enable_relay: bool,
     /// IP address to listen on. Default `0.0.0.0` (every IPv4 interface).
     pub listen_ip: IpAddr,
     /// The node's identity. Default `None`: a fresh Ed25519 keypair is generated.
     pub keypair: Option<Keypair>,
-    /// How long a *surplus* connection (a second connection to a peer: simultaneous dials,
-    /// AutoNAT dial-backs, a relayed connection once a direct one exists) stays open while no
-    /// protocol uses it. A peer's primary connection is kept alive by the policy whatever
-    /// this says, so quiet peers stay connected (libp2p's own default closes every quiet
-    /// connection after 10 s). Default 30 s; `None`: surplus connections are never closed.
+    /// How long a *surplus* connection (a second connection to a peer: simultaneous dials, AutoNAT
+    /// dial-backs, a relayed connection once a direct one exists) stays open while no protocol uses
+    /// it. A peer's primary connection is kept alive by the policy whatever this says, so quiet
+    /// peers stay connected (libp2p's own default closes every quiet connection after 10 s).
+    /// Default 30 s; `None`: surplus connections are never closed.
     pub idle_timeout: Option<Duration>,
-    /// Peers to keep connected like bootstrap peers (dialed at start, protected, reconnected
-    /// with backoff), without using them for the DHT bootstrap. Default empty.
+    /// Peers to keep connected like bootstrap peers (dialed at start, protected, reconnected with
+    /// backoff), without using them for the DHT bootstrap. Default empty.
     pub reserved_peers: Vec<Multiaddr>,
     /// Transport settings (timeouts, Yamux, TCP). Default [`TransportConfig::default`].
     pub transport: TransportConfig,
@@ -84,8 +83,8 @@ pub struct NetworkConfig {
     pub event_buffer: usize,
     /// Capacity of the command queue between handles and the event loop. Default 64.
     pub command_buffer: usize,
-    /// How long [`NetworkManager::shutdown`](crate::NetworkManager::shutdown) waits for
-    /// connections to close gracefully. Default 5 s.
+    /// How long [`NetworkManager::shutdown`](crate::NetworkManager::shutdown) waits for connections
+    /// to close gracefully. Default 5 s.
     pub shutdown_timeout: Duration,
     /// Registry to record Prometheus metrics in (libp2p's and codio's; see
     /// [`metrics`](crate::metrics)). Default `None`: no metrics are kept.
@@ -193,8 +192,7 @@ impl NetworkConfig {
         self
     }
 
-    /// Sets the discovery configuration (its mDNS switch and bootstrap peers are the seed
-    /// fields').
+    /// Sets the discovery configuration (its mDNS switch and bootstrap peers are the seed fields').
     pub fn with_discovery(mut self, discovery: DiscoveryConfig) -> Self {
         self.discovery = discovery;
         self

@@ -40,6 +40,7 @@ pub mod access;
 pub mod autorelay;
 mod backoff;
 mod behaviour;
+pub mod boxed;
 mod handler;
 mod limits;
 mod liveness;

@@ -26,7 +26,7 @@ use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
 
 use crate::{
     ConnectError, DiscoverySource, NetworkError, NetworkEvent,
-    behaviour::{Behaviour, BehaviourEvent},
+    behaviour::{BehaviourEvent, Node},
 };
 use state::ListenAddrs;
 
@@ -71,7 +71,7 @@ pub(crate) struct Timeouts {
 }
 
 pub(crate) struct EventLoop {
-    swarm: Swarm<Behaviour>,
+    swarm: Swarm<Node>,
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<NetworkEvent>,
     listen_addrs: ListenAddrs,
@@ -83,7 +83,7 @@ pub(crate) struct EventLoop {
 
 impl EventLoop {
     pub(crate) fn new(
-        swarm: Swarm<Behaviour>,
+        swarm: Swarm<Node>,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<NetworkEvent>,
         listen_addrs: ListenAddrs,
