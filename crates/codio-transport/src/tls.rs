@@ -48,11 +48,13 @@ static CIPHER_SUITES: &[SupportedCipherSuite] = &[
 /// The ALPN protocol libp2p's TLS handshake uses.
 const ALPN: &[u8] = b"libp2p";
 
-/// A node's TLS client and server configurations (one certificate for both).
+/// A node's TLS set-up: its certificate and the cipher suites; each connection gets its own
+/// rustls configuration around a verifier that keeps the peer id it verified, so the
+/// certificate is not parsed (and its two signatures checked) once more after the handshake.
 #[derive(Clone)]
 pub(crate) struct TlsConfig {
-    client: Arc<rustls::ClientConfig>,
-    server: Arc<rustls::ServerConfig>,
+    provider: Arc<CryptoProvider>,
+    certificate: Arc<OwnCertificate>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -63,41 +65,57 @@ impl std::fmt::Debug for TlsConfig {
     }
 }
 
+/// A rustls configuration error (none is expected: the provider and versions are fixed).
+fn config_error(error: rustls::Error) -> UpgradeError {
+    UpgradeError::ServerUpgrade(std::io::Error::other(error))
+}
+
 impl TlsConfig {
-    /// The configurations for `keypair`: a fresh certificate signed by it.
+    /// The set-up for `keypair`: a fresh certificate signed by it.
     pub(crate) fn new(keypair: &identity::Keypair) -> Result<Self, UpgradeError> {
         let (cert, key) = certificate::generate(keypair)?;
-        let provider = Arc::new(CryptoProvider {
-            cipher_suites: CIPHER_SUITES.to_vec(),
-            ..aws_lc_rs::default_provider()
-        });
-        let invalid = |e: rustls::Error| UpgradeError::ServerUpgrade(std::io::Error::other(e));
         // Not `with_single_cert`: it parses the certificate with webpki, which refuses the
         // libp2p extension (critical, unknown to it); libp2p's own checks run on the peer's.
-        let signer = aws_lc_rs::sign::any_ecdsa_type(&key).map_err(invalid)?;
-        let ours = Arc::new(OwnCertificate(Arc::new(CertifiedKey::new(
-            vec![cert],
-            signer,
-        ))));
-        let verifier = Arc::new(PeerCertificate);
-        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let signer = aws_lc_rs::sign::any_ecdsa_type(&key).map_err(config_error)?;
+        let own = CertifiedKey::new(vec![cert], signer);
+        let config = Self {
+            provider: Arc::new(CryptoProvider {
+                cipher_suites: CIPHER_SUITES.to_vec(),
+                ..aws_lc_rs::default_provider()
+            }),
+            certificate: Arc::new(OwnCertificate(Arc::new(own))),
+        };
+        // Both configurations once, so that a bad setting fails here rather than per dial.
+        config.client(Arc::default())?;
+        config.server(Arc::default())?;
+        Ok(config)
+    }
+
+    fn client(&self, verifier: Arc<PeerCertificate>) -> Result<rustls::ClientConfig, UpgradeError> {
+        let mut client = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(invalid)?
+            .map_err(config_error)?
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_client_cert_resolver(ours.clone());
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.certificate.clone());
         client.alpn_protocols = vec![ALPN.to_vec()];
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        // Every libp2p connection authenticates both certificates: no session resumption.
+        client.resumption = rustls::client::Resumption::disabled();
+        Ok(client)
+    }
+
+    fn server(&self, verifier: Arc<PeerCertificate>) -> Result<rustls::ServerConfig, UpgradeError> {
+        let mut server = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(invalid)?
+            .map_err(config_error)?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(ours);
+            .with_cert_resolver(self.certificate.clone());
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.ignore_client_order = true;
-        Ok(Self {
-            client: Arc::new(client),
-            server: Arc::new(server),
-        })
+        // No session tickets or session cache: nothing is resumed (see `client`).
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        Ok(server)
     }
 
     /// The handshake as the side that proposed `/tls/1.0.0`.
@@ -108,14 +126,15 @@ impl TlsConfig {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
+        let verifier = Arc::new(PeerCertificate::default());
+        let client = self.client(verifier.clone())?;
         // The spec: clients MUST NOT send a server name (SNI); an IP address sends none.
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-        let stream = TlsConnector::from(self.client.clone())
+        let stream = TlsConnector::from(Arc::new(client))
             .connect(name, socket)
             .await
             .map_err(UpgradeError::ClientUpgrade)?;
-        let peer = peer_id(stream.get_ref().1.peer_certificates())?;
-        Ok((peer, stream.into()))
+        Ok((verifier.peer()?, stream.into()))
     }
 
     /// The handshake as the side that accepted `/tls/1.0.0`.
@@ -126,23 +145,13 @@ impl TlsConfig {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = TlsAcceptor::from(self.server.clone())
+        let verifier = Arc::new(PeerCertificate::default());
+        let server = self.server(verifier.clone())?;
+        let stream = TlsAcceptor::from(Arc::new(server))
             .accept(socket)
             .await
             .map_err(UpgradeError::ServerUpgrade)?;
-        let peer = peer_id(stream.get_ref().1.peer_certificates())?;
-        Ok((peer, stream.into()))
-    }
-}
-
-/// The peer id of the single certificate a completed handshake verified.
-fn peer_id(certificates: Option<&[CertificateDer<'_>]>) -> Result<PeerId, UpgradeError> {
-    match certificates {
-        Some([cert]) => Ok(certificate::parse(cert)?.peer_id()),
-        // The verifier accepts exactly one certificate, and both sides must present one.
-        _ => Err(UpgradeError::ServerUpgrade(std::io::Error::other(
-            "the peer presented no single certificate",
-        ))),
+        Ok((verifier.peer()?, stream.into()))
     }
 }
 
@@ -168,12 +177,27 @@ impl ResolvesServerCert for OwnCertificate {
 
 /// libp2p's certificate rules, for both sides: exactly one certificate, self-signed, with a
 /// valid libp2p extension (its signature over the certificate key by the identity key);
-/// handshake signatures checked against it. The peer id is checked by the swarm.
-#[derive(Debug)]
-struct PeerCertificate;
+/// handshake signatures checked against it. One per connection: it keeps the peer id of the
+/// certificate it accepted. The peer id is checked against the dialed one by the swarm.
+#[derive(Debug, Default)]
+struct PeerCertificate {
+    peer: std::sync::Mutex<Option<PeerId>>,
+}
 
 impl PeerCertificate {
+    /// The peer id verified (a completed handshake always verified one).
+    fn peer(&self) -> Result<PeerId, UpgradeError> {
+        let peer = *self
+            .peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peer.ok_or_else(|| {
+            UpgradeError::ServerUpgrade(std::io::Error::other("no peer certificate verified"))
+        })
+    }
+
     fn verify(
+        &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
@@ -184,7 +208,11 @@ impl PeerCertificate {
                 ))),
             )));
         }
-        certificate::parse(end_entity)?;
+        let peer = certificate::parse(end_entity)?.peer_id();
+        *self
+            .peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
         Ok(())
     }
 
@@ -227,7 +255,7 @@ impl ServerCertVerifier for PeerCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Self::verify(end_entity, intermediates)?;
+        self.verify(end_entity, intermediates)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -269,7 +297,7 @@ impl ClientCertVerifier for PeerCertificate {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Self::verify(end_entity, intermediates)?;
+        self.verify(end_entity, intermediates)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -404,7 +432,7 @@ mod tests {
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .unwrap_or_else(|e| panic!("{e}"))
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PeerCertificate))
+                .with_custom_certificate_verifier(Arc::new(PeerCertificate::default()))
                 .with_no_client_auth();
         config.alpn_protocols = vec![ALPN.to_vec()];
         Arc::new(config)
