@@ -59,6 +59,7 @@ use libp2p::{
 };
 
 pub mod addr;
+mod coalesce;
 mod connect_error;
 pub mod gate;
 mod muxer;
@@ -68,6 +69,7 @@ pub mod security;
 mod timeout;
 mod tls;
 
+pub use coalesce::Coalesce;
 pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};

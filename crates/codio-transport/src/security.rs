@@ -67,7 +67,8 @@ impl fmt::Display for SecurityProtocol {
 }
 
 /// The stream a security handshake produced.
-pub type SecureStream<C> = futures::future::Either<tls::TlsStream<C>, noise::Output<C>>;
+pub type SecureStream<C> =
+    futures::future::Either<crate::Coalesce<tls::TlsStream<C>>, noise::Output<C>>;
 
 /// A failed security handshake.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,7 @@ impl Security {
         let (peer, stream) = match info {
             SecurityProtocol::Tls => {
                 let (peer, stream) = tls(self.tls()?, socket).await?;
+                let stream = crate::Coalesce::new(stream);
                 (peer, futures::future::Either::Left(stream))
             }
             SecurityProtocol::Noise => {
