@@ -184,6 +184,37 @@ async fn thousand_concurrent_requests_across_ten_peers() {
     assert_eq!(handler.await.unwrap(), 1000);
 }
 
+/// A peer that keeps exactly its share of requests in flight is never refused: the node gives
+/// a request's place back before its answer leaves, so the next request, sent when the answer
+/// arrives, always finds room (it once found the place still held, under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_its_full_share_in_flight_is_never_refused() {
+    use futures::StreamExt;
+    init_tracing();
+    let mut config = loopback_config();
+    config.protocol.max_requests_per_peer = 4;
+    let (server, handler) = server(config).await;
+    let client = started_node(loopback_config()).await;
+    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let refused = futures::stream::iter(0..4_000u32)
+        .map(|i| {
+            let request = Request::App {
+                topic: "share".into(),
+                payload: i.to_be_bytes().to_vec(),
+            };
+            let client = &client;
+            async move { client.send_request(id, request).await.is_err() }
+        })
+        .buffer_unordered(4)
+        .filter(|refused| futures::future::ready(*refused))
+        .count()
+        .await;
+    assert_eq!(refused, 0, "requests refused within the peer's share");
+    client.shutdown().await;
+    server.shutdown().await;
+    assert_eq!(handler.await.unwrap(), 4_000);
+}
+
 /// A handler that does not keep up: the node answers Overloaded beyond its queue instead of
 /// buffering, and the queued requests are answered once the handler catches up.
 #[tokio::test]

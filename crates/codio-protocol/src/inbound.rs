@@ -35,7 +35,7 @@ pub struct InboundRequest {
 #[derive(Debug)]
 pub struct Responder {
     inner: Option<ReplyPath>,
-    /// The requester's place in its share of the queue, given back once answered.
+    /// The requester's place in its share of the queue, given back as the answer is sent.
     share: Option<ShareGuard>,
 }
 
@@ -100,6 +100,9 @@ impl Responder {
     ///
     /// [`RespondError`] when the node has shut down or the requester's stream is gone.
     pub async fn respond(mut self, response: Response) -> Result<(), RespondError> {
+        // The place goes back before the answer leaves: a requester that sends its next
+        // request on receiving this answer must find it free.
+        drop(self.share.take());
         match self.inner.take() {
             None => Ok(()),
             Some(ReplyPath::Swarm {
@@ -128,6 +131,7 @@ impl Responder {
     }
 
     fn send_now(&mut self, response: Response) {
+        drop(self.share.take());
         match self.inner.take() {
             None => {}
             // Best effort: with a full queue the requester times out instead.
