@@ -522,6 +522,22 @@ async fn an_application_gate_refuses_the_peers_it_names() {
     node.shutdown().await;
 }
 
+/// Disconnects `node` from `peer` and waits for the event that says it happened.
+async fn disconnect(
+    node: &codio_network::NetworkManager,
+    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
+    peer: PeerId,
+) {
+    node.disconnect_peer(peer).await.unwrap();
+    wait_for_event(
+        events,
+        EVENT_TIMEOUT,
+        "disconnected",
+        |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == peer),
+    )
+    .await;
+}
+
 /// Set-up times of dials over a link with a 100 ms round trip, from a node offering `dialer`
 /// to one offering `listener`: `(first, again)`, the fastest of three first dials (each from
 /// a fresh node) and of three second dials (the same node, after disconnecting).
@@ -556,14 +572,7 @@ async fn setup_over_slow_link(
                 .await
                 .expect("connects");
             *fastest = (*fastest).min(started.elapsed());
-            dialing.disconnect_peer(peer).await.unwrap();
-            wait_for_event(
-                &mut events,
-                EVENT_TIMEOUT,
-                "disconnected",
-                |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == peer),
-            )
-            .await;
+            disconnect(&dialing, &mut events, peer).await;
         }
         dialing.shutdown().await;
     }
@@ -630,14 +639,7 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
     let dialing = started_node(loopback_config()).await;
     let mut events = dialing.subscribe();
     let peer = dialing.connect_peer(address.clone()).await.unwrap();
-    dialing.disconnect_peer(peer).await.unwrap();
-    wait_for_event(
-        &mut events,
-        EVENT_TIMEOUT,
-        "disconnected",
-        |e| matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == peer),
-    )
-    .await;
+    disconnect(&dialing, &mut events, peer).await;
     target.shutdown().await;
     let target = started_node(with(vec![Noise], port)).await;
     assert!(

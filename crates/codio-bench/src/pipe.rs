@@ -125,12 +125,7 @@ pub(crate) async fn bulk(
         }
         anyhow::Ok(())
     });
-    let mut sockets = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        let socket = TcpStream::connect(addr).await?;
-        socket.set_nodelay(true)?;
-        sockets.push(socket);
-    }
+    let sockets = crate::raw::connect(addr, streams).await?;
     let clock = BulkClock::start();
     let senders: Vec<_> = sockets
         .into_iter()

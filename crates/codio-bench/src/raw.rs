@@ -28,6 +28,17 @@ async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
+/// `count` connections to `addr`, `TCP_NODELAY` set.
+pub(crate) async fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
 /// Sends `bytes_each` bytes on each of `streams` connections at once; returns bytes/s over
 /// all of them, from the first write until the receiver acknowledged the last byte.
 pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<BulkRun> {
@@ -51,12 +62,7 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<Bulk
         }
         anyhow::Ok(())
     });
-    let mut sockets = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        let socket = TcpStream::connect(addr).await?;
-        socket.set_nodelay(true)?;
-        sockets.push(socket);
-    }
+    let sockets = connect(addr, streams).await?;
     let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
     for mut socket in sockets {
