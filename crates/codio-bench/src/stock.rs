@@ -43,7 +43,7 @@ impl std::fmt::Debug for StockBehaviour {
 pub(crate) enum Security {
     /// libp2p's default in `SwarmBuilder` examples: Noise (ChaCha20-Poly1305).
     Noise,
-    /// libp2p-tls: TLS 1.3 (AES-GCM on this machine).
+    /// libp2p-tls: TLS 1.3, which lists ChaCha20-Poly1305 first (codio's TLS prefers AES-GCM).
     Tls,
 }
 

@@ -2,8 +2,9 @@
 //!
 //! A file travels under its SHA-256 as content id; the inbox writes it to an exclusive
 //! temporary file, checks the digest, syncs it, and only then links it to
-//! `<inbox>/<hex digest>` (never replacing a file there); the sender is confirmed after that. Progress is reported
-//! at most once a second per transfer (log line, and a JSON line with `--json`).
+//! `<inbox>/<hex digest>` (never replacing a file there); the sender is confirmed after that.
+//! Progress is reported at most once a second per transfer (log line, and a JSON line with
+//! `--json`).
 
 use std::{
     path::{Path, PathBuf},

@@ -181,17 +181,13 @@ impl ResolvesServerCert for OwnCertificate {
 /// certificate it accepted. The peer id is checked against the dialed one by the swarm.
 #[derive(Debug, Default)]
 struct PeerCertificate {
-    peer: std::sync::Mutex<Option<PeerId>>,
+    peer: std::sync::OnceLock<PeerId>,
 }
 
 impl PeerCertificate {
     /// The peer id verified (a completed handshake always verified one).
     fn peer(&self) -> Result<PeerId, UpgradeError> {
-        let peer = *self
-            .peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        peer.ok_or_else(|| {
+        self.peer.get().copied().ok_or_else(|| {
             UpgradeError::ServerUpgrade(std::io::Error::other("no peer certificate verified"))
         })
     }
@@ -209,10 +205,8 @@ impl PeerCertificate {
             )));
         }
         let peer = certificate::parse(end_entity)?.peer_id();
-        *self
-            .peer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
+        // A handshake verifies one certificate: the first peer id is the peer's.
+        let _ = self.peer.set(peer);
         Ok(())
     }
 
