@@ -19,11 +19,45 @@ fn seed_defaults() {
     assert!(c.enable_mdns);
     assert!(c.enable_relay);
     assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
-    assert_eq!(c.listen_multiaddr().to_string(), "/ip4/0.0.0.0/tcp/0");
+    assert!(c.listen_addrs.is_empty());
+    let plan = |c: &NetworkConfig| {
+        c.listen_plan()
+            .into_iter()
+            .map(|(a, need)| format!("{a} {need:?}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        plan(&c),
+        [
+            "/ip4/0.0.0.0/tcp/0 Required",
+            "/ip4/0.0.0.0/udp/0/quic-v1 Required",
+            "/ip6/::/tcp/0 Optional",
+            "/ip6/::/udp/0/quic-v1 Optional"
+        ]
+    );
     let v6 = c
+        .clone()
         .with_listen_ip("::1".parse().unwrap())
         .with_listen_port(4001);
-    assert_eq!(v6.listen_multiaddr().to_string(), "/ip6/::1/tcp/4001");
+    assert_eq!(
+        plan(&v6),
+        [
+            "/ip6/::1/tcp/4001 Required",
+            "/ip6/::1/udp/4001/quic-v1 Required"
+        ]
+    );
+    // A swarm key turns QUIC off (pnet cannot wrap it).
+    let mut private = c.clone();
+    private.transport = private
+        .transport
+        .with_private_network(Some(codio_network::PreSharedKey::new([1; 32])));
+    assert_eq!(
+        plan(&private),
+        ["/ip4/0.0.0.0/tcp/0 Required", "/ip6/::/tcp/0 Optional"]
+    );
+    let explicit: Multiaddr = "/ip6/::1/udp/9/quic-v1".parse().unwrap();
+    let chosen = c.with_listen_addrs(vec![explicit.clone()]);
+    assert_eq!(plan(&chosen), [format!("{explicit} Required")]);
 }
 
 /// The error `NetworkManager::new` gives for `config`.

@@ -650,3 +650,97 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
     dialing.shutdown().await;
     target.shutdown().await;
 }
+
+/// A stock rust-libp2p swarm speaking QUIC only (no TCP at all), listening nowhere.
+fn stock_quic_only_swarm() -> libp2p::Swarm<Stock> {
+    use libp2p::{identify, ping};
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| Stock {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
+/// A stock QUIC-only peer dials `address` of `target`, identifies it and pings it.
+async fn stock_quic_reaches(target: &codio_network::NetworkManager, address: Multiaddr) {
+    use futures::StreamExt;
+    use libp2p::{identify, ping, swarm::SwarmEvent};
+    let mut stock = stock_quic_only_swarm();
+    stock.dial(address.clone()).unwrap();
+    let codio = target.local_peer_id();
+    let (mut identified, mut pinged) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !identified || !pinged {
+        tokio::select! {
+            event = stock.select_next_some() => match event {
+                SwarmEvent::Behaviour(StockEvent::Identify(identify::Event::Received { peer_id, .. }))
+                    if peer_id == codio => identified = true,
+                SwarmEvent::Behaviour(StockEvent::Ping(ping::Event { peer, result: Ok(_), .. }))
+                    if peer == codio => pinged = true,
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{address}: {error}"),
+                _ => {}
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                panic!("{address}: identified {identified}, pinged {pinged}")
+            }
+        }
+    }
+}
+
+/// A default node (listening on `0.0.0.0`, which means `::` too, over TCP and QUIC) is
+/// reached over each of the four: inside a fresh network namespace, a TCP-only codio peer
+/// connects to it at `127.0.0.1` and `::1` over TCP, and a stock QUIC-only libp2p peer at
+/// both over QUIC (identify and ping answered).
+#[tokio::test]
+async fn a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6() {
+    const NAME: &str = "a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6";
+    if !codio_tests::netns::is_netns_child() {
+        codio_tests::netns::in_fresh_netns(NAME, Duration::from_secs(90)).await;
+        return;
+    }
+    codio_tests::netns::setup_fresh_netns();
+    init_tracing();
+    let node = started_node(codio_network::NetworkConfig::default()).await;
+    let loopback = |a: &Multiaddr| {
+        let s = a.to_string();
+        s.starts_with("/ip4/127.0.0.1/") || s.starts_with("/ip6/::1/")
+    };
+    let mut addresses = Vec::new();
+    let all_four = codio_tests::eventually(EVENT_TIMEOUT, || {
+        addresses = node.listen_addrs().into_iter().filter(loopback).collect();
+        let four = addresses.len() == 4;
+        async move { four }
+    })
+    .await;
+    assert!(all_four, "loopback listen addresses: {addresses:?}");
+    let tcp_only = loopback_config().with_transport(
+        codio_network::TransportConfig::default()
+            .with_quic(codio_network::QuicConfig::default().with_enabled(false)),
+    );
+    for address in addresses {
+        let target = address.clone().with(Protocol::P2p(node.local_peer_id()));
+        if codio_transport::addr::is_quic(&address) {
+            stock_quic_reaches(&node, target).await;
+            continue;
+        }
+        let peer = codio_network::NetworkManager::new(tcp_only.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            peer.connect_peer(target).await.unwrap(),
+            node.local_peer_id()
+        );
+        let info = peer.peer_info(&node.local_peer_id()).unwrap();
+        assert!(info.addresses.contains(&address), "{:?}", info.addresses);
+        peer.shutdown().await;
+    }
+    node.shutdown().await;
+}

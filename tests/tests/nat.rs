@@ -148,3 +148,131 @@ async fn hole_punching_through_two_nats() {
         assert!(status.success(), "exit {status}");
     }
 }
+
+/// The transport a hole punch is tried over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Punch {
+    Tcp,
+    Quic,
+}
+
+impl Punch {
+    /// Flags of the private nodes: listen on this transport only (TCP: QUIC off).
+    fn flags(self) -> Vec<String> {
+        let flags: &[&str] = match self {
+            Self::Tcp => &["--quic=false"],
+            Self::Quic => &["--listen", "/ip4/0.0.0.0/udp/4001/quic-v1"],
+        };
+        flags.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The relay's address on this transport.
+    fn relay_addr(self, ip: &str) -> String {
+        match self {
+            Self::Tcp => format!("/ip4/{ip}/tcp/4001"),
+            Self::Quic => format!("/ip4/{ip}/udp/4001/quic-v1"),
+        }
+    }
+
+    fn matches(self, line: &str) -> bool {
+        let quic = line.contains("/quic-v1");
+        match self {
+            Self::Tcp => line.contains("/tcp/") && !quic,
+            Self::Quic => quic,
+        }
+    }
+}
+
+/// One hole punch over `punch` in a fresh lab: A and B behind their NATs, bootstrapped
+/// through the relay on that transport only; B dials A through the relay. The time from
+/// B's relayed connection to the direct connection on `punch`, or why there was none.
+async fn punch_once(punch: Punch) -> Result<Duration, String> {
+    let lab = NatLab::new()?;
+    let binary = node_binary();
+    let relay_addr = punch.relay_addr(&lab.relay.ip);
+    let mut relay = NodeProcess::spawn_command(
+        lab.command(&lab.relay, &binary),
+        LAB.iter().copied().chain([
+            "--relay-server",
+            "--kad-server",
+            "--external-addr",
+            &punch.relay_addr("10.77.100.1"),
+        ]),
+    );
+    let relay_id = peer_id(&mut relay, "relay").await;
+    let bootstrap = format!("{relay_addr}/p2p/{relay_id}");
+    let flags = |extra: Vec<String>| {
+        LAB.iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--bootstrap".to_owned(), bootstrap.clone()])
+            .chain(punch.flags())
+            .chain(extra)
+            .collect::<Vec<String>>()
+    };
+    let mut a = NodeProcess::spawn_command(lab.command(&lab.private1, &binary), flags(vec![]));
+    let a_id = peer_id(&mut a, "A").await;
+    a.wait_for_line(WAIT, "A reservation", |l| {
+        l.contains("relay reservation accepted")
+    })
+    .await;
+    let circuit = format!("{bootstrap}/p2p-circuit/p2p/{a_id}");
+    let mut b = NodeProcess::spawn_command(
+        lab.command(&lab.private2, &binary),
+        flags(vec!["--dial".into(), circuit]),
+    );
+    b.wait_for_line(WAIT, "B relayed connection to A", |l| {
+        l.contains("peer connected") && l.contains(&a_id) && l.contains("relayed=true")
+    })
+    .await;
+    let relayed = std::time::Instant::now();
+    let direct = b
+        .wait_for_line(WAIT, "B direct connection to A", |l| {
+            l.contains(&a_id)
+                && (l.contains("direct connection added") || l.contains("hole punch failed"))
+        })
+        .await;
+    let took = relayed.elapsed();
+    for node in [&mut b, &mut a, &mut relay] {
+        node.signal("TERM");
+        let _ = node.wait_exit(Duration::from_secs(20)).await;
+    }
+    if direct.contains("direct connection added") && punch.matches(&direct) {
+        Ok(took)
+    } else {
+        Err(direct)
+    }
+}
+
+/// Hole punching over QUIC and over TCP, each behind the drop-style NATs of the lab: a
+/// relayed connection between A and B becomes a direct one on the transport the nodes
+/// listen on. `CODIO_PUNCH_RUNS=N` repeats each N times (a fresh lab every time) and prints
+/// the success count and the time from relayed to direct connection (docs/performance.md).
+#[tokio::test]
+async fn hole_punching_over_quic_and_over_tcp() {
+    if let Err(reason) = NatLab::new() {
+        netns::skip_or_fail("hole_punching_over_quic_and_over_tcp", &reason);
+        return;
+    }
+    let runs: usize = std::env::var("CODIO_PUNCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 50);
+    for punch in [Punch::Quic, Punch::Tcp] {
+        let mut times = Vec::new();
+        let mut failures = Vec::new();
+        for _ in 0..runs {
+            match punch_once(punch).await {
+                Ok(took) => times.push(took),
+                Err(why) => failures.push(why),
+            }
+        }
+        times.sort();
+        eprintln!(
+            "hole punching over {punch:?}: {}/{runs} direct; relayed -> direct: {:?}",
+            times.len(),
+            times
+        );
+        assert!(failures.is_empty(), "{punch:?}: {failures:?}");
+    }
+}

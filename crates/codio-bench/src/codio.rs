@@ -22,19 +22,33 @@ pub(crate) static YAMUX_FRAME_SIZE: std::sync::OnceLock<usize> = std::sync::Once
 pub(crate) static SECURITY: std::sync::OnceLock<Vec<codio_transport::SecurityProtocol>> =
     std::sync::OnceLock::new();
 
-/// The benchmark's node configuration.
-pub(crate) fn config() -> NetworkConfig {
-    let mut transport = codio_network::TransportConfig::default();
+/// The transport a codio stack listens on (both are in every node's transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// TCP + TLS 1.3 (or Noise) + Yamux.
+    Tcp,
+    /// QUIC v1.
+    Quic,
+}
+
+/// The benchmark's node configuration, listening on 127.0.0.1 over `transport`.
+pub(crate) fn config(transport: Transport) -> NetworkConfig {
+    let localhost = std::net::Ipv4Addr::LOCALHOST.into();
+    let listen = vec![match transport {
+        Transport::Tcp => codio_transport::addr::tcp(localhost, 0),
+        Transport::Quic => codio_transport::addr::quic(localhost, 0),
+    }];
+    let mut config = codio_network::TransportConfig::default();
     if let Some(order) = SECURITY.get() {
-        transport = transport.with_security(order.clone());
+        config = config.with_security(order.clone());
     }
     if let Some(size) = YAMUX_FRAME_SIZE.get() {
-        transport = transport.with_yamux_frame_size(*size);
+        config = config.with_yamux_frame_size(*size);
     }
     NetworkConfig::default()
-        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
+        .with_listen_addrs(listen)
         .with_mdns(false)
-        .with_transport(transport)
+        .with_transport(config)
 }
 
 /// A started node.
@@ -56,18 +70,20 @@ pub(crate) fn dial_addr(node: &NetworkManager) -> anyhow::Result<libp2p::Multiad
 
 /// A client connected to a server whose inbound requests and bulk transfers come out of
 /// the two queues.
-async fn pair() -> anyhow::Result<(
+async fn pair(
+    transport: Transport,
+) -> anyhow::Result<(
     NetworkManager,
     NetworkManager,
     tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
     tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
 )> {
-    let mut builder = NetworkManager::builder(config());
+    let mut builder = NetworkManager::builder(config(transport));
     let requests = builder.request_queue();
     let bulk = builder.bulk_queue();
     let server = builder.build().await?;
     server.start().await?;
-    let client = node(config()).await?;
+    let client = node(config(transport)).await?;
     client.connect_peer(dial_addr(&server)?).await?;
     Ok((client, server, requests, bulk))
 }
@@ -80,8 +96,12 @@ async fn close(nodes: [NetworkManager; 2]) {
 
 /// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
 /// confirmed.
-pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<BulkRun> {
-    let (client, server, _, mut incoming) = pair().await?;
+pub(crate) async fn bulk(
+    transport: Transport,
+    streams: usize,
+    bytes_each: u64,
+) -> anyhow::Result<BulkRun> {
+    let (client, server, _, mut incoming) = pair(transport).await?;
     tokio::spawn(async move {
         while let Some(mut bulk) = incoming.recv().await {
             tokio::spawn(async move {
@@ -125,11 +145,12 @@ pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<Bulk
 /// `count` `App` requests of `size` bytes answered with the same payload, `in_flight` at a
 /// time.
 pub(crate) async fn requests(
+    transport: Transport,
     count: usize,
     in_flight: usize,
     size: usize,
 ) -> anyhow::Result<RequestRun> {
-    let (client, server, mut inbound, _) = pair().await?;
+    let (client, server, mut inbound, _) = pair(transport).await?;
     tokio::spawn(async move {
         while let Some(request) = inbound.recv().await {
             let payload = match request.request {
@@ -165,9 +186,9 @@ pub(crate) async fn requests(
 }
 
 /// `count` sequential `connect_peer` calls, each disconnected before the next.
-pub(crate) async fn setup(count: usize) -> anyhow::Result<Samples> {
-    let server = node(config()).await?;
-    let client = node(config()).await?;
+pub(crate) async fn setup(transport: Transport, count: usize) -> anyhow::Result<Samples> {
+    let server = node(config(transport)).await?;
+    let client = node(config(transport)).await?;
     let addr = dial_addr(&server)?;
     let mut samples = Samples::with_capacity(count);
     for _ in 0..count {
@@ -191,8 +212,8 @@ pub(crate) struct KadRun {
 /// `nodes` DHT servers bootstrapped from the first; every node looks up another one.
 pub(crate) async fn kad(nodes: usize) -> anyhow::Result<KadRun> {
     let start = Instant::now();
-    let config = || {
-        let mut config = config().with_max_peers(4 * nodes);
+    let server = || {
+        let mut config = config(Transport::Tcp).with_max_peers(4 * nodes);
         config.discovery = config
             .discovery
             .with_kad_mode(KadMode::Server)
@@ -204,11 +225,11 @@ pub(crate) async fn kad(nodes: usize) -> anyhow::Result<KadRun> {
         );
         config
     };
-    let bootstrap = node(config()).await?;
+    let bootstrap = node(server()).await?;
     let mut all = vec![bootstrap.clone()];
     let boot_addr = dial_addr(&bootstrap)?;
     for _ in 1..nodes {
-        all.push(node(config().with_bootstrap_peers(vec![boot_addr.clone()])).await?);
+        all.push(node(server().with_bootstrap_peers(vec![boot_addr.clone()])).await?);
     }
     // Joined: the bootstrap node has identified everyone (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(120);

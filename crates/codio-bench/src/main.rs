@@ -48,8 +48,12 @@ pub(crate) enum Kind {
     Stock,
     /// rust-libp2p with TCP + TLS 1.3 + Yamux.
     StockTls,
-    /// codio-network.
+    /// codio-network over TCP.
     Codio,
+    /// rust-libp2p with QUIC alone.
+    StockQuic,
+    /// codio-network over QUIC.
+    CodioQuic,
 }
 
 impl Kind {
@@ -61,6 +65,16 @@ impl Kind {
             Kind::Stock => "stock",
             Kind::StockTls => "stock-tls",
             Kind::Codio => "codio",
+            Kind::StockQuic => "stock-quic",
+            Kind::CodioQuic => "codio-quic",
+        }
+    }
+
+    /// The transport of a codio stack (TCP for the others: not used).
+    pub(crate) fn codio_transport(self) -> codio::Transport {
+        match self {
+            Kind::CodioQuic => codio::Transport::Quic,
+            _ => codio::Transport::Tcp,
         }
     }
 
@@ -68,6 +82,7 @@ impl Kind {
     pub(crate) fn stock_security(self) -> stock::Security {
         match self {
             Kind::StockTls => stock::Security::Tls,
+            Kind::StockQuic => stock::Security::Quic,
             _ => stock::Security::Noise,
         }
     }
@@ -195,13 +210,15 @@ impl Sizes {
 }
 
 /// Every stack, in the report's column order.
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 8] = [
     Kind::Raw,
     Kind::PipeAes,
     Kind::PipeChacha,
     Kind::Stock,
     Kind::StockTls,
     Kind::Codio,
+    Kind::StockQuic,
+    Kind::CodioQuic,
 ];
 /// Column indices of the stacks targets compare.
 const AES_PIPE: usize = 1;
@@ -294,10 +311,12 @@ async fn bulk(kind: Kind, streams: usize, bytes_each: u64) -> anyhow::Result<sta
         Kind::Raw => raw::bulk(streams, bytes_each).await,
         Kind::PipeAes => pipe::bulk(pipe::Cipher::Aes128Gcm, streams, bytes_each).await,
         Kind::PipeChacha => pipe::bulk(pipe::Cipher::ChaCha20Poly1305, streams, bytes_each).await,
-        Kind::Stock | Kind::StockTls => {
+        Kind::Stock | Kind::StockTls | Kind::StockQuic => {
             stock::bulk(kind.stock_security(), streams, bytes_each).await
         }
-        Kind::Codio => codio::bulk(streams, bytes_each).await,
+        Kind::Codio | Kind::CodioQuic => {
+            codio::bulk(kind.codio_transport(), streams, bytes_each).await
+        }
     }
 }
 
@@ -310,10 +329,12 @@ async fn requests(
     match kind {
         Kind::Raw => raw::requests(count, in_flight, size).await,
         Kind::PipeAes | Kind::PipeChacha => anyhow::bail!("a pipe answers no requests"),
-        Kind::Stock | Kind::StockTls => {
+        Kind::Stock | Kind::StockTls | Kind::StockQuic => {
             stock::requests(kind.stock_security(), count, in_flight, size).await
         }
-        Kind::Codio => codio::requests(count, in_flight, size).await,
+        Kind::Codio | Kind::CodioQuic => {
+            codio::requests(kind.codio_transport(), count, in_flight, size).await
+        }
     }
 }
 
@@ -321,8 +342,10 @@ async fn setup(kind: Kind, count: usize) -> anyhow::Result<stats::Samples> {
     match kind {
         Kind::Raw => raw::setup(count).await,
         Kind::PipeAes | Kind::PipeChacha => anyhow::bail!("a pipe has no set-up"),
-        Kind::Stock | Kind::StockTls => stock::setup(kind.stock_security(), count).await,
-        Kind::Codio => codio::setup(count).await,
+        Kind::Stock | Kind::StockTls | Kind::StockQuic => {
+            stock::setup(kind.stock_security(), count).await
+        }
+        Kind::Codio | Kind::CodioQuic => codio::setup(kind.codio_transport(), count).await,
     }
 }
 

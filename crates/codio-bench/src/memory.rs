@@ -73,21 +73,23 @@ pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
             addr
         }
         Kind::PipeAes | Kind::PipeChacha => anyhow::bail!("a pipe holds no idle connections"),
-        Kind::Stock | Kind::StockTls => {
+        Kind::Stock | Kind::StockTls | Kind::StockQuic => {
             let node = stock::Node::start(kind.stock_security()).await?;
             let addr = node.dial_addr().to_string();
             keep.push(Box::new(node) as Box<dyn std::any::Any + Send>);
             addr
         }
-        Kind::Codio => {
+        Kind::Codio | Kind::CodioQuic => {
             let node = codio::node(
-                codio::config().with_max_peers(4096).with_policy(
-                    codio_network::PolicyConfig::default().with_limits(
-                        codio_network::LimitsConfig::new(4096)
-                            .with_max_pending_incoming(256)
-                            .with_max_pending_outgoing(256),
+                codio::config(kind.codio_transport())
+                    .with_max_peers(4096)
+                    .with_policy(
+                        codio_network::PolicyConfig::default().with_limits(
+                            codio_network::LimitsConfig::new(4096)
+                                .with_max_pending_incoming(256)
+                                .with_max_pending_outgoing(256),
+                        ),
                     ),
-                ),
             )
             .await?;
             let addr = codio::dial_addr(&node)?.to_string();
@@ -199,13 +201,15 @@ impl Clients {
                         Kind::PipeAes | Kind::PipeChacha => {
                             anyhow::bail!("a pipe holds no idle connections")
                         }
-                        Kind::Stock | Kind::StockTls => {
+                        Kind::Stock | Kind::StockTls | Kind::StockQuic => {
                             let node = stock::Node::client(kind.stock_security()).await?;
                             node.dial(addr.parse()?).await?;
                             Opened::Stock(node)
                         }
-                        Kind::Codio => {
-                            let node = codio::node(codio::config().with_listen_port(0)).await?;
+                        Kind::Codio | Kind::CodioQuic => {
+                            // Dialing only: no listener per client.
+                            let config = codio::config(kind.codio_transport());
+                            let node = codio_network::NetworkManager::new(config).await?;
                             node.connect_peer(addr.parse()?).await?;
                             Opened::Codio(node)
                         }

@@ -18,6 +18,10 @@ pub(crate) struct Row {
     /// Stock rust-libp2p, TCP + TLS 1.3 + Yamux.
     stock_tls: Option<f64>,
     codio: Option<f64>,
+    /// Stock rust-libp2p over QUIC.
+    stock_quic: Option<f64>,
+    /// codio over QUIC.
+    codio_quic: Option<f64>,
     higher_is_better: bool,
     /// codio / stock.
     codio_vs_stock: Option<f64>,
@@ -25,6 +29,8 @@ pub(crate) struct Row {
     codio_vs_ceiling: Option<f64>,
     /// codio / raw TCP.
     codio_vs_raw: Option<f64>,
+    /// codio over QUIC / stock over QUIC.
+    quic_vs_stock_quic: Option<f64>,
     target: Option<String>,
     target_met: Option<bool>,
 }
@@ -45,10 +51,19 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 6],
+        values: [f64; 8],
         higher_is_better: bool,
     ) -> Self {
-        let [raw, pipe_aes, pipe_chacha, stock, stock_tls, codio] = values.map(finite);
+        let [
+            raw,
+            pipe_aes,
+            pipe_chacha,
+            stock,
+            stock_tls,
+            codio,
+            stock_quic,
+            codio_quic,
+        ] = values.map(finite);
         Self {
             group,
             metric,
@@ -59,10 +74,13 @@ impl Row {
             stock,
             stock_tls,
             codio,
+            stock_quic,
+            codio_quic,
             higher_is_better,
             codio_vs_stock: ratio(codio, stock),
             codio_vs_ceiling: ratio(codio, pipe_aes),
             codio_vs_raw: ratio(codio, raw),
+            quic_vs_stock_quic: ratio(codio_quic, stock_quic),
             target: None,
             target_met: None,
         }
@@ -72,7 +90,7 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 6],
+        values: [f64; 8],
     ) -> Self {
         Self::new(group, metric, unit, values, true)
     }
@@ -81,7 +99,7 @@ impl Row {
         group: &'static str,
         metric: String,
         unit: &'static str,
-        values: [f64; 6],
+        values: [f64; 8],
     ) -> Self {
         Self::new(group, metric, unit, values, false)
     }
@@ -173,12 +191,12 @@ impl Report {
         );
         println!();
         println!(
-            "| group | metric | unit | raw TCP | AES pipe | ChaCha pipe | stock (Noise) | stock TLS | codio | codio/stock | codio/ceiling | codio/raw | target | met |"
+            "| group | metric | unit | raw TCP | AES pipe | ChaCha pipe | stock (Noise) | stock TLS | codio | codio/stock | codio/ceiling | codio/raw | stock QUIC | codio QUIC | codio QUIC/stock QUIC | target | met |"
         );
-        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
+        println!("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|");
         for row in &self.rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.group,
                 row.metric,
                 row.unit,
@@ -191,6 +209,9 @@ impl Report {
                 times(row.codio_vs_stock),
                 times(row.codio_vs_ceiling),
                 times(row.codio_vs_raw),
+                cell(row.stock_quic),
+                cell(row.codio_quic),
+                times(row.quic_vs_stock_quic),
                 row.target.as_deref().unwrap_or(""),
                 match row.target_met {
                     Some(true) => "yes",

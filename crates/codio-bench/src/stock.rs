@@ -45,6 +45,8 @@ pub(crate) enum Security {
     Noise,
     /// libp2p-tls: TLS 1.3, which lists ChaCha20-Poly1305 first (codio's TLS prefers AES-GCM).
     Tls,
+    /// libp2p-quic alone (QUIC v1 with libp2p-tls's certificates), no TCP.
+    Quic,
 }
 
 /// A stock swarm with libp2p's defaults (idle connections kept for the benchmark's length).
@@ -72,6 +74,11 @@ pub(crate) fn swarm(security: Security) -> anyhow::Result<Swarm<StockBehaviour>>
             .build(),
         Security::Tls => builder
             .with_tcp(tcp, tls::Config::new, yamux::Config::default)?
+            .with_behaviour(behaviour)?
+            .with_swarm_config(idle)
+            .build(),
+        Security::Quic => builder
+            .with_quic()
             .with_behaviour(behaviour)?
             .with_swarm_config(idle)
             .build(),
@@ -121,7 +128,11 @@ impl Node {
     async fn spawn(security: Security, listen: bool) -> anyhow::Result<Self> {
         let mut swarm = swarm(security)?;
         let addr = if listen {
-            swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+            let listen = match security {
+                Security::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+                Security::Noise | Security::Tls => "/ip4/127.0.0.1/tcp/0",
+            };
+            swarm.listen_on(listen.parse()?)?;
             loop {
                 if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
                     break address;

@@ -40,7 +40,7 @@ use crate::NetworkError;
 /// ```
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
-    /// TCP port to listen on; `0` lets the OS pick one. Default `0`.
+    /// Port to listen on (TCP, and UDP for QUIC); `0` lets the OS pick. Default `0`.
     pub listen_port: u16,
     /// Maximum number of established connections (the policy's `max_established`). Default `50`.
     pub max_peers: usize,
@@ -54,8 +54,12 @@ pub struct NetworkConfig {
     /// finds the node private, and DCUtR hole punching to upgrade relayed connections to direct
     /// ones. Default `true`.
     pub enable_relay: bool,
-    /// IP address to listen on. Default `0.0.0.0` (every IPv4 interface).
+    /// IP address to listen on. Default `0.0.0.0`: every interface, IPv4 and IPv6 (`::` too).
     pub listen_ip: IpAddr,
+    /// Addresses to listen on, each required (`/ip4/…/tcp/…`, `/ip6/…/udp/…/quic-v1`, …);
+    /// when set, `listen_ip` and `listen_port` are not used. Default empty: TCP and QUIC on
+    /// `listen_ip:listen_port` (see [`listen_plan`](Self::listen_plan)).
+    pub listen_addrs: Vec<Multiaddr>,
     /// The node's identity. Default `None`: a fresh Ed25519 keypair is generated.
     pub keypair: Option<Keypair>,
     /// How long a *surplus* connection (a second connection to a peer: simultaneous dials, AutoNAT
@@ -100,6 +104,7 @@ impl Default for NetworkConfig {
             enable_mdns: true,
             enable_relay: true,
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_addrs: vec![],
             keypair: None,
             idle_timeout: Some(Duration::from_secs(30)),
             reserved_peers: vec![],
@@ -131,88 +136,54 @@ fn invalid(field: &'static str, reason: impl std::fmt::Display) -> NetworkError 
     }
 }
 
+/// `with_*` setters that set one field each and return the configuration.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($field:ident: $ty:ty);)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, $field: $ty) -> Self {
+            self.$field = $field;
+            self
+        }
+    )*};
+}
+
 impl NetworkConfig {
-    /// Sets the listen port.
-    pub fn with_listen_port(mut self, port: u16) -> Self {
-        self.listen_port = port;
-        self
-    }
-
-    /// Sets the listen IP address.
-    pub fn with_listen_ip(mut self, ip: IpAddr) -> Self {
-        self.listen_ip = ip;
-        self
-    }
-
-    /// Sets the maximum number of established connections.
-    pub fn with_max_peers(mut self, max_peers: usize) -> Self {
-        self.max_peers = max_peers;
-        self
-    }
-
-    /// Sets the bootstrap peers.
-    pub fn with_bootstrap_peers(mut self, peers: Vec<Multiaddr>) -> Self {
-        self.bootstrap_peers = peers;
-        self
-    }
-
-    /// Enables or disables mDNS.
-    pub fn with_mdns(mut self, enable: bool) -> Self {
-        self.enable_mdns = enable;
-        self
-    }
-
-    /// Enables or disables the NAT traversal client (relay client, AutoRelay, DCUtR).
-    pub fn with_relay(mut self, enable: bool) -> Self {
-        self.enable_relay = enable;
-        self
+    setters! {
+        /// Sets the listen port.
+        with_listen_port(listen_port: u16);
+        /// Sets the listen IP address.
+        with_listen_ip(listen_ip: IpAddr);
+        /// Sets the addresses to listen on (replacing `listen_ip` and `listen_port`).
+        with_listen_addrs(listen_addrs: Vec<Multiaddr>);
+        /// Sets the maximum number of established connections.
+        with_max_peers(max_peers: usize);
+        /// Sets the bootstrap peers.
+        with_bootstrap_peers(bootstrap_peers: Vec<Multiaddr>);
+        /// Enables or disables mDNS.
+        with_mdns(enable_mdns: bool);
+        /// Enables or disables the NAT traversal client (relay client, AutoRelay, DCUtR).
+        with_relay(enable_relay: bool);
+        /// Sets the idle timeout of surplus connections (`None`: never close them).
+        with_idle_timeout(idle_timeout: Option<Duration>);
+        /// Sets the reserved peers.
+        with_reserved_peers(reserved_peers: Vec<Multiaddr>);
+        /// Sets the transport configuration.
+        with_transport(transport: TransportConfig);
+        /// Sets the discovery configuration (its mDNS switch and bootstrap peers are the seed fields').
+        with_discovery(discovery: DiscoveryConfig);
+        /// Sets the policy configuration (its connection ceiling is `max_peers`).
+        with_policy(policy: PolicyConfig);
+        /// Sets the NAT traversal configuration (its client switch is `enable_relay`).
+        with_nat(nat: NatConfig);
+        /// Sets the protocol configuration.
+        with_protocol(protocol: ProtocolConfig);
+        /// Sets the graceful shutdown timeout.
+        with_shutdown_timeout(shutdown_timeout: Duration);
     }
 
     /// Uses `keypair` as the node identity.
     pub fn with_keypair(mut self, keypair: Keypair) -> Self {
         self.keypair = Some(keypair);
-        self
-    }
-
-    /// Sets the idle timeout of surplus connections (`None`: never close them).
-    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets the reserved peers.
-    pub fn with_reserved_peers(mut self, peers: Vec<Multiaddr>) -> Self {
-        self.reserved_peers = peers;
-        self
-    }
-
-    /// Sets the transport configuration.
-    pub fn with_transport(mut self, transport: TransportConfig) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// Sets the discovery configuration (its mDNS switch and bootstrap peers are the seed fields').
-    pub fn with_discovery(mut self, discovery: DiscoveryConfig) -> Self {
-        self.discovery = discovery;
-        self
-    }
-
-    /// Sets the policy configuration (its connection ceiling is `max_peers`).
-    pub fn with_policy(mut self, policy: PolicyConfig) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Sets the NAT traversal configuration (its client switch is `enable_relay`).
-    pub fn with_nat(mut self, nat: NatConfig) -> Self {
-        self.nat = nat;
-        self
-    }
-
-    /// Sets the protocol configuration.
-    pub fn with_protocol(mut self, protocol: ProtocolConfig) -> Self {
-        self.protocol = protocol;
         self
     }
 
@@ -222,15 +193,12 @@ impl NetworkConfig {
         self
     }
 
-    /// Sets the graceful shutdown timeout.
-    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// The multiaddress the node listens on, built from `listen_ip` and `listen_port`.
-    pub fn listen_multiaddr(&self) -> Multiaddr {
-        codio_transport::addr::tcp(self.listen_ip, self.listen_port)
+    /// The addresses the node listens on and whether it can start without each:
+    /// `listen_addrs` when set (all required), else TCP and QUIC (unless off) on `listen_ip`
+    /// and `listen_port`, with `0.0.0.0` also on `::` (optional: the host may lack IPv6).
+    pub fn listen_plan(&self) -> Vec<(Multiaddr, codio_transport::listen::Need)> {
+        let quic = self.transport.quic_enabled();
+        codio_transport::listen::plan(&self.listen_addrs, self.listen_ip, self.listen_port, quic)
     }
 
     /// The layers' configurations with the seed fields applied, each validated by its layer.

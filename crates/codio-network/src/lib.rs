@@ -74,7 +74,7 @@ pub use codio_protocol::{
     RequestError, RequestHandler, RespondError, Responder, Response, serve,
 };
 use codio_transport::addr::{peer_id_of, without_p2p};
-pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, TransportConfig};
+pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, QuicConfig, TransportConfig};
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};
@@ -175,32 +175,27 @@ impl NetworkManager {
         }
     }
 
-    /// Starts listening on the configured address and starts discovery: dials the bootstrap
-    /// and reserved peers (and dials them again when lost), dials peers found by mDNS,
-    /// bootstraps the DHT.
+    /// Starts listening on the configured addresses ([`NetworkConfig::listen_plan`]) and starts
+    /// discovery: dials the bootstrap and reserved peers (and dials them again when lost),
+    /// dials peers found by mDNS, bootstraps the DHT.
     ///
-    /// Returns the listen addresses known once the listener reported its first address (with
-    /// `0.0.0.0` there may be more later; [`listen_addrs`](Self::listen_addrs) has them all).
+    /// Returns the listen addresses known once every listener reported its first address or
+    /// failed (with `0.0.0.0` there may be more later; [`listen_addrs`](Self::listen_addrs)).
     ///
     /// # Errors
     ///
-    /// [`NetworkError::AlreadyStarted`] on a second call, [`NetworkError::Listen`] when the
-    /// address cannot be listened on, [`NetworkError::ShutDown`] after shutdown.
+    /// [`NetworkError::AlreadyStarted`] on a second call, [`NetworkError::Listen`] when a
+    /// required address (or every address) cannot be listened on, [`NetworkError::ShutDown`]
+    /// after shutdown.
     pub async fn start(&self) -> Result<Vec<Multiaddr>, NetworkError> {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(NetworkError::AlreadyStarted);
         }
-        let address = self.config.listen_multiaddr();
+        let addresses = self.config.listen_plan();
         let limit = self.config.transport.connect_timeout() + REPLY_GRACE;
-        let first = self
-            .call(|reply| Command::Start { address, reply }, limit)
+        self.call(|reply| Command::Start { addresses, reply }, limit)
             .await
-            .map_err(|e| e.network("start", limit))??;
-        let mut addrs = self.listen_addrs.get();
-        if addrs.is_empty() {
-            addrs.push(first);
-        }
-        Ok(addrs)
+            .map_err(|e| e.network("start", limit))?
     }
 
     /// Connects to the peer at `address` and returns its peer id once a connection is
@@ -436,7 +431,7 @@ impl NetworkManager {
         self.access.clone()
     }
 
-    /// The addresses the node listens on.
+    /// The addresses the node listens on: TCP ones first, then QUIC.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs.get()
     }

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use codio_network::{
     AccessConfig, AccessMode, AutonatSettings, BackoffConfig, InboundLimits, KadMode, MdnsConfig,
     MemoryLimit, Multiaddr, NatConfig, NetworkConfig, PeerId, PolicyConfig, PreSharedKey,
-    TransportConfig,
+    QuicConfig, TransportConfig,
 };
 
 use libp2p::{StreamProtocol, multiaddr::Protocol};
@@ -40,6 +40,8 @@ pub(crate) struct NodeConfig {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) listen_ip: IpAddr,
     pub(crate) listen_port: u16,
+    pub(crate) listen: Vec<String>,
+    pub(crate) quic: bool,
     pub(crate) max_peers: usize,
     pub(crate) mdns: bool,
     pub(crate) kad_server: bool,
@@ -88,6 +90,8 @@ impl Default for NodeConfig {
             data_dir: None,
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             listen_port: 0,
+            listen: vec![],
+            quic: true,
             max_peers: 50,
             mdns: true,
             kad_server: false,
@@ -144,9 +148,16 @@ pub(crate) const EXAMPLE: &str = r#"# codio-node configuration (TOML). Every key
 # a fresh identity every start and keeps no peer book.
 # data_dir = "/var/lib/codio"
 
-# Address and TCP port to listen on (port 0: any free port).
+# Address and port to listen on, over TCP and (with quic) QUIC on the same UDP port number
+# (port 0: any free port). 0.0.0.0 means every interface of both families: :: is listened on
+# too when the host has IPv6.
 listen_ip = "0.0.0.0"
 listen_port = 0
+# Addresses to listen on instead of listen_ip/listen_port, each required, e.g.
+# ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1", "/ip6/::/tcp/4001"].
+listen = []
+# Speak QUIC beside TCP (always off with a swarm key: pnet cannot wrap QUIC).
+quic = true
 
 # Most established connections (peers beyond it are refused; bootstrap and reserved peers
 # get a few extra slots).
@@ -267,9 +278,24 @@ pub(crate) struct Overrides {
     /// IP address to listen on (default 0.0.0.0).
     #[arg(long, env = "CODIO_LISTEN_IP")]
     listen_ip: Option<IpAddr>,
-    /// TCP port to listen on (0: any free port; default 0).
+    /// Port to listen on, TCP and UDP (QUIC) (0: any free port; default 0).
     #[arg(long, env = "CODIO_LISTEN_PORT")]
     listen_port: Option<u16>,
+    /// Address to listen on instead of --listen-ip/--listen-port, e.g.
+    /// /ip6/::/udp/4001/quic-v1 (repeatable).
+    #[arg(
+        long = "listen",
+        env = "CODIO_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    listen: Vec<String>,
+    /// Speak QUIC beside TCP (default on; off with a swarm key); `--quic=false` turns it off.
+    #[arg(long, env = "CODIO_QUIC", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "no_quic")]
+    quic: Option<bool>,
+    /// Same as `--quic=false`.
+    #[arg(long, env = "CODIO_NO_QUIC", overrides_with = "quic")]
+    no_quic: bool,
     /// Maximum number of established connections (default 50).
     #[arg(long, env = "CODIO_MAX_PEERS")]
     max_peers: Option<usize>,
@@ -493,6 +519,8 @@ impl Overrides {
         }
         set(&mut c.listen_ip, self.listen_ip);
         set(&mut c.listen_port, self.listen_port);
+        set_list(&mut c.listen, self.listen);
+        switch(&mut c.quic, self.quic, self.no_quic);
         set(&mut c.max_peers, self.max_peers);
         switch(&mut c.mdns, self.mdns, self.no_mdns);
         switch(&mut c.kad_server, self.kad_server, self.no_kad_server);
@@ -599,6 +627,7 @@ impl NodeConfig {
         let bootstrap = addresses("bootstrap", &self.bootstrap, true, &mut errors);
         let reserved = addresses("reserved", &self.reserved, true, &mut errors);
         let dial = addresses("dial", &self.dial, false, &mut errors);
+        let listen = addresses("listen", &self.listen, false, &mut errors);
         let relays = addresses("relays", &self.relays, false, &mut errors);
         let external = addresses("external_addrs", &self.external_addrs, false, &mut errors);
         duplicates("bootstrap", &bootstrap, &mut errors);
@@ -640,6 +669,7 @@ impl NodeConfig {
             return Err(errors);
         }
         Ok(Validated {
+            listen,
             bootstrap,
             reserved,
             dial,
@@ -730,6 +760,7 @@ impl NodeConfig {
             ("bootstrap", self.bootstrap.len(), 1_024),
             ("reserved", self.reserved.len(), 1_024),
             ("dial", self.dial.len(), 1_024),
+            ("listen", self.listen.len(), 64),
             ("find_peer", self.find_peer.len(), 1_024),
             ("relays", self.relays.len(), 1_024),
             ("external_addrs", self.external_addrs.len(), 1_024),
@@ -757,8 +788,10 @@ impl NodeConfig {
             ..NetworkConfig::default()
         }
         .with_listen_ip(self.listen_ip)
+        .with_listen_addrs(v.listen.clone())
         .with_transport(
             TransportConfig::default()
+                .with_quic(QuicConfig::default().with_enabled(self.quic))
                 .with_connect_timeout(ms(self.connect_timeout_ms))
                 .with_private_network(v.swarm_key)
                 .with_inbound_limits(
@@ -859,6 +892,7 @@ impl NodeConfig {
 /// The parsed values of a valid configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Validated {
+    pub(crate) listen: Vec<Multiaddr>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) reserved: Vec<Multiaddr>,
     pub(crate) dial: Vec<Multiaddr>,

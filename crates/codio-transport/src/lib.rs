@@ -1,7 +1,10 @@
 //! Authenticated, multiplexed transport for codio nodes.
 //!
 //! [`build_transport`] returns the transport every codio node speaks: TCP (with `TCP_NODELAY`)
-//! optionally behind DNS resolution, secured with TLS 1.3 or [Noise](libp2p::noise) (XX
+//! and, beside it, QUIC ([`QuicConfig`]; TCP dials wait briefly for a QUIC dial to the same
+//! peer, happy-eyeballs style), optionally behind DNS resolution; [`listen`] says which
+//! addresses a node listens on (TCP and QUIC, IPv4 and IPv6). TCP is secured with TLS 1.3 or
+//! [Noise](libp2p::noise) (XX
 //! handshake), negotiated in a configured order ([`security`]; Ed25519 identities either way;
 //! a peer met before is dialed with the protocol it completed, at no negotiation round trip),
 //! and multiplexed with Yamux ([`YamuxConfig`], tuned: see the `muxer` notes on
@@ -61,9 +64,12 @@ use libp2p::{
 pub mod addr;
 mod coalesce;
 mod connect_error;
+mod eyeballs;
 pub mod gate;
+pub mod listen;
 mod muxer;
 mod negotiate;
+mod quic;
 mod reuse;
 pub mod security;
 mod timeout;
@@ -74,6 +80,7 @@ pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 pub use negotiate::SetupError;
+pub use quic::QuicConfig;
 pub use security::{SecureStream, SecurityError, SecurityProtocol};
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
@@ -141,6 +148,7 @@ impl From<NegotiationMode> for Version {
 /// | [`private_network`](Self::with_private_network) | none: with a pre-shared key, every TCP connection first runs libp2p's private-network handshake (pnet, XSalsa20 with the key, kubo's key file format); peers without the key cannot finish it |
 /// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
 /// | [`security`](Self::with_security) | TLS 1.3 first, Noise second (see [`security`]) |
+/// | [`quic`](Self::with_quic) | [`QuicConfig::default`]: QUIC on beside TCP (off with a private network key), TCP dials wait 250 ms (30 ms on private addresses) for a QUIC dial to the same peer |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     nodelay: bool,
@@ -154,6 +162,7 @@ pub struct TransportConfig {
     inbound: InboundLimits,
     psk: Option<PreSharedKey>,
     security: Vec<SecurityProtocol>,
+    quic: QuicConfig,
 }
 
 impl Default for TransportConfig {
@@ -170,6 +179,7 @@ impl Default for TransportConfig {
             inbound: InboundLimits::default(),
             psk: None,
             security: vec![SecurityProtocol::Tls, SecurityProtocol::Noise],
+            quic: QuicConfig::default(),
         }
     }
 }
@@ -250,6 +260,23 @@ impl TransportConfig {
     /// The security protocols offered, most preferred first.
     pub fn security(&self) -> &[SecurityProtocol] {
         &self.security
+    }
+
+    /// Sets the QUIC settings (default [`QuicConfig::default`]: QUIC on).
+    pub fn with_quic(mut self, quic: QuicConfig) -> Self {
+        self.quic = quic;
+        self
+    }
+
+    /// The QUIC settings.
+    pub fn quic(&self) -> &QuicConfig {
+        &self.quic
+    }
+
+    /// Whether the transport speaks QUIC: when enabled and no private network key is set
+    /// (pnet cannot wrap QUIC).
+    pub fn quic_enabled(&self) -> bool {
+        self.quic.enabled() && self.psk.is_none()
     }
 
     /// The pre-shared key of a private network, if set.
@@ -345,18 +372,43 @@ pub fn build(
     })
 }
 
-/// TCP (+ DNS), upgraded, its inbound set-ups within `gate`.
+/// TCP upgraded and, when enabled, QUIC beside it (TCP dials waiting briefly for QUIC dials
+/// to the same peer, see `eyeballs.rs`), inbound set-ups within `gate`; behind DNS resolution
+/// when enabled.
 fn direct(
     keypair: &identity::Keypair,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError> {
     let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
-    if config.dns {
-        let dns = dns::tokio::Transport::system(tcp).map_err(TransportBuildError::Dns)?;
-        private(dns, keypair, config, gate)
+    let tcp = private(tcp, keypair, config, gate)?;
+    let ip = if config.quic_enabled() {
+        tcp.or_transport(quic::transport(keypair, config, gate))
+            .map(|either, _| either.into_inner())
+            .map_err(|either| either.into_inner())
+            .boxed()
     } else {
-        private(tcp, keypair, config, gate)
+        tcp
+    };
+    let (public, private) = config.quic.tcp_delay();
+    let delays = eyeballs::Delays { public, private };
+    if !config.dns {
+        return Ok(eyeballs::Eyeballs::new(ip, delays).boxed());
+    }
+    let dns = dns::tokio::Transport::system(ip).map_err(TransportBuildError::Dns)?;
+    Ok(eyeballs::Eyeballs::new(dns.map_err(unwrap_dns), delays).boxed())
+}
+
+/// A DNS layer's error as the transport's own where it is one (so a set-up timeout stays
+/// `TimedOut`).
+fn unwrap_dns(error: dns::Error<io::Error>) -> io::Error {
+    match error {
+        dns::Error::Transport(error) => error,
+        dns::Error::Dial(mut errors) if errors.len() == 1 => match errors.pop() {
+            Some(error) => unwrap_dns(error),
+            None => io::Error::other("no dial error"),
+        },
+        other => io::Error::other(other),
     }
 }
 
@@ -538,14 +590,107 @@ mod tests {
     }
 
     async fn listen(swarm: &mut Swarm<libp2p::ping::Behaviour>) -> Multiaddr {
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
+        listen_on(swarm, "/ip4/127.0.0.1/tcp/0").await
+    }
+
+    async fn listen_on(swarm: &mut Swarm<libp2p::ping::Behaviour>, addr: &str) -> Multiaddr {
+        swarm.listen_on(addr.parse().unwrap()).unwrap();
         loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
                 return address;
             }
         }
+    }
+
+    /// `dialer` dials `target` at `addresses` (in this order); the address of the connection
+    /// it got and how long that took.
+    async fn connect(
+        dialer: &mut Swarm<libp2p::ping::Behaviour>,
+        target: &mut Swarm<libp2p::ping::Behaviour>,
+        addresses: Vec<Multiaddr>,
+    ) -> (Multiaddr, Duration) {
+        let peer = *target.local_peer_id();
+        let started = Instant::now();
+        dialer
+            .dial(DialOpts::peer_id(peer).addresses(addresses).build())
+            .unwrap();
+        let run = async {
+            loop {
+                tokio::select! {
+                    _ = target.select_next_some() => {}
+                    event = dialer.select_next_some() => match event {
+                        SwarmEvent::ConnectionEstablished { endpoint, .. } => {
+                            return addr::without_p2p(endpoint.get_remote_address().clone());
+                        }
+                        SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{error}"),
+                        _ => {}
+                    },
+                }
+            }
+        };
+        let address = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("connected within 10 s");
+        (address, started.elapsed())
+    }
+
+    /// A peer listening on TCP and QUIC is reached over each alone, and over QUIC when the
+    /// dialer knows both (TCP listed first): TCP waits for the QUIC dial, which wins.
+    #[tokio::test]
+    async fn quic_and_tcp_each_connect_and_quic_wins_when_both_are_known() {
+        // A long delay: an unoptimised QUIC handshake can take longer than the default 30 ms.
+        let delay = Duration::from_secs(5);
+        let quic = QuicConfig::default().with_tcp_delay(delay, delay);
+        let config = TransportConfig::default().with_quic(quic);
+        let mut target = swarm(&config);
+        let tcp = listen(&mut target).await;
+        let quic = listen_on(&mut target, "/ip4/127.0.0.1/udp/0/quic-v1").await;
+        for addresses in [
+            vec![quic.clone()],
+            vec![tcp.clone()],
+            vec![tcp, quic.clone()],
+        ] {
+            let mut dialer = swarm(&config);
+            let expected = addresses.last().unwrap().clone();
+            let (address, took) = connect(&mut dialer, &mut target, addresses).await;
+            assert_eq!(address, expected);
+            assert!(took < delay, "{took:?}");
+        }
+    }
+
+    /// A QUIC address that swallows every packet (UDP filtered): the TCP dial starts after
+    /// the configured delay, not after QUIC's handshake timeout.
+    #[tokio::test]
+    async fn a_blocked_quic_address_falls_back_to_tcp_after_the_delay() {
+        let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = black_hole.local_addr().unwrap().port();
+        let blocked: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+            .parse()
+            .unwrap();
+        let delay = Duration::from_millis(400);
+        let quic = QuicConfig::default().with_tcp_delay(delay, delay);
+        let config = TransportConfig::default().with_quic(quic);
+        let mut target = swarm(&config);
+        let tcp = listen(&mut target).await;
+        let mut dialer = swarm(&config);
+        let (address, took) = connect(&mut dialer, &mut target, vec![blocked, tcp.clone()]).await;
+        assert_eq!(address, tcp);
+        assert!(took >= delay, "TCP started before the delay: {took:?}");
+        assert!(took < delay * 3, "TCP waited for QUIC's timeout: {took:?}");
+    }
+
+    /// With a private network key there is no QUIC: listening on a QUIC address fails.
+    #[tokio::test]
+    async fn a_private_network_has_no_quic() {
+        let key: PreSharedKey = PreSharedKey::new([7; 32]);
+        let config = TransportConfig::default().with_private_network(Some(key));
+        assert!(!config.quic_enabled());
+        let mut swarm = swarm(&config);
+        assert!(
+            swarm
+                .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -1,37 +1,61 @@
 //! Addresses: the node's listeners, and what identify tells about peers.
 
-use std::collections::HashMap;
-
+use codio_transport::{
+    addr::is_quic,
+    listen::{Listening, Need},
+};
 use libp2p::{Multiaddr, core::transport::ListenerId, identify, swarm::SwarmEvent};
 use tokio::sync::oneshot;
 
 use super::EventLoop;
 use crate::{NetworkError, NetworkEvent, behaviour::BehaviourEvent};
 
-type ListenReply = oneshot::Sender<Result<Multiaddr, NetworkError>>;
+type ListenReply = oneshot::Sender<Result<Vec<Multiaddr>, NetworkError>>;
 
-/// The node's listeners and the callers waiting for their first address.
+/// The node's listeners and the caller waiting for them to start.
 #[derive(Default)]
 pub(super) struct Listens {
-    pending: HashMap<ListenerId, (Multiaddr, ListenReply)>,
+    starting: Option<(Listening, ListenReply)>,
     listeners: Vec<ListenerId>,
 }
 
 impl EventLoop {
-    /// Listens on `address`, then starts discovery and dials the peers the policy keeps.
-    pub(super) fn start(&mut self, address: Multiaddr, reply: ListenReply) {
-        match self.swarm.listen_on(address.clone()) {
-            Ok(id) => {
-                self.listens.listeners.push(id);
-                self.listens.pending.insert(id, (address, reply));
-                self.swarm.behaviour_mut().discovery.start();
-                self.swarm.behaviour_mut().policy.dial_watched();
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                let _ = reply.send(Err(NetworkError::Listen { address, reason }));
+    /// Listens on `addresses`, then starts discovery and dials the peers the policy keeps.
+    pub(super) fn start(&mut self, addresses: Vec<(Multiaddr, Need)>, reply: ListenReply) {
+        let mut listening = Listening::default();
+        for (address, need) in addresses {
+            match self.swarm.listen_on(address.clone()) {
+                Ok(id) => {
+                    self.listens.listeners.push(id);
+                    listening.expect(id, address, need);
+                }
+                Err(error) => listening.refused(address, need, error.to_string()),
             }
         }
+        if !self.listens.listeners.is_empty() {
+            self.swarm.behaviour_mut().discovery.start();
+            self.swarm.behaviour_mut().policy.dial_watched();
+        }
+        self.listens.starting = Some((listening, reply));
+        self.answer_start();
+    }
+
+    /// Answers the start once every listener reported an address or failed.
+    fn answer_start(&mut self) {
+        let Some(Some(outcome)) = self.listens.starting.as_ref().map(|(l, _)| l.outcome()) else {
+            return;
+        };
+        let Some((listening, reply)) = self.listens.starting.take() else {
+            return;
+        };
+        for failure in listening.failures() {
+            tracing::warn!(address = %failure.address, reason = %failure.reason, need = ?failure.need, "cannot listen");
+        }
+        let outcome = outcome.map_err(|f| NetworkError::Listen {
+            address: f.address,
+            reason: f.reason,
+        });
+        let _ = reply.send(outcome);
     }
 
     pub(super) fn remove_listeners(&mut self) {
@@ -51,10 +75,12 @@ impl EventLoop {
                 self.listen_addrs.update(|addrs| {
                     if !addrs.contains(&address) {
                         addrs.push(address.clone());
+                        addrs.sort_by_key(is_quic);
                     }
                 });
-                if let Some((_, reply)) = self.listens.pending.remove(&listener_id) {
-                    let _ = reply.send(Ok(address.clone()));
+                if let Some((listening, _)) = &mut self.listens.starting {
+                    listening.bound(listener_id, address.clone());
+                    self.answer_start();
                 }
                 self.emit(NetworkEvent::Listening { address });
             }
@@ -86,12 +112,10 @@ impl EventLoop {
         self.listens.listeners.retain(|id| *id != listener_id);
         self.listen_addrs
             .update(|addrs| addrs.retain(|a| !addresses.contains(a)));
-        if let Some((address, reply)) = self.listens.pending.remove(&listener_id) {
-            let reason = match reason {
-                Ok(()) => "listener closed".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            let _ = reply.send(Err(NetworkError::Listen { address, reason }));
+        if let Some((listening, _)) = &mut self.listens.starting {
+            let reason = reason.map_or_else(|e| e.to_string(), |()| "listener closed".into());
+            listening.closed(listener_id, reason);
+            self.answer_start();
         }
     }
 

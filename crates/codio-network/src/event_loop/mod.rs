@@ -23,6 +23,7 @@ use libp2p::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
+use codio_transport::listen::Need;
 
 use crate::{
     ConnectError, DiscoverySource, NetworkError, NetworkEvent,
@@ -33,10 +34,10 @@ use state::ListenAddrs;
 /// Requests from handles to the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Listen on `address`, then start discovery (bootstrap dials, mDNS dials, DHT bootstrap).
+    /// Listen on `addresses`, then start discovery (bootstrap dials, mDNS dials, DHT bootstrap).
     Start {
-        address: Multiaddr,
-        reply: oneshot::Sender<Result<Multiaddr, NetworkError>>,
+        addresses: Vec<(Multiaddr, Need)>,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, NetworkError>>,
     },
     /// The application asks for `peer_id`: an earlier explicit disconnect no longer keeps
     /// this node (a DHT lookup included) from dialing it.
@@ -135,7 +136,7 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Start { address, reply } => self.start(address, reply),
+            Command::Start { addresses, reply } => self.start(addresses, reply),
             Command::Dial { address, reply } => self.dial(address, reply),
             Command::Disconnect { peer_id, reply } => self.disconnect(peer_id, reply),
             Command::AllowDials { peer_id, reply } => {
