@@ -124,7 +124,7 @@ fn spoofed_answer(from: std::net::Ipv4Addr, count: usize) -> Vec<u8> {
     message.to_vec().expect("packet")
 }
 
-/// The TCP socket address of a `/ip4/…/tcp/…` multiaddress.
+/// The socket address of a `/ip4/…/tcp/…` or `/ip4/…/udp/…/quic-v1` multiaddress.
 pub fn socket_addr(address: &Multiaddr) -> SocketAddr {
     let mut ip = None;
     let mut port = None;
@@ -132,11 +132,11 @@ pub fn socket_addr(address: &Multiaddr) -> SocketAddr {
         match protocol {
             Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
             Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
-            Protocol::Tcp(p) => port = Some(p),
+            Protocol::Tcp(p) | Protocol::Udp(p) => port = Some(p),
             _ => {}
         }
     }
-    SocketAddr::new(ip.expect("an IP address"), port.expect("a TCP port"))
+    SocketAddr::new(ip.expect("an IP address"), port.expect("a TCP or UDP port"))
 }
 
 /// Keeps `count` TCP connections from `from` to `target` open, re-opening each one the victim
@@ -177,6 +177,56 @@ async fn connect_from(target: SocketAddr, from: IpAddr) -> std::io::Result<tokio
     };
     socket.bind(SocketAddr::new(from, 0))?;
     socket.connect(target).await
+}
+
+/// QUIC handshakes from `from` to the QUIC listener at `target` that never finish: each is a
+/// real client's first flight (its Initial packet, with a fresh connection id, caught on a
+/// socket of our own) sent from a fresh UDP socket at `from`, which then never answers. One
+/// every `every`; the last 256 sockets are kept open (so the victim's replies meet no ICMP).
+pub fn stalled_quic_handshakes(target: SocketAddr, from: IpAddr, every: Duration) -> Attack {
+    Attack::run(move |sent| async move {
+        let Ok(catcher) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+            return;
+        };
+        let Ok(caught_at) = catcher.local_addr() else {
+            return;
+        };
+        let caught: Multiaddr = format!("/ip4/127.0.0.1/udp/{}/quic-v1", caught_at.port())
+            .parse()
+            .expect("a QUIC address");
+        let keypair = Keypair::generate_ed25519();
+        let mut client = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(&keypair));
+        let mut held = std::collections::VecDeque::new();
+        let mut buf = vec![0u8; 2048];
+        // Bounded: the test drops the attack well before 100,000 handshakes.
+        for _ in 0..100_000 {
+            let opts = libp2p::core::transport::DialOpts {
+                role: libp2p::core::Endpoint::Dialer,
+                port_use: libp2p::core::transport::PortUse::New,
+            };
+            let Ok(dial) = libp2p::Transport::dial(&mut client, caught.clone(), opts) else {
+                return;
+            };
+            // The dial sends its Initial when polled; it is dropped once the packet is caught.
+            let dialing = tokio::spawn(dial);
+            let first_flight =
+                tokio::time::timeout(Duration::from_secs(2), catcher.recv_from(&mut buf)).await;
+            dialing.abort();
+            let Ok(Ok((len, _))) = first_flight else {
+                continue;
+            };
+            if let Ok(socket) = tokio::net::UdpSocket::bind(SocketAddr::new(from, 0)).await
+                && socket.send_to(&buf[..len], target).await.is_ok()
+            {
+                sent.fetch_add(1, Relaxed);
+                held.push_back(socket);
+                if held.len() > 256 {
+                    held.pop_front();
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
 }
 
 /// `count` libp2p peers, each with a fresh identity, connecting from `from` to `target` and

@@ -25,7 +25,7 @@ use codio_tests::{
     adversary::{
         echo_answer, hold_sockets, identify_flood, mdns_spoofer, metric, mint_peers, one_at_a_time,
         oversized_kad_responder, provider_flood, request_streams_never_read, rpc_never_read,
-        socket_addr, stalling_responder,
+        socket_addr, stalled_quic_handshakes, stalling_responder,
     },
     dial_addr, eventually, init_tracing, loopback_config, netns, started_node, started_server,
 };
@@ -72,8 +72,17 @@ fn echo(mut requests: mpsc::Receiver<InboundRequest>) {
 /// A good peer connects, sends `requests` requests and checks every answer; the victim's
 /// budget is sampled with `check_budget` while it does.
 async fn good_peer_is_served(victim: &NetworkManager, round: u8, check_budget: impl Fn()) {
+    good_peer_is_served_at(dial_addr(victim), round, check_budget).await;
+}
+
+/// [`good_peer_is_served`], dialing the victim at `address` (with its `/p2p/` suffix).
+async fn good_peer_is_served_at(
+    address: codio_network::Multiaddr,
+    round: u8,
+    check_budget: impl Fn(),
+) {
     let good = started_node(loopback_config()).await;
-    let peer = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(dial_addr(victim)))
+    let peer = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(address))
         .await
         .expect("connect in time")
         .unwrap_or_else(|e| panic!("round {round}: good peer refused: {e}"));
@@ -128,6 +137,46 @@ async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address(
         "sockets re-opened"
     );
     drop((silent, stalled));
+    victim.shutdown().await;
+}
+
+/// QUIC handshakes from one address that never finish (a real client's Initial, then
+/// silence), 50 a second: the victim sheds the attacker's oldest through the same gate as
+/// TCP, never holds more than 8 of its handshakes, and a peer from another address connects
+/// over QUIC and is answered every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_quic_handshakes_do_not_lock_out_a_peer_from_another_address() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let (victim, registry) = victim(identity, echo).await;
+    let quic = victim
+        .listen_addrs()
+        .into_iter()
+        .find(codio_transport::addr::is_quic)
+        .expect("a QUIC listener");
+    let attack = stalled_quic_handshakes(socket_addr(&quic), ATTACKER, Duration::from_millis(20));
+    let busiest = || metric(&registry, "codio_inbound_pending_busiest_source");
+    let pending = || metric(&registry, "codio_inbound_pending");
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { busiest() >= 8.0 }).await,
+        "the attack fills its source's share"
+    );
+    let check_budget = || {
+        assert!(busiest() <= 8.0, "per-source budget: {}", busiest());
+        assert!(pending() <= 64.0, "total budget: {}", pending());
+    };
+    let address = quic.with(libp2p::multiaddr::Protocol::P2p(victim.local_peer_id()));
+    for round in 0..5 {
+        good_peer_is_served_at(address.clone(), round, check_budget).await;
+    }
+    let shed = metric(&registry, "codio_inbound_shed_total{reason=\"per_source\"}");
+    assert!(shed >= 1.0, "the attacker's oldest were shed: {shed}");
+    assert!(
+        attack.opened() > 8,
+        "handshakes started: {}",
+        attack.opened()
+    );
+    drop(attack);
     victim.shutdown().await;
 }
 
