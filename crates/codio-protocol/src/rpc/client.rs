@@ -101,8 +101,7 @@ impl RpcClient {
         sessions.retain(|_, tx| !tx.is_closed());
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         sessions.insert(peer, tx.clone());
-        let (kill, _) = self.switches.arm(peer, usize::MAX);
-        tokio::spawn(run_session(self.clone(), peer, rx, kill));
+        tokio::spawn(run_session(self.clone(), peer, rx));
         tx
     }
 
@@ -162,16 +161,14 @@ fn unreachable(why: &str) -> RpcFailure {
     RpcFailure::Failed(RequestError::PeerUnreachable(why.to_owned()))
 }
 
-async fn run_session(
-    client: Arc<RpcClient>,
-    peer: PeerId,
-    mut rx: mpsc::Receiver<Outgoing>,
-    mut kill: oneshot::Receiver<()>,
-) {
+async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receiver<Outgoing>) {
     let stream = match client.control.open_stream(peer).await {
         Ok(stream) => stream,
         Err(error) => return refuse_all(&client, peer, rx, &error).await,
     };
+    // Armed once the stream is open: a connection that closed while the stream was being
+    // opened (on another connection, or a new one) says nothing about this session.
+    let (mut kill, _) = client.switches.arm(peer, usize::MAX);
     let (reader, writer) = stream.split();
     let pending: Pending = Arc::default();
     let toucher = Toucher::new(client.activity.clone(), peer);

@@ -18,8 +18,8 @@ use libp2p::{
 use tokio::sync::mpsc;
 
 use super::{
-    Control, Counters, IncomingStreams, OpenReply, OpenRequest, OpenStreamError, StreamsConfig,
-    handler::Handler,
+    Control, Counters, IncomingStreams, OpenRequest, OpenStreamError, Pending, Returned,
+    StreamsConfig, handler::Handler,
 };
 
 /// Opens and accepts streams of one protocol; see the [module docs](super).
@@ -33,8 +33,11 @@ pub struct Behaviour {
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Open requests waiting for a dial to finish. Bounded: requests come from the bounded
     /// request queue, and each waiting caller holds one.
-    dialing: HashMap<PeerId, Vec<OpenReply>>,
-    events: VecDeque<ToSwarm<(), OpenReply>>,
+    dialing: HashMap<PeerId, Vec<Pending>>,
+    events: VecDeque<ToSwarm<(), Pending>>,
+    /// Opens their connection dropped unanswered (see [`Pending`]); bounded like the
+    /// request queue, whose callers they are.
+    returned: (mpsc::Sender<Returned>, mpsc::Receiver<Returned>),
 }
 
 impl Behaviour {
@@ -42,6 +45,7 @@ impl Behaviour {
     pub fn new(config: StreamsConfig) -> (Self, Control, IncomingStreams) {
         let (inbound, receiver) = mpsc::channel(config.inbound_capacity);
         let (request_tx, requests) = mpsc::channel(config.open_capacity);
+        let returned = mpsc::channel(config.open_capacity);
         let counters = Arc::new(Counters::default());
         let control = Control {
             requests: request_tx,
@@ -55,6 +59,7 @@ impl Behaviour {
             connections: HashMap::new(),
             dialing: HashMap::new(),
             events: VecDeque::new(),
+            returned,
         };
         (behaviour, control, IncomingStreams { receiver })
     }
@@ -68,23 +73,39 @@ impl Behaviour {
         )
     }
 
-    fn route(&mut self, peer: PeerId, reply: OpenReply) {
+    /// Sends `open` to the peer's first connection, or dials the peer. The dial is skipped
+    /// only while another dial to the peer is under way: a connection this behaviour no longer
+    /// counts (lost while a stream was negotiated on it) may not be closed yet.
+    fn route(&mut self, peer: PeerId, mut open: Pending) {
         if let Some(connection) = self.connections.get(&peer).and_then(|c| c.first()) {
+            if !open.rerouted {
+                open.back = Some((self.returned.0.clone(), peer, *connection));
+            }
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(*connection),
-                event: reply,
+                event: open,
             });
             return;
         }
         let waiting = self.dialing.entry(peer).or_default();
-        waiting.push(reply);
+        waiting.push(open);
         if waiting.len() == 1 {
             self.events.push_back(ToSwarm::Dial {
                 opts: DialOpts::peer_id(peer)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .condition(PeerCondition::NotDialing)
                     .build(),
             });
+        }
+    }
+
+    /// Forgets `connection` of `peer` (closed, or lost under a stream).
+    fn forget(&mut self, peer: &PeerId, connection: ConnectionId) {
+        if let Some(connections) = self.connections.get_mut(peer) {
+            connections.retain(|c| *c != connection);
+            if connections.is_empty() {
+                self.connections.remove(peer);
+            }
         }
     }
 }
@@ -127,12 +148,7 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             FromSwarm::ConnectionClosed(closed) => {
-                if let Some(connections) = self.connections.get_mut(&closed.peer_id) {
-                    connections.retain(|c| *c != closed.connection_id);
-                    if connections.is_empty() {
-                        self.connections.remove(&closed.peer_id);
-                    }
-                }
+                self.forget(&closed.peer_id, closed.connection_id);
             }
             FromSwarm::DialFailure(failure) => {
                 let Some(peer) = failure.peer_id else {
@@ -145,8 +161,9 @@ impl NetworkBehaviour for Behaviour {
                 {
                     return;
                 }
-                for reply in self.dialing.remove(&peer).unwrap_or_default() {
-                    let _ = reply.send(Err(OpenStreamError::Dial(failure.error.to_string())));
+                for open in self.dialing.remove(&peer).unwrap_or_default() {
+                    let error = OpenStreamError::Dial(failure.error.to_string());
+                    open.send(Err(error));
                 }
             }
             _ => {}
@@ -167,8 +184,21 @@ impl NetworkBehaviour for Behaviour {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(event);
             }
+            if let Poll::Ready(Some(Returned {
+                peer,
+                connection,
+                open,
+            })) = self.returned.1.poll_recv(cx)
+            {
+                // The connection dropped an open unanswered: it is closing, or lost.
+                self.forget(&peer, connection);
+                self.route(peer, open);
+                continue;
+            }
             match self.requests.poll_recv(cx) {
-                Poll::Ready(Some(OpenRequest { peer, reply })) => self.route(peer, reply),
+                Poll::Ready(Some(OpenRequest { peer, reply })) => {
+                    self.route(peer, Pending::new(reply));
+                }
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
@@ -200,7 +230,7 @@ mod tests {
             Behaviour::new(StreamsConfig::new(StreamProtocol::new("/t/1")));
         let peer = PeerId::random();
         let (reply, mut rx) = oneshot::channel();
-        behaviour.route(peer, reply);
+        behaviour.route(peer, Pending::new(reply));
         failure(
             &mut behaviour,
             peer,
@@ -209,5 +239,75 @@ mod tests {
         assert!(rx.try_recv().is_err(), "still waiting");
         failure(&mut behaviour, peer, &DialError::NoAddresses);
         assert!(matches!(rx.try_recv(), Ok(Err(OpenStreamError::Dial(_)))));
+    }
+
+    fn established(behaviour: &mut Behaviour, peer: PeerId, id: usize) -> ConnectionId {
+        let connection_id = ConnectionId::new_unchecked(id);
+        let endpoint = libp2p::core::ConnectedPoint::Dialer {
+            address: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(
+            libp2p::swarm::behaviour::ConnectionEstablished {
+                peer_id: peer,
+                connection_id,
+                endpoint: &endpoint,
+                failed_addresses: &[],
+                other_established: 0,
+            },
+        ));
+        connection_id
+    }
+
+    /// An open its connection drops unanswered (closing, or lost while negotiating) goes to
+    /// the peer's other connection; with none left, the peer is dialed even though the lost
+    /// connection may not be closed yet; dropped a second time, the caller is told.
+    #[test]
+    fn an_open_its_connection_drops_is_routed_again() {
+        let (mut behaviour, _control, _incoming) =
+            Behaviour::new(StreamsConfig::new(StreamProtocol::new("/t/1")));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let peer = PeerId::random();
+        let (first, second) = (
+            established(&mut behaviour, peer, 1),
+            established(&mut behaviour, peer, 2),
+        );
+        let (reply, mut rx) = oneshot::channel();
+        behaviour.route(peer, Pending::new(reply));
+        let sent_to = |event: Poll<ToSwarm<(), Pending>>| match event {
+            Poll::Ready(ToSwarm::NotifyHandler {
+                handler: NotifyHandler::One(c),
+                event,
+                ..
+            }) => (c, event),
+            _ => panic!("not sent to a connection"),
+        };
+        let (to, open) = sent_to(behaviour.poll(&mut cx));
+        assert_eq!(to, first);
+        drop(open); // The first connection closes with the open queued.
+        let (to, open) = sent_to(behaviour.poll(&mut cx));
+        assert_eq!(to, second, "routed again, to the other connection");
+        assert!(rx.try_recv().is_err(), "the caller still waits");
+        drop(open); // Dropped again: the caller is told.
+        assert!(behaviour.poll(&mut cx).is_pending());
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        // With no connection left, a returned open dials.
+        let (reply, _rx) = oneshot::channel();
+        behaviour.forget(&peer, second);
+        let third = established(&mut behaviour, peer, 3);
+        behaviour.route(peer, Pending::new(reply));
+        let (to, open) = sent_to(behaviour.poll(&mut cx));
+        assert_eq!(to, third);
+        drop(open);
+        assert!(matches!(
+            behaviour.poll(&mut cx),
+            Poll::Ready(ToSwarm::Dial { .. })
+        ));
+        assert_eq!(behaviour.dialing.get(&peer).map(Vec::len), Some(1));
     }
 }

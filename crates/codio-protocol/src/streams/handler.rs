@@ -19,7 +19,7 @@ use libp2p::{
 };
 use tokio::sync::mpsc;
 
-use super::{Counters, OpenReply, OpenStreamError};
+use super::{Counters, OpenStreamError, Pending};
 
 /// Handles the streams of one connection.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct Handler {
     counters: Arc<Counters>,
     /// Open requests not yet handed to the connection. Bounded by the behaviour's request
     /// queue: each entry has a caller waiting on it.
-    requested: VecDeque<OpenReply>,
+    requested: VecDeque<Pending>,
     /// Outbound streams being negotiated.
     negotiating: usize,
 }
@@ -54,12 +54,12 @@ impl Handler {
 }
 
 impl ConnectionHandler for Handler {
-    type FromBehaviour = OpenReply;
+    type FromBehaviour = Pending;
     type ToBehaviour = Infallible;
     type InboundProtocol = ReadyUpgrade<StreamProtocol>;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
-    type OutboundOpenInfo = OpenReply;
+    type OutboundOpenInfo = Pending;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
         SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
@@ -73,7 +73,7 @@ impl ConnectionHandler for Handler {
     fn poll(
         &mut self,
         _: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, OpenReply, Self::ToBehaviour>> {
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Pending, Self::ToBehaviour>> {
         match self.requested.pop_front() {
             Some(reply) => {
                 self.negotiating += 1;
@@ -88,13 +88,13 @@ impl ConnectionHandler for Handler {
         }
     }
 
-    fn on_behaviour_event(&mut self, reply: OpenReply) {
-        self.requested.push_back(reply);
+    fn on_behaviour_event(&mut self, open: Pending) {
+        self.requested.push_back(open);
     }
 
     fn on_connection_event(
         &mut self,
-        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), OpenReply>,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), Pending>,
     ) {
         match event {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
@@ -118,13 +118,18 @@ impl ConnectionHandler for Handler {
             },
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
-                info: reply,
+                info: open,
             }) => {
                 self.negotiating = self.negotiating.saturating_sub(1);
-                let _ = reply.send(Ok(stream));
+                open.send(Ok(stream));
             }
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { info: reply, error }) => {
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { info: open, error }) => {
                 self.negotiating = self.negotiating.saturating_sub(1);
+                if matches!(error, StreamUpgradeError::Io(_)) && open.returns() {
+                    tracing::debug!(peer = %self.remote, protocol = %self.protocol, "connection lost while opening a stream; routing it again");
+                    // Dropped unanswered, it goes back to the behaviour.
+                    return;
+                }
                 let error = match error {
                     StreamUpgradeError::Timeout => OpenStreamError::Timeout,
                     StreamUpgradeError::NegotiationFailed => {
@@ -133,7 +138,7 @@ impl ConnectionHandler for Handler {
                     StreamUpgradeError::Io(error) => OpenStreamError::Io(error),
                     StreamUpgradeError::Apply(never) => match never {},
                 };
-                let _ = reply.send(Err(error));
+                open.send(Err(error));
             }
             _ => {}
         }

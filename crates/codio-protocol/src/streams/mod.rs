@@ -104,6 +104,73 @@ pub enum OpenStreamError {
 
 pub(crate) type OpenReply = oneshot::Sender<Result<Stream, OpenStreamError>>;
 
+/// An open request on its way to a connection (opaque): the caller's reply, and where it goes
+/// back to if the connection drops it unanswered.
+///
+/// An open whose connection closes or is lost before the stream is open carried no data yet,
+/// so it returns to the behaviour, which forgets that connection and routes the open once more
+/// (another connection of the peer, or a new dial): a peer that dialed us over two transports
+/// at once and dropped the slower connection (happy eyeballs) costs the caller nothing.
+#[derive(Debug)]
+pub struct Pending {
+    reply: Option<OpenReply>,
+    /// Where it returns if dropped unanswered, and the connection it was sent to; `None`
+    /// once it was routed again (a second loss fails the caller).
+    back: Option<(mpsc::Sender<Returned>, PeerId, libp2p::swarm::ConnectionId)>,
+    rerouted: bool,
+}
+
+/// An open its connection dropped unanswered, on its way back to the behaviour.
+#[derive(Debug)]
+pub(crate) struct Returned {
+    peer: PeerId,
+    connection: libp2p::swarm::ConnectionId,
+    open: Pending,
+}
+
+impl Pending {
+    fn new(reply: OpenReply) -> Self {
+        Self {
+            reply: Some(reply),
+            back: None,
+            rerouted: false,
+        }
+    }
+
+    /// Answers the caller.
+    fn send(mut self, result: Result<Stream, OpenStreamError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Whether dropping it unanswered routes it again.
+    fn returns(&self) -> bool {
+        self.back.is_some()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(reply), Some((back, peer, connection))) = (self.reply.take(), self.back.take())
+        else {
+            return;
+        };
+        let open = Pending {
+            reply: Some(reply),
+            back: None,
+            rerouted: true,
+        };
+        // Full (as many returns under way as opens allowed): the caller is told the
+        // connection closed, as without the return.
+        let _ = back.try_send(Returned {
+            peer,
+            connection,
+            open,
+        });
+    }
+}
+
 /// A request from a [`Control`] to the behaviour.
 #[derive(Debug)]
 pub(crate) struct OpenRequest {
@@ -125,7 +192,9 @@ pub struct Control {
 }
 
 impl Control {
-    /// Opens a stream to `peer`, dialing it first when it is not connected.
+    /// Opens a stream to `peer`, dialing it first when it is not connected. An open whose
+    /// connection closes or is lost before the stream is open is tried once more, on another
+    /// connection or a new dial (nothing was sent yet).
     ///
     /// # Errors
     ///
