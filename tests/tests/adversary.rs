@@ -732,7 +732,8 @@ async fn oversized_dht_answers_are_refused_at_the_message_bound() {
 /// 40 fresh identities from one address keep dialing a node that admits only one listed
 /// peer: every one is refused right after the transport handshake, before any protocol runs
 /// (the victim never counts them connected and never identifies them), while the listed
-/// peer connects and is answered. The lists change at run time: denying the listed peer
+/// peer connects and is answered; a stranger dialing over QUIC is refused the same way. The
+/// lists change at run time: denying the listed peer
 /// closes its connection and keeps it out, taking it off the deny list lets it back in,
 /// and opening the node lets strangers in (up to their address's share).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,6 +767,23 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
         "strangers refused: {}",
         refused()
     );
+    // Over QUIC too: a stranger dialing the QUIC listener is refused by the same rules.
+    let quic = victim
+        .listen_addrs()
+        .into_iter()
+        .find(codio_transport::addr::is_quic)
+        .expect("a QUIC listener")
+        .with(libp2p::multiaddr::Protocol::P2p(victim.local_peer_id()));
+    let stranger = started_node(loopback_config()).await;
+    let stranger_id = stranger.local_peer_id();
+    let mut quic_events = victim.subscribe();
+    let _ = stranger.connect_peer(quic).await;
+    codio_tests::wait_for_event(&mut quic_events, EVENT_TIMEOUT, "QUIC stranger refused", |e| {
+        matches!(e, NetworkEvent::Policy(codio_network::PolicyEvent::Denied { peer_id: Some(p), .. }) if *p == stranger_id)
+    })
+    .await;
+    assert!(victim.peer_info(&stranger_id).is_none());
+    stranger.shutdown().await;
     let friend = started_node(loopback_config().with_keypair(friend_key)).await;
     let victim_id = friend
         .connect_peer(dial_addr(&victim))

@@ -1136,6 +1136,33 @@ mod tests {
 
     /// `allow_peer`, `deny_peer` and `reserved_only` reach the node's access rules.
     #[test]
+    fn listen_addresses_and_quic_reach_the_node() {
+        let file = NodeConfig::parse(
+            "listen = [\"/ip4/0.0.0.0/tcp/4001\", \"/ip6/::/udp/4001/quic-v1\"]\nquic = false",
+        )
+        .unwrap();
+        let network = file.network_config(&file.validate().unwrap());
+        assert_eq!(
+            network.listen_addrs,
+            ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/udp/4001/quic-v1"]
+                .map(|a| a.parse::<Multiaddr>().unwrap())
+        );
+        assert!(!network.transport.quic_enabled());
+        let default = NodeConfig::default();
+        let network = default.network_config(&default.validate().unwrap());
+        assert!(network.transport.quic_enabled() && network.listen_addrs.is_empty());
+        let bad = NodeConfig {
+            listen: vec!["/ip4/0.0.0.0/tcp/4001".into(), "nonsense".into()],
+            ..NodeConfig::default()
+        };
+        let errors = bad.validate().unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.starts_with("listen[1]")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn access_settings_reach_the_node() {
         let (friend, foe) = (PeerId::random(), PeerId::random());
         let runtime = tokio::runtime::Builder::new_current_thread()

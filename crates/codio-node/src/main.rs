@@ -12,6 +12,7 @@
 //! default `info`); `--json` adds one JSON event per line on stdout.
 
 mod config;
+mod fdlimit;
 mod files;
 mod http;
 mod identity;
@@ -277,6 +278,12 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         ),
         None => None,
     };
+    match fdlimit::raise() {
+        Ok(l) => {
+            tracing::info!(before = ?l.before, soft = ?l.soft, hard = ?l.hard, "open-file limit")
+        }
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let (network, inbox) = start_network(config, validated, registry.clone()).await?;
     let peer_id = network.local_peer_id();
     tracing::info!(%peer_id, "local peer id");
