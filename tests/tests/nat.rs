@@ -39,6 +39,68 @@ async fn peer_id(node: &mut NodeProcess, what: &str) -> String {
     field(&line, "peer_id").unwrap().to_owned()
 }
 
+/// The relay, A (private: reserved on the relay) and B (connected to A through the relay) of
+/// one lab; A and B bootstrap from the relay at `relay_addr` and get `flags`, B `b_flags`
+/// too.
+struct Relayed {
+    relay: NodeProcess,
+    a: NodeProcess,
+    b: NodeProcess,
+    a_id: String,
+    bootstrap: String,
+}
+
+impl Relayed {
+    /// Starts the three and waits until B reports its relayed connection to A.
+    async fn start(lab: &NatLab, relay_addr: &str, flags: &[String]) -> Self {
+        let binary = node_binary();
+        let mut relay = NodeProcess::spawn_command(
+            lab.command(&lab.relay, &binary),
+            LAB.iter().copied().chain([
+                "--relay-server",
+                "--kad-server",
+                "--external-addr",
+                relay_addr,
+            ]),
+        );
+        let relay_id = peer_id(&mut relay, "relay").await;
+        let bootstrap = format!("{relay_addr}/p2p/{relay_id}");
+        let args = |extra: &[&str]| {
+            LAB.iter()
+                .copied()
+                .chain(["--bootstrap", &bootstrap])
+                .chain(flags.iter().map(String::as_str))
+                .chain(extra.iter().copied())
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        };
+        let mut a = NodeProcess::spawn_command(lab.command(&lab.private1, &binary), args(&[]));
+        let a_id = peer_id(&mut a, "A").await;
+        a.wait_for_line(WAIT, "A private", |l| l.contains("NAT status: private"))
+            .await;
+        a.wait_for_line(WAIT, "A reservation", |l| {
+            l.contains("relay reservation accepted")
+        })
+        .await;
+        let circuit = format!("{bootstrap}/p2p-circuit/p2p/{a_id}");
+        let mut b = NodeProcess::spawn_command(
+            lab.command(&lab.private2, &binary),
+            args(&["--dial", &circuit]),
+        );
+        b.wait_for_line(WAIT, "B relayed connection to A", |l| {
+            l.contains("peer connected") && l.contains(&a_id) && l.contains("relayed=true")
+        })
+        .await;
+        Self {
+            relay,
+            a,
+            b,
+            a_id,
+            bootstrap,
+        }
+    }
+}
+
 /// A (behind NAT 1) and B (behind NAT 2), configured with nothing but the bootstrap address,
 /// find out they are private, reserve on the relay, B reaches A through the relay, hole
 /// punching upgrades the connection to a direct one and a ping crosses it; a node on the public
@@ -52,18 +114,15 @@ async fn hole_punching_through_two_nats() {
             return;
         }
     };
-    let binary = node_binary();
-    let mut relay = NodeProcess::spawn_command(
-        lab.command(&lab.relay, &binary),
-        LAB.iter().copied().chain([
-            "--relay-server",
-            "--kad-server",
-            "--external-addr",
-            "/ip4/10.77.100.1/tcp/4001",
-        ]),
-    );
-    let relay_id = peer_id(&mut relay, "relay").await;
-    let bootstrap = format!("/ip4/{}/tcp/4001/p2p/{relay_id}", lab.relay.ip);
+    // A: private, reserves on the relay; B: dials A through the relay (both transports).
+    let relay_addr = format!("/ip4/{}/tcp/4001", lab.relay.ip);
+    let Relayed {
+        mut relay,
+        mut a,
+        mut b,
+        a_id,
+        bootstrap,
+    } = Relayed::start(&lab, &relay_addr, &[]).await;
     let with_bootstrap = |extra: Vec<String>| {
         LAB.iter()
             .map(|s| (*s).to_owned())
@@ -71,28 +130,7 @@ async fn hole_punching_through_two_nats() {
             .chain(extra)
             .collect::<Vec<String>>()
     };
-
-    // A: private, reserves on the relay.
-    let mut a =
-        NodeProcess::spawn_command(lab.command(&lab.private1, &binary), with_bootstrap(vec![]));
-    let a_id = peer_id(&mut a, "A").await;
-    a.wait_for_line(WAIT, "A private", |l| l.contains("NAT status: private"))
-        .await;
-    a.wait_for_line(WAIT, "A reservation", |l| {
-        l.contains("relay reservation accepted")
-    })
-    .await;
-
-    // B: dials A through the relay; the connection is upgraded by hole punching.
-    let circuit = format!("{bootstrap}/p2p-circuit/p2p/{a_id}");
-    let mut b = NodeProcess::spawn_command(
-        lab.command(&lab.private2, &binary),
-        with_bootstrap(vec!["--dial".into(), circuit]),
-    );
-    b.wait_for_line(WAIT, "B relayed connection to A", |l| {
-        l.contains("peer connected") && l.contains(&a_id) && l.contains("relayed=true")
-    })
-    .await;
+    // The connection is upgraded by hole punching.
     b.expect_line(WAIT, "B hole punch", |l| {
         l.contains("hole punch succeeded") && l.contains(&a_id)
             || l.contains("direct connection added") && l.contains(&a_id)
@@ -113,7 +151,7 @@ async fn hole_punching_through_two_nats() {
 
     // A public node: public, no reservation; finds A through the DHT (a relayed address).
     let mut public = NodeProcess::spawn_command(
-        lab.command(&lab.public, &binary),
+        lab.command(&lab.public, node_binary()),
         with_bootstrap(vec!["--find-peer".into(), a_id.clone()]),
     );
     public
@@ -188,42 +226,13 @@ impl Punch {
 /// B's relayed connection to the direct connection on `punch`, or why there was none.
 async fn punch_once(punch: Punch) -> Result<Duration, String> {
     let lab = NatLab::new()?;
-    let binary = node_binary();
-    let relay_addr = punch.relay_addr(&lab.relay.ip);
-    let mut relay = NodeProcess::spawn_command(
-        lab.command(&lab.relay, &binary),
-        LAB.iter().copied().chain([
-            "--relay-server",
-            "--kad-server",
-            "--external-addr",
-            &punch.relay_addr("10.77.100.1"),
-        ]),
-    );
-    let relay_id = peer_id(&mut relay, "relay").await;
-    let bootstrap = format!("{relay_addr}/p2p/{relay_id}");
-    let flags = |extra: Vec<String>| {
-        LAB.iter()
-            .map(|s| (*s).to_owned())
-            .chain(["--bootstrap".to_owned(), bootstrap.clone()])
-            .chain(punch.flags())
-            .chain(extra)
-            .collect::<Vec<String>>()
-    };
-    let mut a = NodeProcess::spawn_command(lab.command(&lab.private1, &binary), flags(vec![]));
-    let a_id = peer_id(&mut a, "A").await;
-    a.wait_for_line(WAIT, "A reservation", |l| {
-        l.contains("relay reservation accepted")
-    })
-    .await;
-    let circuit = format!("{bootstrap}/p2p-circuit/p2p/{a_id}");
-    let mut b = NodeProcess::spawn_command(
-        lab.command(&lab.private2, &binary),
-        flags(vec!["--dial".into(), circuit]),
-    );
-    b.wait_for_line(WAIT, "B relayed connection to A", |l| {
-        l.contains("peer connected") && l.contains(&a_id) && l.contains("relayed=true")
-    })
-    .await;
+    let Relayed {
+        mut relay,
+        mut a,
+        mut b,
+        a_id,
+        ..
+    } = Relayed::start(&lab, &punch.relay_addr(&lab.relay.ip), &punch.flags()).await;
     let relayed = std::time::Instant::now();
     let direct = b
         .wait_for_line(WAIT, "B direct connection to A", |l| {
