@@ -12,7 +12,8 @@
 use std::sync::{Arc, OnceLock};
 
 use codio_network::{
-    BulkHeader, ContentId, ErrorCode, KadMode, NetworkConfig, NetworkManager, Request, Response,
+    BulkHeader, ContentId, ErrorCode, KadMode, NetworkConfig, NetworkEvent, NetworkManager,
+    Request, Response,
 };
 use futures::io::AllowStdIo;
 use libp2p::multiaddr::Protocol;
@@ -76,10 +77,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let _ = handle.set(seeder.clone());
+    let mut seeder_events = seeder.subscribe();
     seeder.start().await?;
 
-    // Announce, then find: the DHT (two nodes here) knows the seeder provides it.
-    wait_until_connected(&seeder).await?;
+    // Announce, then find: the DHT (two nodes here) knows the seeder provides it. The seeder's
+    // DHT learns the fetcher's addresses from identify: announce after that.
+    wait_until_identified(&mut seeder_events, fetcher.local_peer_id()).await?;
     seeder.provide(content.0.to_vec()).await?;
     let providers = fetcher.find_providers(content.0.to_vec()).await?;
     println!("providers of the file: {providers:?}");
@@ -109,14 +112,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Waits (bounded) until `node` has a peer: its bootstrap dial is asynchronous.
-async fn wait_until_connected(node: &NetworkManager) -> Result<(), Box<dyn std::error::Error>> {
-    for _ in 0..100 {
-        if !node.connected_peers().is_empty() {
-            return Ok(());
+/// Waits (bounded, 10 s) until `events` report that `peer` was identified: its bootstrap dial
+/// and identify exchange are asynchronous, and the DHT takes the addresses identify reports.
+async fn wait_until_identified(
+    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
+    peer: codio_network::PeerId,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(NetworkEvent::PeerIdentified { peer_id, .. }) if peer_id == peer => {
+                    return Ok(());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => return Err(error),
+            }
         }
-        let mut events = node.subscribe();
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), events.recv()).await;
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), wait).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err("the bootstrap peer was not identified within 10 s".into()),
     }
-    Err("not connected to the bootstrap peer".into())
 }
