@@ -343,9 +343,10 @@ impl std::fmt::Debug for Built {
     }
 }
 
-/// Builds the TCP (+ DNS) + Noise + Yamux transport for `keypair` and, with `relay`, the relay
+/// Builds the transport for `keypair`: TCP (TLS or Noise, Yamux) and QUIC unless it is off
+/// ([`TransportConfig::quic_enabled`]), behind DNS when enabled, and, with `relay`, the relay
 /// v2 client transport tried first (so `/p2p-circuit` addresses can be dialed and listened
-/// on), with the same upgrades and one [`InboundGate`].
+/// on), with the same upgrades; one [`InboundGate`] for all of them.
 ///
 /// # Errors
 ///
