@@ -85,24 +85,19 @@ impl InFlight {
         self.lock().get(peer).map(|dials| dials.ended.clone())
     }
 
-    /// Whether a QUIC dial to `peer` is in flight.
-    fn dialing(&self, peer: &PeerId) -> bool {
-        self.lock().contains_key(peer)
-    }
-
     /// Waits until no QUIC dial to `peer` is in flight, or `delay` passed.
     async fn wait(&self, peer: &PeerId, delay: Duration) {
-        let Some(ended) = self.ended(peer) else {
-            return;
-        };
         let deadline = tokio::time::sleep(delay);
         tokio::pin!(deadline);
         // Bounded by `deadline`; each turn waits for one QUIC dial to end.
-        loop {
+        while let Some(ended) = self.ended(peer) {
             // Registered before the check, so an end between the two is not missed.
             let signal = ended.notified();
-            if !self.dialing(peer) {
-                return;
+            if !self
+                .ended(peer)
+                .is_some_and(|now| Arc::ptr_eq(&now, &ended))
+            {
+                continue;
             }
             tokio::select! {
                 () = signal => {}

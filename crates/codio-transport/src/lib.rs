@@ -383,21 +383,30 @@ fn direct(
 ) -> Result<CodioTransport, TransportBuildError> {
     let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
     let tcp = private(tcp, keypair, config, gate)?;
-    let ip = if config.quic_enabled() {
-        tcp.or_transport(quic::transport(keypair, config, gate))
-            .map(|either, _| either.into_inner())
-            .map_err(|either| either.into_inner())
-            .boxed()
-    } else {
-        tcp
-    };
+    if !config.quic_enabled() {
+        return with_dns(tcp, config);
+    }
+    let ip = tcp
+        .or_transport(quic::transport(keypair, config, gate))
+        .map(|either, _| either.into_inner())
+        .map_err(|either| either.into_inner())
+        .boxed();
+    // The race wraps the DNS layer (see `eyeballs.rs`).
     let (public, private) = config.quic.tcp_delay();
     let delays = eyeballs::Delays { public, private };
+    Ok(eyeballs::Eyeballs::new(with_dns(ip, config)?, delays).boxed())
+}
+
+/// `transport` behind DNS resolution when enabled.
+fn with_dns(
+    transport: CodioTransport,
+    config: &TransportConfig,
+) -> Result<CodioTransport, TransportBuildError> {
     if !config.dns {
-        return Ok(eyeballs::Eyeballs::new(ip, delays).boxed());
+        return Ok(transport);
     }
-    let dns = dns::tokio::Transport::system(ip).map_err(TransportBuildError::Dns)?;
-    Ok(eyeballs::Eyeballs::new(dns.map_err(unwrap_dns), delays).boxed())
+    let dns = dns::tokio::Transport::system(transport).map_err(TransportBuildError::Dns)?;
+    Ok(dns.map_err(unwrap_dns).boxed())
 }
 
 /// A DNS layer's error as the transport's own where it is one (so a set-up timeout stays

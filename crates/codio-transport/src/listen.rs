@@ -27,10 +27,12 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use libp2p::{Multiaddr, core::transport::ListenerId, multiaddr::Protocol};
+use libp2p::{Multiaddr, core::transport::ListenerId};
+
+use crate::addr;
 
 /// Whether a node can start without an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,10 @@ pub enum Need {
 }
 
 /// The addresses to listen on: `explicit` ones when given (each required); otherwise TCP and,
-/// with `quic`, QUIC on `ip:port` (see [`crate::addr::listen_addrs`]: `0.0.0.0` adds `::`,
-/// optional, since a host may have no IPv6).
+/// with `quic`, QUIC (UDP, the same port number) on `ip:port`. The unspecified IPv4 address
+/// `0.0.0.0` stands for every interface of both families, so `::` is added, optional since a
+/// host may have no IPv6: IPv6 listeners are IPv6-only (`IPV6_V6ONLY`, as libp2p sets it),
+/// and a dual-stack host needs both.
 pub fn plan(explicit: &[Multiaddr], ip: IpAddr, port: u16, quic: bool) -> Vec<(Multiaddr, Need)> {
     if !explicit.is_empty() {
         return explicit
@@ -51,19 +55,18 @@ pub fn plan(explicit: &[Multiaddr], ip: IpAddr, port: u16, quic: bool) -> Vec<(M
             .map(|a| (a.clone(), Need::Required))
             .collect();
     }
-    let both_families = ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    crate::addr::listen_addrs(ip, port, quic)
-        .into_iter()
-        .map(|address| {
-            let v6 = matches!(address.iter().next(), Some(Protocol::Ip6(_)));
-            let need = if both_families && v6 {
-                Need::Optional
-            } else {
-                Need::Required
-            };
-            (address, need)
-        })
-        .collect()
+    let mut ips = vec![(ip, Need::Required)];
+    if ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        ips.push((IpAddr::V6(Ipv6Addr::UNSPECIFIED), Need::Optional));
+    }
+    let mut addrs = Vec::new();
+    for (ip, need) in ips {
+        addrs.push((addr::tcp(ip, port), need));
+        if quic {
+            addrs.push((addr::quic(ip, port), need));
+        }
+    }
+    addrs
 }
 
 /// An address that could not be listened on.
@@ -141,6 +144,47 @@ mod tests {
 
     fn addr(s: &str) -> Multiaddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn unspecified_ipv4_listens_on_both_families_and_both_transports() {
+        let addrs = |ip: &str, quic| {
+            plan(&[], ip.parse().unwrap(), 7, quic)
+                .iter()
+                .map(|(a, _)| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            addrs("0.0.0.0", true),
+            [
+                "/ip4/0.0.0.0/tcp/7",
+                "/ip4/0.0.0.0/udp/7/quic-v1",
+                "/ip6/::/tcp/7",
+                "/ip6/::/udp/7/quic-v1"
+            ]
+        );
+        assert_eq!(
+            addrs("0.0.0.0", false),
+            ["/ip4/0.0.0.0/tcp/7", "/ip6/::/tcp/7"]
+        );
+        assert_eq!(
+            addrs("127.0.0.1", true),
+            ["/ip4/127.0.0.1/tcp/7", "/ip4/127.0.0.1/udp/7/quic-v1"]
+        );
+        assert_eq!(addrs("::1", false), ["/ip6/::1/tcp/7"]);
+        let needs: Vec<Need> = plan(&[], "0.0.0.0".parse().unwrap(), 7, true)
+            .into_iter()
+            .map(|(_, need)| need)
+            .collect();
+        assert_eq!(
+            needs,
+            [
+                Need::Required,
+                Need::Required,
+                Need::Optional,
+                Need::Optional
+            ]
+        );
     }
 
     #[test]
