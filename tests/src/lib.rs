@@ -158,6 +158,16 @@ pub fn dial_addr(node: &NetworkManager) -> codio_network::Multiaddr {
     addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id()))
 }
 
+/// The first QUIC listen address of `node` with its `/p2p/` suffix.
+pub fn quic_dial_addr(node: &NetworkManager) -> codio_network::Multiaddr {
+    let addr = node
+        .listen_addrs()
+        .into_iter()
+        .find(codio_transport::addr::is_quic)
+        .expect("node listens on QUIC");
+    addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id()))
+}
+
 /// Waits up to `timeout` for an event matching `predicate` and returns it.
 ///
 /// # Panics
