@@ -330,17 +330,23 @@ enum StockSecurity {
     TlsThenNoise,
 }
 
-/// A stock rust-libp2p swarm (its own `SwarmBuilder` stack: TCP, Yamux, `security`),
-/// listening on loopback.
-fn stock_swarm(security: StockSecurity) -> libp2p::Swarm<Stock> {
-    use libp2p::{identify, noise, ping, tcp, tls, yamux};
-    let behaviour = |key: &libp2p::identity::Keypair| Stock {
+/// The stock peers' behaviour for `key`.
+fn stock_behaviour(key: &libp2p::identity::Keypair) -> Stock {
+    use libp2p::{identify, ping};
+    Stock {
         identify: identify::Behaviour::new(identify::Config::new(
             "/ipfs/id/1.0.0".into(),
             key.public(),
         )),
         ping: ping::Behaviour::default(),
-    };
+    }
+}
+
+/// A stock rust-libp2p swarm (its own `SwarmBuilder` stack: TCP, Yamux, `security`),
+/// listening on loopback.
+fn stock_swarm(security: StockSecurity) -> libp2p::Swarm<Stock> {
+    use libp2p::{noise, tcp, tls, yamux};
+    let behaviour = stock_behaviour;
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(30));
     let tcp = tcp::Config::default;
@@ -653,17 +659,10 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
 
 /// A stock rust-libp2p swarm speaking QUIC only (no TCP at all), listening nowhere.
 fn stock_quic_only_swarm() -> libp2p::Swarm<Stock> {
-    use libp2p::{identify, ping};
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_quic()
-        .with_behaviour(|key| Stock {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/ipfs/id/1.0.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::default(),
-        })
+        .with_behaviour(stock_behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build()
