@@ -347,6 +347,43 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A peer this node reached over QUIC and over TCP on IPv6 is dialed again at both after
+    /// a restart.
+    #[test]
+    fn quic_and_ipv6_addresses_are_kept_across_a_restart() {
+        let dir = temp_dir("transports");
+        let peer = PeerId::random();
+        let mut book = PeerBook::load(&dir);
+        for address in [
+            "/ip6/2001:db8::1/tcp/4001",
+            "/ip4/10.0.0.1/udp/4001/quic-v1",
+        ] {
+            book.learn(&NetworkEvent::PeerConnected {
+                peer_id: peer,
+                address: address.parse().unwrap(),
+                direction: Direction::Outbound,
+                relayed: false,
+            });
+        }
+        book.save().unwrap();
+        let dial = PeerBook::load(&dir).dial_addresses();
+        assert_eq!(
+            dial,
+            vec![(
+                peer,
+                vec![
+                    format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{peer}")
+                        .parse::<Multiaddr>()
+                        .unwrap(),
+                    format!("/ip6/2001:db8::1/tcp/4001/p2p/{peer}")
+                        .parse()
+                        .unwrap(),
+                ]
+            )]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn only_this_nodes_own_direct_dials_are_learned_and_given_up_peers_forgotten() {
         let dir = temp_dir("learn");
