@@ -4,7 +4,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use libp2p::{
@@ -21,15 +21,19 @@ use libp2p::{
 use tokio::sync::mpsc;
 
 use crate::{
-    Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, QueryError,
+    Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, Provider, QueryError,
+    RttSource,
     dht::{DhtCommand, Pending},
     identify::IdentifyRate,
+    providers::Reprovider,
     store::Store,
 };
 
 /// Most events and dials queued inside the behaviour before the swarm polls them; beyond it the
 /// oldest are dropped with a warning (mDNS can report many peers in one burst).
 const MAX_QUEUED: usize = 1024;
+/// How often the reprovide schedule is looked at (its rate is per second).
+const REPROVIDE_TICK: Duration = Duration::from_secs(1);
 /// Where a peer was discovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -84,8 +88,9 @@ pub enum Event {
     Providers {
         /// The query.
         query_id: kad::QueryId,
-        /// Every provider found (partial results are returned on timeout).
-        result: Result<HashSet<PeerId>, QueryError>,
+        /// Every provider found other than this node, nearest first (partial results are
+        /// returned on timeout).
+        result: Result<Vec<Provider>, QueryError>,
     },
     /// Announcing this node as a provider finished.
     Provided {
@@ -114,13 +119,21 @@ type Action = ToSwarm<Event, THandlerInEvent<Inner>>;
 /// once the node listens, and feed it identify results with [`on_identify`](Self::on_identify).
 pub struct Behaviour {
     inner: Inner,
+    local_peer_id: PeerId,
     kad_protocol: StreamProtocol,
     dial_discovered: bool,
     started: bool,
     bootstrap: HashMap<PeerId, Multiaddr>,
     connections: HashMap<PeerId, usize>,
     queue: VecDeque<Action>,
-    providers: HashMap<kad::QueryId, HashSet<PeerId>>,
+    /// Providers found so far by running lookups.
+    providers: HashMap<kad::QueryId, Vec<Provider>>,
+    /// Running announcements: the key, and whether the reprovide schedule started it.
+    provides: HashMap<kad::QueryId, (Vec<u8>, bool)>,
+    reprovider: Reprovider,
+    reprovide_tick: Option<tokio::time::Interval>,
+    rtt: Option<RttSource>,
+    stream_buffer: usize,
     /// Calls of [`Dht`] handles, and the queries they wait for.
     dht_tx: mpsc::Sender<DhtCommand>,
     dht_rx: mpsc::Receiver<DhtCommand>,
@@ -165,7 +178,11 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(config.kad_protocol.clone());
         kad_config
             .set_query_timeout(config.query_timeout)
-            .set_periodic_bootstrap_interval(config.bootstrap_interval);
+            .set_periodic_bootstrap_interval(config.bootstrap_interval)
+            .set_provider_record_ttl(Some(config.provider_ttl))
+            // The reprovide schedule (`crate::providers`) announces instead: bounded in rate,
+            // retried soon when nobody took a record.
+            .set_provider_publication_interval(None);
         let store = Store::new(local_peer_id, &config.store, stats.clone());
         let mut kad = kad::Behaviour::with_config(local_peer_id, store, kad_config);
         kad.set_mode(match config.kad_mode {
@@ -183,6 +200,7 @@ impl Behaviour {
             stats,
             max_addresses: config.max_addresses_per_peer,
             private_addresses: config.private_addresses,
+            local_peer_id,
             inner: Inner {
                 mdns: mdns.into(),
                 kad,
@@ -194,6 +212,11 @@ impl Behaviour {
             connections: HashMap::new(),
             queue: VecDeque::new(),
             providers: HashMap::new(),
+            provides: HashMap::new(),
+            reprovider: Reprovider::new(config.reprovide, Instant::now()),
+            reprovide_tick: None,
+            rtt: None,
+            stream_buffer: config.provider_stream_buffer,
         })
     }
 
@@ -331,23 +354,94 @@ impl Behaviour {
     /// # Errors
     ///
     /// [`DiscoveryError::Store`] when the local provider store is full.
+    /// The key stays provided and is announced again before peers' records expire, until
+    /// [`stop_providing`](Self::stop_providing).
     pub fn start_providing(&mut self, key: Vec<u8>) -> Result<kad::QueryId, DiscoveryError> {
-        self.inner
-            .kad
-            .start_providing(kad::RecordKey::new(&key))
-            .map_err(|e| DiscoveryError::Store(e.to_string()))
+        self.announce(key, false)
     }
 
-    /// Stops announcing this node as a provider of `key` (locally; remote records expire).
+    fn announce(&mut self, key: Vec<u8>, reprovide: bool) -> Result<kad::QueryId, DiscoveryError> {
+        let id = self
+            .inner
+            .kad
+            .start_providing(kad::RecordKey::new(&key))
+            .map_err(|e| DiscoveryError::Store(e.to_string()))?;
+        self.provides.insert(id, (key, reprovide));
+        Ok(id)
+    }
+
+    /// Stops announcing this node as a provider of `key` and serving it from the store
+    /// (remote records expire after the provider TTL).
     pub fn stop_providing(&mut self, key: &[u8]) {
         self.inner.kad.stop_providing(&kad::RecordKey::new(&key));
+        self.reprovider.remove(key);
+        self.provides.retain(|_, (provided, _)| provided != key);
+    }
+
+    /// Keys this node provides.
+    pub fn provided_keys(&self) -> usize {
+        self.reprovider.len()
+    }
+
+    /// Where provider rankings take RTTs from (none by default: providers are ranked by
+    /// connection only).
+    pub fn set_rtt_source(&mut self, rtt: RttSource) {
+        self.rtt = Some(rtt);
     }
 
     /// Starts a lookup of the providers of `key`; the outcome arrives as [`Event::Providers`].
     pub fn providers(&mut self, key: Vec<u8>) -> kad::QueryId {
         let id = self.inner.kad.get_providers(kad::RecordKey::new(&key));
-        self.providers.insert(id, HashSet::new());
+        self.providers.insert(id, Vec::new());
         id
+    }
+
+    /// `peer_id` as a provider: its addresses (the routing table's and those the running
+    /// lookups learned, provider records included) and its proximity.
+    fn describe(&mut self, peer_id: PeerId) -> Provider {
+        // Kademlia answers this from its routing table and its queries' address books; it
+        // changes nothing, and no connection is made under this id.
+        let known = self
+            .inner
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(usize::MAX),
+                Some(peer_id),
+                &[],
+                Endpoint::Dialer,
+            )
+            .unwrap_or_default();
+        Provider {
+            peer_id,
+            addresses: without_p2p_deduped(known),
+            connected: self.connections.contains_key(&peer_id),
+            rtt: self.rtt.as_ref().and_then(|rtt| rtt(&peer_id)),
+        }
+    }
+
+    /// Starts the announcements the reprovide schedule says are due.
+    fn reprovide_due(&mut self) {
+        let due = self.reprovider.due(Instant::now());
+        if !due.is_empty() {
+            tracing::debug!(keys = due.len(), "reproviding");
+        }
+        for key in due {
+            if let Err(error) = self.announce(key, true) {
+                tracing::warn!(%error, "reprovide refused by the store");
+                self.reprovider.finished();
+            }
+        }
+    }
+
+    /// An announcement finished: schedule the key's next one.
+    fn on_provided(&mut self, query_id: kad::QueryId, reached: bool) {
+        let Some((key, reprovide)) = self.provides.remove(&query_id) else {
+            return;
+        };
+        if reprovide {
+            self.reprovider.finished();
+        }
+        self.reprovider.announced(key, reached, Instant::now());
     }
 
     /// The addresses of `peer_id` in the routing table.
@@ -380,7 +474,7 @@ impl Behaviour {
 
     /// A handle for DHT operations as `async` calls (see [`Dht`]).
     pub fn dht(&self) -> Dht {
-        Dht::new(self.dht_tx.clone(), self.query_timeout)
+        Dht::new(self.dht_tx.clone(), self.query_timeout, self.stream_buffer)
     }
 
     /// Starts the query a [`Dht`] handle asked for.
@@ -407,8 +501,16 @@ impl Behaviour {
                     return;
                 }
             },
+            DhtCommand::StopProviding { key, reply } => {
+                self.stop_providing(&key);
+                let _ = reply.send(Ok(()));
+                return;
+            }
             DhtCommand::FindProviders { key, reply } => {
                 (self.providers(key), Pending::FindProviders(reply))
+            }
+            DhtCommand::StreamProviders { key, found } => {
+                (self.providers(key), Pending::StreamProviders(found))
             }
         };
         self.pending.insert(id, pending);
@@ -446,11 +548,16 @@ impl Behaviour {
                 });
             }
             (Pending::Provide(reply), Event::Provided { result, .. }) => {
-                let _ = reply.send(result.map_err(|_| timeout));
+                let _ = reply.send(result.map_err(|error| match error {
+                    QueryError::NoPeerReached => DhtError::NoPeerReached,
+                    _ => timeout,
+                }));
             }
             (Pending::FindProviders(reply), Event::Providers { result, .. }) => {
                 let _ = reply.send(result.map_err(|_| timeout));
             }
+            // The lookup ended: dropping the sender ends the stream.
+            (Pending::StreamProviders(_), Event::Providers { .. }) => {}
             (pending, event) => {
                 // A query id answers with the event of its kind; keep waiting otherwise.
                 self.pending.insert(query_id, pending);
@@ -467,16 +574,7 @@ impl Behaviour {
             .filter(|p| p.peer_id == peer)
             .flat_map(|p| p.addrs.iter().cloned());
         let known = self.addresses_of(&peer);
-        let mut addresses: Vec<Multiaddr> = Vec::new();
-        for mut address in lookup.chain(known) {
-            if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-                address.pop();
-            }
-            if !addresses.contains(&address) {
-                addresses.push(address);
-            }
-        }
-        addresses
+        without_p2p_deduped(lookup.chain(known))
     }
 
     /// The Kademlia behaviour itself, for what this wrapper does not cover.
@@ -567,15 +665,13 @@ impl Behaviour {
             kad::QueryResult::GetProviders(result) => {
                 let timed_out = result.is_err();
                 if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-                    self.providers
-                        .entry(query_id)
-                        .or_default()
-                        .extend(providers);
+                    self.found_providers(query_id, providers);
                 }
                 if !last && !timed_out {
                     return None;
                 }
-                let found = self.providers.remove(&query_id).unwrap_or_default();
+                let mut found = self.providers.remove(&query_id).unwrap_or_default();
+                crate::rank(&mut found);
                 Some(Event::Providers {
                     query_id,
                     result: if timed_out && found.is_empty() {
@@ -585,13 +681,67 @@ impl Behaviour {
                     },
                 })
             }
-            kad::QueryResult::StartProviding(result) => Some(Event::Provided {
-                query_id,
-                result: result.map(|_| ()).map_err(|_| QueryError::Timeout),
-            }),
+            kad::QueryResult::StartProviding(result) => {
+                let reached = stats.num_successes() > 0;
+                self.on_provided(query_id, result.is_ok() && reached);
+                Some(Event::Provided {
+                    query_id,
+                    result: match result {
+                        Ok(_) if reached => Ok(()),
+                        Ok(_) => Err(QueryError::NoPeerReached),
+                        Err(_) => Err(QueryError::Timeout),
+                    },
+                })
+            }
             _ => None,
         }
     }
+}
+
+impl Behaviour {
+    /// A lookup step found `providers`: keep the new ones (described now, while the query
+    /// still holds the addresses the answers carried) and hand them to a waiting stream.
+    fn found_providers(&mut self, query_id: kad::QueryId, providers: HashSet<PeerId>) {
+        let known: HashSet<PeerId> = self
+            .providers
+            .get(&query_id)
+            .map(|found| found.iter().map(|p| p.peer_id).collect())
+            .unwrap_or_default();
+        let local = self.local_peer_id;
+        let fresh: Vec<Provider> = providers
+            .into_iter()
+            .filter(|peer| !known.contains(peer) && *peer != local)
+            .map(|peer| self.describe(peer))
+            .collect();
+        if let Some(Pending::StreamProviders(found)) = self.pending.get(&query_id) {
+            for provider in &fresh {
+                if found.try_send(provider.clone()).is_err() {
+                    self.stats.record_stream_dropped();
+                }
+            }
+            if found.is_closed() {
+                // The reader dropped the stream: stop the lookup.
+                if let Some(mut query) = self.inner.kad.query_mut(&query_id) {
+                    query.finish();
+                }
+            }
+        }
+        self.providers.entry(query_id).or_default().extend(fresh);
+    }
+}
+
+/// `addresses` without `/p2p/` suffixes or duplicates, in their order.
+fn without_p2p_deduped(addresses: impl IntoIterator<Item = Multiaddr>) -> Vec<Multiaddr> {
+    let mut deduped: Vec<Multiaddr> = Vec::new();
+    for mut address in addresses {
+        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+            address.pop();
+        }
+        if !deduped.contains(&address) {
+            deduped.push(address);
+        }
+    }
+    deduped
 }
 
 fn lookup(peers: Vec<kad::PeerInfo>, stats: &kad::QueryStats) -> Lookup {
@@ -701,6 +851,12 @@ impl NetworkBehaviour for Behaviour {
         // Bounded by the command queue's capacity.
         while let Poll::Ready(Some(command)) = self.dht_rx.poll_recv(cx) {
             self.on_dht_command(command);
+        }
+        let tick = self
+            .reprovide_tick
+            .get_or_insert_with(|| tokio::time::interval(REPROVIDE_TICK));
+        if tick.poll_tick(cx).is_ready() {
+            self.reprovide_due();
         }
         // Bounded: every iteration either returns or consumes one inner event.
         loop {

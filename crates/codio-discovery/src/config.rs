@@ -35,6 +35,9 @@ pub enum KadMode {
 /// | [`max_addresses_per_peer`](Self::with_max_addresses_per_peer) | 8 identify addresses per peer in the routing table, replaced on each identify (libp2p-kad keeps any number) |
 /// | [`identify_interval`](Self::with_identify_interval) | 8 identifies (results or pushes) per peer at once, then one per 2 s; the rest are dropped and counted |
 /// | [`store`](Self::with_store_limits) | [`StoreLimits::default`](crate::StoreLimits): remote records and providers bounded apart from this node's own provides |
+/// | [`provider_ttl`](Self::with_provider_ttl) | 48 h (libp2p's): how long peers keep a provider record of ours; remote records older than that are dropped |
+/// | [`reprovide`](Self::with_reprovide) | every 12 h (a quarter of the TTL, so three reprovides may fail before a record expires), at most 16 keys a second and 32 announcements in flight |
+/// | [`provider_stream_buffer`](Self::with_provider_stream_buffer) | 64 providers waiting for a slow reader of a provider stream; more are dropped and counted |
 /// | [`private_addresses`](Self::with_private_addresses) | `false`: private and link-local addresses are taken only from peers that reached us over a non-global address, loopback ones only from peers on this host (always), relayed ones always |
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -51,6 +54,9 @@ pub struct DiscoveryConfig {
     pub(crate) identify_burst: u32,
     pub(crate) private_addresses: bool,
     pub(crate) store: crate::StoreLimits,
+    pub(crate) provider_ttl: Duration,
+    pub(crate) reprovide: crate::providers::ReprovideConfig,
+    pub(crate) provider_stream_buffer: usize,
 }
 
 impl Default for DiscoveryConfig {
@@ -69,6 +75,9 @@ impl Default for DiscoveryConfig {
             identify_burst: 8,
             private_addresses: false,
             store: crate::StoreLimits::default(),
+            provider_ttl: Duration::from_secs(48 * 60 * 60),
+            reprovide: crate::providers::ReprovideConfig::default(),
+            provider_stream_buffer: 64,
         }
     }
 }
@@ -98,6 +107,35 @@ impl DiscoveryConfig {
     /// Sets the limits of the Kademlia record store.
     pub fn with_store_limits(mut self, limits: crate::StoreLimits) -> Self {
         self.store = limits;
+        self
+    }
+
+    /// Sets how long peers keep a provider record of ours (and we theirs).
+    pub fn with_provider_ttl(mut self, ttl: Duration) -> Self {
+        self.provider_ttl = ttl;
+        self
+    }
+
+    /// Sets how often this node announces its provides again (`interval`, below the provider
+    /// TTL), how many keys a second at most (`per_second`) and how many announcements may be in
+    /// flight at once (`in_flight`).
+    pub fn with_reprovide(
+        mut self,
+        interval: Duration,
+        per_second: usize,
+        in_flight: usize,
+    ) -> Self {
+        self.reprovide = crate::providers::ReprovideConfig {
+            interval,
+            per_second,
+            in_flight,
+        };
+        self
+    }
+
+    /// Sets how many providers a provider stream buffers for a slow reader.
+    pub fn with_provider_stream_buffer(mut self, providers: usize) -> Self {
+        self.provider_stream_buffer = providers.max(1);
         self
     }
 
@@ -207,6 +245,18 @@ impl DiscoveryConfig {
         };
         if self.query_timeout.is_zero() {
             return invalid("query_timeout", "must be greater than zero");
+        }
+        if self.reprovide.interval.is_zero() || self.reprovide.interval >= self.provider_ttl {
+            return invalid(
+                "reprovide",
+                "the interval must be positive and below the provider TTL",
+            );
+        }
+        if self.reprovide.per_second == 0 || self.reprovide.in_flight == 0 {
+            return invalid(
+                "reprovide",
+                "the rate and the announcements in flight must be at least 1",
+            );
         }
         if let Some((field, reason)) = self.mdns_config.invalid() {
             return invalid(field, reason);

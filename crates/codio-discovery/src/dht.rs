@@ -3,10 +3,12 @@
 //! the query, keeps its reply by query id and answers when the query's single final outcome
 //! arrives (instead of reporting it as an [`Event`](crate::Event)).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::{Provider, ProviderStream};
 
 /// Calls queued from handles to the behaviour.
 pub(crate) const COMMAND_QUEUE: usize = 64;
@@ -43,6 +45,10 @@ pub enum DhtError {
     /// The routing table is empty: the node knows no DHT peer to ask.
     #[error("no known DHT peers")]
     NoKnownPeers,
+    /// The announcement reached no peer (the key stays provided and is announced again
+    /// soon).
+    #[error("the announcement reached no peer")]
+    NoPeerReached,
     /// The local record store refused the record.
     #[error("record store: {0}")]
     Store(String),
@@ -68,9 +74,17 @@ pub(crate) enum DhtCommand {
         key: Vec<u8>,
         reply: Reply<()>,
     },
+    StopProviding {
+        key: Vec<u8>,
+        reply: Reply<()>,
+    },
     FindProviders {
         key: Vec<u8>,
-        reply: Reply<HashSet<PeerId>>,
+        reply: Reply<Vec<Provider>>,
+    },
+    StreamProviders {
+        key: Vec<u8>,
+        found: mpsc::Sender<Provider>,
     },
 }
 
@@ -81,7 +95,10 @@ impl DhtCommand {
             DhtCommand::ClosestPeers { reply, .. } => reply.send(Err(error)).map_err(drop),
             DhtCommand::FindAddresses { reply, .. } => reply.send(Err(error)).map_err(drop),
             DhtCommand::Provide { reply, .. } => reply.send(Err(error)).map_err(drop),
+            DhtCommand::StopProviding { reply, .. } => reply.send(Err(error)).map_err(drop),
             DhtCommand::FindProviders { reply, .. } => reply.send(Err(error)).map_err(drop),
+            // Dropping the sender ends the stream.
+            DhtCommand::StreamProviders { .. } => Ok(()),
         };
     }
 }
@@ -95,7 +112,8 @@ pub(crate) enum Pending {
         reply: Reply<Vec<Multiaddr>>,
     },
     Provide(Reply<()>),
-    FindProviders(Reply<HashSet<PeerId>>),
+    FindProviders(Reply<Vec<Provider>>),
+    StreamProviders(mpsc::Sender<Provider>),
 }
 
 /// DHT operations on the node whose swarm runs the behaviour this came from; cheap to clone.
@@ -103,13 +121,19 @@ pub(crate) enum Pending {
 pub struct Dht {
     commands: mpsc::Sender<DhtCommand>,
     query_timeout: Duration,
+    stream_buffer: usize,
 }
 
 impl Dht {
-    pub(crate) fn new(commands: mpsc::Sender<DhtCommand>, query_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        commands: mpsc::Sender<DhtCommand>,
+        query_timeout: Duration,
+        stream_buffer: usize,
+    ) -> Self {
         Self {
             commands,
             query_timeout,
+            stream_buffer,
         }
     }
 
@@ -155,23 +179,55 @@ impl Dht {
             .await
     }
 
-    /// Announces this node as a provider of `key` to the peers closest to it.
+    /// Announces this node as a provider of `key` to the peers closest to it. The key stays
+    /// provided, and is announced again before peers' records expire (see
+    /// [`DiscoveryConfig::with_reprovide`](crate::DiscoveryConfig::with_reprovide)), until
+    /// [`stop_providing`](Self::stop_providing).
     ///
     /// # Errors
     ///
-    /// [`DhtError::Store`] when the local store is full, [`DhtError::Timeout`],
+    /// [`DhtError::Store`] when the local store is full, [`DhtError::NoPeerReached`] when no
+    /// peer took the record (it is retried soon), [`DhtError::Timeout`],
     /// [`DhtError::ShutDown`].
     pub async fn provide(&self, key: Vec<u8>) -> Result<(), DhtError> {
         self.call(|reply| DhtCommand::Provide { key, reply }).await
     }
 
-    /// The providers of `key` (this node included if it provides it).
+    /// Stops providing `key`: it is no longer announced nor served from this node's store;
+    /// peers' records of it expire after the provider TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::ShutDown`].
+    pub async fn stop_providing(&self, key: Vec<u8>) -> Result<(), DhtError> {
+        self.call(|reply| DhtCommand::StopProviding { key, reply })
+            .await
+    }
+
+    /// The providers of `key` other than this node, with their addresses, nearest first
+    /// ([`rank`](crate::rank): connected, then lowest RTT).
     ///
     /// # Errors
     ///
     /// [`DhtError::Timeout`] when the lookup finds nothing in time, [`DhtError::ShutDown`].
-    pub async fn find_providers(&self, key: Vec<u8>) -> Result<HashSet<PeerId>, DhtError> {
+    pub async fn find_providers(&self, key: Vec<u8>) -> Result<Vec<Provider>, DhtError> {
         self.call(|reply| DhtCommand::FindProviders { key, reply })
             .await
+    }
+
+    /// The providers of `key` other than this node, each as soon as the lookup finds it (with
+    /// what is known of its proximity then). The stream ends with the lookup; dropping it
+    /// stops the lookup.
+    ///
+    /// # Errors
+    ///
+    /// [`DhtError::ShutDown`].
+    pub async fn providers_stream(&self, key: Vec<u8>) -> Result<ProviderStream, DhtError> {
+        let (found, rx) = mpsc::channel(self.stream_buffer);
+        self.commands
+            .send(DhtCommand::StreamProviders { key, found })
+            .await
+            .map_err(|_| DhtError::ShutDown)?;
+        Ok(ProviderStream::new(rx))
     }
 }

@@ -47,6 +47,7 @@ mod config;
 mod dht;
 pub mod identify;
 pub mod mdns;
+pub mod providers;
 mod rate;
 mod stats;
 pub mod store;
@@ -55,6 +56,7 @@ pub use behaviour::{Behaviour, Event, Source};
 pub use config::{DiscoveryConfig, KadMode, split_peer_id};
 pub use dht::{Dht, DhtError, Lookup};
 pub use libp2p::kad::{Mode, PeerInfo, QueryId, QueryStats};
+pub use providers::{Provider, ProviderStream, RttSource, rank};
 pub use stats::Stats;
 pub use store::{Store, StoreLimits};
 
@@ -91,4 +93,7 @@ pub enum QueryError {
     /// The query did not finish within the configured query timeout.
     #[error("the DHT query timed out")]
     Timeout,
+    /// The query reached no peer.
+    #[error("the DHT query reached no peer")]
+    NoPeerReached,
 }

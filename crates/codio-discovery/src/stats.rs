@@ -16,6 +16,7 @@ pub struct Stats {
     mdns_busiest_source: AtomicU64,
     mdns_shed: AtomicU64,
     mdns_unanswered: AtomicU64,
+    provider_stream_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -91,6 +92,15 @@ impl Stats {
         self.remote_provider_keys.store(keys, Relaxed);
     }
 
+    /// Providers dropped because a provider stream's reader was too slow.
+    pub fn provider_stream_dropped(&self) -> u64 {
+        self.provider_stream_dropped.load(Relaxed)
+    }
+
+    pub(crate) fn record_stream_dropped(&self) {
+        self.provider_stream_dropped.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_identify_dropped(&self) {
         self.identify_dropped.fetch_add(1, Relaxed);
     }
@@ -129,7 +139,7 @@ mod export {
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
         /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`,
-        /// `mdns_shed_peers`, `mdns_unanswered_queries` (counters), `dht_max_addresses_per_peer`,
+        /// `mdns_shed_peers`, `mdns_unanswered_queries`, `dht_provider_stream_dropped` (counters), `dht_max_addresses_per_peer`,
         /// `dht_remote_provider_keys`, `mdns_peers` and `mdns_busiest_source` (gauges).
         /// Register it under the application's prefix.
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
@@ -170,6 +180,11 @@ mod export {
                     "mdns_unanswered_queries",
                     "mDNS queries left unanswered by the answer rate",
                     stats.mdns_unanswered(),
+                ),
+                (
+                    "dht_provider_stream_dropped",
+                    "Providers dropped for provider streams read too slowly",
+                    stats.provider_stream_dropped(),
                 ),
             ];
             for (name, help, value) in counters {
