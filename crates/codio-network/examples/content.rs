@@ -86,9 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     seeder.provide(content.0.to_vec()).await?;
     let providers = fetcher.find_providers(content.0.to_vec()).await?;
     println!("providers of the file: {providers:?}");
-    let provider = *providers
+    // Nearest first: connected providers, then the lowest ping RTT.
+    let provider = providers
         .iter()
-        .find(|p| **p == seeder.local_peer_id())
+        .map(|p| p.peer_id)
+        .find(|p| *p == seeder.local_peer_id())
         .ok_or("the seeder is not among the providers")?;
     let ask = Request::App {
         topic: "send".into(),

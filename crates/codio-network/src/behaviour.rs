@@ -5,6 +5,8 @@
 //! whether a connection may be established, so a denied connection costs the later
 //! behaviours nothing.
 
+use std::sync::Arc;
+
 use libp2p::{identify, identity, relay, swarm::NetworkBehaviour};
 
 use crate::{NetworkError, config::Layers};
@@ -22,6 +24,7 @@ pub(crate) struct Behaviour {
     pub(crate) discovery: codio_discovery::Behaviour,
     pub(crate) nat: codio_policy::nat::Behaviour,
     pub(crate) protocol: codio_protocol::Behaviour,
+    pub(crate) pubsub: codio_pubsub::Behaviour,
     pub(crate) identify: identify::Behaviour,
 }
 
@@ -46,7 +49,13 @@ impl Behaviour {
         );
         let discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
             .map_err(NetworkError::Discovery)?;
+        let mut discovery = discovery;
         let policy = codio_policy::Behaviour::new(layers.policy);
+        // Providers are ranked by the liveness layer's ping RTTs.
+        let peers = policy.peers();
+        discovery.set_rtt_source(Arc::new(move |peer| peers.get(peer).and_then(|p| p.rtt)));
+        let pubsub = codio_pubsub::Behaviour::new(keypair, layers.pubsub)
+            .map_err(|e| crate::config::invalid("pubsub", e))?;
         let nat = codio_policy::nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)
             .map_err(|e| NetworkError::InvalidConfig {
                 field: e.field,
@@ -59,6 +68,7 @@ impl Behaviour {
             discovery,
             nat,
             protocol,
+            pubsub,
             identify,
         })
     }

@@ -15,10 +15,11 @@ use tokio::sync::{broadcast, mpsc};
 use crate::{
     NetworkConfig, NetworkError, NetworkManager,
     behaviour::{Behaviour, Node},
-    event_loop::{EventLoop, Timeouts, state::ListenAddrs},
+    event_loop::{EventLoop, Timeouts},
     metrics::Metrics,
     peer_id_of, without_p2p,
 };
+use codio_transport::listen::ListenAddrs;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -134,11 +135,7 @@ impl NodeBuilder {
             // A poisoned lock only means another thread panicked while encoding; the
             // registry itself is still consistent.
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            let (policy, discovery) = (
-                swarm.behaviour().policy.stats(),
-                swarm.behaviour().discovery.stats(),
-            );
-            Metrics::register(&mut registry, &policy, client.stats(), &inbound, discovery)
+            Metrics::register(&mut registry, swarm.behaviour(), client.stats(), &inbound)
         });
         for task in tasks {
             tokio::spawn(task);
@@ -197,6 +194,7 @@ fn spawn(
         swarm.behaviour().policy.access(),
     );
     let swarm_nat = swarm.behaviour().nat.status();
+    let pubsub = swarm.behaviour().pubsub.pubsub();
     let (commands, command_rx) = mpsc::channel(config.command_buffer);
     let (events, _) = broadcast::channel(config.event_buffer);
     let listen_addrs = ListenAddrs::default();
@@ -218,6 +216,7 @@ fn spawn(
         local_peer_id,
         protocol,
         dht,
+        pubsub,
         peers,
         access,
         config: Arc::new(config),

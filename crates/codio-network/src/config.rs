@@ -9,6 +9,7 @@ use std::{
 use codio_discovery::DiscoveryConfig;
 use codio_policy::{PolicyConfig, nat::NatConfig};
 use codio_protocol::ProtocolConfig;
+use codio_pubsub::PubsubConfig;
 use codio_transport::TransportConfig;
 use libp2p::{Multiaddr, identity::Keypair};
 
@@ -82,6 +83,8 @@ pub struct NetworkConfig {
     pub nat: NatConfig,
     /// Requests and bulk transfers. Default [`ProtocolConfig::default`].
     pub protocol: ProtocolConfig,
+    /// Publish/subscribe (gossipsub). Default [`PubsubConfig::default`].
+    pub pubsub: PubsubConfig,
     /// Capacity of the event broadcast channel; a subscriber that falls further behind misses
     /// events and is told how many. Default 1024.
     pub event_buffer: usize,
@@ -113,6 +116,7 @@ impl Default for NetworkConfig {
             policy: PolicyConfig::default(),
             nat: NatConfig::default(),
             protocol: ProtocolConfig::default(),
+            pubsub: PubsubConfig::default(),
             event_buffer: 1024,
             command_buffer: 64,
             shutdown_timeout: Duration::from_secs(5),
@@ -127,9 +131,10 @@ pub(crate) struct Layers {
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) policy: PolicyConfig,
     pub(crate) nat: NatConfig,
+    pub(crate) pubsub: PubsubConfig,
 }
 
-fn invalid(field: &'static str, reason: impl std::fmt::Display) -> NetworkError {
+pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> NetworkError {
     NetworkError::InvalidConfig {
         field,
         reason: reason.to_string(),
@@ -177,6 +182,8 @@ impl NetworkConfig {
         with_nat(nat: NatConfig);
         /// Sets the protocol configuration.
         with_protocol(protocol: ProtocolConfig);
+        /// Sets the pub/sub configuration.
+        with_pubsub(pubsub: PubsubConfig);
         /// Sets the graceful shutdown timeout.
         with_shutdown_timeout(shutdown_timeout: Duration);
     }
@@ -228,10 +235,13 @@ impl NetworkConfig {
         self.protocol
             .validate()
             .map_err(|e| invalid(e.field, e.reason))?;
+        self.pubsub.validate().map_err(|e| invalid("pubsub", e))?;
+        let pubsub = self.pubsub.clone();
         Ok(Layers {
             discovery,
             policy,
             nat,
+            pubsub,
         })
     }
 

@@ -53,7 +53,6 @@ mod event_loop;
 pub mod metrics;
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -62,7 +61,9 @@ use std::{
 };
 
 pub use build::NodeBuilder;
-pub use codio_discovery::{DhtError, DiscoveryConfig, KadMode, Lookup, mdns::MdnsConfig};
+pub use codio_discovery::{
+    DhtError, DiscoveryConfig, KadMode, Lookup, Provider, ProviderStream, mdns::MdnsConfig,
+};
 pub use codio_policy::{
     Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
     Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig, Verdict,
@@ -72,6 +73,9 @@ pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
 pub use codio_protocol::{
     ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
     RequestError, RequestHandler, RespondError, Responder, Response, serve,
+};
+pub use codio_pubsub::{
+    Acceptance, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
 };
 use codio_transport::addr::{peer_id_of, without_p2p};
 pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, QuicConfig, TransportConfig};
@@ -84,7 +88,8 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::event_loop::{Command, state::ListenAddrs};
+use crate::event_loop::Command;
+use codio_transport::listen::ListenAddrs;
 
 /// The README's library snippet, compiled as a doc test.
 #[doc = include_str!("../../../README.md")]
@@ -125,6 +130,7 @@ pub struct NetworkManager {
     local_peer_id: PeerId,
     protocol: codio_protocol::Client,
     dht: codio_discovery::Dht,
+    pubsub: codio_pubsub::Pubsub,
     peers: codio_policy::Peers,
     access: Access,
     config: Arc<NetworkConfig>,
@@ -331,13 +337,30 @@ impl NetworkManager {
         self.dht.provide(key.into()).await
     }
 
-    /// The providers of `key` known to the DHT, as
-    /// [`Dht::find_providers`](codio_discovery::Dht::find_providers) (errors included).
-    pub async fn find_providers(
-        &self,
-        key: impl Into<Vec<u8>>,
-    ) -> Result<HashSet<PeerId>, DhtError> {
+    /// Stops providing `key`, as [`Dht::stop_providing`](codio_discovery::Dht::stop_providing).
+    pub async fn stop_providing(&self, key: impl Into<Vec<u8>>) -> Result<(), DhtError> {
+        self.dht.stop_providing(key.into()).await
+    }
+
+    /// The providers of `key` with their addresses, nearest first (connected, then lowest
+    /// ping RTT), as [`Dht::find_providers`](codio_discovery::Dht::find_providers).
+    pub async fn find_providers(&self, key: impl Into<Vec<u8>>) -> Result<Vec<Provider>, DhtError> {
         self.dht.find_providers(key.into()).await
+    }
+
+    /// The DHT handle, for what the methods above leave out (provider streams).
+    pub fn dht(&self) -> &codio_discovery::Dht {
+        &self.dht
+    }
+
+    /// Joins a pub/sub topic, as [`Pubsub::join`](codio_pubsub::Pubsub::join).
+    pub async fn join(&self, topic: &str) -> Result<Topic, PubsubError> {
+        self.pubsub.join(topic).await
+    }
+
+    /// The pub/sub handle, for validators and peer scores.
+    pub fn pubsub(&self) -> &codio_pubsub::Pubsub {
+        &self.pubsub
     }
 
     /// Sends a request to `peer_id` and waits for its response (pipelined on

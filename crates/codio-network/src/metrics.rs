@@ -43,17 +43,17 @@ impl Metrics {
     /// Registers libp2p's metrics and the layers' collectors.
     pub(crate) fn register(
         registry: &mut Registry,
-        policy: &codio_policy::Stats,
+        layers: &crate::behaviour::Behaviour,
         protocol: Arc<codio_protocol::Stats>,
         inbound: &codio_transport::InboundStats,
-        discovery: Arc<codio_discovery::Stats>,
     ) -> Self {
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(registry));
         let codio = registry.sub_registry_with_prefix("codio");
-        codio.register_collector(policy.collector());
+        codio.register_collector(layers.policy.stats().collector());
         codio.register_collector(protocol.collector());
         codio.register_collector(inbound.collector());
-        codio.register_collector(discovery.collector());
+        codio.register_collector(layers.discovery.stats().collector());
+        codio.register_collector(layers.pubsub.stats().collector());
         Self { libp2p }
     }
 

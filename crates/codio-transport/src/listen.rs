@@ -138,6 +138,43 @@ impl Listening {
     }
 }
 
+/// A node's listen addresses, shared between the task that sees listener events (the only
+/// writer) and handles that read them; TCP addresses first, then QUIC. Each update is one push
+/// or retain, so a poisoned lock still holds a usable list.
+#[derive(Debug, Clone, Default)]
+pub struct ListenAddrs(std::sync::Arc<std::sync::RwLock<Vec<Multiaddr>>>);
+
+impl ListenAddrs {
+    /// The addresses now.
+    pub fn get(&self) -> Vec<Multiaddr> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A listener reported `address`.
+    pub fn added(&self, address: &Multiaddr) {
+        let mut addrs = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !addrs.contains(address) {
+            addrs.push(address.clone());
+            addrs.sort_by_key(addr::is_quic);
+        }
+    }
+
+    /// These addresses expired or their listener closed.
+    pub fn removed(&self, gone: &[Multiaddr]) {
+        let mut addrs = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        addrs.retain(|a| !gone.contains(a));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

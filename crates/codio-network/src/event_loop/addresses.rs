@@ -1,9 +1,6 @@
 //! Addresses: the node's listeners, and what identify tells about peers.
 
-use codio_transport::{
-    addr::is_quic,
-    listen::{Listening, Need},
-};
+use codio_transport::listen::{Listening, Need};
 use libp2p::{Multiaddr, core::transport::ListenerId, identify, swarm::SwarmEvent};
 use tokio::sync::oneshot;
 
@@ -72,12 +69,7 @@ impl EventLoop {
                 address,
             } => {
                 tracing::info!(%address, "listening");
-                self.listen_addrs.update(|addrs| {
-                    if !addrs.contains(&address) {
-                        addrs.push(address.clone());
-                        addrs.sort_by_key(is_quic);
-                    }
-                });
+                self.listen_addrs.added(&address);
                 if let Some((listening, _)) = &mut self.listens.starting {
                     listening.bound(listener_id, address.clone());
                     self.answer_start();
@@ -86,8 +78,7 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
-                self.listen_addrs
-                    .update(|addrs| addrs.retain(|a| a != &address));
+                self.listen_addrs.removed(std::slice::from_ref(&address));
                 self.emit(NetworkEvent::ListenAddressExpired { address });
             }
             SwarmEvent::ListenerClosed {
@@ -110,8 +101,7 @@ impl EventLoop {
     ) {
         tracing::info!(?addresses, ?reason, "listener closed");
         self.listens.listeners.retain(|id| *id != listener_id);
-        self.listen_addrs
-            .update(|addrs| addrs.retain(|a| !addresses.contains(a)));
+        self.listen_addrs.removed(addresses);
         if let Some((listening, _)) = &mut self.listens.starting {
             let reason = reason.map_or_else(|e| e.to_string(), |()| "listener closed".into());
             listening.closed(listener_id, reason);

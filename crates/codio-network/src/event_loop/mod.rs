@@ -11,7 +11,6 @@
 
 mod addresses;
 mod dials;
-pub(crate) mod state;
 
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use crate::{
     ConnectError, DiscoverySource, NetworkError, NetworkEvent,
     behaviour::{BehaviourEvent, Node},
 };
-use state::ListenAddrs;
+use codio_transport::listen::ListenAddrs;
 
 /// Requests from handles to the event loop.
 #[derive(Debug)]
@@ -179,6 +178,8 @@ impl EventLoop {
             }
             BehaviourEvent::Protocol(other) => tracing::debug!(?other, "protocol event"),
             BehaviourEvent::Discovery(event) => self.on_discovery_event(event),
+            // Topic handles get their messages and mesh changes from the layer itself.
+            BehaviourEvent::Pubsub(event) => tracing::debug!(?event, "pubsub event"),
         }
     }
 
