@@ -1,0 +1,329 @@
+//! CDN fan-out and content routing on 20 loopback nodes (issue 17): a published message
+//! reaches every subscriber exactly once; a peer that forwards invalid messages is scored
+//! down and pruned while valid traffic keeps flowing; provide → find_providers (with
+//! addresses, nearest first, and as a stream) → stop_providing → gone after the record's TTL;
+//! the reprovide keeps a record alive past its TTL.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use codio_network::{
+    Acceptance, KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId, PubsubConfig,
+    Topic, metrics::Registry,
+};
+use codio_tests::{
+    ConfigExt, EVENT_TIMEOUT, adversary::metric, dial_addr, eventually, init_tracing,
+    loopback_config, started_node, wait_for_event,
+};
+
+const NODES: usize = 20;
+const TOPIC: &str = "cdn/announce";
+
+/// A loopback node with a fast gossipsub heartbeat; loopback is exempt from the IP
+/// colocation penalty (20 peers share 127.0.0.1 here).
+fn config() -> NetworkConfig {
+    let pubsub = PubsubConfig::default()
+        .with_heartbeat(Duration::from_millis(200))
+        .with_colocation_whitelist([std::net::Ipv4Addr::LOCALHOST.into()]);
+    loopback_config()
+        .with_kad_mode(KadMode::Server)
+        .with_pubsub(pubsub)
+}
+
+/// Starts `NODES` nodes, each connected to node 0 and to two earlier ones (a connected graph
+/// where most nodes have 3+ peers), and waits until node 0 has identified all of them.
+async fn network(config: impl Fn(usize) -> NetworkConfig) -> Vec<NetworkManager> {
+    let first = started_node(config(0)).await;
+    let mut events = first.subscribe();
+    let mut nodes = vec![first];
+    for i in 1..NODES {
+        let node = started_node(config(i).with_bootstrap_peers(vec![dial_addr(&nodes[0])])).await;
+        for j in [i / 2, i - 1] {
+            if j != 0 {
+                node.connect_peer(dial_addr(&nodes[j])).await.unwrap();
+            }
+        }
+        nodes.push(node);
+    }
+    let mut identified = HashSet::new();
+    while identified.len() < NODES - 1 {
+        let event = wait_for_event(&mut events, EVENT_TIMEOUT, "node 0 identifies all", |e| {
+            matches!(e, NetworkEvent::PeerIdentified { .. })
+        })
+        .await;
+        if let NetworkEvent::PeerIdentified { peer_id, .. } = event {
+            identified.insert(peer_id);
+        }
+    }
+    nodes
+}
+
+async fn shutdown(nodes: Vec<NetworkManager>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Waits until every topic handle has a mesh peer.
+async fn meshes_formed(topics: &[Topic]) {
+    for (i, topic) in topics.iter().enumerate() {
+        assert!(
+            eventually(EVENT_TIMEOUT, || async {
+                !topic.mesh_peers().await.unwrap().is_empty()
+            })
+            .await,
+            "node {i} has no mesh peer"
+        );
+    }
+}
+
+/// Reads `topic` until it has `wanted` distinct messages (counting every copy of each), or
+/// the timeout; then reads on for `quiet` to catch late duplicates.
+async fn collect(
+    topic: &mut Topic,
+    wanted: usize,
+    timeout: Duration,
+    quiet: Duration,
+) -> HashMap<Vec<u8>, usize> {
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    let deadline = Instant::now() + timeout;
+    while seen.len() < wanted {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, topic.next_message()).await {
+            Ok(Some(message)) => *seen.entry(message.data.to_vec()).or_default() += 1,
+            Ok(None) | Err(_) => return seen,
+        }
+    }
+    while let Ok(Some(message)) = tokio::time::timeout(quiet, topic.next_message()).await {
+        *seen.entry(message.data.to_vec()).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_message_reaches_every_subscriber_exactly_once() {
+    init_tracing();
+    let nodes = network(|_| config()).await;
+    let mut topics = Vec::new();
+    for node in &nodes {
+        topics.push(node.join(TOPIC).await.unwrap());
+    }
+    meshes_formed(&topics).await;
+    let publisher = 7;
+    let messages: Vec<Vec<u8>> = (0..20).map(|i| format!("new /video/{i}").into_bytes()).collect();
+    for message in &messages {
+        topics[publisher].publish(message.clone()).await.unwrap();
+    }
+    let mut readers = Vec::new();
+    for (i, mut topic) in topics.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            if i == publisher {
+                return (i, HashMap::new(), topic);
+            }
+            let seen = collect(&mut topic, 20, EVENT_TIMEOUT, Duration::from_secs(1)).await;
+            (i, seen, topic)
+        }));
+    }
+    for reader in readers {
+        let (i, seen, _topic) = reader.await.unwrap();
+        if i == publisher {
+            continue;
+        }
+        for message in &messages {
+            assert_eq!(
+                seen.get(message),
+                Some(&1),
+                "node {i} got {:?} {:?} times",
+                String::from_utf8_lossy(message),
+                seen.get(message)
+            );
+        }
+        assert_eq!(seen.len(), messages.len(), "node {i}: {seen:?}");
+    }
+    shutdown(nodes).await;
+}
+
+/// Node 19 publishes messages every node's validator rejects, to nodes 0-2 it is connected
+/// to; they score it below zero and prune it from their meshes (the victim's own score and
+/// refusal count are read), and valid messages published meanwhile reach every other node
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_publisher_is_scored_down_and_pruned_while_valid_traffic_continues() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let victim_metrics = registry.clone();
+    let nodes = network(move |i| match i {
+        0 => config().with_metrics(victim_metrics.clone()),
+        _ => config(),
+    })
+    .await;
+    let attacker = NODES - 1;
+    for victim in 1..3 {
+        nodes[attacker].connect_peer(dial_addr(&nodes[victim])).await.unwrap();
+    }
+    let validator: codio_network::Validator = Arc::new(|message: &codio_network::Message| {
+        if message.data.starts_with(b"bad") {
+            Acceptance::Reject
+        } else {
+            Acceptance::Accept
+        }
+    });
+    let mut topics = Vec::new();
+    for node in &nodes {
+        topics.push(node.pubsub().join_with(TOPIC, validator.clone()).await.unwrap());
+    }
+    meshes_formed(&topics).await;
+    let attacker_id = nodes[attacker].local_peer_id();
+    let in_mesh_of_victims = || async {
+        let mut count = 0;
+        for topic in &topics[..3] {
+            count += usize::from(topic.mesh_peers().await.unwrap().contains(&attacker_id));
+        }
+        count
+    };
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { in_mesh_of_victims().await > 0 }).await,
+        "the attacker never joined a victim's mesh"
+    );
+
+    let publisher = 9;
+    let good: Vec<Vec<u8>> = (0..10).map(|i| format!("good {i}").into_bytes()).collect();
+    for (i, message) in good.iter().enumerate() {
+        topics[attacker]
+            .publish(format!("bad {i}").into_bytes())
+            .await
+            .unwrap();
+        topics[publisher].publish(message.clone()).await.unwrap();
+    }
+    // Every victim scores the attacker below zero and prunes it at its next heartbeat.
+    for victim in 0..3 {
+        let pubsub = nodes[victim].pubsub().clone();
+        assert!(
+            eventually(EVENT_TIMEOUT, || async {
+                pubsub
+                    .peer_score(attacker_id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|score| score < 0.0)
+            })
+            .await,
+            "victim {victim} did not score the attacker down: {:?}",
+            nodes[victim].pubsub().peer_score(attacker_id).await
+        );
+    }
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { in_mesh_of_victims().await == 0 }).await,
+        "the attacker is still in a victim's mesh"
+    );
+    assert!(
+        metric(
+            &registry,
+            "codio_pubsub_refused_messages_total{reason=\"rejected\"}"
+        ) > 0.0
+    );
+    let mut readers = Vec::new();
+    for (i, mut topic) in topics.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            if i == publisher || i == NODES - 1 {
+                return (i, HashMap::new());
+            }
+            (i, collect(&mut topic, 10, EVENT_TIMEOUT, Duration::from_secs(1)).await)
+        }));
+    }
+    for reader in readers {
+        let (i, seen) = reader.await.unwrap();
+        if i == publisher || i == attacker {
+            continue;
+        }
+        assert!(
+            good.iter().all(|m| seen.get(m) == Some(&1)) && seen.len() == good.len(),
+            "node {i}: {seen:?}"
+        );
+    }
+    // The victims' mesh is still served by honest peers.
+    assert!(!nodes[0].connected_peers().is_empty());
+    shutdown(nodes).await;
+}
+
+/// Provider records with a 3 s TTL, reprovided every second by nodes that provide.
+fn routing_config() -> NetworkConfig {
+    let mut config = config();
+    config.discovery = config
+        .discovery
+        .with_provider_ttl(Duration::from_secs(3))
+        .with_reprovide(Duration::from_secs(1), 16, 32);
+    config
+}
+
+async fn providers_of(node: &NetworkManager, key: &[u8]) -> Vec<PeerId> {
+    let providers = node.find_providers(key.to_vec()).await.unwrap_or_default();
+    providers.iter().map(|p| p.peer_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
+    init_tracing();
+    let nodes = network(|_| routing_config()).await;
+    let key = b"/videos/42".to_vec();
+    let (provider, seeker) = (&nodes[3], &nodes[15]);
+    provider.provide(key.clone()).await.unwrap();
+
+    // Found, with an address the provider listens on.
+    let found = seeker.find_providers(key.clone()).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].peer_id, provider.local_peer_id());
+    assert!(
+        found[0]
+            .addresses
+            .iter()
+            .any(|a| provider.listen_addrs().contains(a)),
+        "{found:?} vs {:?}",
+        provider.listen_addrs()
+    );
+
+    // Reprovided: still found after three TTLs.
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(9) {
+        let found = providers_of(seeker, &key).await;
+        assert_eq!(found, vec![provider.local_peer_id()], "lost after {:?}", since.elapsed());
+    }
+
+    // Several providers, nearest first: a connected one before the rest.
+    for node in [&nodes[5], &nodes[11]] {
+        node.provide(key.clone()).await.unwrap();
+    }
+    seeker.connect_peer(dial_addr(&nodes[11])).await.unwrap();
+    let found = seeker.find_providers(key.clone()).await.unwrap();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].connected, "{found:?}");
+    assert!(found.iter().all(|p| !p.addresses.is_empty()), "{found:?}");
+
+    // The streaming variant yields the same three, then ends.
+    let mut stream = seeker.dht().providers_stream(key.clone()).await.unwrap();
+    let mut streamed = HashSet::new();
+    while let Some(found) = tokio::time::timeout(EVENT_TIMEOUT, stream.next()).await.unwrap() {
+        streamed.insert(found.peer_id);
+    }
+    let expected: HashSet<PeerId> =
+        [3, 5, 11].iter().map(|&i| nodes[i].local_peer_id()).collect();
+    assert_eq!(streamed, expected);
+
+    // Stopped: gone once the records expire (within the TTL plus a lookup), not before the
+    // others.
+    for i in [3, 5, 11] {
+        nodes[i].stop_providing(key.clone()).await.unwrap();
+    }
+    let stopped = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            providers_of(seeker, &key).await.is_empty()
+        })
+        .await,
+        "still provided {:?} after stop_providing",
+        stopped.elapsed()
+    );
+    shutdown(nodes).await;
+}
