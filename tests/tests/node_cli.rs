@@ -126,3 +126,71 @@ async fn identity_persists_across_restarts_in_the_data_dir() {
     assert_eq!(std::fs::read(dir.join("identity.key")).unwrap(), b"garbage");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--subscribe` prints a topic's messages as JSON events; `codio-node publish` sends one
+/// (text, then a file's content) and exits 0 once a peer subscribed.
+#[tokio::test]
+async fn published_messages_reach_a_subscribed_node_as_json_events() {
+    let binary = node_binary();
+    let loopback = [
+        "--no-mdns",
+        "--listen-ip",
+        "127.0.0.1",
+        "--listen-port",
+        "0",
+    ];
+    let mut subscriber = NodeProcess::spawn(
+        &binary,
+        loopback
+            .iter()
+            .copied()
+            .chain(["--json", "--subscribe", "cdn/announce"]),
+    );
+    let line = subscriber
+        .wait_for_line(LOG_TIMEOUT, "subscriber's listen address", |l| {
+            l.contains("listening on")
+        })
+        .await;
+    let address = field(&line, "address").expect("address field").to_owned();
+    let dir = std::env::temp_dir().join(format!("codio-cli-publish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("purge.txt");
+    std::fs::write(&file, "purge /videos/7").unwrap();
+    for message in ["new /videos/42", file.to_str().unwrap()] {
+        let mut publisher = NodeProcess::spawn(
+            &binary,
+            loopback.iter().copied().chain([
+                "--json",
+                "--dial",
+                &address,
+                "publish",
+                "--topic",
+                "cdn/announce",
+                message,
+            ]),
+        );
+        let status = publisher.wait_exit(LOG_TIMEOUT).await;
+        assert!(status.success(), "publish exited with {status}");
+        publisher
+            .expect_line(LOG_TIMEOUT, "published event", |l| {
+                l.contains("\"event\":\"published\"")
+            })
+            .await;
+    }
+    for text in ["new /videos/42", "purge /videos/7"] {
+        let line = subscriber
+            .wait_for_line(LOG_TIMEOUT, "message event", |l| {
+                l.contains("\"event\":\"message\"") && l.contains(text)
+            })
+            .await;
+        let event: serde_json::Value =
+            serde_json::from_str(line.trim_start_matches(codio_tests::process::STDOUT)).unwrap();
+        assert_eq!(event["topic"], "cdn/announce", "{event}");
+        assert_eq!(event["text"], text, "{event}");
+        assert_eq!(event["from"], event["author"], "{event}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    subscriber.signal("TERM");
+    let status = subscriber.wait_exit(LOG_TIMEOUT).await;
+    assert!(status.success(), "subscriber exited with {status}");
+}

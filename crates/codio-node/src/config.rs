@@ -49,6 +49,7 @@ pub(crate) struct NodeConfig {
     pub(crate) reserved: Vec<String>,
     pub(crate) dial: Vec<String>,
     pub(crate) find_peer: Vec<String>,
+    pub(crate) subscribe: Vec<String>,
     pub(crate) relay: bool,
     pub(crate) relay_server: bool,
     pub(crate) relays: Vec<String>,
@@ -99,6 +100,7 @@ impl Default for NodeConfig {
             reserved: vec![],
             dial: vec![],
             find_peer: vec![],
+            subscribe: vec![],
             relay: true,
             relay_server: false,
             relays: vec![],
@@ -181,6 +183,9 @@ dial = []
 
 # Peer ids looked up in the DHT and connected to once a bootstrap peer identified us.
 find_peer = []
+
+# Pub/sub topics to join; their messages are printed as JSON events ("message", with --json).
+subscribe = []
 
 # NAT traversal as a client: relay client, automatic relay reservations, hole punching.
 relay = true
@@ -335,6 +340,14 @@ pub(crate) struct Overrides {
         value_delimiter = ','
     )]
     dial: Vec<String>,
+    /// Pub/sub topic to join; its messages become JSON events (repeatable).
+    #[arg(
+        long = "subscribe",
+        env = "CODIO_SUBSCRIBE",
+        value_name = "TOPIC",
+        value_delimiter = ','
+    )]
+    subscribe: Vec<String>,
     /// Peer id to look up in the DHT and connect to (repeatable).
     #[arg(
         long = "find-peer",
@@ -528,6 +541,7 @@ impl Overrides {
         set_list(&mut c.reserved, self.reserved);
         set_list(&mut c.dial, self.dial);
         set_list(&mut c.find_peer, self.find_peer);
+        set_list(&mut c.subscribe, self.subscribe);
         switch(&mut c.relay, self.relay, self.no_relay);
         switch(&mut c.relay_server, self.relay_server, self.no_relay_server);
         set_list(&mut c.relays, self.relays);
@@ -756,12 +770,20 @@ impl NodeConfig {
                 errors.push(format!("{field} = {value}: must be at most {max}"));
             }
         }
+        if let Some(topic) = self
+            .subscribe
+            .iter()
+            .find(|t| t.is_empty() || t.len() > 256)
+        {
+            errors.push(format!("subscribe = {topic:?}: a topic is 1 to 256 bytes"));
+        }
         let lists = [
             ("bootstrap", self.bootstrap.len(), 1_024),
             ("reserved", self.reserved.len(), 1_024),
             ("dial", self.dial.len(), 1_024),
             ("listen", self.listen.len(), 64),
             ("find_peer", self.find_peer.len(), 1_024),
+            ("subscribe", self.subscribe.len(), 64),
             ("relays", self.relays.len(), 1_024),
             ("external_addrs", self.external_addrs.len(), 1_024),
             ("allow_peer", self.allow_peer.len(), 65_536),

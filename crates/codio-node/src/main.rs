@@ -5,6 +5,8 @@
 //! codio-node --config /etc/codio/node.toml --json
 //! codio-node config example > node.toml
 //! codio-node send --to /ip4/10.0.0.1/tcp/4001/p2p/<peer id> ./file.bin
+//! codio-node --subscribe cdn/announce --json
+//! codio-node publish --topic cdn/announce --dial /ip4/10.0.0.1/tcp/4001/p2p/<peer id> 'new: /v/1'
 //! ```
 //!
 //! Configuration: defaults < TOML file (`--config`) < `CODIO_*` environment variables < flags
@@ -20,6 +22,7 @@ mod inbox;
 mod logs;
 mod output;
 mod peerbook;
+mod pubsub;
 mod transfer;
 
 use std::{
@@ -82,6 +85,18 @@ enum Command {
         any_peer: bool,
         /// The file.
         file: PathBuf,
+    },
+    /// Publish one message to a pub/sub topic, then exit: connects to the --dial, --bootstrap
+    /// and peer-book peers, waits (at most --wait-ms) until one of them subscribes to the topic.
+    Publish {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// How long to wait for a subscribed peer, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        wait_ms: u64,
+        /// The message: a file's content if MESSAGE names a file, else the text itself.
+        message: String,
     },
 }
 
@@ -205,6 +220,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(INVALID_CONFIG));
             }
             send(&node_config, &validated, to, &file).await
+        }
+        Some(Command::Publish {
+            topic,
+            wait_ms,
+            message,
+        }) => {
+            let data = pubsub::message_bytes(&message)?;
+            let (network, _) = start_network(&node_config, &validated, None).await?;
+            let wait = Duration::from_millis(wait_ms);
+            let result = pubsub::publish(&network, &validated.dial, &topic, data, wait).await;
+            network.shutdown().await;
+            let id = result?;
+            Output::new(node_config.json).json("published", json!({ "topic": topic, "id": id }));
+            tracing::info!(%topic, %id, "published");
+            Ok(ExitCode::SUCCESS)
         }
         _ => serve(&node_config, &validated).await,
     }
@@ -341,6 +371,14 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
                 .collect(),
             validated.find_peers.clone(),
         ));
+    }
+    for name in &config.subscribe {
+        let topic = network
+            .join(name)
+            .await
+            .with_context(|| format!("joining topic {name}"))?;
+        tracing::info!(topic = %name, "subscribed");
+        tokio::spawn(pubsub::print_topic(topic, output));
     }
     if let (Some(dir), Some(incoming)) = (&config.inbox, inbox) {
         let inbox = transfer::Inbox::open(dir, config.inbox_rules(validated), output)?;
