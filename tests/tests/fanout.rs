@@ -179,11 +179,19 @@ async fn an_invalid_publisher_is_scored_down_and_pruned_while_valid_traffic_cont
     }
     meshes_formed(&topics).await;
     let attacker_id = nodes[attacker].local_peer_id();
-    // The victims: the nodes with the attacker in their mesh.
+    // The victims: the nodes with the attacker in their mesh (meshes change at each
+    // heartbeat; wait until it is in one).
     let mut victims = Vec::new();
-    for (i, topic) in topics.iter().enumerate().take(attacker) {
-        if topic.mesh_peers().await.unwrap().contains(&attacker_id) {
-            victims.push(i);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while victims.is_empty() && Instant::now() < deadline {
+        for (i, topic) in topics.iter().enumerate().take(attacker) {
+            if topic.mesh_peers().await.unwrap().contains(&attacker_id) {
+                victims.push(i);
+            }
+        }
+        if victims.is_empty() {
+            // Bounded by the deadline; mesh changes have no event outside the topic handles.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     assert!(!victims.is_empty(), "the attacker is in no mesh");

@@ -22,6 +22,7 @@ mod memory;
 mod pipe;
 mod raw;
 mod report;
+mod scale;
 mod soak;
 mod stats;
 mod stock;
@@ -160,6 +161,26 @@ enum Sub {
         #[arg(long)]
         without_attacks: bool,
     },
+    /// A network of many nodes in one process (memory transport, codio's stack above it):
+    /// join through bootstrap nodes, then churn while every node runs DHT lookups and
+    /// provider lookups and one node publishes to a topic all subscribe to.
+    Scale {
+        /// Nodes at the start.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Percent of the nodes that leave during the churn phase (as many join).
+        #[arg(long, default_value_t = 20)]
+        churn: usize,
+        /// Length of the churn phase, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Nodes started per second while joining.
+        #[arg(long, default_value_t = 25)]
+        join_rate: usize,
+        /// Seed of the run's random choices.
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+    },
 }
 
 /// The sizes of a run.
@@ -278,6 +299,31 @@ fn main() -> anyhow::Result<()> {
                 result.requests_ok > 0 && result.bulk_intact,
                 "the good peer was not served"
             );
+            return Ok(());
+        }
+        Some(Sub::Scale {
+            nodes,
+            churn,
+            seconds,
+            join_rate,
+            seed,
+        }) => {
+            let plan = if args.smoke {
+                scale::Plan::smoke()
+            } else {
+                scale::Plan {
+                    churn_percent: churn,
+                    seconds,
+                    join_rate,
+                    ..scale::Plan::full(nodes)
+                }
+            };
+            let report = runtime.block_on(scale::run(plan, seed))?;
+            scale::print(&report);
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            anyhow::ensure!(report.joined > 0, "no node joined");
             return Ok(());
         }
         None => {}

@@ -1,0 +1,660 @@
+//! `scale`: a network of N codio nodes in one process, joining through a few bootstrap nodes,
+//! then churn (a fraction leave, as many new ones join) while every node runs DHT lookups and
+//! provider lookups for keys others provide, and one node publishes to a topic all subscribe
+//! to.
+//!
+//! The nodes talk over libp2p's in-memory transport with codio's real stack above it
+//! (`codio_transport::upgrade`: TLS 1.3 / Noise negotiation, Yamux, set-up timeouts, the
+//! inbound gate) and are built from the layers themselves (policy with its peer caps,
+//! discovery, pub/sub, identify), as a reuser of the layers would. Why in-process over
+//! memory: 1,000 processes would not fit two cores' scheduling, and over TCP each connection
+//! costs two of the 20,000 descriptors this machine allows (1,000 nodes with 50 peers each
+//! need 50,000); memory channels cost none, and everything above the socket is the same code.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use codio_discovery::{Dht, DiscoveryConfig, KadMode};
+use codio_network::{LimitsConfig, MemoryLimit, PolicyConfig, PubsubConfig, Topic};
+use futures::{AsyncRead, AsyncWrite, StreamExt};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, Transport,
+    core::transport::MemoryTransport,
+    identify, identity,
+    multiaddr::Protocol,
+    swarm::{self, NetworkBehaviour, SwarmEvent},
+};
+use serde::Serialize;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::stats::Samples;
+
+/// The topic every node joins.
+const TOPIC: &str = "cdn/control";
+
+/// The sizes of a scale run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Plan {
+    /// Nodes at the start (bootstrap nodes included).
+    pub(crate) nodes: usize,
+    /// Bootstrap nodes everyone joins through (their peer cap is `nodes`: they must take
+    /// every newcomer, as public bootstrap servers are provisioned to).
+    pub(crate) bootstrap: usize,
+    /// Every other node's peer cap (the policy's `max_established`; the seed's 50).
+    pub(crate) max_peers: usize,
+    /// Nodes started per second while joining.
+    pub(crate) join_rate: usize,
+    /// Percent of the nodes that leave during the churn phase (as many new ones join).
+    pub(crate) churn_percent: usize,
+    /// Length of the churn phase, in seconds.
+    pub(crate) seconds: u64,
+    /// Lookups (and as many provider lookups) each node runs during the phase.
+    pub(crate) queries_per_node: usize,
+    /// Messages the publisher sends during the phase.
+    pub(crate) messages: usize,
+}
+
+impl Plan {
+    pub(crate) fn full(nodes: usize) -> Self {
+        Self {
+            nodes,
+            bootstrap: 3,
+            max_peers: 50,
+            join_rate: 25,
+            churn_percent: 20,
+            seconds: 60,
+            queries_per_node: 2,
+            messages: 30,
+        }
+    }
+
+    pub(crate) fn smoke() -> Self {
+        Self {
+            nodes: 40,
+            bootstrap: 2,
+            max_peers: 50,
+            join_rate: 40,
+            churn_percent: 20,
+            seconds: 8,
+            queries_per_node: 1,
+            messages: 4,
+        }
+    }
+}
+
+/// Bytes every node received, all connections together (each byte is sent once and
+/// received once, so this is the traffic).
+static WIRE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A memory channel that counts the bytes read from it.
+struct Counted<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let read = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &read {
+            WIRE_BYTES.fetch_add(*n as u64, Relaxed);
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Layers {
+    policy: codio_policy::Behaviour,
+    discovery: codio_discovery::Behaviour,
+    pubsub: codio_pubsub::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// A running node.
+struct Node {
+    peer_id: PeerId,
+    address: Multiaddr,
+    dht: Dht,
+    pubsub: codio_pubsub::Pubsub,
+    topic: Option<Topic>,
+    joined: oneshot::Receiver<Duration>,
+    task: JoinHandle<()>,
+}
+
+/// A deterministic xorshift generator (the run's choices are reproducible with `--seed`).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// Builds and starts node `index` listening on `/memory/<port>`, joined to the topic.
+async fn start_node(index: usize, cap: usize, bootstrap: &[Multiaddr]) -> anyhow::Result<Node> {
+    let keypair = identity::Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id();
+    let memory = MemoryTransport::default().map(|channel, _| Counted(channel));
+    let transport = codio_transport::upgrade(memory, &keypair, &Default::default())?;
+    let mut limits = LimitsConfig::new(cap).with_max_memory(MemoryLimit::Off);
+    limits = limits.with_watermarks(cap * 7 / 10, cap * 9 / 10);
+    let policy = codio_policy::Behaviour::new(PolicyConfig::default().with_limits(limits));
+    let discovery_config = DiscoveryConfig::default()
+        .with_mdns(false)
+        .with_kad_mode(KadMode::Server)
+        .with_bootstrap_peers(bootstrap.iter().cloned())?;
+    let discovery = codio_discovery::Behaviour::new(peer_id, discovery_config)?;
+    let dht = discovery.dht();
+    let pubsub = codio_pubsub::Behaviour::new(&keypair, PubsubConfig::default())?;
+    let handle = pubsub.pubsub();
+    let identify = identify::Behaviour::new(identify::Config::new(
+        "/codio/1.0.0".into(),
+        keypair.public(),
+    ));
+    let layers = Layers {
+        policy,
+        discovery,
+        pubsub,
+        identify,
+    };
+    let config =
+        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::from_secs(30));
+    let mut swarm = Swarm::new(transport, layers, peer_id, config);
+    let port = 1_000_000 + index as u64;
+    let address: Multiaddr = format!("/memory/{port}").parse()?;
+    swarm.listen_on(address.clone())?;
+    swarm.behaviour_mut().discovery.start();
+    let (joined_tx, joined) = oneshot::channel();
+    let task = tokio::spawn(drive(swarm, joined_tx));
+    let topic = Some(handle.join(TOPIC).await?);
+
+    Ok(Node {
+        peer_id,
+        address: address.with(Protocol::P2p(peer_id)),
+        dht,
+        pubsub: handle,
+        topic,
+        joined,
+        task,
+    })
+}
+
+/// Drives a node's swarm: identify feeds discovery and the policy; the first finished DHT
+/// bootstrap is the node's join.
+async fn drive(mut swarm: Swarm<Layers>, joined: oneshot::Sender<Duration>) {
+    let started = Instant::now();
+    let mut joined = Some(joined);
+    while let Some(event) = swarm.next().await {
+        match event {
+            SwarmEvent::Behaviour(LayersEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let behaviour = swarm.behaviour_mut();
+                let addresses = behaviour.discovery.on_identify(peer_id, &info);
+                behaviour.policy.on_identify(&peer_id, &info);
+                for address in addresses.unwrap_or_default() {
+                    swarm.add_peer_address(peer_id, address);
+                }
+            }
+            SwarmEvent::Behaviour(LayersEvent::Discovery(
+                codio_discovery::Event::Bootstrapped { result: Ok(()) },
+            )) => {
+                if let Some(joined) = joined.take() {
+                    let _ = joined.send(started.elapsed());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Success and latency of one kind of query.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct Outcome {
+    pub(crate) runs: usize,
+    pub(crate) ok: usize,
+    pub(crate) success_percent: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+impl Outcome {
+    fn from(results: &[(bool, Duration)]) -> Self {
+        let mut samples = Samples::with_capacity(results.len());
+        for (_, latency) in results {
+            samples.push(*latency);
+        }
+        let ok = results.iter().filter(|(ok, _)| *ok).count();
+        Self {
+            runs: results.len(),
+            ok,
+            success_percent: 100.0 * ok as f64 / results.len().max(1) as f64,
+            p50_ms: samples.quantile(0.5) / 1e3,
+            p99_ms: samples.quantile(0.99) / 1e3,
+        }
+    }
+}
+
+/// What a scale run measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) plan: Plan,
+    pub(crate) seed: u64,
+    /// Nodes whose first DHT bootstrap finished, of those started in the join phase.
+    pub(crate) joined: usize,
+    pub(crate) join_p50_ms: f64,
+    pub(crate) join_p99_ms: f64,
+    pub(crate) join_phase_s: f64,
+    pub(crate) provides_failed: usize,
+    pub(crate) rss_per_node_kib: f64,
+    pub(crate) left: usize,
+    pub(crate) arrived: usize,
+    pub(crate) lookups: Outcome,
+    pub(crate) find_providers: Outcome,
+    pub(crate) gossip_expected: usize,
+    pub(crate) gossip_delivered: usize,
+    pub(crate) gossip_delivery_percent: f64,
+    pub(crate) gossip_p50_ms: f64,
+    pub(crate) gossip_p99_ms: f64,
+    pub(crate) lookup_requests_per_node_s: f64,
+    pub(crate) gossip_messages_per_node_s: f64,
+    pub(crate) wire_bytes_per_node_s: f64,
+}
+
+/// Shared records of the run.
+#[derive(Default)]
+struct Records {
+    lookups: Mutex<Vec<(bool, Duration)>>,
+    providers: Mutex<Vec<(bool, Duration)>>,
+    lookup_requests: AtomicU64,
+    /// Per node index: when it could first count as a subscriber, when it left.
+    lives: Mutex<HashMap<usize, (Instant, Option<Instant>)>>,
+    /// Per message sequence number: when it was published.
+    published: Mutex<HashMap<u32, Instant>>,
+    /// (node index, sequence number) -> delivery time.
+    delivered: Mutex<HashMap<(usize, u32), Duration>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(index: usize) -> Vec<u8> {
+    format!("/content/{index}").into_bytes()
+}
+
+/// Reads node `index`'s topic, recording when each message arrived.
+fn read_topic(
+    index: usize,
+    mut topic: Topic,
+    epoch: Instant,
+    records: Arc<Records>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(message) = topic.next_message().await {
+            let Some((seq, sent)) = decode(&message.data) else {
+                continue;
+            };
+            let latency = epoch.elapsed().saturating_sub(sent);
+            lock(&records.delivered).insert((index, seq), latency);
+        }
+    })
+}
+
+fn encode(seq: u32, epoch: Instant) -> Vec<u8> {
+    let mut data = seq.to_be_bytes().to_vec();
+    data.extend((epoch.elapsed().as_nanos() as u64).to_be_bytes());
+    data
+}
+
+fn decode(data: &[u8]) -> Option<(u32, Duration)> {
+    let seq = u32::from_be_bytes(data.get(..4)?.try_into().ok()?);
+    let nanos = u64::from_be_bytes(data.get(4..12)?.try_into().ok()?);
+    Some((seq, Duration::from_nanos(nanos)))
+}
+
+/// One node's queries: `count` times, at a random moment of the phase, a lookup of a stable
+/// node's id (ok: the lookup finds it) and a provider lookup of another stable node's key
+/// (ok: that node is among the providers).
+fn query_loop(
+    dht: Dht,
+    stable: Arc<Vec<(usize, PeerId)>>,
+    mut rng: Rng,
+    count: usize,
+    phase: Duration,
+    records: Arc<Records>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut at = Duration::ZERO;
+        let start = Instant::now();
+        for _ in 0..count {
+            at += Duration::from_millis(rng.below(phase.as_millis() as usize / count) as u64);
+            tokio::time::sleep_until((start + at).into()).await;
+            let (_, target) = stable[rng.below(stable.len())];
+            let began = Instant::now();
+            let lookup = dht.closest_peers(target.to_bytes()).await;
+            let ok = lookup.as_ref().is_ok_and(|l| l.peers.contains(&target));
+            if let Ok(lookup) = &lookup {
+                records
+                    .lookup_requests
+                    .fetch_add(u64::from(lookup.requests), Relaxed);
+            }
+            lock(&records.lookups).push((ok, began.elapsed()));
+            let (index, provider) = stable[rng.below(stable.len())];
+            let began = Instant::now();
+            let found = dht.find_providers(key(index)).await;
+            let ok = found.is_ok_and(|found| found.iter().any(|p| p.peer_id == provider));
+            lock(&records.providers).push((ok, began.elapsed()));
+        }
+    })
+}
+
+/// Starts nodes `range` at the join rate; returns them with their join times.
+async fn join(
+    range: std::ops::Range<usize>,
+    plan: &Plan,
+    bootstrap: &[Multiaddr],
+) -> anyhow::Result<Vec<(usize, Node)>> {
+    let mut nodes = Vec::with_capacity(range.len());
+    let every = Duration::from_secs(1) / plan.join_rate.max(1) as u32;
+    let mut tick = tokio::time::interval(every);
+    for index in range {
+        tick.tick().await;
+        let cap = if index < plan.bootstrap {
+            plan.nodes * 2
+        } else {
+            plan.max_peers
+        };
+        nodes.push((index, start_node(index, cap, bootstrap).await?));
+    }
+    Ok(nodes)
+}
+
+/// Runs the plan (see the module docs).
+pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
+    let epoch = Instant::now();
+    let records = Arc::new(Records::default());
+    let mut rng = Rng(seed.max(1));
+    // Bootstrap nodes first (each knows the ones before it), then everyone through them.
+    let mut nodes: Vec<(usize, Node)> = Vec::new();
+    let mut bootstrap = Vec::new();
+    for index in 0..plan.bootstrap {
+        let node = start_node(index, plan.nodes * 2, &bootstrap).await?;
+        bootstrap.push(node.address.clone());
+        nodes.push((index, node));
+    }
+    let join_started = Instant::now();
+    nodes.extend(join(plan.bootstrap..plan.nodes, &plan, &bootstrap).await?);
+    let mut join_times = Samples::with_capacity(plan.nodes);
+    for (_, node) in &mut nodes {
+        let wait = tokio::time::timeout(Duration::from_secs(60), &mut node.joined).await;
+        if let Ok(Ok(took)) = wait {
+            join_times.push(took);
+        }
+    }
+    let join_phase = join_started.elapsed();
+    let joined = join_times.len();
+    tracing::warn!(
+        joined,
+        secs = join_phase.as_secs_f64(),
+        "scale: nodes joined"
+    );
+
+    // Every node provides its key (at most 64 announcements at once).
+    let provides = futures::stream::iter(nodes.iter().map(|(i, n)| (key(*i), n.dht.clone())))
+        .map(|(key, dht)| async move { dht.provide(key).await.is_err() })
+        .buffer_unordered(64)
+        .filter(|failed| futures::future::ready(*failed))
+        .count()
+        .await;
+    let rss_per_node_kib =
+        crate::memory::rss(std::process::id())? as f64 / 1024.0 / nodes.len() as f64;
+    let now = Instant::now();
+    let mut readers = Vec::new();
+    for (index, node) in &mut nodes {
+        lock(&records.lives).insert(*index, (now, None));
+        if let Some(topic) = node.topic.take() {
+            readers.push(read_topic(*index, topic, epoch, records.clone()));
+        }
+    }
+
+    // Churn: who leaves (never a bootstrap node, nor the publisher) and when.
+    let publisher = plan.bootstrap;
+    let leaving_count = plan.nodes * plan.churn_percent / 100;
+    let mut leaving = HashSet::new();
+    while leaving.len() < leaving_count.min(plan.nodes - plan.bootstrap - 1) {
+        leaving.insert(plan.bootstrap + 1 + rng.below(plan.nodes - plan.bootstrap - 1));
+    }
+    let stable: Arc<Vec<(usize, PeerId)>> = Arc::new(
+        nodes
+            .iter()
+            .filter(|(i, _)| !leaving.contains(i))
+            .map(|(i, n)| (*i, n.peer_id))
+            .collect(),
+    );
+    let phase = Duration::from_secs(plan.seconds);
+    let mut workers = Vec::new();
+    for (_, node) in &nodes {
+        let rng = Rng(rng.below(usize::MAX) as u64 | 1);
+        workers.push(query_loop(
+            node.dht.clone(),
+            stable.clone(),
+            rng,
+            plan.queries_per_node,
+            phase,
+            records.clone(),
+        ));
+    }
+    let bytes_before = WIRE_BYTES.load(Relaxed);
+    let phase_start = Instant::now();
+    let mut events: Vec<(Duration, Event)> = Vec::new();
+    for index in &leaving {
+        events.push((
+            phase.mul_f64(rng.below(800) as f64 / 1000.0),
+            Event::Leave(*index),
+        ));
+    }
+    for n in 0..leaving_count {
+        events.push((
+            phase.mul_f64(rng.below(800) as f64 / 1000.0),
+            Event::Arrive(plan.nodes + n),
+        ));
+    }
+    for seq in 0..plan.messages {
+        let at = phase.mul_f64(0.9 * seq as f64 / plan.messages.max(1) as f64);
+        events.push((at, Event::Publish(seq as u32)));
+    }
+    events.sort_by_key(|(at, _)| *at);
+    let publisher_topic = {
+        let node = nodes
+            .iter()
+            .find(|(i, _)| *i == publisher)
+            .map(|(_, n)| n)
+            .context("publisher")?;
+        node.pubsub.join(TOPIC).await?
+    };
+    for (at, event) in events {
+        tokio::time::sleep_until((phase_start + at).into()).await;
+        match event {
+            Event::Leave(index) => {
+                if let Some(position) = nodes.iter().position(|(i, _)| *i == index) {
+                    let (_, node) = nodes.swap_remove(position);
+                    node.task.abort();
+                    if let Some((_, left)) = lock(&records.lives).get_mut(&index) {
+                        *left = Some(Instant::now());
+                    }
+                }
+            }
+            Event::Arrive(index) => {
+                let mut node = start_node(index, plan.max_peers, &bootstrap).await?;
+                lock(&records.lives).insert(index, (Instant::now(), None));
+                if let Some(topic) = node.topic.take() {
+                    readers.push(read_topic(index, topic, epoch, records.clone()));
+                }
+                nodes.push((index, node));
+            }
+            Event::Publish(seq) => {
+                lock(&records.published).insert(seq, Instant::now());
+                if let Err(error) = publisher_topic.publish(encode(seq, epoch)).await {
+                    tracing::warn!(%error, seq, "scale: publish failed");
+                }
+            }
+        }
+    }
+    let remaining = phase.saturating_sub(phase_start.elapsed());
+    tokio::time::sleep(remaining + GRACE).await;
+    for worker in &workers {
+        worker.abort();
+    }
+    let bytes = WIRE_BYTES.load(Relaxed) - bytes_before;
+    let phase_secs = phase_start.elapsed().as_secs_f64();
+    let live = nodes.len() as f64;
+    let (expected, latencies) = gossip(&records, publisher);
+    let delivered = latencies.len();
+    for (_, node) in nodes {
+        node.task.abort();
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    let lookups = Outcome::from(&lock(&records.lookups));
+    let find_providers = Outcome::from(&lock(&records.providers));
+    Ok(Report {
+        plan,
+        seed,
+        joined,
+        join_p50_ms: join_times.quantile(0.5) / 1e3,
+        join_p99_ms: join_times.quantile(0.99) / 1e3,
+        join_phase_s: join_phase.as_secs_f64(),
+        provides_failed: provides,
+        rss_per_node_kib,
+        left: leaving.len(),
+        arrived: leaving_count,
+        lookups,
+        find_providers,
+        gossip_expected: expected,
+        gossip_delivered: delivered,
+        gossip_delivery_percent: 100.0 * delivered as f64 / expected.max(1) as f64,
+        gossip_p50_ms: latencies.quantile(0.5) / 1e3,
+        gossip_p99_ms: latencies.quantile(0.99) / 1e3,
+        lookup_requests_per_node_s: records.lookup_requests.load(Relaxed) as f64
+            / live
+            / phase_secs,
+        gossip_messages_per_node_s: delivered as f64 / live / phase_secs,
+        wire_bytes_per_node_s: bytes as f64 / live / phase_secs,
+    })
+}
+
+/// How long after the phase the run waits for the last messages and queries.
+const GRACE: Duration = Duration::from_secs(5);
+/// A subscriber counts for a message published this long after it joined (its mesh forms
+/// within a few heartbeats) and if it stays this long after the publication.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Expected deliveries (live subscribers per message) and the delivered ones' latencies.
+fn gossip(records: &Records, publisher: usize) -> (usize, Samples) {
+    let lives = lock(&records.lives);
+    let published = lock(&records.published);
+    let delivered = lock(&records.delivered);
+    let mut expected = 0;
+    let mut latencies = Samples::default();
+    for (&seq, &at) in published.iter() {
+        for (&index, &(since, left)) in lives.iter() {
+            let live = since + SETTLE <= at && left.is_none_or(|left| left > at + SETTLE);
+            if index == publisher || !live {
+                continue;
+            }
+            expected += 1;
+            if let Some(latency) = delivered.get(&(index, seq)) {
+                latencies.push(*latency);
+            }
+        }
+    }
+    (expected, latencies)
+}
+
+enum Event {
+    Leave(usize),
+    Arrive(usize),
+    Publish(u32),
+}
+
+/// Prints the report as a table.
+#[allow(clippy::print_stdout)] // The report is the program's output.
+pub(crate) fn print(r: &Report) {
+    let p = &r.plan;
+    println!(
+        "scale: {} nodes ({} bootstrap, peer cap {}), {}% churn over {} s, seed {}",
+        p.nodes, p.bootstrap, p.max_peers, p.churn_percent, p.seconds, r.seed
+    );
+    println!(
+        "  join: {} of {} joined in {:.1} s; time to join p50 {:.0} ms, p99 {:.0} ms; {} provides failed",
+        r.joined, p.nodes, r.join_phase_s, r.join_p50_ms, r.join_p99_ms, r.provides_failed
+    );
+    println!(
+        "  memory: {:.0} KiB per node (process RSS / nodes)",
+        r.rss_per_node_kib
+    );
+    println!("  churn: {} left, {} joined", r.left, r.arrived);
+    for (name, o) in [
+        ("lookups", &r.lookups),
+        ("find_providers", &r.find_providers),
+    ] {
+        println!(
+            "  {name}: {}/{} ok ({:.2}%), p50 {:.0} ms, p99 {:.0} ms",
+            o.ok, o.runs, o.success_percent, o.p50_ms, o.p99_ms
+        );
+    }
+    println!(
+        "  gossip: {}/{} deliveries to live subscribers ({:.2}%), p50 {:.0} ms, p99 {:.0} ms",
+        r.gossip_delivered,
+        r.gossip_expected,
+        r.gossip_delivery_percent,
+        r.gossip_p50_ms,
+        r.gossip_p99_ms
+    );
+    println!(
+        "  per node per second: {:.1} lookup requests, {:.2} gossip messages, {:.0} bytes on the wire",
+        r.lookup_requests_per_node_s, r.gossip_messages_per_node_s, r.wire_bytes_per_node_s
+    );
+}
