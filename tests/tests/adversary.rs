@@ -314,7 +314,9 @@ async fn provider_floods_never_block_our_own_provides() {
         .expect("our own provide works");
     let providers = good.find_providers(content).await.unwrap();
     assert!(
-        providers.iter().any(|p| p.peer_id == victim.local_peer_id()),
+        providers
+            .iter()
+            .any(|p| p.peer_id == victim.local_peer_id()),
         "{providers:?}"
     );
     good_peer_is_served(&victim, 0, || assert!(keys() <= 1024.0)).await;

@@ -4,6 +4,9 @@
 //! addresses, nearest first, and as a stream) → stop_providing → gone after the record's TTL;
 //! the reprovide keeps a record alive past its TTL.
 
+// Test code: a failed expectation panics and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},

@@ -473,17 +473,13 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
             .collect(),
     );
     let phase = Duration::from_secs(plan.seconds);
-    let mut workers = Vec::new();
-    for (_, node) in &nodes {
+    // A leaving node's queries stop with it (its own results up to then count).
+    let mut workers = HashMap::new();
+    for (index, node) in &nodes {
         let rng = Rng(rng.below(usize::MAX) as u64 | 1);
-        workers.push(query_loop(
-            node.dht.clone(),
-            stable.clone(),
-            rng,
-            plan.queries_per_node,
-            phase,
-            records.clone(),
-        ));
+        let (count, records) = (plan.queries_per_node, records.clone());
+        let worker = query_loop(node.dht.clone(), stable.clone(), rng, count, phase, records);
+        workers.insert(*index, worker);
     }
     let bytes_before = WIRE_BYTES.load(Relaxed);
     let phase_start = Instant::now();
@@ -519,6 +515,9 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
             Event::Leave(index) => {
                 if let Some(position) = nodes.iter().position(|(i, _)| *i == index) {
                     let (_, node) = nodes.swap_remove(position);
+                    if let Some(worker) = workers.remove(&index) {
+                        worker.abort();
+                    }
                     node.task.abort();
                     if let Some((_, left)) = lock(&records.lives).get_mut(&index) {
                         *left = Some(Instant::now());
@@ -543,7 +542,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
     }
     let remaining = phase.saturating_sub(phase_start.elapsed());
     tokio::time::sleep(remaining + GRACE).await;
-    for worker in &workers {
+    for worker in workers.values() {
         worker.abort();
     }
     let bytes = WIRE_BYTES.load(Relaxed) - bytes_before;

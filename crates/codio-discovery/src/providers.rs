@@ -1,6 +1,6 @@
 //! Content routing beyond Kademlia's: providers with their addresses, ranked by proximity
 //! ([`Provider`], [`rank`]); a stream of providers as a lookup finds them
-//! ([`ProviderStream`]); and this node's reprovide schedule ([`Reprovider`], pure state fed
+//! ([`ProviderStream`]); and this node's reprovide schedule (`Reprovider`, pure state fed
 //! an [`Instant`]), which announces every key again before peers' records of it expire,
 //! in batches bounded in rate and in flight.
 
@@ -70,7 +70,7 @@ impl ProviderStream {
     }
 }
 
-/// The reprovide schedule's settings ([`DiscoveryConfig::with_reprovide`](crate::DiscoveryConfig::with_reprovide)).
+/// The reprovide schedule's settings (`DiscoveryConfig::with_reprovide`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReprovideConfig {
     pub(crate) interval: Duration,

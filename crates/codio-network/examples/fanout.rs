@@ -50,10 +50,10 @@ async fn identified(node: &NetworkManager, peer: PeerId) -> Result<(), Box<dyn s
             .peer_info(&peer)
             .is_none_or(|p| p.agent_version.is_none())
         {
-            if let NetworkEvent::PeerIdentified { peer_id, .. } = events.recv().await? {
-                if peer_id == peer {
-                    break;
-                }
+            if let NetworkEvent::PeerIdentified { peer_id, .. } = events.recv().await?
+                && peer_id == peer
+            {
+                break;
             }
         }
         Ok::<_, Box<dyn std::error::Error>>(())
