@@ -177,6 +177,9 @@ enum Sub {
         /// Nodes started per second while joining.
         #[arg(long, default_value_t = 25)]
         join_rate: usize,
+        /// Every non-bootstrap node's connection cap (the policy's `max_established`).
+        #[arg(long, default_value_t = 50)]
+        max_peers: usize,
         /// Seed of the run's random choices.
         #[arg(long, default_value_t = 17)]
         seed: u64,
@@ -306,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             churn,
             seconds,
             join_rate,
+            max_peers,
             seed,
         }) => {
             let plan = if args.smoke {
@@ -315,6 +319,7 @@ fn main() -> anyhow::Result<()> {
                     churn_percent: churn,
                     seconds,
                     join_rate,
+                    max_peers,
                     ..scale::Plan::full(nodes)
                 }
             };

@@ -153,6 +153,7 @@ struct Node {
     topic: Option<Topic>,
     joined: oneshot::Receiver<Duration>,
     task: JoinHandle<()>,
+    refusals: codio_policy::Stats,
 }
 
 /// A deterministic xorshift generator (the run's choices are reproducible with `--seed`).
@@ -177,6 +178,7 @@ async fn start_node(index: usize, cap: usize, bootstrap: &[Multiaddr]) -> anyhow
     let mut limits = LimitsConfig::new(cap).with_max_memory(MemoryLimit::Off);
     limits = limits.with_watermarks(cap * 7 / 10, cap * 9 / 10);
     let policy = codio_policy::Behaviour::new(PolicyConfig::default().with_limits(limits));
+    let refusals = policy.stats();
     let discovery_config = DiscoveryConfig::default()
         .with_mdns(false)
         .with_kad_mode(KadMode::Server)
@@ -214,6 +216,7 @@ async fn start_node(index: usize, cap: usize, bootstrap: &[Multiaddr]) -> anyhow
         topic,
         joined,
         task,
+        refusals,
     })
 }
 
@@ -299,6 +302,8 @@ pub(crate) struct Report {
     pub(crate) lookup_requests_per_node_s: f64,
     pub(crate) gossip_messages_per_node_s: f64,
     pub(crate) wire_bytes_per_node_s: f64,
+    /// Connections the nodes' policies refused, by reason (all nodes, whole run).
+    pub(crate) refused: Vec<(String, u64)>,
 }
 
 /// Shared records of the run.
@@ -309,6 +314,8 @@ struct Records {
     lookup_requests: AtomicU64,
     /// Per node index: when it could first count as a subscriber, when it left.
     lives: Mutex<HashMap<usize, (Instant, Option<Instant>)>>,
+    /// Every node's refusal counters.
+    refusals: Mutex<Vec<codio_policy::Stats>>,
     /// Per message sequence number: when it was published.
     published: Mutex<HashMap<u32, Instant>>,
     /// (node index, sequence number) -> delivery time.
@@ -353,10 +360,11 @@ fn decode(data: &[u8]) -> Option<(u32, Duration)> {
     Some((seq, Duration::from_nanos(nanos)))
 }
 
-/// One node's queries: `count` times, at a random moment of the phase, a lookup of a stable
-/// node's id (ok: the lookup finds it) and a provider lookup of another stable node's key
-/// (ok: that node is among the providers).
+/// One node's queries: `count` times, at a random moment of the phase, a lookup of another
+/// stable node's id (ok: the lookup finds it) and a provider lookup of another stable node's
+/// key (ok: that node is among the providers).
 fn query_loop(
+    me: PeerId,
     dht: Dht,
     stable: Arc<Vec<(usize, PeerId)>>,
     mut rng: Rng,
@@ -370,7 +378,18 @@ fn query_loop(
         for _ in 0..count {
             at += Duration::from_millis(rng.below(phase.as_millis() as usize / count) as u64);
             tokio::time::sleep_until((start + at).into()).await;
-            let (_, target) = stable[rng.below(stable.len())];
+            // Another node than this one (`stable` holds at least two).
+            let mut other = || {
+                let mut pick = stable[rng.below(stable.len())];
+                for _ in 0..64 {
+                    if pick.1 != me {
+                        break;
+                    }
+                    pick = stable[rng.below(stable.len())];
+                }
+                pick
+            };
+            let (_, target) = other();
             let began = Instant::now();
             let lookup = dht.closest_peers(target.to_bytes()).await;
             let ok = lookup.as_ref().is_ok_and(|l| l.peers.contains(&target));
@@ -380,7 +399,7 @@ fn query_loop(
                     .fetch_add(u64::from(lookup.requests), Relaxed);
             }
             lock(&records.lookups).push((ok, began.elapsed()));
-            let (index, provider) = stable[rng.below(stable.len())];
+            let (index, provider) = other();
             let began = Instant::now();
             let found = dht.find_providers(key(index)).await;
             let ok = found.is_ok_and(|found| found.iter().any(|p| p.peer_id == provider));
@@ -478,7 +497,8 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
     for (index, node) in &nodes {
         let rng = Rng(rng.below(usize::MAX) as u64 | 1);
         let (count, records) = (plan.queries_per_node, records.clone());
-        let worker = query_loop(node.dht.clone(), stable.clone(), rng, count, phase, records);
+        let (me, dht) = (node.peer_id, node.dht.clone());
+        let worker = query_loop(me, dht, stable.clone(), rng, count, phase, records);
         workers.insert(*index, worker);
     }
     let bytes_before = WIRE_BYTES.load(Relaxed);
@@ -519,6 +539,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
                         worker.abort();
                     }
                     node.task.abort();
+                    lock(&records.refusals).push(node.refusals.clone());
                     if let Some((_, left)) = lock(&records.lives).get_mut(&index) {
                         *left = Some(Instant::now());
                     }
@@ -552,7 +573,19 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
     let delivered = latencies.len();
     for (_, node) in nodes {
         node.task.abort();
+        lock(&records.refusals).push(node.refusals);
     }
+    let refused = codio_policy::DenialReason::ALL
+        .iter()
+        .map(|&reason| {
+            let count = lock(&records.refusals)
+                .iter()
+                .map(|s| s.denied(reason))
+                .sum();
+            (reason.as_str().to_owned(), count)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
     for reader in readers {
         reader.abort();
     }
@@ -581,6 +614,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
             / phase_secs,
         gossip_messages_per_node_s: delivered as f64 / live / phase_secs,
         wire_bytes_per_node_s: bytes as f64 / live / phase_secs,
+        refused,
     })
 }
 
@@ -655,5 +689,9 @@ pub(crate) fn print(r: &Report) {
     println!(
         "  per node per second: {:.1} lookup requests, {:.2} gossip messages, {:.0} bytes on the wire",
         r.lookup_requests_per_node_s, r.gossip_messages_per_node_s, r.wire_bytes_per_node_s
+    );
+    println!(
+        "  connections refused by the nodes' policies: {:?}",
+        r.refused
     );
 }

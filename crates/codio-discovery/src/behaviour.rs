@@ -279,6 +279,10 @@ impl Behaviour {
         }
         let addresses =
             crate::identify::usable_addresses(info, self.max_addresses, self.private_addresses);
+        self.inner
+            .kad
+            .store_mut()
+            .learn_addresses(peer_id, &addresses);
         let dht = info.protocols.contains(&self.kad_protocol);
         let held = if dht && !addresses.is_empty() {
             self.replace_addresses(peer_id, &addresses)

@@ -3,12 +3,16 @@
 //! provider records can never make the node's own `provide()` fail (libp2p's `MemoryStore`
 //! counts both against one `max_provided_keys`).
 
-use std::{borrow::Cow, collections::HashSet, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
 
 use crate::Stats;
 
 use libp2p::{
-    PeerId,
+    Multiaddr, PeerId,
     kad::{
         ProviderRecord, Record, RecordKey,
         store::{self, MemoryStore, MemoryStoreConfig, RecordStore},
@@ -87,8 +91,14 @@ pub struct Store {
     local: MemoryStore,
     /// Keys with remote providers (what `remote` bounds; kept to report it).
     remote_keys: HashSet<RecordKey>,
+    /// Listen addresses identify reported, newest peers last, at most [`MAX_KNOWN_PEERS`].
+    known: HashMap<PeerId, Vec<Multiaddr>>,
+    known_order: VecDeque<PeerId>,
     stats: Arc<Stats>,
 }
+
+/// Peers whose identify addresses the store remembers to complete provider records.
+const MAX_KNOWN_PEERS: usize = 4096;
 
 impl Store {
     /// A store for `local_id` within `limits`, counting refusals into `stats`.
@@ -110,8 +120,44 @@ impl Store {
             remote: MemoryStore::with_config(local_id, remote),
             local: MemoryStore::with_config(local_id, local),
             remote_keys: HashSet::new(),
+            known: HashMap::new(),
+            known_order: VecDeque::new(),
             stats,
         }
+    }
+}
+
+impl Store {
+    /// Remembers `peer`'s listen addresses (from identify) to complete its provider records.
+    ///
+    /// A provider announces only its *confirmed external* addresses, so the records of a node
+    /// without any (behind NAT, on a LAN, in a lab) carry none, and libp2p-kad serves such a
+    /// record only when the provider is in the server's routing table — otherwise the
+    /// provider is silently left out of the answer. Records are completed with these
+    /// addresses when served. Bounded: the oldest peers are forgotten first.
+    pub fn learn_addresses(&mut self, peer: PeerId, addresses: &[Multiaddr]) {
+        if addresses.is_empty() {
+            return;
+        }
+        if self.known.insert(peer, addresses.to_vec()).is_none() {
+            self.known_order.push_back(peer);
+            if self.known_order.len() > MAX_KNOWN_PEERS
+                && let Some(oldest) = self.known_order.pop_front()
+            {
+                self.known.remove(&oldest);
+            }
+        }
+    }
+
+    /// `record` with the remembered addresses of its provider if it came without any.
+    fn completed(&self, mut record: ProviderRecord) -> ProviderRecord {
+        if record.addresses.is_empty()
+            && record.provider != self.local_id
+            && let Some(addresses) = self.known.get(&record.provider)
+        {
+            record.addresses = addresses.clone();
+        }
+        record
     }
 }
 
@@ -161,7 +207,8 @@ impl RecordStore for Store {
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
         let mut providers = self.local.providers(key);
-        providers.extend(self.remote.providers(key));
+        let remote = self.remote.providers(key).into_iter();
+        providers.extend(remote.map(|record| self.completed(record)));
         providers
     }
 
