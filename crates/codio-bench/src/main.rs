@@ -180,6 +180,13 @@ enum Sub {
         /// Every non-bootstrap node's connection cap (the policy's `max_established`).
         #[arg(long, default_value_t = 50)]
         max_peers: usize,
+        /// Seconds a connection with no stream open stays (the facade's default: 30).
+        #[arg(long, default_value_t = 30)]
+        idle_secs: u64,
+        /// Refuse newcomers at a node's ceiling instead of letting them displace an older
+        /// connection the node does not keep alive (the policy's default).
+        #[arg(long)]
+        refuse_at_cap: bool,
         /// Seed of the run's random choices.
         #[arg(long, default_value_t = 17)]
         seed: u64,
@@ -310,6 +317,8 @@ fn main() -> anyhow::Result<()> {
             seconds,
             join_rate,
             max_peers,
+            idle_secs,
+            refuse_at_cap,
             seed,
         }) => {
             let plan = if args.smoke {
@@ -320,6 +329,8 @@ fn main() -> anyhow::Result<()> {
                     seconds,
                     join_rate,
                     max_peers,
+                    idle_secs,
+                    evict: !refuse_at_cap,
                     ..scale::Plan::full(nodes)
                 }
             };

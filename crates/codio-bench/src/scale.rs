@@ -50,6 +50,12 @@ pub(crate) struct Plan {
     pub(crate) bootstrap: usize,
     /// Every other node's peer cap (the policy's `max_established`; the seed's 50).
     pub(crate) max_peers: usize,
+    /// How long a connection with no stream open stays (`NetworkConfig::idle_timeout`,
+    /// default 30 s), in seconds.
+    pub(crate) idle_secs: u64,
+    /// Whether a newcomer at a node's ceiling displaces an older connection the node does
+    /// not keep alive (the policy's default, `LimitsConfig::with_eviction_age`) or is refused.
+    pub(crate) evict: bool,
     /// Nodes started per second while joining.
     pub(crate) join_rate: usize,
     /// Percent of the nodes that leave during the churn phase (as many new ones join).
@@ -68,6 +74,8 @@ impl Plan {
             nodes,
             bootstrap: 3,
             max_peers: 50,
+            idle_secs: 30,
+            evict: true,
             join_rate: 25,
             churn_percent: 20,
             seconds: 60,
@@ -81,6 +89,8 @@ impl Plan {
             nodes: 40,
             bootstrap: 2,
             max_peers: 50,
+            idle_secs: 30,
+            evict: true,
             join_rate: 40,
             churn_percent: 20,
             seconds: 8,
@@ -170,14 +180,30 @@ impl Rng {
 }
 
 /// Builds and starts node `index` listening on `/memory/<port>`, joined to the topic.
-async fn start_node(index: usize, cap: usize, bootstrap: &[Multiaddr]) -> anyhow::Result<Node> {
+async fn start_node(
+    index: usize,
+    cap: usize,
+    plan: &Plan,
+    bootstrap: &[Multiaddr],
+) -> anyhow::Result<Node> {
+    let idle = Duration::from_secs(plan.idle_secs);
     let keypair = identity::Keypair::generate_ed25519();
     let peer_id = keypair.public().to_peer_id();
     let memory = MemoryTransport::default().map(|channel, _| Counted(channel));
     let transport = codio_transport::upgrade(memory, &keypair, &Default::default())?;
     let mut limits = LimitsConfig::new(cap).with_max_memory(MemoryLimit::Off);
     limits = limits.with_watermarks(cap * 7 / 10, cap * 9 / 10);
-    let policy = codio_policy::Behaviour::new(PolicyConfig::default().with_limits(limits));
+    if !plan.evict {
+        limits = limits.with_eviction_age(None);
+    }
+    // Pings once a minute instead of every 15 s: 1,000 nodes' background work shares two
+    // cores here, where a real deployment has a machine per node.
+    let policy_config = PolicyConfig::default().with_limits(limits).with_liveness(
+        Duration::from_secs(60),
+        Duration::from_secs(20),
+        3,
+    );
+    let policy = codio_policy::Behaviour::new(policy_config);
     let refusals = policy.stats();
     let discovery_config = DiscoveryConfig::default()
         .with_mdns(false)
@@ -197,8 +223,7 @@ async fn start_node(index: usize, cap: usize, bootstrap: &[Multiaddr]) -> anyhow
         pubsub,
         identify,
     };
-    let config =
-        swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::from_secs(30));
+    let config = swarm::Config::with_tokio_executor().with_idle_connection_timeout(idle);
     let mut swarm = Swarm::new(transport, layers, peer_id, config);
     let port = 1_000_000 + index as u64;
     let address: Multiaddr = format!("/memory/{port}").parse()?;
@@ -290,6 +315,9 @@ pub(crate) struct Report {
     pub(crate) join_phase_s: f64,
     pub(crate) provides_failed: usize,
     pub(crate) rss_per_node_kib: f64,
+    /// Connected peers per node once every node provided: median and most.
+    pub(crate) peers_p50: u64,
+    pub(crate) peers_max: u64,
     pub(crate) left: usize,
     pub(crate) arrived: usize,
     pub(crate) lookups: Outcome,
@@ -304,6 +332,10 @@ pub(crate) struct Report {
     pub(crate) wire_bytes_per_node_s: f64,
     /// Connections the nodes' policies refused, by reason (all nodes, whole run).
     pub(crate) refused: Vec<(String, u64)>,
+    /// Connections the nodes' policies trimmed above their high watermark (whole run).
+    pub(crate) trimmed: u64,
+    /// Connections the nodes' policies closed at their ceiling for a newcomer (whole run).
+    pub(crate) evicted: u64,
 }
 
 /// Shared records of the run.
@@ -424,7 +456,7 @@ async fn join(
         } else {
             plan.max_peers
         };
-        nodes.push((index, start_node(index, cap, bootstrap).await?));
+        nodes.push((index, start_node(index, cap, plan, bootstrap).await?));
     }
     Ok(nodes)
 }
@@ -438,16 +470,17 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
     let mut nodes: Vec<(usize, Node)> = Vec::new();
     let mut bootstrap = Vec::new();
     for index in 0..plan.bootstrap {
-        let node = start_node(index, plan.nodes * 2, &bootstrap).await?;
+        let node = start_node(index, plan.nodes * 2, &plan, &bootstrap).await?;
         bootstrap.push(node.address.clone());
         nodes.push((index, node));
     }
     let join_started = Instant::now();
     nodes.extend(join(plan.bootstrap..plan.nodes, &plan, &bootstrap).await?);
+    // One deadline for all: a node not joined a minute after the last one started has not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut join_times = Samples::with_capacity(plan.nodes);
     for (_, node) in &mut nodes {
-        let wait = tokio::time::timeout(Duration::from_secs(60), &mut node.joined).await;
-        if let Ok(Ok(took)) = wait {
+        if let Ok(Ok(took)) = tokio::time::timeout_at(deadline, &mut node.joined).await {
             join_times.push(took);
         }
     }
@@ -458,6 +491,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
         secs = join_phase.as_secs_f64(),
         "scale: nodes joined"
     );
+    let provide_started = Instant::now();
 
     // Every node provides its key (at most 64 announcements at once).
     let provides = futures::stream::iter(nodes.iter().map(|(i, n)| (key(*i), n.dht.clone())))
@@ -466,6 +500,17 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
         .filter(|failed| futures::future::ready(*failed))
         .count()
         .await;
+    let took = provide_started.elapsed().as_secs_f64();
+    tracing::warn!(took, "scale: every node provided");
+    let mut peers: Vec<u64> = nodes
+        .iter()
+        .map(|(_, n)| n.refusals.connected_peers())
+        .collect();
+    peers.sort_unstable();
+    let (peers_p50, peers_max) = (
+        peers.get(peers.len() / 2).copied().unwrap_or(0),
+        peers.last().copied().unwrap_or(0),
+    );
     let rss_per_node_kib =
         crate::memory::rss(std::process::id())? as f64 / 1024.0 / nodes.len() as f64;
     let now = Instant::now();
@@ -546,7 +591,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
                 }
             }
             Event::Arrive(index) => {
-                let mut node = start_node(index, plan.max_peers, &bootstrap).await?;
+                let mut node = start_node(index, plan.max_peers, &plan, &bootstrap).await?;
                 lock(&records.lives).insert(index, (Instant::now(), None));
                 if let Some(topic) = node.topic.take() {
                     readers.push(read_topic(index, topic, epoch, records.clone()));
@@ -561,6 +606,7 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
             }
         }
     }
+    tracing::warn!("scale: churn done, waiting for the phase's end");
     let remaining = phase.saturating_sub(phase_start.elapsed());
     tokio::time::sleep(remaining + GRACE).await;
     for worker in workers.values() {
@@ -586,6 +632,14 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
         })
         .filter(|(_, count)| *count > 0)
         .collect();
+    let total = |counter| {
+        lock(&records.refusals)
+            .iter()
+            .map(|s| s.get(counter))
+            .sum::<u64>()
+    };
+    let trimmed = total(codio_policy::Counter::PeersTrimmed);
+    let evicted = total(codio_policy::Counter::PeersEvicted);
     for reader in readers {
         reader.abort();
     }
@@ -600,6 +654,8 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
         join_phase_s: join_phase.as_secs_f64(),
         provides_failed: provides,
         rss_per_node_kib,
+        peers_p50,
+        peers_max,
         left: leaving.len(),
         arrived: leaving_count,
         lookups,
@@ -615,6 +671,8 @@ pub(crate) async fn run(plan: Plan, seed: u64) -> anyhow::Result<Report> {
         gossip_messages_per_node_s: delivered as f64 / live / phase_secs,
         wire_bytes_per_node_s: bytes as f64 / live / phase_secs,
         refused,
+        trimmed,
+        evicted,
     })
 }
 
@@ -657,16 +715,23 @@ enum Event {
 pub(crate) fn print(r: &Report) {
     let p = &r.plan;
     println!(
-        "scale: {} nodes ({} bootstrap, peer cap {}), {}% churn over {} s, seed {}",
-        p.nodes, p.bootstrap, p.max_peers, p.churn_percent, p.seconds, r.seed
+        "scale: {} nodes ({} bootstrap, peer cap {}, {} at the cap, idle timeout {} s), {}% churn over {} s, seed {}",
+        p.nodes,
+        p.bootstrap,
+        p.max_peers,
+        if p.evict { "eviction" } else { "refusal" },
+        p.idle_secs,
+        p.churn_percent,
+        p.seconds,
+        r.seed
     );
     println!(
         "  join: {} of {} joined in {:.1} s; time to join p50 {:.0} ms, p99 {:.0} ms; {} provides failed",
         r.joined, p.nodes, r.join_phase_s, r.join_p50_ms, r.join_p99_ms, r.provides_failed
     );
     println!(
-        "  memory: {:.0} KiB per node (process RSS / nodes)",
-        r.rss_per_node_kib
+        "  memory: {:.0} KiB per node (process RSS / nodes); connected peers per node p50 {}, max {}",
+        r.rss_per_node_kib, r.peers_p50, r.peers_max
     );
     println!("  churn: {} left, {} joined", r.left, r.arrived);
     for (name, o) in [
@@ -691,7 +756,7 @@ pub(crate) fn print(r: &Report) {
         r.lookup_requests_per_node_s, r.gossip_messages_per_node_s, r.wire_bytes_per_node_s
     );
     println!(
-        "  connections refused by the nodes' policies: {:?}",
-        r.refused
+        "  connections refused by the nodes' policies: {:?}; trimmed: {}; evicted: {}",
+        r.refused, r.trimmed, r.evicted
     );
 }

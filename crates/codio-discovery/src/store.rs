@@ -265,4 +265,36 @@ mod tests {
         store.remove_provider(&key, &me);
         assert!(store.providers(&key).iter().all(|p| p.provider != me));
     }
+
+    #[test]
+    fn address_less_provider_records_are_completed_with_identify_addresses() {
+        let me = PeerId::random();
+        let mut store = Store::new(me, &StoreLimits::default(), Arc::new(Stats::default()));
+        let (known, stranger) = (PeerId::random(), PeerId::random());
+        let key = RecordKey::new(&b"content");
+        for provider in [known, stranger] {
+            store
+                .add_provider(ProviderRecord::new(key.clone(), provider, vec![]))
+                .unwrap();
+        }
+        let address: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        store.learn_addresses(known, std::slice::from_ref(&address));
+        let served = store.providers(&key);
+        let of = |peer| {
+            served
+                .iter()
+                .find(|r| r.provider == peer)
+                .unwrap()
+                .addresses
+                .clone()
+        };
+        assert_eq!(of(known), vec![address]);
+        assert!(of(stranger).is_empty());
+        // Bounded: the oldest peers are forgotten first.
+        for _ in 0..MAX_KNOWN_PEERS {
+            store.learn_addresses(PeerId::random(), &["/ip4/192.0.2.8/tcp/1".parse().unwrap()]);
+        }
+        assert_eq!(store.known.len(), MAX_KNOWN_PEERS);
+        assert!(!store.known.contains_key(&known));
+    }
 }

@@ -63,11 +63,13 @@ pub struct NetworkConfig {
     pub listen_addrs: Vec<Multiaddr>,
     /// The node's identity. Default `None`: a fresh Ed25519 keypair is generated.
     pub keypair: Option<Keypair>,
-    /// How long a *surplus* connection (a second connection to a peer: simultaneous dials, AutoNAT
-    /// dial-backs, a relayed connection once a direct one exists) stays open while no protocol uses
-    /// it. A peer's primary connection is kept alive by the policy whatever this says, so quiet
-    /// peers stay connected (libp2p's own default closes every quiet connection after 10 s).
-    /// Default 30 s; `None`: surplus connections are never closed.
+    /// How long a connection the policy does not keep alive stays open while no protocol uses
+    /// it: a *surplus* connection (a second connection to a peer: simultaneous dials, AutoNAT
+    /// dial-backs, a relayed connection once a direct one exists), and, above the low
+    /// watermark, the connections of unprotected peers beyond it (the ones DHT lookups open).
+    /// Below the low watermark every peer's primary connection is kept alive whatever this
+    /// says, so quiet peers stay connected (libp2p's own default closes every quiet
+    /// connection after 10 s). Default 30 s; `None`: such connections are never closed.
     pub idle_timeout: Option<Duration>,
     /// Peers to keep connected like bootstrap peers (dialed at start, protected, reconnected with
     /// backoff), without using them for the DHT bootstrap. Default empty.
@@ -168,7 +170,7 @@ impl NetworkConfig {
         with_mdns(enable_mdns: bool);
         /// Enables or disables the NAT traversal client (relay client, AutoRelay, DCUtR).
         with_relay(enable_relay: bool);
-        /// Sets the idle timeout of surplus connections (`None`: never close them).
+        /// Sets the idle timeout of connections not kept alive (`None`: never close them).
         with_idle_timeout(idle_timeout: Option<Duration>);
         /// Sets the reserved peers.
         with_reserved_peers(reserved_peers: Vec<Multiaddr>);

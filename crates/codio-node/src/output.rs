@@ -209,6 +209,9 @@ fn policy_event(event: &PolicyEvent) {
             suppressed,
         } => tracing::info!(?peer_id, ?endpoint, %reason, suppressed, "connection denied"),
         PolicyEvent::Trimmed { peer_id, .. } => tracing::info!(%peer_id, "connection trimmed"),
+        PolicyEvent::Evicted { peer_id, .. } => {
+            tracing::debug!(%peer_id, "connection evicted for a newcomer");
+        }
         PolicyEvent::DeadConnection {
             peer_id, failures, ..
         } => tracing::warn!(%peer_id, failures, "peer stopped answering pings"),

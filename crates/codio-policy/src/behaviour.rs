@@ -158,7 +158,7 @@ impl PolicyConfig {
 /// A policy decision.
 ///
 /// With the `serde` feature, serialized as an object tagged by `event` (`connection_denied`,
-/// `peer_trimmed`, `dead_peer`, `reconnecting`, `reconnected`, `reconnect_gave_up`, `pong`);
+/// `peer_trimmed`, `peer_evicted`, `dead_peer`, `reconnecting`, `reconnected`, `reconnect_gave_up`, `pong`);
 /// durations in whole milliseconds (`delay_ms`) or microseconds (`rtt_us`), connection ids
 /// left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +188,16 @@ pub enum Event {
     /// A connection was closed to get back under the low watermark.
     #[cfg_attr(feature = "serde", serde(rename = "peer_trimmed"))]
     Trimmed {
+        /// The peer.
+        peer_id: PeerId,
+        /// The connection.
+        #[cfg_attr(feature = "serde", serde(skip))]
+        connection_id: ConnectionId,
+    },
+    /// At the connection ceiling, a connection the node did not keep alive (beyond the low
+    /// watermark, or a peer's surplus one) was closed to admit a newcomer.
+    #[cfg_attr(feature = "serde", serde(rename = "peer_evicted"))]
+    Evicted {
         /// The peer.
         peer_id: PeerId,
         /// The connection.
@@ -372,11 +382,13 @@ impl Behaviour {
     /// Protects `peer_id` from trimming (and lets it use the protected allowance).
     pub fn protect(&mut self, peer_id: PeerId) {
         self.table.protect(peer_id);
+        self.update_keep_alive();
     }
 
     /// Removes `peer_id`'s protection (it stays watched if it was).
     pub fn unprotect(&mut self, peer_id: &PeerId) {
         self.table.unprotect(peer_id);
+        self.update_keep_alive();
     }
 
     /// Whether `peer_id` is protected.
@@ -387,6 +399,7 @@ impl Behaviour {
     /// Sets the value of connections to `peer_id` for trimming (lower goes first; default 0).
     pub fn set_value(&mut self, peer_id: PeerId, value: i64) {
         self.table.set_value(peer_id, value);
+        self.update_keep_alive();
     }
 
     /// Marks `peer_id` as a peer that matters: protected, and reconnected at `addresses` after
@@ -394,6 +407,7 @@ impl Behaviour {
     pub fn watch(&mut self, peer_id: PeerId, addresses: Vec<Multiaddr>, connected: bool) {
         self.allow_dials(&peer_id);
         self.table.protect(peer_id);
+        self.update_keep_alive();
         if self.reconnect {
             self.reconnector
                 .watch(peer_id, addresses, Instant::now(), connected);
@@ -415,6 +429,7 @@ impl Behaviour {
             }
         }
         self.table.unprotect(peer_id);
+        self.update_keep_alive();
         if self.reconnector.unwatch(peer_id) {
             self.reset_timer();
         }
@@ -569,6 +584,7 @@ impl Behaviour {
             // Counted when refused (`deny`): not every refusal is reported.
             Event::Denied { .. } => return,
             Event::Trimmed { .. } => Counter::PeersTrimmed,
+            Event::Evicted { .. } => Counter::PeersEvicted,
             Event::DeadConnection { .. } => Counter::DeadPeers,
             Event::Reconnecting { .. } => Counter::ReconnectAttempts,
             Event::Reconnected { .. } => Counter::Reconnects,
@@ -662,18 +678,19 @@ impl Behaviour {
         self.reset_timer();
     }
 
-    /// Releases surplus connections (they close once idle) and keeps the others alive.
+    /// Releases surplus connections and those beyond the low watermark (they close once
+    /// idle) and keeps the others alive.
     fn update_keep_alive(&mut self) {
-        let surplus: HashSet<ConnectionId> = self
+        let released: HashSet<ConnectionId> = self
             .table
-            .surplus_connections()
+            .released_connections()
             .into_iter()
             .map(|(id, _)| id)
             .collect();
         let peers = self.table.connection_peers();
         let mut notifications = Vec::new();
         for (connection_id, kept) in &mut self.keep_alive {
-            let want = !surplus.contains(connection_id);
+            let want = !released.contains(connection_id);
             if *kept != want
                 && let Some(peer_id) = peers.get(connection_id)
             {
@@ -689,6 +706,23 @@ impl Behaviour {
         for notification in notifications {
             self.push(notification);
         }
+    }
+
+    /// Closes the connection a newcomer to `newcomer` displaces at the ceiling, if any.
+    fn evict(&mut self, victim: Option<(ConnectionId, PeerId)>, newcomer: PeerId) {
+        let Some((connection_id, peer_id)) = victim else {
+            return;
+        };
+        tracing::debug!(%peer_id, ?connection_id, %newcomer, "evicting a connection for a newcomer at the ceiling");
+        self.table.evict(connection_id);
+        self.push(ToSwarm::CloseConnection {
+            peer_id,
+            connection: CloseConnection::One(connection_id),
+        });
+        self.push(ToSwarm::GenerateEvent(Event::Evicted {
+            peer_id,
+            connection_id,
+        }));
     }
 
     fn trim(&mut self, now: Instant) {
@@ -761,7 +795,7 @@ impl NetworkBehaviour for Behaviour {
         self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
-            .admit_pending_incoming(connection_id)
+            .admit_pending_incoming(connection_id, Instant::now())
             .map_err(|reason| self.deny(None, Endpoint::Listener, reason));
         self.peers.set_counts(self.table.counts());
         admitted
@@ -779,9 +813,11 @@ impl NetworkBehaviour for Behaviour {
             .map_err(|refusal| {
                 self.deny(Some(peer), Endpoint::Listener, Denial::Access(refusal))
             })?;
-        self.table
-            .check_established_inbound(&peer, ip_of(remote_addr))
+        let victim = self
+            .table
+            .check_established_inbound(&peer, ip_of(remote_addr), Instant::now())
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
+        self.evict(victim, peer);
         let ping = self.ping.handle_established_inbound_connection(
             connection_id,
             peer,
@@ -809,7 +845,7 @@ impl NetworkBehaviour for Behaviour {
         self.check_memory(maybe_peer, Endpoint::Dialer)?;
         let admitted = self
             .table
-            .admit_pending_outgoing(connection_id, maybe_peer.as_ref())
+            .admit_pending_outgoing(connection_id, maybe_peer.as_ref(), Instant::now())
             .map_err(|reason| self.deny(maybe_peer, Endpoint::Dialer, reason));
         self.peers.set_counts(self.table.counts());
         admitted.map(|()| Vec::new())
@@ -826,9 +862,11 @@ impl NetworkBehaviour for Behaviour {
         self.access
             .check_peer(Endpoint::Dialer, &peer, addr)
             .map_err(|refusal| self.deny(Some(peer), Endpoint::Dialer, Denial::Access(refusal)))?;
-        self.table
-            .check_established(&peer)
+        let victim = self
+            .table
+            .check_established(&peer, Instant::now())
             .map_err(|reason| self.deny(Some(peer), Endpoint::Dialer, reason))?;
+        self.evict(victim, peer);
         let ping = self.ping.handle_established_outbound_connection(
             connection_id,
             peer,

@@ -17,8 +17,9 @@ use libp2p::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAlive(pub bool);
 
-/// Keeps its connection alive while the behaviour wants it (a peer's primary connection);
-/// a surplus connection is released and closes once idle for the swarm's idle timeout.
+/// Keeps its connection alive while the behaviour wants it (a peer's primary connection, up
+/// to the low watermark); a released connection closes once idle for the swarm's idle
+/// timeout.
 #[derive(Debug)]
 pub struct Handler {
     keep_alive: bool,

@@ -10,6 +10,10 @@ use crate::sources::{Full, SourceCounts};
 
 use libp2p::{PeerId, swarm::ConnectionId};
 
+/// Evicted connections still closing above which newcomers are refused, not admitted in
+/// their place.
+pub(crate) const MAX_EVICTING: usize = 16;
+
 /// Limits on connections.
 ///
 /// | setting | default |
@@ -22,9 +26,10 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// | [`limit_loopback`](Self::with_limit_loopback) | `false`: loopback sources are not held to the two bounds above (go-libp2p exempts them too) |
 /// | [`max_pending_outgoing`](Self::with_max_pending_outgoing) | 128 outbound dials at once |
 /// | [`max_per_peer`](Self::with_max_per_peer) | 4 connections per peer |
-/// | (surplus connections) | a peer's connections beyond its oldest direct one are not kept alive: they close once idle |
+/// | (kept alive) | every peer's primary connection (its oldest direct one), up to the low watermark: protected peers first, then the most valuable, then the oldest; the others are not kept alive and close once idle (a peer's surplus connections, and peers beyond the low watermark, e.g. the ones a DHT lookup reached) |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
+/// | [`eviction_age`](Self::with_eviction_age) | 5 s: at the ceiling, a newcomer displaces a connection the node does not keep alive (beyond the low watermark, or surplus) once it is this old, rather than being refused (`codio_peers_evicted_total`) |
 /// | [`max_memory`](Self::with_max_memory) | [`MemoryLimit::Percent`] 80: no new connection (either direction) while the process's resident memory is above 80 % of the machine's physical memory (libp2p's `memory-connection-limits`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -39,6 +44,7 @@ pub struct LimitsConfig {
     /// `(low, high)`; `None`: 60 % and 80 % of `max_established`, whatever it is set to.
     pub(crate) watermarks: Option<(usize, usize)>,
     pub(crate) grace_period: Duration,
+    pub(crate) eviction_age: Option<Duration>,
     pub(crate) max_memory: MemoryLimit,
 }
 
@@ -81,6 +87,7 @@ impl LimitsConfig {
             limit_loopback: false,
             watermarks: None,
             grace_period: Duration::from_secs(20),
+            eviction_age: Some(Duration::from_secs(5)),
             max_memory: MemoryLimit::default(),
         }
     }
@@ -186,6 +193,15 @@ impl LimitsConfig {
     /// The process memory above which new connections are refused.
     pub fn max_memory(&self) -> MemoryLimit {
         self.max_memory
+    }
+
+    /// Sets how old a connection the node does not keep alive must be before a newcomer at
+    /// the ceiling may displace it (`None`: newcomers at the ceiling are refused). Young
+    /// connections are spared: they may still be doing the work they were opened for (a DHT
+    /// request takes well under a second).
+    pub fn with_eviction_age(mut self, age: Option<Duration>) -> Self {
+        self.eviction_age = age;
+        self
     }
 
     /// Sets the grace period.
@@ -364,16 +380,24 @@ impl ConnectionTable {
     }
 
     /// Admits an inbound connection into its handshake (peer still unknown).
-    pub fn admit_pending_incoming(&mut self, id: ConnectionId) -> Result<(), Denial> {
+    pub fn admit_pending_incoming(&mut self, id: ConnectionId, now: Instant) -> Result<(), Denial> {
         if self.pending_incoming.len() >= self.config.max_pending_incoming {
             return Err(Denial::PendingIncoming {
                 limit: self.config.max_pending_incoming,
             });
         }
-        // Nobody, protected or not, could be admitted at the end of the handshake.
-        let ceiling = self.ceiling(true);
-        if self.established.len() >= ceiling {
-            return Err(Denial::MaxEstablished { limit: ceiling });
+        // Refused before the handshake (which costs both sides more than the refusal) when
+        // nobody could be admitted at its end: not an unprotected peer, and not a protected
+        // one either, because all are connected already or even they would not fit.
+        if self.live() >= self.ceiling(false) && self.victim(None, now).is_none() {
+            let awaited = self
+                .protected
+                .iter()
+                .any(|p| !self.per_peer.contains_key(p));
+            let ceiling = self.ceiling(awaited);
+            if !awaited || self.live() >= ceiling {
+                return Err(Denial::MaxEstablished { limit: ceiling });
+            }
         }
         self.pending_incoming.insert(id);
         Ok(())
@@ -384,6 +408,7 @@ impl ConnectionTable {
         &mut self,
         id: ConnectionId,
         peer_id: Option<&PeerId>,
+        now: Instant,
     ) -> Result<(), Denial> {
         if self.pending_outgoing.len() >= self.config.max_pending_outgoing {
             return Err(Denial::PendingOutgoing {
@@ -392,7 +417,7 @@ impl ConnectionTable {
         }
         let protected = peer_id.is_some_and(|p| self.is_protected(p));
         let ceiling = self.ceiling(protected);
-        if self.established.len() >= ceiling {
+        if self.live() >= ceiling && self.victim(peer_id, now).is_none() {
             return Err(Denial::MaxEstablished { limit: ceiling });
         }
         if let Some(peer_id) = peer_id {
@@ -413,13 +438,60 @@ impl ConnectionTable {
 
     /// Checks whether a connection to `peer_id` that finished its handshake may be
     /// established. Does not record it: call [`on_established`](Self::on_established) when
-    /// the swarm reports it.
-    pub fn check_established(&self, peer_id: &PeerId) -> Result<(), Denial> {
+    /// the swarm reports it. At the ceiling, `Ok(Some(victim))`: the newcomer is admitted
+    /// if the caller closes `victim` (see [`evict`](Self::evict)).
+    pub fn check_established(
+        &self,
+        peer_id: &PeerId,
+        now: Instant,
+    ) -> Result<Option<(ConnectionId, PeerId)>, Denial> {
         let ceiling = self.ceiling(self.is_protected(peer_id));
-        if self.established.len() >= ceiling {
-            return Err(Denial::MaxEstablished { limit: ceiling });
+        let victim = if self.live() < ceiling {
+            None
+        } else {
+            let victim = self.victim(Some(peer_id), now);
+            if victim.is_none() {
+                return Err(Denial::MaxEstablished { limit: ceiling });
+            }
+            victim
+        };
+        self.check_per_peer(peer_id)?;
+        Ok(victim)
+    }
+
+    /// The connection a newcomer (to `peer_id`, when known) may displace at the ceiling:
+    /// one the node does not keep alive ([`released_connections`](Self::released_connections))
+    /// and at least the eviction age old (a young one may still be doing the work it was
+    /// opened for), never a protected peer's nor one to the newcomer's peer; a surplus connection first,
+    /// then the least valuable, then the oldest (the likeliest to be idle). `None` when there
+    /// is none, or when [`MAX_EVICTING`] evicted connections are still closing: evicting
+    /// sheds old work the node kept only while it had room, rather than refusing newcomers,
+    /// and it is bounded so that connections closing never pile up.
+    fn victim(&self, peer_id: Option<&PeerId>, now: Instant) -> Option<(ConnectionId, PeerId)> {
+        let age = self.config.eviction_age?;
+        if self.closing.len() >= MAX_EVICTING {
+            return None;
         }
-        self.check_per_peer(peer_id)
+        let primaries = self.primaries();
+        self.released_connections()
+            .into_iter()
+            .filter(|(_, peer)| Some(peer) != peer_id && !self.is_protected(peer))
+            .filter_map(|(id, peer)| self.established.get(&id).map(|c| (id, peer, c.since)))
+            .filter(|(_, _, since)| now.saturating_duration_since(*since) >= age)
+            .min_by_key(|(id, peer, since)| {
+                let primary = primaries.get(peer) == Some(id);
+                let value = self.values.get(peer).copied().unwrap_or(0);
+                (primary, value, *since, *id)
+            })
+            .map(|(id, peer, _)| (id, peer))
+    }
+
+    /// Marks `victim` (from [`check_established`](Self::check_established)) as closing: it
+    /// no longer counts toward the ceiling. Call it when closing the connection.
+    pub fn evict(&mut self, victim: ConnectionId) {
+        if self.established.contains_key(&victim) {
+            self.closing.insert(victim);
+        }
     }
 
     /// The inbound source `remote` is held to, if any: not for protected peers, nor for
@@ -437,17 +509,18 @@ impl ConnectionTable {
         &self,
         peer_id: &PeerId,
         remote: Option<IpAddr>,
-    ) -> Result<(), Denial> {
-        self.check_established(peer_id)?;
-        let Some(ip) = self.held_source(peer_id, remote) else {
-            return Ok(());
-        };
-        self.sources
-            .check(ip, self.config.max_per_source, self.config.max_per_subnet)
-            .map_err(|full| match full {
-                Full::Source(limit) => Denial::PerSource { limit },
-                Full::Subnet(limit) => Denial::PerSubnet { limit },
-            })
+        now: Instant,
+    ) -> Result<Option<(ConnectionId, PeerId)>, Denial> {
+        let victim = self.check_established(peer_id, now)?;
+        if let Some(ip) = self.held_source(peer_id, remote) {
+            self.sources
+                .check(ip, self.config.max_per_source, self.config.max_per_subnet)
+                .map_err(|full| match full {
+                    Full::Source(limit) => Denial::PerSource { limit },
+                    Full::Subnet(limit) => Denial::PerSubnet { limit },
+                })?;
+        }
+        Ok(victim)
     }
 
     /// The most established inbound connections held from one source address now.
@@ -578,25 +651,26 @@ impl ConnectionTable {
         trimmed
     }
 
-    /// Connections that are surplus: for every peer with several open connections, all but its
-    /// oldest direct connection (its oldest relayed one when none is direct).
-    fn surplus(&self) -> Vec<(ConnectionId, Established)> {
-        let mut keep: HashMap<PeerId, (bool, Instant, ConnectionId)> = HashMap::new();
-        let open = || {
-            self.established
-                .iter()
-                .filter(|(id, _)| !self.closing.contains(id))
-        };
-        for (id, c) in open() {
+    /// Open connections not being closed by a trim.
+    fn open(&self) -> impl Iterator<Item = (&ConnectionId, &Established)> {
+        self.established
+            .iter()
+            .filter(|(id, _)| !self.closing.contains(id))
+    }
+
+    /// Every connected peer's primary connection: its oldest direct one (its oldest relayed
+    /// one when none is direct).
+    fn primaries(&self) -> HashMap<PeerId, ConnectionId> {
+        let mut best: HashMap<PeerId, (bool, Instant, ConnectionId)> = HashMap::new();
+        for (id, c) in self.open() {
             let rank = (c.relayed, c.since, *id);
-            let best = keep.entry(c.peer_id).or_insert(rank);
-            if rank < *best {
-                *best = rank;
+            let entry = best.entry(c.peer_id).or_insert(rank);
+            if rank < *entry {
+                *entry = rank;
             }
         }
-        open()
-            .filter(|(id, c)| keep.get(&c.peer_id).is_some_and(|best| best.2 != **id))
-            .map(|(id, c)| (*id, *c))
+        best.into_iter()
+            .map(|(peer, (_, _, id))| (peer, id))
             .collect()
     }
 
@@ -608,15 +682,39 @@ impl ConnectionTable {
             .collect()
     }
 
-    /// The surplus connections: for every peer with several connections, all but its oldest
-    /// direct connection (its oldest relayed one when none is direct). They are not kept
-    /// alive: each closes once no protocol uses it for the swarm's idle timeout, so requests
-    /// in flight on it are never cut.
-    pub fn surplus_connections(&self) -> Vec<(ConnectionId, PeerId)> {
-        self.surplus()
-            .into_iter()
-            .map(|(id, c)| (id, c.peer_id))
-            .collect()
+    /// The connections not kept alive: each closes once no protocol has used it for the
+    /// swarm's idle timeout, so requests in flight on it are never cut. They are
+    /// - surplus connections: for every peer with several, all but its primary one (its
+    ///   oldest direct connection, its oldest relayed one when none is direct);
+    /// - beyond the low watermark, the primary connections of the unprotected peers that do
+    ///   not fit under it: lowest value first, then newest, the order trimming takes them.
+    ///   Connections a protocol keeps busy (a gossip mesh, a transfer) stay; the ones a
+    ///   lookup opened go once quiet, so they do not fill the table until trimmed.
+    pub fn released_connections(&self) -> Vec<(ConnectionId, PeerId)> {
+        let primaries = self.primaries();
+        let mut released: Vec<(ConnectionId, PeerId)> = self
+            .open()
+            .filter(|(id, c)| primaries.get(&c.peer_id) != Some(*id))
+            .map(|(id, c)| (*id, c.peer_id))
+            .collect();
+        let mut unprotected: Vec<(ConnectionId, Established)> = primaries
+            .iter()
+            .filter(|(peer, _)| !self.is_protected(peer))
+            .filter_map(|(_, id)| self.established.get(id).map(|c| (*id, *c)))
+            .collect();
+        unprotected.sort_by_key(|(id, c)| {
+            let value = self.values.get(&c.peer_id).copied().unwrap_or(0);
+            (std::cmp::Reverse(value), c.since, *id)
+        });
+        let budget =
+            (self.config.watermarks().0).saturating_sub(primaries.len() - unprotected.len());
+        released.extend(
+            unprotected
+                .into_iter()
+                .skip(budget)
+                .map(|(id, c)| (id, c.peer_id)),
+        );
+        released
     }
 
     /// When [`trim`](Self::trim) may next have something to do: while the table is under
@@ -650,55 +748,167 @@ mod tests {
 
     #[test]
     fn ceiling_is_hard_and_protected_peers_get_the_extra_allowance() {
-        let mut t = table(2);
+        // Every peer fits under the low watermark: all are kept, none can be evicted.
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(2)
+                .with_protected_extra(1)
+                .with_watermarks(3, 3),
+        );
         let now = Instant::now();
         for n in 0..2 {
             let p = PeerId::random();
-            t.check_established(&p).unwrap();
+            t.check_established(&p, now).unwrap();
             t.on_established(id(n), p, now, false);
         }
         let stranger = PeerId::random();
         assert_eq!(
-            t.check_established(&stranger),
+            t.check_established(&stranger, now),
             Err(Denial::MaxEstablished { limit: 2 })
         );
         let friend = PeerId::random();
         t.protect(friend);
-        t.check_established(&friend).unwrap();
+        // Refused before the handshake only when nobody could be admitted at its end.
+        assert_eq!(
+            t.admit_pending_incoming(id(8), now),
+            Ok(()),
+            "a protected peer not yet connected would fit"
+        );
+        t.on_pending_failed(&id(8));
+        t.check_established(&friend, now).unwrap();
         t.on_established(id(2), friend, now, false);
         let friend2 = PeerId::random();
         t.protect(friend2);
         assert_eq!(
-            t.check_established(&friend2),
+            t.check_established(&friend2, now),
             Err(Denial::MaxEstablished { limit: 3 })
         );
-        // Nobody could be admitted at the end of an inbound handshake: refused before it.
         assert_eq!(
-            t.admit_pending_incoming(id(9)),
+            t.admit_pending_incoming(id(9), now),
             Err(Denial::MaxEstablished { limit: 3 })
+        );
+        t.unprotect(&friend2);
+        assert_eq!(
+            t.admit_pending_incoming(id(9), now),
+            Err(Denial::MaxEstablished { limit: 2 }),
+            "every protected peer is connected: no newcomer would fit"
         );
         assert_eq!(t.counts().peak_established, 3);
     }
 
     #[test]
-    fn pending_connections_are_bounded_and_released() {
-        let mut t = table(10);
-        for n in 0..3 {
-            t.admit_pending_incoming(id(n)).unwrap();
+    fn at_the_ceiling_a_newcomer_displaces_a_connection_the_node_does_not_keep() {
+        // Ceiling 4, low watermark 2: two peers are kept, the others only while used.
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(4)
+                .with_watermarks(2, 3)
+                .with_eviction_age(Some(Duration::from_secs(20))),
+        );
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Past the grace period of every connection here (a younger one is never evicted).
+        let late = at(60);
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for (i, peer) in peers.iter().enumerate() {
+            t.on_established(id(i), *peer, at(i as u64), false);
+        }
+        t.protect(peers[0]);
+        // Released: peers 2 and 3 (kept: the protected peer 0 and the oldest other, 1).
+        // A surplus connection goes first, then the least valuable, then the oldest.
+        t.on_established(id(4), peers[1], at(10), false);
+        let newcomer = PeerId::random();
+        assert_eq!(
+            t.check_established(&newcomer, at(21)),
+            Err(Denial::MaxEstablished { limit: 4 }),
+            "no released connection is old enough yet"
+        );
+        assert_eq!(
+            t.check_established(&newcomer, late),
+            Ok(Some((id(4), peers[1])))
+        );
+        t.evict(id(4));
+        t.on_established(id(5), newcomer, at(11), false);
+        t.on_closed(&id(4));
+        // Valuing peer 2 keeps it and releases peer 1, now the oldest released one.
+        t.set_value(peers[2], 5);
+        let next = PeerId::random();
+        assert_eq!(
+            t.check_established(&next, late),
+            Ok(Some((id(1), peers[1])))
+        );
+        t.evict(id(1));
+        assert_eq!(
+            t.counts().established,
+            5,
+            "the victim counts until it closed"
+        );
+        t.on_closed(&id(1));
+        t.on_established(id(6), next, at(12), false);
+        // Never the newcomer's own peer (3 is the oldest released), a protected or kept one.
+        assert_eq!(
+            t.check_established(&peers[3], late),
+            Ok(Some((id(5), newcomer)))
+        );
+        t.protect(newcomer);
+        t.protect(next);
+        let stranger = PeerId::random();
+        assert_eq!(
+            t.check_established(&stranger, late),
+            Ok(Some((id(3), peers[3])))
+        );
+        t.protect(peers[3]);
+        assert_eq!(
+            t.check_established(&stranger, late),
+            Ok(Some((id(2), peers[2])))
+        );
+        t.protect(peers[2]);
+        assert_eq!(
+            t.check_established(&stranger, late),
+            Err(Denial::MaxEstablished { limit: 4 })
+        );
+    }
+
+    #[test]
+    fn evictions_still_closing_are_bounded() {
+        let mut t = ConnectionTable::new(LimitsConfig::new(64).with_watermarks(0, 1));
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        for n in 0..64 {
+            t.on_established(id(n), PeerId::random(), now, false);
+        }
+        for n in 64..64 + MAX_EVICTING {
+            let (victim, _) = t
+                .check_established(&PeerId::random(), later)
+                .unwrap()
+                .unwrap();
+            t.evict(victim);
+            t.on_established(id(n), PeerId::random(), now, false);
         }
         assert_eq!(
-            t.admit_pending_incoming(id(3)),
+            t.check_established(&PeerId::random(), later),
+            Err(Denial::MaxEstablished { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn pending_connections_are_bounded_and_released() {
+        let mut t = table(10);
+        let now = Instant::now();
+        for n in 0..3 {
+            t.admit_pending_incoming(id(n), now).unwrap();
+        }
+        assert_eq!(
+            t.admit_pending_incoming(id(3), now),
             Err(Denial::PendingIncoming { limit: 3 })
         );
         t.on_pending_failed(&id(0));
-        t.admit_pending_incoming(id(3)).unwrap();
+        t.admit_pending_incoming(id(3), now).unwrap();
         t.on_established(id(1), PeerId::random(), Instant::now(), false);
         assert_eq!(t.counts().pending_incoming, 2);
         for n in 10..13 {
-            t.admit_pending_outgoing(id(n), None).unwrap();
+            t.admit_pending_outgoing(id(n), None, now).unwrap();
         }
         assert_eq!(
-            t.admit_pending_outgoing(id(13), None),
+            t.admit_pending_outgoing(id(13), None, now),
             Err(Denial::PendingOutgoing { limit: 3 })
         );
     }
@@ -730,12 +940,42 @@ mod tests {
         t.on_established(id(1), p, t0 + Duration::from_secs(1), false); // hole punched
         t.on_established(id(2), p, t0 + Duration::from_secs(2), false); // a dial-back
         t.on_established(id(3), q, t0, false); // a single connection is never surplus
-        let mut surplus = t.surplus_connections();
+        let mut surplus = t.released_connections();
         surplus.sort();
         assert_eq!(surplus, vec![(id(0), p), (id(2), p)]);
         t.on_closed(&id(1));
         // The primary went away: the oldest remaining direct connection takes over.
-        assert_eq!(t.surplus_connections(), vec![(id(0), p)]);
+        assert_eq!(t.released_connections(), vec![(id(0), p)]);
+    }
+
+    #[test]
+    fn peers_beyond_the_low_watermark_are_released_least_valuable_and_newest_first() {
+        let mut t = ConnectionTable::new(LimitsConfig::new(100).with_watermarks(3, 5));
+        let t0 = Instant::now();
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        for (i, peer) in peers.iter().enumerate() {
+            t.on_established(id(i), *peer, t0 + Duration::from_secs(i as u64), false);
+        }
+        // Six peers, three fit: the three newest go.
+        let released = |t: &ConnectionTable| {
+            let mut r: Vec<usize> = t
+                .released_connections()
+                .into_iter()
+                .map(|(_, p)| peers.iter().position(|q| *q == p).unwrap())
+                .collect();
+            r.sort();
+            r
+        };
+        assert_eq!(released(&t), vec![3, 4, 5]);
+        // A protected peer takes a place under the watermark; a valued one is kept first.
+        t.protect(peers[5]);
+        t.set_value(peers[4], 10);
+        assert_eq!(released(&t), vec![1, 2, 3]);
+        // Back under the watermark, everyone is kept.
+        for i in 2..6 {
+            t.on_closed(&id(i));
+        }
+        assert!(t.released_connections().is_empty());
     }
 
     #[test]
@@ -745,13 +985,16 @@ mod tests {
         let now = Instant::now();
         t.on_established(id(0), p, now, false);
         t.on_established(id(1), p, now, false);
-        assert_eq!(t.check_established(&p), Err(Denial::PerPeer { limit: 2 }));
         assert_eq!(
-            t.admit_pending_outgoing(id(5), Some(&p)),
+            t.check_established(&p, now),
+            Err(Denial::PerPeer { limit: 2 })
+        );
+        assert_eq!(
+            t.admit_pending_outgoing(id(5), Some(&p), now),
             Err(Denial::PerPeer { limit: 2 })
         );
         t.on_closed(&id(0));
-        t.check_established(&p).unwrap();
+        t.check_established(&p, now).unwrap();
     }
 
     #[test]
@@ -847,7 +1090,7 @@ mod tests {
         let attacker: IpAddr = "10.0.5.1".parse().unwrap();
         let mut admitted = 0;
         for n in 0..60 {
-            if t.check_established_inbound(&PeerId::random(), Some(attacker))
+            if t.check_established_inbound(&PeerId::random(), Some(attacker), now)
                 .is_ok()
             {
                 t.on_established_inbound(id(n), PeerId::random(), now, false, Some(attacker));
@@ -857,38 +1100,38 @@ mod tests {
         assert_eq!(admitted, 8);
         assert_eq!(t.busiest_source(), 8);
         assert_eq!(
-            t.check_established_inbound(&PeerId::random(), Some(attacker)),
+            t.check_established_inbound(&PeerId::random(), Some(attacker), now),
             Err(Denial::PerSource { limit: 8 })
         );
         let neighbour: IpAddr = "10.0.5.2".parse().unwrap();
         for n in 100..104 {
-            t.check_established_inbound(&PeerId::random(), Some(neighbour))
+            t.check_established_inbound(&PeerId::random(), Some(neighbour), now)
                 .unwrap();
             t.on_established_inbound(id(n), PeerId::random(), now, false, Some(neighbour));
         }
         assert_eq!(
-            t.check_established_inbound(&PeerId::random(), Some(neighbour)),
+            t.check_established_inbound(&PeerId::random(), Some(neighbour), now),
             Err(Denial::PerSubnet { limit: 12 })
         );
         // Elsewhere, relayed, protected and loopback connections are not held to the bounds.
         let good: IpAddr = "192.0.2.9".parse().unwrap();
-        t.check_established_inbound(&PeerId::random(), Some(good))
+        t.check_established_inbound(&PeerId::random(), Some(good), now)
             .unwrap();
-        t.check_established_inbound(&PeerId::random(), None)
+        t.check_established_inbound(&PeerId::random(), None, now)
             .unwrap();
         let friend = PeerId::random();
         t.protect(friend);
-        t.check_established_inbound(&friend, Some(attacker))
+        t.check_established_inbound(&friend, Some(attacker), now)
             .unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         for n in 200..220 {
             t.on_established_inbound(id(n), PeerId::random(), now, false, Some(lo));
         }
-        t.check_established_inbound(&PeerId::random(), Some(lo))
+        t.check_established_inbound(&PeerId::random(), Some(lo), now)
             .unwrap();
         // Closing releases the source's share.
         t.on_closed(&id(0));
-        t.check_established_inbound(&PeerId::random(), Some(attacker))
+        t.check_established_inbound(&PeerId::random(), Some(attacker), now)
             .unwrap();
     }
 }

@@ -113,11 +113,13 @@ pub enum Counter {
     HolePunchesOk,
     /// Hole punches that failed.
     HolePunchesFailed,
+    /// Connections closed at the ceiling to admit a newcomer.
+    PeersEvicted,
 }
 
 /// Name and help of each [`Counter`], in its order (names without the application's
 /// prefix; exported as `<prefix>_<name>_total`).
-const COUNTERS: [(Counter, &str, &str); 10] = [
+const COUNTERS: [(Counter, &str, &str); 11] = [
     (
         Counter::PeersConnected,
         "peers_connected",
@@ -160,6 +162,11 @@ const COUNTERS: [(Counter, &str, &str); 10] = [
     ),
     (Counter::HolePunchesOk, "", ""),
     (Counter::HolePunchesFailed, "", ""),
+    (
+        Counter::PeersEvicted,
+        "peers_evicted",
+        "Connections closed at the connection ceiling to admit a newcomer",
+    ),
 ];
 
 /// Counters of the policy layer (relaxed atomics), shared by its behaviours; cheap to clone.
