@@ -158,9 +158,9 @@ impl PolicyConfig {
 /// A policy decision.
 ///
 /// With the `serde` feature, serialized as an object tagged by `event` (`connection_denied`,
-/// `peer_trimmed`, `peer_evicted`, `dead_peer`, `reconnecting`, `reconnected`, `reconnect_gave_up`, `pong`);
-/// durations in whole milliseconds (`delay_ms`) or microseconds (`rtt_us`), connection ids
-/// left out.
+/// `peer_trimmed`, `peer_evicted`, `dead_peer`, `reconnecting`, `reconnected`,
+/// `reconnect_gave_up`, `pong`); durations in whole milliseconds (`delay_ms`) or
+/// microseconds (`rtt_us`), connection ids left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
@@ -713,7 +713,7 @@ impl Behaviour {
         let Some((connection_id, peer_id)) = victim else {
             return;
         };
-        tracing::debug!(%peer_id, ?connection_id, %newcomer, "evicting a connection for a newcomer at the ceiling");
+        tracing::debug!(%peer_id, ?connection_id, %newcomer, "evicting for a newcomer at the ceiling");
         self.table.evict(connection_id);
         self.push(ToSwarm::CloseConnection {
             peer_id,

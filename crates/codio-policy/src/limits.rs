@@ -462,11 +462,11 @@ impl ConnectionTable {
     /// The connection a newcomer (to `peer_id`, when known) may displace at the ceiling:
     /// one the node does not keep alive ([`released_connections`](Self::released_connections))
     /// and at least the eviction age old (a young one may still be doing the work it was
-    /// opened for), never a protected peer's nor one to the newcomer's peer; a surplus connection first,
-    /// then the least valuable, then the oldest (the likeliest to be idle). `None` when there
-    /// is none, or when [`MAX_EVICTING`] evicted connections are still closing: evicting
-    /// sheds old work the node kept only while it had room, rather than refusing newcomers,
-    /// and it is bounded so that connections closing never pile up.
+    /// opened for), never a protected peer's nor one to the newcomer's peer; a surplus
+    /// connection first, then the least valuable, then the oldest (the likeliest to be idle).
+    /// `None` when there is none, or when [`MAX_EVICTING`] connections are still closing:
+    /// evicting sheds old work the node kept only while it had room, rather than refusing
+    /// newcomers, and it is bounded so that connections closing never pile up.
     fn victim(&self, peer_id: Option<&PeerId>, now: Instant) -> Option<(ConnectionId, PeerId)> {
         let age = self.config.eviction_age?;
         if self.closing.len() >= MAX_EVICTING {
