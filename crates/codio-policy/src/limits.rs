@@ -360,6 +360,11 @@ impl ConnectionTable {
         self.values.insert(peer_id, value);
     }
 
+    /// The value of connections to `peer_id` (default 0).
+    fn value(&self, peer_id: &PeerId) -> i64 {
+        self.values.get(peer_id).copied().unwrap_or(0)
+    }
+
     /// Current counts.
     pub fn counts(&self) -> ConnectionCounts {
         ConnectionCounts {
@@ -473,14 +478,14 @@ impl ConnectionTable {
             return None;
         }
         let primaries = self.primaries();
-        self.released_connections()
+        self.released(&primaries)
             .into_iter()
             .filter(|(_, peer)| Some(peer) != peer_id && !self.is_protected(peer))
             .filter_map(|(id, peer)| self.established.get(&id).map(|c| (id, peer, c.since)))
             .filter(|(_, _, since)| now.saturating_duration_since(*since) >= age)
             .min_by_key(|(id, peer, since)| {
                 let primary = primaries.get(peer) == Some(id);
-                let value = self.values.get(peer).copied().unwrap_or(0);
+                let value = self.value(peer);
                 (primary, value, *since, *id)
             })
             .map(|(id, peer, _)| (id, peer))
@@ -636,7 +641,7 @@ impl ConnectionTable {
             .map(|(id, c)| (*id, *c))
             .collect();
         candidates.sort_by_key(|(id, c)| {
-            let value = self.values.get(&c.peer_id).copied().unwrap_or(0);
+            let value = self.value(&c.peer_id);
             (value, std::cmp::Reverse(c.since), *id)
         });
         let trimmed: Vec<(ConnectionId, PeerId)> = candidates
@@ -691,7 +696,11 @@ impl ConnectionTable {
     ///   Connections a protocol keeps busy (a gossip mesh, a transfer) stay; the ones a
     ///   lookup opened go once quiet, so they do not fill the table until trimmed.
     pub fn released_connections(&self) -> Vec<(ConnectionId, PeerId)> {
-        let primaries = self.primaries();
+        self.released(&self.primaries())
+    }
+
+    /// [`released_connections`](Self::released_connections), given the primaries.
+    fn released(&self, primaries: &HashMap<PeerId, ConnectionId>) -> Vec<(ConnectionId, PeerId)> {
         let mut released: Vec<(ConnectionId, PeerId)> = self
             .open()
             .filter(|(id, c)| primaries.get(&c.peer_id) != Some(*id))
@@ -703,7 +712,7 @@ impl ConnectionTable {
             .filter_map(|(_, id)| self.established.get(id).map(|c| (*id, *c)))
             .collect();
         unprotected.sort_by_key(|(id, c)| {
-            let value = self.values.get(&c.peer_id).copied().unwrap_or(0);
+            let value = self.value(&c.peer_id);
             (std::cmp::Reverse(value), c.since, *id)
         });
         let budget =
