@@ -14,8 +14,8 @@ use std::{
 };
 
 use codio_network::{
-    Acceptance, KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId, PubsubConfig, Topic,
-    metrics::Registry,
+    Acceptance, KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId, PubsubConfig,
+    PubsubError, Topic, metrics::Registry,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, adversary::metric, dial_addr, eventually, init_tracing,
@@ -122,6 +122,12 @@ async fn a_published_message_reaches_every_subscriber_exactly_once() {
     for message in &messages {
         topics[publisher].publish(message.clone()).await.unwrap();
     }
+    // One byte over the 64 KiB bound is refused at the publisher (and, below, never arrives).
+    let too_large = topics[publisher].publish(vec![0; 64 * 1024 + 1]).await;
+    assert!(
+        matches!(too_large, Err(PubsubError::TooLarge { .. })),
+        "{too_large:?}"
+    );
     let mut readers = Vec::new();
     for (i, mut topic) in topics.into_iter().enumerate() {
         readers.push(tokio::spawn(async move {
