@@ -233,6 +233,117 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     victim.shutdown().await;
 }
 
+/// 20 fresh peer ids from one address fill a victim capped at 8 peers (it keeps 2 alive, the
+/// attacker's source may hold all 8) and re-dial whenever dropped; the re-dials are refused
+/// before their handshake (a source may not displace its own connections). Two good peers from
+/// another address are still admitted, the second two seconds after the first: each
+/// displaces an attacker's connection unused for the eviction age (1.5 s; counted, and
+/// reported as evicted), and the first, requesting every 200 ms, is never displaced itself
+/// over 4 s, almost three eviction ages (a peer's activity is recorded once a second). Every answer arrives; the victim never holds more than 8
+/// connections from the attacker's source, nor more than 8 live ones in total (plus the 16
+/// it may be closing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_busy() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    const CAP: usize = 8;
+    const EVICTION_AGE: Duration = Duration::from_millis(1500);
+    let (victim, registry) = victim(
+        |mut c| {
+            c = c
+                .with_max_peers(CAP)
+                .with_watermarks(2, CAP, Duration::from_secs(60));
+            let limits = c.policy.limits().clone();
+            *c.policy.limits_mut() = limits.with_eviction_age(Some(EVICTION_AGE));
+            c
+        },
+        echo,
+    )
+    .await;
+    let mut events = victim.subscribe();
+    let minted = mint_peers(victim.listen_addrs()[0].clone(), ATTACKER, 20);
+    let evicted = || metric(&registry, "codio_peers_evicted_total");
+    let refused = || {
+        metric(
+            &registry,
+            "codio_connections_denied_total{reason=\"max_established\"}",
+        )
+    };
+    // The attacker's re-dials are refused before their handshake: at the cap, a source may
+    // not displace its own connections.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            victim.connection_counts().busiest_inbound_source == CAP && refused() >= 20.0
+        })
+        .await,
+        "the attack fills the cap ({:?}, {} refused)",
+        victim.connection_counts(),
+        refused()
+    );
+    // Every attacker connection is at least the eviction age old from here on (the policy's
+    // condition is time itself; it has no event).
+    tokio::time::sleep(EVICTION_AGE).await;
+    let check_budget = || {
+        let counts = victim.connection_counts();
+        assert!(counts.busiest_inbound_source <= CAP, "{counts:?}");
+        assert!(counts.peak_established <= CAP + 16, "{counts:?}");
+    };
+    let first = started_node(loopback_config()).await;
+    let victim_id = first
+        .connect_peer(dial_addr(&victim))
+        .await
+        .expect("first good peer");
+    let busy = first.local_peer_id();
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { evicted() >= 1.0 }).await,
+        "the first good peer displaced an attacker"
+    );
+    let mut second = None;
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    for i in 0..20u8 {
+        ticks.tick().await;
+        check_budget();
+        if i == 10 {
+            // Two seconds in (past the eviction age): the second good peer arrives.
+            second = Some(tokio::spawn(good_peer_is_served_at(
+                dial_addr(&victim),
+                1,
+                || {},
+            )));
+        }
+        let payload = vec![i];
+        let request = Request::App {
+            topic: "echo".into(),
+            payload: payload.clone(),
+        };
+        let response = first.send_request(victim_id, request).await;
+        assert_eq!(response, Ok(Response::App { payload }), "request {i}");
+    }
+    let second = second.expect("spawned at request 10");
+    second.await.expect("the second good peer is served");
+    assert!(
+        victim.peer_info(&busy).is_some(),
+        "the busy peer is connected"
+    );
+    assert!(evicted() >= 2.0, "evicted: {}", evicted());
+    let mut displaced = Vec::new();
+    loop {
+        match events.try_recv() {
+            Ok(NetworkEvent::Policy(codio_network::PolicyEvent::Evicted { peer_id, .. })) => {
+                displaced.push(peer_id);
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(!displaced.is_empty(), "evictions are reported");
+    assert!(!displaced.contains(&busy), "the busy peer was displaced");
+    check_budget();
+    drop(minted);
+    first.shutdown().await;
+    victim.shutdown().await;
+}
+
 /// A peer pushing identify every 5 ms with 300 fresh addresses: the victim processes a burst
 /// of 8 identifies per peer, then one per 2 s (the rest are dropped and counted), holds at
 /// most 8 of its addresses in the routing table (replaced, not accumulated), and serves a

@@ -75,7 +75,7 @@ pub use codio_protocol::{
     RequestError, RequestHandler, RespondError, Responder, Response, serve,
 };
 pub use codio_pubsub::{
-    Acceptance, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
+    Acceptance, MeshChange, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
 };
 use codio_transport::addr::{peer_id_of, without_p2p};
 pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, QuicConfig, TransportConfig};

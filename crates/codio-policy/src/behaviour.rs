@@ -402,6 +402,12 @@ impl Behaviour {
         self.update_keep_alive();
     }
 
+    /// Where eviction at the ceiling learns when peers last did work (see
+    /// [`ConnectionTable::set_activity_source`]); none by default.
+    pub fn set_activity_source(&mut self, activity: crate::ActivitySource) {
+        self.table.set_activity_source(activity);
+    }
+
     /// Marks `peer_id` as a peer that matters: protected, and reconnected at `addresses` after
     /// unexpected disconnects and failed dials (when reconnection is enabled).
     pub fn watch(&mut self, peer_id: PeerId, addresses: Vec<Multiaddr>, connected: bool) {
@@ -795,7 +801,7 @@ impl NetworkBehaviour for Behaviour {
         self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
-            .admit_pending_incoming(connection_id, Instant::now())
+            .admit_pending_incoming(connection_id, ip_of(remote_addr), Instant::now())
             .map_err(|reason| self.deny(None, Endpoint::Listener, reason));
         self.peers.set_counts(self.table.counts());
         admitted

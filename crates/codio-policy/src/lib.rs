@@ -57,7 +57,9 @@ pub use access::{Access, AccessConfig, AccessMode, ConnectionGate, Refusal, Verd
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
 pub use handler::{Handler, KeepAlive};
-pub use limits::{ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit};
+pub use limits::{
+    ActivitySource, ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit,
+};
 pub use liveness::{Liveness, PingOutcome};
 pub use peers::{MAX_ADDRESSES_PER_PEER, PeerInfo, Peers};
 pub use reconnect::{Decision, DueDial, Reconnector};

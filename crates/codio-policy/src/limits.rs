@@ -3,16 +3,23 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::sources::{Full, SourceCounts};
+use crate::sources::{Full, SourceCounts, keys};
 
 use libp2p::{PeerId, swarm::ConnectionId};
 
 /// Evicted connections still closing above which newcomers are refused, not admitted in
 /// their place.
 pub(crate) const MAX_EVICTING: usize = 16;
+
+/// When a connected peer last did work on its connections (sent a request or a response),
+/// if known. The policy layer sees no other protocol's streams; the application (the facade)
+/// passes its own source in, and eviction spares peers that were busy within the eviction
+/// age.
+pub type ActivitySource = Arc<dyn Fn(&PeerId) -> Option<Instant> + Send + Sync>;
 
 /// Limits on connections.
 ///
@@ -29,7 +36,7 @@ pub(crate) const MAX_EVICTING: usize = 16;
 /// | (kept alive) | every peer's primary connection (its oldest direct one), up to the low watermark: protected peers first, then the most valuable, then the oldest; the others are not kept alive and close once idle (a peer's surplus connections, and peers beyond the low watermark, e.g. the ones a DHT lookup reached) |
 /// | [`watermarks`](Self::with_watermarks) | high 80 %, low 60 % of `max_established` |
 /// | [`grace_period`](Self::with_grace_period) | 20 s: above the high watermark this long before trimming; connections younger than this are not trimmed |
-/// | [`eviction_age`](Self::with_eviction_age) | 5 s: at the ceiling, a newcomer displaces a connection the node does not keep alive (beyond the low watermark, or surplus) once it is this old, rather than being refused (`codio_peers_evicted_total`) |
+/// | [`eviction_age`](Self::with_eviction_age) | 5 s: at the ceiling, a newcomer displaces a connection the node does not keep alive (beyond the low watermark, or surplus) once it is this old and its peer did no work for as long ([`ConnectionTable::set_activity_source`]), never one from the newcomer's own subnet, rather than being refused (`codio_peers_evicted_total`) |
 /// | [`max_memory`](Self::with_max_memory) | [`MemoryLimit::Percent`] 80: no new connection (either direction) while the process's resident memory is above 80 % of the machine's physical memory (libp2p's `memory-connection-limits`) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -195,8 +202,10 @@ impl LimitsConfig {
         self.max_memory
     }
 
-    /// Sets how old a connection the node does not keep alive must be before a newcomer at
-    /// the ceiling may displace it (`None`: newcomers at the ceiling are refused). Young
+    /// Sets how long a connection the node does not keep alive must have been unused (since
+    /// it opened, and since its peer's last request or response when the table has an
+    /// [activity source](ConnectionTable::set_activity_source)) before a newcomer at the
+    /// ceiling may displace it (`None`: newcomers at the ceiling are refused). Young and busy
     /// connections are spared: they may still be doing the work they were opened for (a DHT
     /// request takes well under a second).
     pub fn with_eviction_age(mut self, age: Option<Duration>) -> Self {
@@ -298,7 +307,6 @@ pub struct ConnectionCounts {
 }
 
 /// The connection table: decides admissions and which connections to trim.
-#[derive(Debug)]
 pub struct ConnectionTable {
     config: LimitsConfig,
     established: HashMap<ConnectionId, Established>,
@@ -314,6 +322,19 @@ pub struct ConnectionTable {
     /// Connections being closed by a trim, not yet reported closed.
     closing: HashSet<ConnectionId>,
     peak: usize,
+    activity: Option<ActivitySource>,
+}
+
+impl std::fmt::Debug for ConnectionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionTable")
+            .field("config", &self.config)
+            .field("counts", &self.counts())
+            .field("protected", &self.protected.len())
+            .field("closing", &self.closing.len())
+            .field("activity", &self.activity.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectionTable {
@@ -331,7 +352,23 @@ impl ConnectionTable {
             above_high_since: None,
             closing: HashSet::new(),
             peak: 0,
+            activity: None,
         }
+    }
+
+    /// Where eviction learns when peers last did work (none by default: a connection's
+    /// age is all it goes by).
+    pub fn set_activity_source(&mut self, activity: ActivitySource) {
+        self.activity = Some(activity);
+    }
+
+    /// The later of `since` and the last work `peer_id` did.
+    fn last_used(&self, peer_id: &PeerId, since: Instant) -> Instant {
+        let active = self
+            .activity
+            .as_ref()
+            .and_then(|activity| activity(peer_id));
+        active.map_or(since, |active| active.max(since))
     }
 
     /// The limits in force.
@@ -384,8 +421,14 @@ impl ConnectionTable {
         }
     }
 
-    /// Admits an inbound connection into its handshake (peer still unknown).
-    pub fn admit_pending_incoming(&mut self, id: ConnectionId, now: Instant) -> Result<(), Denial> {
+    /// Admits an inbound connection from `remote` (its IP; `None` for relayed connections)
+    /// into its handshake (peer still unknown).
+    pub fn admit_pending_incoming(
+        &mut self,
+        id: ConnectionId,
+        remote: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Denial> {
         if self.pending_incoming.len() >= self.config.max_pending_incoming {
             return Err(Denial::PendingIncoming {
                 limit: self.config.max_pending_incoming,
@@ -394,7 +437,8 @@ impl ConnectionTable {
         // Refused before the handshake (which costs both sides more than the refusal) when
         // nobody could be admitted at its end: not an unprotected peer, and not a protected
         // one either, because all are connected already or even they would not fit.
-        if self.live() >= self.ceiling(false) && self.victim(None, now).is_none() {
+        let from = remote.filter(|ip| self.config.limit_loopback || !ip.is_loopback());
+        if self.live() >= self.ceiling(false) && self.victim(None, from, now).is_none() {
             let awaited = self
                 .protected
                 .iter()
@@ -422,7 +466,7 @@ impl ConnectionTable {
         }
         let protected = peer_id.is_some_and(|p| self.is_protected(p));
         let ceiling = self.ceiling(protected);
-        if self.live() >= ceiling && self.victim(peer_id, now).is_none() {
+        if self.live() >= ceiling && self.victim(peer_id, None, now).is_none() {
             return Err(Denial::MaxEstablished { limit: ceiling });
         }
         if let Some(peer_id) = peer_id {
@@ -450,11 +494,22 @@ impl ConnectionTable {
         peer_id: &PeerId,
         now: Instant,
     ) -> Result<Option<(ConnectionId, PeerId)>, Denial> {
+        self.check_established_from(peer_id, None, now)
+    }
+
+    /// [`check_established`](Self::check_established) for a newcomer from the held source
+    /// `from`, if any.
+    fn check_established_from(
+        &self,
+        peer_id: &PeerId,
+        from: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Option<(ConnectionId, PeerId)>, Denial> {
         let ceiling = self.ceiling(self.is_protected(peer_id));
         let victim = if self.live() < ceiling {
             None
         } else {
-            let victim = self.victim(Some(peer_id), now);
+            let victim = self.victim(Some(peer_id), from, now);
             if victim.is_none() {
                 return Err(Denial::MaxEstablished { limit: ceiling });
             }
@@ -464,31 +519,49 @@ impl ConnectionTable {
         Ok(victim)
     }
 
-    /// The connection a newcomer (to `peer_id`, when known) may displace at the ceiling:
-    /// one the node does not keep alive ([`released_connections`](Self::released_connections))
-    /// and at least the eviction age old (a young one may still be doing the work it was
-    /// opened for), never a protected peer's nor one to the newcomer's peer; a surplus
-    /// connection first, then the least valuable, then the oldest (the likeliest to be idle).
-    /// `None` when there is none, or when [`MAX_EVICTING`] connections are still closing:
-    /// evicting sheds old work the node kept only while it had room, rather than refusing
-    /// newcomers, and it is bounded so that connections closing never pile up.
-    fn victim(&self, peer_id: Option<&PeerId>, now: Instant) -> Option<(ConnectionId, PeerId)> {
+    /// The connection a newcomer (to `peer_id`, when known; from the held source `from`, if
+    /// any) may displace at the ceiling: one the node does not keep alive
+    /// ([`released_connections`](Self::released_connections)) and unused for at least the
+    /// eviction age (neither opened nor, per the [activity source](Self::set_activity_source),
+    /// used by its peer since: it may still be doing the work it was opened for); never a
+    /// protected peer's, one to the newcomer's peer, or one from the newcomer's subnet (a
+    /// source re-dialing must not refresh its own connections' ages by displacing them).
+    /// A surplus connection first, then the least valuable, then the one from the most
+    /// crowded source, then the one unused longest. `None` when there is none, or when
+    /// [`MAX_EVICTING`] connections are still closing: evicting sheds idle work the node kept
+    /// only while it had room, rather than refusing newcomers, and it is bounded so that
+    /// connections closing never pile up.
+    fn victim(
+        &self,
+        peer_id: Option<&PeerId>,
+        from: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<(ConnectionId, PeerId)> {
         let age = self.config.eviction_age?;
         if self.closing.len() >= MAX_EVICTING {
             return None;
         }
+        let subnet = |ip: Option<IpAddr>| ip.map(|ip| keys(ip).1);
         let primaries = self.primaries();
         self.released(&primaries)
             .into_iter()
             .filter(|(_, peer)| Some(peer) != peer_id && !self.is_protected(peer))
-            .filter_map(|(id, peer)| self.established.get(&id).map(|c| (id, peer, c.since)))
-            .filter(|(_, _, since)| now.saturating_duration_since(*since) >= age)
-            .min_by_key(|(id, peer, since)| {
+            .filter_map(|(id, peer)| Some((id, peer, *self.established.get(&id)?)))
+            .filter(|(_, _, c)| from.is_none() || subnet(c.source) != subnet(from))
+            .map(|(id, peer, c)| (id, peer, c.source, self.last_used(&peer, c.since)))
+            .filter(|(_, _, _, used)| now.saturating_duration_since(*used) >= age)
+            .min_by_key(|(id, peer, source, used)| {
                 let primary = primaries.get(peer) == Some(id);
-                let value = self.value(peer);
-                (primary, value, *since, *id)
+                let crowd = source.map_or(0, |ip| self.sources.count(ip));
+                (
+                    primary,
+                    self.value(peer),
+                    std::cmp::Reverse(crowd),
+                    *used,
+                    *id,
+                )
             })
-            .map(|(id, peer, _)| (id, peer))
+            .map(|(id, peer, _, _)| (id, peer))
     }
 
     /// Marks `victim` (from [`check_established`](Self::check_established)) as closing: it
@@ -516,8 +589,9 @@ impl ConnectionTable {
         remote: Option<IpAddr>,
         now: Instant,
     ) -> Result<Option<(ConnectionId, PeerId)>, Denial> {
-        let victim = self.check_established(peer_id, now)?;
-        if let Some(ip) = self.held_source(peer_id, remote) {
+        let held = self.held_source(peer_id, remote);
+        let victim = self.check_established_from(peer_id, held, now)?;
+        if let Some(ip) = held {
             self.sources
                 .check(ip, self.config.max_per_source, self.config.max_per_subnet)
                 .map_err(|full| match full {
@@ -778,7 +852,7 @@ mod tests {
         t.protect(friend);
         // Refused before the handshake only when nobody could be admitted at its end.
         assert_eq!(
-            t.admit_pending_incoming(id(8), now),
+            t.admit_pending_incoming(id(8), None, now),
             Ok(()),
             "a protected peer not yet connected would fit"
         );
@@ -792,12 +866,12 @@ mod tests {
             Err(Denial::MaxEstablished { limit: 3 })
         );
         assert_eq!(
-            t.admit_pending_incoming(id(9), now),
+            t.admit_pending_incoming(id(9), None, now),
             Err(Denial::MaxEstablished { limit: 3 })
         );
         t.unprotect(&friend2);
         assert_eq!(
-            t.admit_pending_incoming(id(9), now),
+            t.admit_pending_incoming(id(9), None, now),
             Err(Denial::MaxEstablished { limit: 2 }),
             "every protected peer is connected: no newcomer would fit"
         );
@@ -877,6 +951,102 @@ mod tests {
     }
 
     #[test]
+    fn eviction_spares_peers_that_did_work_within_the_eviction_age() {
+        // Ceiling 3, nothing kept alive: all three are released.
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(3)
+                .with_watermarks(0, 3)
+                .with_eviction_age(Some(Duration::from_secs(5))),
+        );
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let peers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        for (i, peer) in peers.iter().enumerate() {
+            t.on_established(id(i), *peer, at(i as u64), false);
+        }
+        // Peer 0 (the oldest) sent a request at 8 s, peer 1 at 3 s.
+        let activity: HashMap<PeerId, Instant> = [(peers[0], at(8)), (peers[1], at(3))].into();
+        t.set_activity_source(Arc::new(move |peer| activity.get(peer).copied()));
+        let newcomer = PeerId::random();
+        // At 10 s only peer 2 (opened at 2 s, idle since) has been unused for 5 s.
+        assert_eq!(
+            t.check_established(&newcomer, at(10)),
+            Ok(Some((id(2), peers[2])))
+        );
+        t.evict(id(2));
+        t.on_closed(&id(2));
+        t.on_established(id(3), newcomer, at(10), false);
+        // At 12 s peer 1 (idle since 3 s) goes before peer 0 (busy at 8 s); the newcomer is
+        // too young.
+        assert_eq!(
+            t.check_established(&PeerId::random(), at(12)),
+            Ok(Some((id(1), peers[1])))
+        );
+        t.evict(id(1));
+        t.on_closed(&id(1));
+        t.on_established(id(4), PeerId::random(), at(12), false);
+        assert_eq!(
+            t.check_established(&PeerId::random(), at(12)),
+            Err(Denial::MaxEstablished { limit: 3 }),
+            "peer 0 worked 4 s ago"
+        );
+    }
+
+    #[test]
+    fn a_source_never_displaces_its_own_subnet_and_the_most_crowded_source_goes_first() {
+        // Ceiling 4, nothing kept alive; an attacker at 10.0.5.1 holds 3, a lone peer 1.
+        let mut t = ConnectionTable::new(
+            LimitsConfig::new(4)
+                .with_watermarks(0, 4)
+                .with_eviction_age(Some(Duration::from_secs(1))),
+        );
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(60);
+        let attacker: IpAddr = "10.0.5.1".parse().unwrap();
+        let neighbour: IpAddr = "10.0.5.77".parse().unwrap();
+        let lone: IpAddr = "192.0.2.1".parse().unwrap();
+        let good: IpAddr = "198.51.100.7".parse().unwrap();
+        // The lone peer's connection is the oldest; the attacker's came later.
+        let lone_peer = PeerId::random();
+        t.on_established_inbound(id(0), lone_peer, t0, false, Some(lone));
+        let mut attackers = Vec::new();
+        for n in 1..4 {
+            let peer = PeerId::random();
+            let at = t0 + Duration::from_secs(n as u64);
+            t.on_established_inbound(id(n), peer, at, false, Some(attacker));
+            attackers.push(peer);
+        }
+        // A newcomer from elsewhere displaces the crowded source's oldest connection, not
+        // the lone peer's older one.
+        assert_eq!(
+            t.check_established_inbound(&PeerId::random(), Some(good), late),
+            Ok(Some((id(1), attackers[0])))
+        );
+        // A re-dial from the attacker's subnet may displace only the lone peer's idle one...
+        assert_eq!(
+            t.check_established_inbound(&PeerId::random(), Some(neighbour), late),
+            Ok(Some((id(0), lone_peer)))
+        );
+        t.evict(id(0));
+        t.on_closed(&id(0));
+        t.on_established_inbound(id(4), PeerId::random(), late, false, Some(attacker));
+        // ...and once the subnet holds them all, nothing: it cannot refresh its own
+        // connections by displacing them (refused before the handshake, too).
+        let later = late + Duration::from_secs(60);
+        for from in [attacker, neighbour] {
+            assert_eq!(
+                t.check_established_inbound(&PeerId::random(), Some(from), later),
+                Err(Denial::MaxEstablished { limit: 4 })
+            );
+            assert_eq!(
+                t.admit_pending_incoming(id(9), Some(from), later),
+                Err(Denial::MaxEstablished { limit: 4 })
+            );
+        }
+        t.admit_pending_incoming(id(9), Some(good), later).unwrap();
+    }
+
+    #[test]
     fn evictions_still_closing_are_bounded() {
         let mut t = ConnectionTable::new(LimitsConfig::new(64).with_watermarks(0, 1));
         let now = Instant::now();
@@ -903,14 +1073,14 @@ mod tests {
         let mut t = table(10);
         let now = Instant::now();
         for n in 0..3 {
-            t.admit_pending_incoming(id(n), now).unwrap();
+            t.admit_pending_incoming(id(n), None, now).unwrap();
         }
         assert_eq!(
-            t.admit_pending_incoming(id(3), now),
+            t.admit_pending_incoming(id(3), None, now),
             Err(Denial::PendingIncoming { limit: 3 })
         );
         t.on_pending_failed(&id(0));
-        t.admit_pending_incoming(id(3), now).unwrap();
+        t.admit_pending_incoming(id(3), None, now).unwrap();
         t.on_established(id(1), PeerId::random(), Instant::now(), false);
         assert_eq!(t.counts().pending_incoming, 2);
         for n in 10..13 {

@@ -69,6 +69,11 @@ impl SourceCounts {
         }
     }
 
+    /// Established inbound connections from the source address of `ip`.
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
+        self.per_source.get(&keys(ip).0).copied().unwrap_or(0)
+    }
+
     /// The most established inbound connections from one source address.
     pub(crate) fn busiest(&self) -> usize {
         self.per_source.values().copied().max().unwrap_or(0)
