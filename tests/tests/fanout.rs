@@ -15,7 +15,7 @@ use std::{
 
 use codio_network::{
     Acceptance, KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId, PubsubConfig,
-    PubsubError, Topic, metrics::Registry,
+    PubsubError, Topic, TopicEvent, metrics::Registry,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, adversary::metric, dial_addr, eventually, init_tracing,
@@ -359,4 +359,129 @@ async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
         stopped.elapsed()
     );
     shutdown(nodes).await;
+}
+
+/// Reads `topic` until a mesh change satisfies `done` (given the mesh's peers so far, built
+/// from the changes read); other events read meanwhile are dropped.
+async fn wait_for_mesh(
+    topic: &mut Topic,
+    mesh: &mut HashSet<PeerId>,
+    what: &str,
+    done: impl Fn(&HashSet<PeerId>) -> bool,
+) {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !done(mesh) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, topic.next()).await {
+            Ok(Some(TopicEvent::MeshChanged(change))) => {
+                mesh.extend(change.added.iter().copied());
+                for peer in &change.removed {
+                    mesh.remove(peer);
+                }
+                assert_eq!(mesh.len(), change.size, "{what}: changes add up");
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("{what}: no such mesh change (mesh {mesh:?})"),
+        }
+    }
+}
+
+/// A victim allowing 20 messages a second per forwarding peer (burst 20) is flooded with 300
+/// messages by one peer while another publishes 10 at 10 a second: the flood is held to the
+/// rate (the victim delivers at most the burst plus the rate over the time, and counts the
+/// rest as `peer_rate` refusals), and every message of the good publisher arrives exactly
+/// once. Mesh changes are read as events: the victim's mesh gains both peers, and loses the
+/// good one when it leaves the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_publisher_is_held_to_its_rate_and_mesh_changes_are_events() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let mut victim_config = config().with_metrics(registry.clone());
+    victim_config.pubsub = victim_config.pubsub.clone().with_peer_rate(20, 20);
+    let victim = started_node(victim_config).await;
+    // The flooder and the good publisher know the victim only, not each other: nothing the
+    // flooder sends reaches the victim through the good peer.
+    let flooder = started_node(config()).await;
+    let good = started_node(config()).await;
+    for peer in [&flooder, &good] {
+        peer.connect_peer(dial_addr(&victim)).await.unwrap();
+    }
+    let mut victim_topic = victim.join(TOPIC).await.unwrap();
+    let mut flooder_topic = flooder.join(TOPIC).await.unwrap();
+    let mut good_topic = good.join(TOPIC).await.unwrap();
+    let (flooder_id, good_id) = (flooder.local_peer_id(), good.local_peer_id());
+    let mut mesh = HashSet::new();
+    wait_for_mesh(&mut victim_topic, &mut mesh, "victim meshes both", |m| {
+        m.contains(&flooder_id) && m.contains(&good_id)
+    })
+    .await;
+    let victim_id = victim.local_peer_id();
+    for (topic, name) in [(&mut flooder_topic, "flooder"), (&mut good_topic, "good")] {
+        wait_for_mesh(topic, &mut HashSet::new(), name, |m| m.contains(&victim_id)).await;
+    }
+
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        for i in 0..300 {
+            flooder_topic
+                .publish(format!("flood {i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        flooder_topic
+    });
+    let sent: Vec<Vec<u8>> = (0..10).map(|i| format!("good {i}").into_bytes()).collect();
+    let publish = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            for message in sent {
+                ticks.tick().await;
+                good_topic.publish(message).await.unwrap();
+            }
+            good_topic
+        }
+    });
+    let seen = collect(&mut victim_topic, 10, EVENT_TIMEOUT, Duration::ZERO).await;
+    let _flooder_topic = flood.await.unwrap();
+    let good_topic = publish.await.unwrap();
+    // Late copies of anything, then the tally.
+    let mut seen = seen;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(1), victim_topic.next_message()).await
+    {
+        *seen.entry(message.data.to_vec()).or_default() += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for message in &sent {
+        assert_eq!(seen.get(message), Some(&1), "{seen:?}");
+    }
+    let flooded: usize = seen
+        .iter()
+        .filter(|(data, _)| data.starts_with(b"flood"))
+        .map(|(_, copies)| *copies)
+        .sum();
+    let allowed = 20.0 + 20.0 * elapsed;
+    assert!(
+        (flooded as f64) <= allowed,
+        "{flooded} flood messages delivered in {elapsed:.1} s (at most {allowed:.0})"
+    );
+    let refused = metric(
+        &registry,
+        "codio_pubsub_refused_messages_total{reason=\"peer_rate\"}",
+    );
+    assert!(
+        refused >= (300 - flooded) as f64,
+        "{refused} refused, {flooded} delivered of 300"
+    );
+
+    // The good peer leaves: the victim's mesh loses it.
+    drop(good_topic);
+    wait_for_mesh(&mut victim_topic, &mut mesh, "good peer pruned", |m| {
+        !m.contains(&good_id)
+    })
+    .await;
+    for node in [victim, flooder, good] {
+        node.shutdown().await;
+    }
 }
