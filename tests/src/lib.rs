@@ -218,6 +218,10 @@ where
 
 /// Path of the `codio-node` binary of this workspace, built on first use with the same
 /// profile as the running test (cargo does not build other packages' binaries for tests).
+/// It is built as part of the workspace's binaries and examples: that selection turns on the
+/// same dependency features as `cargo test --workspace` (dev-dependencies included), so the
+/// build reuses the test build's libp2p instead of compiling it again for codio-node's own
+/// feature set (minutes of a fresh CI run); CI runs the other binaries and examples built.
 pub fn node_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -232,14 +236,7 @@ pub fn node_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut command = Command::new(cargo);
         command
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "codio-node",
-                "--bin",
-                "codio-node",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if release {
             command.arg("--release");
