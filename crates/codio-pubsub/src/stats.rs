@@ -184,15 +184,9 @@ mod export {
                     stats.slow_peers(),
                 ),
             ];
-            for (name, help, value) in counters {
-                let metric = ConstCounter::new(value);
-                metric.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    metric.metric_type(),
-                )?)?;
-            }
+            let counters =
+                counters.map(|(name, help, value)| (name, help, ConstCounter::new(value)));
+            encode_each(&mut encoder, counters)?;
             let help = "Received messages not delivered, by reason";
             let mut refused = encoder.encode_descriptor(
                 "pubsub_refused_messages",
@@ -212,16 +206,54 @@ mod export {
                     stats.mesh_peers(),
                 ),
             ];
-            for (name, help, value) in gauges {
-                let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-                metric.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    metric.metric_type(),
-                )?)?;
-            }
-            Ok(())
+            let gauges = gauges.map(|(name, help, value)| {
+                let value = i64::try_from(value).unwrap_or(i64::MAX);
+                (name, help, ConstGauge::new(value))
+            });
+            encode_each(&mut encoder, gauges)
+        }
+    }
+
+    /// Encodes each `(name, help, metric)` as a metric of its own.
+    fn encode_each<M: EncodeMetric>(
+        encoder: &mut DescriptorEncoder,
+        metrics: impl IntoIterator<Item = (&'static str, &'static str, M)>,
+    ) -> std::fmt::Result {
+        for (name, help, metric) in metrics {
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::sync::Arc;
+
+    use prometheus_client::{encoding::text::encode, registry::Registry};
+
+    use super::{Refusal, Stats};
+
+    #[test]
+    fn the_collector_exports_counters_refusals_by_reason_and_gauges() {
+        let stats = Arc::new(Stats::default());
+        stats.record_delivered();
+        stats.record_refused(Refusal::PeerRate);
+        stats.record_refused(Refusal::PeerRate);
+        stats.set_topics(3, 7);
+        let mut registry = Registry::with_prefix("codio");
+        registry.register_collector(stats.collector());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "codio_pubsub_delivered_messages_total 1",
+            "codio_pubsub_published_messages_total 0",
+            "codio_pubsub_refused_messages_total{reason=\"peer_rate\"} 2",
+            "codio_pubsub_refused_messages_total{reason=\"rejected\"} 0",
+            "codio_pubsub_topics 3",
+            "codio_pubsub_mesh_peers 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
     }
 }
