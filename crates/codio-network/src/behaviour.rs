@@ -47,13 +47,14 @@ impl Behaviour {
                 // is what the event loop announces.
                 .with_cache_size(0),
         );
-        let discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
+        let mut discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
             .map_err(NetworkError::Discovery)?;
-        let mut discovery = discovery;
-        let policy = codio_policy::Behaviour::new(layers.policy);
-        // Providers are ranked by the liveness layer's ping RTTs.
+        let mut policy = codio_policy::Behaviour::new(layers.policy);
+        // Providers are ranked by the liveness layer's ping RTTs; eviction at the peer cap
+        // spares peers busy with requests.
         let peers = policy.peers();
         discovery.set_rtt_source(Arc::new(move |peer| peers.get(peer).and_then(|p| p.rtt)));
+        policy.set_activity_source(protocol.activity_source());
         let pubsub = codio_pubsub::Behaviour::new(keypair, layers.pubsub)
             .map_err(|e| crate::config::invalid("pubsub", e))?;
         let nat = codio_policy::nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)

@@ -130,11 +130,7 @@ impl NodeBuilder {
         if let Some(queue) = bulk {
             protocol.set_bulk_queue(queue);
         }
-        // Eviction at the peer cap spares peers busy with requests.
-        let activity = client.clone();
-        let activity: codio_policy::ActivitySource =
-            Arc::new(move |peer| activity.last_activity(peer));
-        let (swarm, dht, inbound) = build_swarm(&keypair, &config, protocol, activity)?;
+        let (swarm, dht, inbound) = build_swarm(&keypair, &config, protocol)?;
         let metrics = config.metrics.as_ref().map(|registry| {
             // A poisoned lock only means another thread panicked while encoding; the
             // registry itself is still consistent.
@@ -153,7 +149,6 @@ fn build_swarm(
     keypair: &Keypair,
     config: &NetworkConfig,
     protocol: codio_protocol::Behaviour,
-    activity: codio_policy::ActivitySource,
 ) -> Result<(Swarm<Node>, codio_discovery::Dht, InboundStats), NetworkError> {
     let layers = config.layers()?;
     let built = codio_transport::build(keypair, &config.transport, layers.nat.client)?;
@@ -169,7 +164,6 @@ fn build_swarm(
         None => transport,
     };
     let mut behaviour = Behaviour::new(keypair, layers, relay_client, protocol)?;
-    behaviour.policy.set_activity_source(activity);
     // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
     for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
         if let Some(peer_id) = peer_id_of(address) {

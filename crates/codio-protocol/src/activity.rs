@@ -12,6 +12,10 @@ use std::{
 
 use libp2p::PeerId;
 
+/// When a connected peer last sent a request or response, if it is connected (see
+/// [`Behaviour::activity_source`](crate::Behaviour::activity_source)).
+pub type ActivitySource = std::sync::Arc<dyn Fn(&PeerId) -> Option<Instant> + Send + Sync>;
+
 /// A session records activity at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(1);
 

@@ -113,6 +113,13 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
+    /// When each connected peer last sent a request or response (`None` for peers not
+    /// connected), for other layers to read: e.g. a connection policy sparing busy peers.
+    pub fn activity_source(&self) -> crate::ActivitySource {
+        let activity = self.activity.clone();
+        Arc::new(move |peer| activity.last(peer))
+    }
+
     /// The behaviour and the [`Client`] that sends through it. Until a queue is taken with
     /// [`request_queue`](Self::request_queue) / [`bulk_queue`](Self::bulk_queue), inbound
     /// requests are answered `NotFound` and inbound bulk streams are refused.

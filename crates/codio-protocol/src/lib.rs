@@ -63,6 +63,7 @@ pub mod streams;
 
 use std::io;
 
+pub use activity::ActivitySource;
 pub use behaviour::{Behaviour, Event};
 pub use client::Client;
 pub use codec::{
