@@ -774,6 +774,53 @@ async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
     receiver.shutdown().await;
 }
 
+/// A bulk transfer marks both peers as active (`PeerInfo::last_seen`, which the connection
+/// policy reads so that eviction at the peer cap never cuts a transfer): with pings a minute
+/// apart and identify done, only the transfer can move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_transfer_marks_both_peers_active() {
+    use codio_network::NetworkEvent;
+    use codio_tests::{ConfigExt, wait_for_event};
+    init_tracing();
+    let quiet =
+        || loopback_config().with_liveness(Duration::from_secs(60), Duration::from_secs(20), 3);
+    let (receiver, mut incoming) = started_receiver(quiet()).await;
+    let sender = started_node(quiet()).await;
+    let mut events = [receiver.subscribe(), sender.subscribe()];
+    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    for events in &mut events {
+        for what in ["identified", "verified"] {
+            wait_for_event(events, EVENT_TIMEOUT, what, |e| match what {
+                "identified" => matches!(e, NetworkEvent::PeerIdentified { .. }),
+                _ => matches!(e, NetworkEvent::ConnectionVerified { .. }),
+            })
+            .await;
+        }
+    }
+    let before = std::time::Instant::now();
+    let receiving = tokio::spawn(async move {
+        let mut bulk = incoming.recv().await.unwrap();
+        let header = bulk.header().await.unwrap();
+        bulk.receive(&header, &mut futures::io::sink(), |_| {})
+            .await
+    });
+    let header = codio_network::BulkHeader {
+        content: KNOWN,
+        size: 1 << 20,
+        topic: "t".into(),
+    };
+    let mut source = Generated::new(1 << 20, 4);
+    let sent = sender.send_bulk(id, header, &mut source, |_| {}).await;
+    assert_eq!(sent.unwrap(), 1 << 20);
+    assert_eq!(receiving.await.unwrap().unwrap(), 1 << 20);
+    let seen_by_receiver = receiver.peer_info(&sender.local_peer_id()).unwrap();
+    let seen_by_sender = sender.peer_info(&id).unwrap();
+    assert!(seen_by_receiver.last_seen >= before, "{seen_by_receiver:?}");
+    assert!(seen_by_sender.last_seen >= before, "{seen_by_sender:?}");
+    sender.shutdown().await;
+    receiver.shutdown().await;
+}
+
 /// Sixteen bulk transfers started at once from one peer all arrive. (libp2p-stream 0.5, used
 /// before `codio_protocol::streams`, kept one waiting inbound stream and reset the rest of such
 /// a burst; the benchmark's 4-stream run found it.)

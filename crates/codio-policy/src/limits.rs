@@ -15,7 +15,7 @@ use libp2p::{PeerId, swarm::ConnectionId};
 /// their place.
 pub(crate) const MAX_EVICTING: usize = 16;
 
-/// When a connected peer last did work on its connections (sent a request or a response),
+/// When a connected peer last did work on its connections (a request, a response, a transfer),
 /// if known. The policy layer sees no other protocol's streams; the application (the facade)
 /// passes its own source in, and eviction spares peers that were busy within the eviction
 /// age.
@@ -203,8 +203,8 @@ impl LimitsConfig {
     }
 
     /// Sets how long a connection the node does not keep alive must have been unused (since
-    /// it opened, and since its peer's last request or response when the table has an
-    /// [activity source](ConnectionTable::set_activity_source)) before a newcomer at the
+    /// it opened, and since its peer's last request, response or transfer when the table has
+    /// an [activity source](ConnectionTable::set_activity_source)) before a newcomer at the
     /// ceiling may displace it (`None`: newcomers at the ceiling are refused). Young and busy
     /// connections are spared: they may still be doing the work they were opened for (a DHT
     /// request takes well under a second).

@@ -1,4 +1,4 @@
-//! When each connected peer last sent us something on a request stream.
+//! When each connected peer last exchanged a request, a response or bulk data with us.
 //!
 //! Sessions run in their own tasks; they record activity here (at most once a second per
 //! session) and the node reads it for its peer table. Entries go when the peer's last
@@ -12,8 +12,8 @@ use std::{
 
 use libp2p::PeerId;
 
-/// When a connected peer last sent a request or response, if it is connected (see
-/// [`Behaviour::activity_source`](crate::Behaviour::activity_source)).
+/// When a connected peer last exchanged a request, a response or bulk data with us, if it is
+/// connected (see [`Behaviour::activity_source`](crate::Behaviour::activity_source)).
 pub type ActivitySource = std::sync::Arc<dyn Fn(&PeerId) -> Option<Instant> + Send + Sync>;
 
 /// A session records activity at most this often.

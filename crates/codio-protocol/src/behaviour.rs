@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     Client, Codec, ErrorCode, InboundRequest, PROTOCOL, ProtocolConfig, Request, RequestError,
     Responder, Response, Stats,
-    activity::Activity,
+    activity::{Activity, Toucher},
     budget::{Budget, Taken},
     bulk::{BULK_PROTOCOL, IncomingBulk},
     client::{OutboundRequest, Parts},
@@ -113,8 +113,9 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// When each connected peer last sent a request or response (`None` for peers not
-    /// connected), for other layers to read: e.g. a connection policy sparing busy peers.
+    /// When each connected peer last exchanged a request, a response or bulk data (`None` for
+    /// peers not connected), for other layers to read: e.g. a connection policy sparing busy
+    /// peers.
     pub fn activity_source(&self) -> crate::ActivitySource {
         let activity = self.activity.clone();
         Arc::new(move |peer| activity.last(peer))
@@ -243,7 +244,8 @@ impl Behaviour {
     /// Moves an inbound bulk stream to the receiver's queue, or refuses it without waiting.
     fn on_inbound_bulk(&mut self, peer: PeerId, stream: Stream) {
         let idle = self.config.bulk_idle_timeout;
-        let bulk = IncomingBulk::new(peer, stream, idle, self.stats.clone());
+        let toucher = Toucher::new(self.activity.clone(), peer);
+        let bulk = IncomingBulk::new(peer, stream, idle, self.stats.clone(), toucher);
         let (bulk, why) = match &self.bulk_queue {
             None => (bulk, "no bulk receiver"),
             Some(queue) => match queue.try_send(bulk) {

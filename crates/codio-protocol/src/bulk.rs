@@ -16,7 +16,10 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::{ContentId, ErrorCode, MAX_REQUEST_FRAME, ProtocolError, decode, encode, read_frame};
+use crate::{
+    ContentId, ErrorCode, MAX_REQUEST_FRAME, ProtocolError, activity::Toucher, decode, encode,
+    read_frame,
+};
 
 /// The bulk protocol id.
 pub const BULK_PROTOCOL: StreamProtocol = StreamProtocol::new("/codio/bulk/1.0.0");
@@ -319,6 +322,8 @@ pub struct IncomingBulk {
     stream: libp2p::Stream,
     idle: Duration,
     stats: std::sync::Arc<crate::Stats>,
+    /// Marks the peer busy while its payload arrives (see [`crate::ActivitySource`]).
+    toucher: Toucher,
 }
 
 impl IncomingBulk {
@@ -327,12 +332,14 @@ impl IncomingBulk {
         stream: libp2p::Stream,
         idle: Duration,
         stats: std::sync::Arc<crate::Stats>,
+        toucher: Toucher,
     ) -> Self {
         Self {
             peer_id,
             stream,
             idle,
             stats,
+            toucher,
         }
     }
 
@@ -355,11 +362,16 @@ impl IncomingBulk {
         mut self,
         header: &BulkHeader,
         sink: &mut W,
-        progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64),
     ) -> Result<u64, BulkError>
     where
         W: AsyncWrite + Unpin,
     {
+        let toucher = &mut self.toucher;
+        let progress = |n| {
+            toucher.touch();
+            progress(n);
+        };
         let received = receive_bulk(&mut self.stream, header, sink, self.idle, progress).await?;
         self.stats.record_bulk(true, received);
         Ok(received)
@@ -379,7 +391,7 @@ impl IncomingBulk {
         mut self,
         header: &BulkHeader,
         sink: &mut W,
-        progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64),
         commit: F,
     ) -> Result<(u64, T), BulkError>
     where
@@ -387,6 +399,11 @@ impl IncomingBulk {
         F: FnOnce(&mut W) -> Fut,
         Fut: std::future::Future<Output = Result<T, (ErrorCode, String)>>,
     {
+        let toucher = &mut self.toucher;
+        let progress = |n| {
+            toucher.touch();
+            progress(n);
+        };
         let received = receive_payload(&mut self.stream, header, sink, self.idle, progress).await?;
         let kept = match commit(sink).await {
             Ok(kept) => kept,

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
     MAX_REQUEST_FRAME, ProtocolConfig, ProtocolError, Request, RequestError, Response, Stats,
-    activity::Activity,
+    activity::{Activity, Toucher},
     bulk::{BulkError, BulkHeader},
     rpc::client::{RpcClient, RpcFailure},
     streams::{Control, OpenStreamError},
@@ -151,11 +151,17 @@ impl Client {
         peer: PeerId,
         header: BulkHeader,
         source: &mut R,
-        progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64),
     ) -> Result<u64, BulkError>
     where
         R: futures::AsyncRead + Unpin,
     {
+        // The peer is busy while the payload flows (eviction at a peer cap spares it).
+        let mut toucher = Toucher::new(self.inner.activity.clone(), peer);
+        let progress = |n| {
+            toucher.touch();
+            progress(n);
+        };
         let idle = self.inner.config.bulk_idle_timeout;
         let open = self.inner.bulk.open_stream(peer);
         let mut stream = match tokio::time::timeout(idle, open).await {
@@ -173,7 +179,7 @@ impl Client {
         self.inner.stats.clone()
     }
 
-    /// When `peer` (connected) last sent a request or response on a request stream.
+    /// When `peer` (connected) last exchanged a request, a response or bulk data with us.
     pub fn last_activity(&self, peer: &PeerId) -> Option<Instant> {
         self.inner.activity.last(peer)
     }
