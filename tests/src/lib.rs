@@ -238,6 +238,22 @@ pub fn node_binary() -> PathBuf {
         command
             .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Cargo sets these for this test; ring's build script tracks them, and values the
+        // top-level build did not have would rebuild ring (and libp2p on top) each time.
+        for (key, _) in std::env::vars_os() {
+            let per_crate = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ];
+            let key_str = key.to_string_lossy();
+            if per_crate.iter().any(|prefix| key_str.starts_with(prefix))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*key_str)
+            {
+                command.env_remove(&key);
+            }
+        }
         if release {
             command.arg("--release");
         }
