@@ -235,13 +235,13 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
 
 /// 20 fresh peer ids from one address fill a victim capped at 8 peers (it keeps 2 alive, the
 /// attacker's source may hold all 8) and re-dial whenever dropped; the re-dials are refused
-/// before their handshake (a source may not displace its own connections). Two good peers from
-/// another address are still admitted, the second two seconds after the first: each
+/// before their handshake (a source may not displace its own connections). Two good peers
+/// from another address are still admitted, the second two seconds after the first: each
 /// displaces an attacker's connection unused for the eviction age (1.5 s; counted, and
 /// reported as evicted), and the first, requesting every 200 ms, is never displaced itself
-/// over 4 s, almost three eviction ages (a peer's activity is recorded once a second). Every answer arrives; the victim never holds more than 8
-/// connections from the attacker's source, nor more than 8 live ones in total (plus the 16
-/// it may be closing).
+/// over 4 s, almost three eviction ages (a peer's activity is recorded once a second).
+/// Every answer arrives; the victim never holds more than 8 connections from the attacker's
+/// source, nor more than 8 live ones in total (plus the 16 it may be closing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_busy() {
     init_tracing();
