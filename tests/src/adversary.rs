@@ -732,3 +732,47 @@ pub fn metric(registry: &std::sync::Mutex<codio_network::metrics::Registry>, met
         })
         .unwrap_or_else(|| panic!("no sample {metric} in:\n{text}"))
 }
+
+/// A gossipsub peer from `from` that connects to `target`, joins `topic` and publishes an
+/// unsigned message (`unsigned N`, no author, no signature) every `every`; the attack's
+/// `opened` counts the messages sent.
+pub fn unsigned_publisher(target: Multiaddr, from: IpAddr, topic: &str, every: Duration) -> Attack {
+    let topic = libp2p::gossipsub::IdentTopic::new(topic);
+    Attack::run(move |sent| run_unsigned_publisher(target, from, topic, every, sent))
+}
+
+async fn run_unsigned_publisher(
+    target: Multiaddr,
+    from: IpAddr,
+    topic: libp2p::gossipsub::IdentTopic,
+    every: Duration,
+    sent: Arc<AtomicU64>,
+) {
+    use libp2p::gossipsub;
+    let keypair = Keypair::generate_ed25519();
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(200))
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        // Without author and sequence number, the default id would make them all one.
+        .message_id_fn(|message| gossipsub::MessageId::new(&message.data))
+        .build()
+        .expect("gossipsub config");
+    let mut behaviour: gossipsub::Behaviour =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
+            .expect("gossipsub");
+    behaviour.subscribe(&topic).expect("subscribe");
+    let mut swarm = bound_swarm(&keypair, from, behaviour);
+    connect(&mut swarm, &target).await;
+    let mut tick = tokio::time::interval(every);
+    for round in 0u64.. {
+        tokio::select! {
+            _ = tick.tick() => {
+                let data = format!("unsigned {round}").into_bytes();
+                if swarm.behaviour_mut().publish(topic.clone(), data).is_ok() {
+                    sent.fetch_add(1, Relaxed);
+                }
+            }
+            _ = swarm.select_next_some() => {}
+        }
+    }
+}

@@ -485,3 +485,51 @@ async fn a_flooding_publisher_is_held_to_its_rate_and_mesh_changes_are_events() 
         node.shutdown().await;
     }
 }
+
+/// A peer publishing unsigned messages (libp2p gossipsub in anonymous mode) to a victim
+/// while a codio peer publishes signed ones: the victim delivers every signed message exactly
+/// once and none of the unsigned ones (its delivered counter holds the signed ones only),
+/// though the attacker's gossipsub handed it 10 or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_messages_never_reach_the_application() {
+    init_tracing();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let victim = started_node(config().with_metrics(registry.clone())).await;
+    let good = started_node(config()).await;
+    good.connect_peer(dial_addr(&victim)).await.unwrap();
+    let mut victim_topic = victim.join(TOPIC).await.unwrap();
+    let mut good_topic = good.join(TOPIC).await.unwrap();
+    let victim_id = victim.local_peer_id();
+    wait_for_mesh(&mut good_topic, &mut HashSet::new(), "good", |m| {
+        m.contains(&victim_id)
+    })
+    .await;
+    let attacker = std::net::Ipv4Addr::new(127, 0, 5, 1).into();
+    let unsigned = codio_tests::adversary::unsigned_publisher(
+        victim.listen_addrs()[0].clone(),
+        attacker,
+        TOPIC,
+        Duration::from_millis(20),
+    );
+    assert!(
+        eventually(EVENT_TIMEOUT, || async { unsigned.opened() >= 10 }).await,
+        "the attacker published {}",
+        unsigned.opened()
+    );
+    let sent: Vec<Vec<u8>> = (0..5).map(|i| format!("signed {i}").into_bytes()).collect();
+    for message in &sent {
+        good_topic.publish(message.clone()).await.unwrap();
+    }
+    let seen = collect(&mut victim_topic, 5, EVENT_TIMEOUT, Duration::from_secs(1)).await;
+    assert!(unsigned.opened() >= 10);
+    drop(unsigned);
+    for message in &sent {
+        assert_eq!(seen.get(message), Some(&1), "{seen:?}");
+    }
+    assert_eq!(seen.len(), sent.len(), "only the signed ones: {seen:?}");
+    let delivered = metric(&registry, "codio_pubsub_delivered_messages_total");
+    assert_eq!(delivered, sent.len() as f64);
+    for node in [victim, good] {
+        node.shutdown().await;
+    }
+}
