@@ -437,7 +437,7 @@ impl ConnectionTable {
         // Refused before the handshake (which costs both sides more than the refusal) when
         // nobody could be admitted at its end: not an unprotected peer, and not a protected
         // one either, because all are connected already or even they would not fit.
-        let from = remote.filter(|ip| self.config.limit_loopback || !ip.is_loopback());
+        let from = self.held_ip(remote);
         if self.live() >= self.ceiling(false) && self.victim(None, from, now).is_none() {
             let awaited = self
                 .protected
@@ -541,13 +541,14 @@ impl ConnectionTable {
         if self.closing.len() >= MAX_EVICTING {
             return None;
         }
-        let subnet = |ip: Option<IpAddr>| ip.map(|ip| keys(ip).1);
+        let subnet = |ip: IpAddr| keys(ip).1;
+        let from = from.map(subnet);
         let primaries = self.primaries();
         self.released(&primaries)
             .into_iter()
             .filter(|(_, peer)| Some(peer) != peer_id && !self.is_protected(peer))
             .filter_map(|(id, peer)| Some((id, peer, *self.established.get(&id)?)))
-            .filter(|(_, _, c)| from.is_none() || subnet(c.source) != subnet(from))
+            .filter(|(_, _, c)| from.is_none() || c.source.map(subnet) != from)
             .map(|(id, peer, c)| (id, peer, c.source, self.last_used(&peer, c.since)))
             .filter(|(_, _, _, used)| now.saturating_duration_since(*used) >= age)
             .min_by_key(|(id, peer, source, used)| {
@@ -575,9 +576,13 @@ impl ConnectionTable {
     /// The inbound source `remote` is held to, if any: not for protected peers, nor for
     /// loopback addresses unless configured.
     fn held_source(&self, peer_id: &PeerId, remote: Option<IpAddr>) -> Option<IpAddr> {
-        remote.filter(|ip| {
-            !self.is_protected(peer_id) && (self.config.limit_loopback || !ip.is_loopback())
-        })
+        self.held_ip(remote).filter(|_| !self.is_protected(peer_id))
+    }
+
+    /// `remote` if its address is held to the source bounds at all (loopback only when
+    /// configured), whoever the peer turns out to be.
+    fn held_ip(&self, remote: Option<IpAddr>) -> Option<IpAddr> {
+        remote.filter(|ip| self.config.limit_loopback || !ip.is_loopback())
     }
 
     /// [`check_established`](Self::check_established) for an inbound connection from

@@ -78,4 +78,15 @@ impl Toucher {
             self.activity.record(self.peer, now);
         }
     }
+
+    /// `progress` that also touches: a transfer's progress callback marks its peer busy.
+    pub(crate) fn on_progress<'a>(
+        &'a mut self,
+        mut progress: impl FnMut(u64) + 'a,
+    ) -> impl FnMut(u64) + 'a {
+        move |bytes| {
+            self.touch();
+            progress(bytes);
+        }
+    }
 }

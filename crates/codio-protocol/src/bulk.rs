@@ -362,16 +362,12 @@ impl IncomingBulk {
         mut self,
         header: &BulkHeader,
         sink: &mut W,
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
     ) -> Result<u64, BulkError>
     where
         W: AsyncWrite + Unpin,
     {
-        let toucher = &mut self.toucher;
-        let progress = |n| {
-            toucher.touch();
-            progress(n);
-        };
+        let progress = self.toucher.on_progress(progress);
         let received = receive_bulk(&mut self.stream, header, sink, self.idle, progress).await?;
         self.stats.record_bulk(true, received);
         Ok(received)
@@ -391,7 +387,7 @@ impl IncomingBulk {
         mut self,
         header: &BulkHeader,
         sink: &mut W,
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
         commit: F,
     ) -> Result<(u64, T), BulkError>
     where
@@ -399,11 +395,7 @@ impl IncomingBulk {
         F: FnOnce(&mut W) -> Fut,
         Fut: std::future::Future<Output = Result<T, (ErrorCode, String)>>,
     {
-        let toucher = &mut self.toucher;
-        let progress = |n| {
-            toucher.touch();
-            progress(n);
-        };
+        let progress = self.toucher.on_progress(progress);
         let received = receive_payload(&mut self.stream, header, sink, self.idle, progress).await?;
         let kept = match commit(sink).await {
             Ok(kept) => kept,

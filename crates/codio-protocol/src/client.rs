@@ -151,17 +151,14 @@ impl Client {
         peer: PeerId,
         header: BulkHeader,
         source: &mut R,
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
     ) -> Result<u64, BulkError>
     where
         R: futures::AsyncRead + Unpin,
     {
         // The peer is busy while the payload flows (eviction at a peer cap spares it).
         let mut toucher = Toucher::new(self.inner.activity.clone(), peer);
-        let progress = |n| {
-            toucher.touch();
-            progress(n);
-        };
+        let progress = toucher.on_progress(progress);
         let idle = self.inner.config.bulk_idle_timeout;
         let open = self.inner.bulk.open_stream(peer);
         let mut stream = match tokio::time::timeout(idle, open).await {
