@@ -9,12 +9,11 @@ use std::{
 
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol,
-    core::{Endpoint, transport::PortUse},
+    core::Endpoint,
     identify, kad,
-    multiaddr::Protocol,
     swarm::{
-        ConnectionDenied, ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour,
-        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle,
+        ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle,
     },
 };
 
@@ -24,7 +23,6 @@ use crate::{
     Dht, DhtError, DiscoveryConfig, DiscoveryError, KadMode, Lookup, Provider, QueryError,
     RttSource,
     dht::{DhtCommand, Pending},
-    identify::IdentifyRate,
     providers::Reprovider,
     store::Store,
 };
@@ -139,7 +137,7 @@ pub struct Behaviour {
     dht_rx: mpsc::Receiver<DhtCommand>,
     pending: HashMap<kad::QueryId, Pending>,
     query_timeout: std::time::Duration,
-    identify_rate: IdentifyRate,
+    identify_rate: codio_base::Buckets<PeerId>,
     stats: Arc<crate::Stats>,
     max_addresses: usize,
     private_addresses: bool,
@@ -196,7 +194,10 @@ impl Behaviour {
             dht_rx,
             pending: HashMap::new(),
             query_timeout: config.query_timeout,
-            identify_rate: IdentifyRate::new(config.identify_interval, config.identify_burst),
+            identify_rate: codio_base::Buckets::new(codio_base::Rate::every(
+                config.identify_interval,
+                config.identify_burst.max(1),
+            )),
             stats,
             max_addresses: config.max_addresses_per_peer,
             private_addresses: config.private_addresses,
@@ -737,10 +738,8 @@ impl Behaviour {
 /// `addresses` without `/p2p/` suffixes or duplicates, in their order.
 fn without_p2p_deduped(addresses: impl IntoIterator<Item = Multiaddr>) -> Vec<Multiaddr> {
     let mut deduped: Vec<Multiaddr> = Vec::new();
-    for mut address in addresses {
-        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-            address.pop();
-        }
+    for address in addresses {
+        let address = codio_base::addr::without_p2p(address);
         if !deduped.contains(&address) {
             deduped.push(address);
         }
@@ -765,62 +764,7 @@ impl NetworkBehaviour for Behaviour {
     >;
     type ToSwarm = Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    codio_base::delegate_connection_setup!(inner);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match &event {

@@ -227,7 +227,7 @@ impl DiscoveryConfig {
     pub fn bootstrap_addresses(&self) -> Vec<Multiaddr> {
         self.bootstrap_peers
             .iter()
-            .map(|(peer, address)| address.clone().with(Protocol::P2p(*peer)))
+            .map(|(peer, address)| codio_base::addr::with_p2p(address.clone(), *peer))
             .collect()
     }
 
@@ -238,10 +238,9 @@ impl DiscoveryConfig {
     /// [`DiscoveryError::InvalidConfig`] naming the setting.
     pub fn validate(&self) -> Result<(), DiscoveryError> {
         let invalid = |field, reason: &str| {
-            Err(DiscoveryError::InvalidConfig {
-                field,
-                reason: reason.to_owned(),
-            })
+            Err(DiscoveryError::InvalidConfig(
+                codio_base::InvalidConfig::new("discovery", field, reason),
+            ))
         };
         if self.query_timeout.is_zero() {
             return invalid("query_timeout", "must be greater than zero");

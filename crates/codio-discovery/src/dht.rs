@@ -13,7 +13,6 @@ use crate::{Provider, ProviderStream};
 /// Calls queued from handles to the behaviour.
 pub(crate) const COMMAND_QUEUE: usize = 64;
 /// Extra time a caller waits beyond the query timeout (guards against a stalled swarm only).
-const REPLY_GRACE: Duration = Duration::from_secs(2);
 
 /// The outcome of a closest-peers lookup ([`Dht::closest_peers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,16 +142,11 @@ impl Dht {
     }
 
     async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> DhtCommand) -> Result<T, DhtError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| DhtError::ShutDown)?;
         let after = self.query_timeout;
-        match tokio::time::timeout(after + REPLY_GRACE, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(DhtError::ShutDown),
-            Err(_) => Err(DhtError::Timeout { after }),
+        match codio_base::call::call(&self.commands, command, after).await {
+            Ok(result) => result,
+            Err(codio_base::call::CallError::Timeout) => Err(DhtError::Timeout { after }),
+            Err(_) => Err(DhtError::ShutDown),
         }
     }
 

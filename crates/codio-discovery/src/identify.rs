@@ -3,73 +3,9 @@
 //! burst of identifies per peer, then one per interval (a peer can push identify as often as
 //! it likes; above the rate its pushes are dropped and counted).
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use libp2p::{Multiaddr, identify};
 
-use libp2p::{Multiaddr, PeerId, identify, multiaddr::Protocol};
-
-use crate::rate::Bucket;
-
-/// A token bucket per peer: up to `burst` identifies at once (a node coming up pushes a few
-/// as its listeners, external addresses and reservations appear), then one per `interval`;
-/// pure state fed an [`Instant`]. Holds an entry per connected peer only (the behaviour
-/// forgets a peer with its last connection).
-#[derive(Debug)]
-pub struct IdentifyRate {
-    interval: Duration,
-    burst: u32,
-    buckets: HashMap<PeerId, Bucket>,
-}
-
-impl IdentifyRate {
-    /// Bursts of `burst` identifies per peer, refilled one per `interval`.
-    pub fn new(interval: Duration, burst: u32) -> Self {
-        Self {
-            interval,
-            burst: burst.max(1),
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Whether an identify of `peer` arriving at `now` is processed.
-    pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
-        let burst = self.burst;
-        self.buckets
-            .entry(peer)
-            .or_insert_with(|| Bucket::full(burst, now))
-            .take(self.interval, burst, now)
-    }
-
-    /// `peer` is gone: it starts with a full bucket when it comes back.
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.buckets.remove(peer);
-    }
-}
-
-/// Whether `ip` is reachable only on a local or private network (loopback, RFC 1918, shared
-/// address space, link-local, unique-local, unspecified).
-fn is_non_global(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
+use codio_base::addr::is_non_global;
 
 /// How far an address reaches: what decides whether another peer can use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +21,10 @@ enum Scope {
 }
 
 fn scope(address: &Multiaddr) -> Scope {
-    if address.iter().any(|p| p == Protocol::P2pCircuit) {
+    if codio_base::addr::is_relayed(address) {
         return Scope::Relayed;
     }
-    let ip: Option<IpAddr> = address.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(ip.into()),
-        Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    });
-    match ip {
+    match codio_base::addr::ip_of(address) {
         Some(ip) if ip.is_loopback() => Scope::Loopback,
         Some(ip) if is_non_global(ip) => Scope::Local,
         _ => Scope::Global,
@@ -121,6 +52,10 @@ pub fn usable_addresses(info: &identify::Info, max: usize, private: bool) -> Vec
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use libp2p::PeerId;
+
     use super::*;
 
     fn info(observed: &str, listen: &[&str]) -> identify::Info {
@@ -137,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_one_identify_per_interval_per_peer() {
-        let mut rate = IdentifyRate::new(Duration::from_secs(2), 3);
+        let mut rate = codio_base::Buckets::new(codio_base::Rate::every(Duration::from_secs(2), 3));
         let (peer, other) = (PeerId::random(), PeerId::random());
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);

@@ -48,7 +48,6 @@ mod dht;
 pub mod identify;
 pub mod mdns;
 pub mod providers;
-mod rate;
 mod stats;
 pub mod store;
 
@@ -71,13 +70,8 @@ pub enum DiscoveryError {
     #[error("{0} has no /p2p/<peer id> suffix")]
     MissingPeerId(libp2p::Multiaddr),
     /// A setting cannot work.
-    #[error("invalid discovery setting `{field}`: {reason}")]
-    InvalidConfig {
-        /// The setting.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidConfig(#[from] codio_base::InvalidConfig),
     /// The routing table is empty, so no query can start.
     #[error("no known peers in the routing table")]
     NoKnownPeers,

@@ -125,11 +125,8 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
-    use prometheus_client::{
-        collector::Collector,
-        encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{counter::ConstCounter, gauge::ConstGauge},
-    };
+    use codio_base::metrics::{encode_counters, encode_gauges};
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::Stats;
 
@@ -187,11 +184,7 @@ mod export {
                     stats.provider_stream_dropped(),
                 ),
             ];
-            for (name, help, value) in counters {
-                let counter = ConstCounter::new(value);
-                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-                counter.encode(metric)?;
-            }
+            encode_counters(&mut encoder, counters)?;
             let gauges = [
                 (
                     "dht_max_addresses_per_peer",
@@ -210,12 +203,7 @@ mod export {
                     stats.mdns_busiest_source(),
                 ),
             ];
-            for (name, help, value) in gauges {
-                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-                let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-                gauge.encode(metric)?;
-            }
-            Ok(())
+            encode_gauges(&mut encoder, gauges)
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{NetworkError, config::Layers};
 pub(crate) const IDENTIFY_PROTOCOL_VERSION: &str = "/codio/1.0.0";
 
 /// The swarm's behaviour: [`Behaviour`] with its connection handlers on the heap.
-pub(crate) type Node = codio_policy::boxed::Boxed<Behaviour>;
+pub(crate) type Node = codio_base::boxed::Boxed<Behaviour>;
 
 /// The behaviours of a codio node.
 #[derive(NetworkBehaviour)]
@@ -58,10 +58,7 @@ impl Behaviour {
         let pubsub = codio_pubsub::Behaviour::new(keypair, layers.pubsub)
             .map_err(|e| crate::config::invalid("pubsub", e))?;
         let nat = codio_policy::nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)
-            .map_err(|e| NetworkError::InvalidConfig {
-                field: e.field,
-                reason: e.reason,
-            })?
+            .map_err(NetworkError::InvalidConfig)?
             // One `Stats` for the policy layer: hole punches count with the rest.
             .with_stats(policy.stats());
         Ok(Self {

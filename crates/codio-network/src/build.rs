@@ -17,8 +17,8 @@ use crate::{
     behaviour::{Behaviour, Node},
     event_loop::{EventLoop, Timeouts},
     metrics::Metrics,
-    peer_id_of, without_p2p,
 };
+use codio_base::addr::{peer_id_of, without_p2p};
 use codio_transport::listen::ListenAddrs;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -137,10 +137,7 @@ pub(crate) struct Layers {
 }
 
 pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> NetworkError {
-    NetworkError::InvalidConfig {
-        field,
-        reason: reason.to_string(),
-    }
+    codio_base::InvalidConfig::new("network", field, reason.to_string()).into()
 }
 
 /// `with_*` setters that set one field each and return the configuration.
@@ -220,9 +217,7 @@ impl NetworkConfig {
             .with_bootstrap_peers(self.bootstrap_peers.iter().cloned())
             .map_err(|e| invalid("bootstrap_peers", e))?;
         discovery.validate().map_err(|e| match e {
-            codio_discovery::DiscoveryError::InvalidConfig { field, reason } => {
-                invalid(field, reason)
-            }
+            codio_discovery::DiscoveryError::InvalidConfig(invalid) => invalid.into(),
             other => invalid("discovery", other),
         })?;
         let mut policy = self.policy.clone();
@@ -231,13 +226,14 @@ impl NetworkConfig {
         let reserved = self.bootstrap_peers.iter().chain(&self.reserved_peers);
         let access = policy.access().clone();
         *policy.access_mut() = access.with_reserved(reserved.filter_map(crate::peer_id_of));
-        policy.validate().map_err(|e| invalid(e.field, e.reason))?;
+        policy.validate()?;
         let nat = self.nat.clone().with_client(self.enable_relay);
-        nat.validate().map_err(|e| invalid(e.field, e.reason))?;
-        self.protocol
-            .validate()
-            .map_err(|e| invalid(e.field, e.reason))?;
-        self.pubsub.validate().map_err(|e| invalid("pubsub", e))?;
+        nat.validate()?;
+        self.protocol.validate()?;
+        self.pubsub.validate().map_err(|e| match e {
+            codio_pubsub::PubsubError::InvalidConfig(invalid) => invalid.into(),
+            other => invalid("pubsub", other),
+        })?;
         let pubsub = self.pubsub.clone();
         Ok(Layers {
             discovery,

@@ -9,13 +9,8 @@ use libp2p::{Multiaddr, PeerId};
 #[non_exhaustive]
 pub enum NetworkError {
     /// A configuration value cannot work.
-    #[error("invalid configuration field `{field}`: {reason}")]
-    InvalidConfig {
-        /// The offending field.
-        field: &'static str,
-        /// Why it is invalid.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidConfig(#[from] codio_base::InvalidConfig),
     /// The transport could not be built.
     #[error("building the transport: {0}")]
     Transport(#[from] codio_transport::TransportBuildError),

@@ -61,6 +61,7 @@ use std::{
 };
 
 pub use build::NodeBuilder;
+use codio_base::{addr::peer_id_of, call::CallError};
 pub use codio_discovery::{
     DhtError, DiscoveryConfig, KadMode, Lookup, Provider, ProviderStream, mdns::MdnsConfig,
 };
@@ -77,7 +78,6 @@ pub use codio_protocol::{
 pub use codio_pubsub::{
     Acceptance, MeshChange, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
 };
-use codio_transport::addr::{peer_id_of, without_p2p};
 pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, QuicConfig, TransportConfig};
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
@@ -96,29 +96,24 @@ use codio_transport::listen::ListenAddrs;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// Extra time a handle waits beyond a libp2p-side timeout before giving up on its reply.
-const REPLY_GRACE: Duration = Duration::from_secs(2);
-
-/// Why a reply from the event loop did not come.
-enum CallError {
-    /// The event loop is gone.
-    ShutDown,
-    /// No reply within the limit.
-    Timeout,
+/// What a call into the event loop that got no answer means for each kind of operation.
+trait CallFailure {
+    fn network(self, operation: &'static str, after: Duration) -> NetworkError;
+    fn connect(self, address: Multiaddr, after: Duration) -> ConnectError;
 }
 
-impl CallError {
+impl CallFailure for CallError {
     fn network(self, operation: &'static str, after: Duration) -> NetworkError {
         match self {
-            Self::ShutDown => NetworkError::ShutDown,
-            Self::Timeout => NetworkError::Timeout { operation, after },
+            CallError::Timeout => NetworkError::Timeout { operation, after },
+            _ => NetworkError::ShutDown,
         }
     }
 
     fn connect(self, address: Multiaddr, after: Duration) -> ConnectError {
         match self {
-            Self::ShutDown => ConnectError::ShutDown,
-            Self::Timeout => ConnectError::Timeout { address, after },
+            CallError::Timeout => ConnectError::Timeout { address, after },
+            _ => ConnectError::ShutDown,
         }
     }
 }
@@ -163,22 +158,14 @@ impl NetworkManager {
         NodeBuilder::new(config)
     }
 
-    /// Sends a command built around a reply sender and waits up to `limit` for the reply.
+    /// Sends a command built around a reply sender and waits for the reply up to `limit`
+    /// (the operation's own bound) plus [`REPLY_GRACE`](codio_base::call::REPLY_GRACE).
     async fn call<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
         limit: Duration,
     ) -> Result<T, CallError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| CallError::ShutDown)?;
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(CallError::ShutDown),
-            Err(_) => Err(CallError::Timeout),
-        }
+        codio_base::call::call(&self.commands, command, limit).await
     }
 
     /// Starts listening on the configured addresses ([`NetworkConfig::listen_plan`]) and starts
@@ -198,7 +185,7 @@ impl NetworkManager {
             return Err(NetworkError::AlreadyStarted);
         }
         let addresses = self.config.listen_plan();
-        let limit = self.config.transport.connect_timeout() + REPLY_GRACE;
+        let limit = self.config.transport.connect_timeout();
         self.call(|reply| Command::Start { addresses, reply }, limit)
             .await
             .map_err(|e| e.network("start", limit))?
@@ -266,7 +253,7 @@ impl NetworkManager {
             address: address.clone(),
             reply,
         };
-        self.call(command, after + REPLY_GRACE)
+        self.call(command, after)
             .await
             .map_err(|e| e.connect(address, after))?
     }
@@ -312,7 +299,7 @@ impl NetworkManager {
             reply,
         };
         let first = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
-        match self.call(command, after + REPLY_GRACE).await {
+        match self.call(command, after).await {
             Ok(connected) => connected,
             Err(e) => Err(e.connect(first, after)),
         }
@@ -470,7 +457,7 @@ impl NetworkManager {
     /// stops listening and waits for the event loop to finish. Further calls on any handle fail
     /// with `ShutDown`. Calling it twice is harmless.
     pub async fn shutdown(&self) {
-        let limit = self.config.shutdown_timeout + REPLY_GRACE;
+        let limit = self.config.shutdown_timeout;
         let _ = self.call(|reply| Command::Shutdown { reply }, limit).await;
         if let Some(task) = self.task.lock().await.take()
             && let Err(error) = task.await

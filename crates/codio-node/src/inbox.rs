@@ -9,8 +9,6 @@ use std::{
 
 use codio_network::PeerId;
 
-use crate::logs::Bucket;
-
 /// Transfers received at once, over all senders.
 pub(crate) const MAX_TRANSFERS: usize = 4;
 /// Transfers one sender may have in flight at once.
@@ -167,30 +165,8 @@ impl Ledger {
 /// Refusal reports (log line and JSON event) at the log's rate: a sender that is refused in a
 /// loop cannot flood the output; the reports suppressed are counted in the next one written,
 /// and every refusal is counted in the metrics.
-#[derive(Debug)]
-pub(crate) struct ReportRate {
-    bucket: Bucket,
-    suppressed: u64,
-}
-
-impl ReportRate {
-    pub(crate) fn new(now: Instant) -> Self {
-        Self {
-            bucket: Bucket::new(now),
-            suppressed: 0,
-        }
-    }
-
-    /// Whether a report may be written at `now`: `Some(reports suppressed since the last
-    /// one)`, or `None` (suppressed).
-    pub(crate) fn report(&mut self, now: Instant) -> Option<u64> {
-        if self.bucket.take(now) {
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
+pub(crate) fn report_rate(now: Instant) -> codio_base::Throttle {
+    codio_base::Throttle::new(crate::logs::RATE, now)
 }
 
 #[cfg(test)]
@@ -259,7 +235,7 @@ mod tests {
         const BURST: usize = 20;
         const INTERVAL: Duration = Duration::from_millis(100);
         let start = Instant::now();
-        let mut rate = ReportRate::new(start);
+        let mut rate = report_rate(start);
         for _ in 0..BURST {
             assert_eq!(rate.report(start), Some(0));
         }

@@ -4,7 +4,6 @@
 //! or slow the node down writing it; metrics keep the exact counts.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -12,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use codio_base::{Buckets, Rate};
 use tracing::{Metadata, callsite::Identifier, subscriber::Interest};
 use tracing_subscriber::{
     EnvFilter, Layer,
@@ -19,10 +19,8 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-/// Lines one call site may print at once.
-const BURST: u32 = 20;
-/// Then one line per this, per call site.
-const INTERVAL: Duration = Duration::from_millis(100);
+/// Lines one call site may print: a burst of 20 at once, then one per 100 ms.
+pub(crate) const RATE: Rate = Rate::every(Duration::from_millis(100), 20);
 /// How often the number of dropped lines is reported.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,52 +51,27 @@ pub(crate) fn init() {
     });
 }
 
-/// A token bucket: a burst of 20, then one per 100 ms.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bucket {
-    tokens: u32,
-    since: Instant,
-}
-
-impl Bucket {
-    /// A full bucket at `now`.
-    pub(crate) fn new(now: Instant) -> Self {
-        Self {
-            tokens: BURST,
-            since: now,
-        }
-    }
-
-    /// Takes a token at `now`, if one is left.
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.since).as_nanos() / INTERVAL.as_nanos();
-        if refill > 0 {
-            self.tokens = self
-                .tokens
-                .saturating_add(u32::try_from(refill).unwrap_or(u32::MAX))
-                .min(BURST);
-            self.since = now;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
-
 /// The rate limit, as a per-layer filter: a token bucket per call site.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RateLimit {
-    sites: Mutex<HashMap<Identifier, Bucket>>,
+    sites: Mutex<Buckets<Identifier>>,
     dropped: Arc<AtomicU64>,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            sites: Mutex::new(Buckets::new(RATE)),
+            dropped: Arc::default(),
+        }
+    }
 }
 
 impl RateLimit {
     fn admit(&self, site: Identifier, now: Instant) -> bool {
         // Each update is a whole token step: poisoning cannot leave it half-done.
         let mut sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
-        let admitted = sites.entry(site).or_insert(Bucket::new(now)).take(now);
+        let admitted = sites.admit(site, now);
         if !admitted {
             self.dropped.fetch_add(1, Relaxed);
         }
@@ -126,12 +99,12 @@ mod tests {
         let limit = RateLimit::default();
         let site = Identifier(&SITE);
         let now = Instant::now();
-        for _ in 0..BURST {
+        for _ in 0..RATE.burst {
             assert!(limit.admit(site.clone(), now));
         }
         assert!(!limit.admit(site.clone(), now));
-        assert!(!limit.admit(site.clone(), now + INTERVAL / 2));
-        assert!(limit.admit(site.clone(), now + INTERVAL));
+        assert!(!limit.admit(site.clone(), now + RATE.interval / 2));
+        assert!(limit.admit(site.clone(), now + RATE.interval));
         assert_eq!(limit.dropped.load(Relaxed), 2);
     }
 

@@ -145,7 +145,7 @@ impl PeerBook {
                 let addresses = entry
                     .addresses
                     .iter()
-                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(*peer)))
+                    .map(|a| codio_base::addr::with_p2p(a.clone(), *peer))
                     .collect();
                 (*peer, addresses)
             })
@@ -183,7 +183,7 @@ impl PeerBook {
         });
         entry.connections = entry.connections.saturating_add(1);
         for address in addresses {
-            let address = strip_p2p(address);
+            let address = codio_base::addr::without_p2p(address);
             if let Some(i) = entry.addresses.iter().position(|a| *a == address) {
                 entry.addresses.remove(i);
             }
@@ -248,16 +248,6 @@ impl PeerBook {
         self.dirty = false;
         Ok(())
     }
-}
-
-fn strip_p2p(mut address: Multiaddr) -> Multiaddr {
-    if matches!(
-        address.iter().last(),
-        Some(libp2p::multiaddr::Protocol::P2p(_))
-    ) {
-        address.pop();
-    }
-    address
 }
 
 /// Writes `bytes` to `path` through a synced temporary file (created exclusively, no link

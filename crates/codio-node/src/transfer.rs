@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::{
-    inbox::{Ledger, MAX_TRANSFERS, Refusal, ReportRate, Rules, Senders},
+    inbox::{Ledger, MAX_TRANSFERS, Refusal, Rules, Senders, report_rate},
     output::{Output, Progress},
 };
 
@@ -104,7 +104,7 @@ pub(crate) struct Inbox {
     dir: PathBuf,
     ledger: Arc<Mutex<Ledger>>,
     refused: Arc<[AtomicU64; Refusal::ALL.len()]>,
-    reports: Arc<Mutex<ReportRate>>,
+    reports: Arc<Mutex<codio_base::Throttle>>,
     output: Output,
 }
 
@@ -149,7 +149,7 @@ impl Inbox {
             dir: dir.to_owned(),
             ledger: Arc::new(Mutex::new(Ledger::new(rules, stored))),
             refused: Arc::new(Default::default()),
-            reports: Arc::new(Mutex::new(ReportRate::new(Instant::now()))),
+            reports: Arc::new(Mutex::new(report_rate(Instant::now()))),
             output,
         })
     }
@@ -424,24 +424,20 @@ impl prometheus_client::collector::Collector for InboxMetrics {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder,
     ) -> std::fmt::Result {
-        use prometheus_client::{
-            encoding::EncodeMetric,
-            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-        };
-        let help = "Files the inbox refused, by reason";
-        let mut refused =
-            encoder.encode_descriptor("inbox_refused", help, None, MetricType::Counter)?;
-        for reason in Refusal::ALL {
-            let label = [("reason", reason.as_str())];
-            ConstCounter::new(self.0.refused(reason)).encode(refused.encode_family(&label)?)?;
-        }
-        let stored = ConstGauge::new(i64::try_from(self.0.stored()).unwrap_or(i64::MAX));
-        let help = "Bytes of files stored in the inbox";
-        stored.encode(encoder.encode_descriptor(
-            "inbox_stored_bytes",
-            help,
-            None,
-            stored.metric_type(),
-        )?)
+        use codio_base::metrics::{encode_counter_family, encode_gauges};
+        encode_counter_family(
+            &mut encoder,
+            ("inbox_refused", "Files the inbox refused, by reason"),
+            "reason",
+            Refusal::ALL.map(|reason| (reason.as_str(), self.0.refused(reason))),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            [(
+                "inbox_stored_bytes",
+                "Bytes of files stored in the inbox",
+                self.0.stored(),
+            )],
+        )
     }
 }

@@ -168,7 +168,7 @@ impl AccessConfig {
         for (list, len) in self.rules.lens() {
             if len > MAX_LIST_LEN {
                 let reason = format!("{len} peers, at most {MAX_LIST_LEN}");
-                return Err(crate::InvalidConfig::new(list, reason));
+                return Err(crate::invalid(list, reason));
             }
         }
         Ok(())

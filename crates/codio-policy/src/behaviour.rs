@@ -12,9 +12,7 @@ use either::Either;
 use libp2p::{
     Multiaddr, PeerId,
     core::{ConnectedPoint, Endpoint, transport::PortUse},
-    memory_connection_limits,
-    multiaddr::Protocol,
-    ping,
+    memory_connection_limits, ping,
     swarm::{
         CloseConnection, ConnectionDenied, ConnectionHandler, ConnectionHandlerSelect,
         ConnectionId, DialError, FromSwarm, NetworkBehaviour, NotifyHandler, THandler,
@@ -139,7 +137,7 @@ impl PolicyConfig {
     /// The first [`InvalidConfig`](crate::InvalidConfig) found.
     pub fn validate(&self) -> Result<(), crate::InvalidConfig> {
         if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
-            return Err(crate::InvalidConfig::new(
+            return Err(crate::invalid(
                 "liveness",
                 "ping interval and timeout must be greater than zero",
             ));
@@ -756,19 +754,6 @@ fn dial(peer_id: PeerId, addresses: Vec<Multiaddr>) -> ToSwarm<Event, KeepAlive>
     }
 }
 
-/// The IP of a direct connection's remote address (`None` for relayed ones: the IP would be
-/// the relay's).
-fn ip_of(address: &Multiaddr) -> Option<std::net::IpAddr> {
-    if address.iter().any(|p| p == Protocol::P2pCircuit) {
-        return None;
-    }
-    address.iter().find_map(|protocol| match protocol {
-        Protocol::Ip4(ip) => Some(ip.into()),
-        Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    })
-}
-
 /// libp2p's memory-based refusal for `limit`, or `None` when off.
 fn memory_limit(limit: MemoryLimit) -> Option<memory_connection_limits::Behaviour> {
     match limit {
@@ -801,7 +786,11 @@ impl NetworkBehaviour for Behaviour {
         self.check_memory(None, Endpoint::Listener)?;
         let admitted = self
             .table
-            .admit_pending_incoming(connection_id, ip_of(remote_addr), Instant::now())
+            .admit_pending_incoming(
+                connection_id,
+                codio_base::addr::direct_ip_of(remote_addr),
+                Instant::now(),
+            )
             .map_err(|reason| self.deny(None, Endpoint::Listener, reason));
         self.peers.set_counts(self.table.counts());
         admitted
@@ -821,7 +810,11 @@ impl NetworkBehaviour for Behaviour {
             })?;
         let victim = self
             .table
-            .check_established_inbound(&peer, ip_of(remote_addr), Instant::now())
+            .check_established_inbound(
+                &peer,
+                codio_base::addr::direct_ip_of(remote_addr),
+                Instant::now(),
+            )
             .map_err(|reason| self.deny(Some(peer), Endpoint::Listener, reason))?;
         self.evict(victim, peer);
         let ping = self.ping.handle_established_inbound_connection(
@@ -889,7 +882,9 @@ impl NetworkBehaviour for Behaviour {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 let remote = match e.endpoint {
-                    ConnectedPoint::Listener { send_back_addr, .. } => ip_of(send_back_addr),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        codio_base::addr::direct_ip_of(send_back_addr)
+                    }
                     ConnectedPoint::Dialer { .. } => None,
                 };
                 let relayed = e.endpoint.is_relayed();

@@ -40,7 +40,6 @@ pub mod access;
 pub mod autorelay;
 mod backoff;
 mod behaviour;
-pub mod boxed;
 mod handler;
 mod limits;
 mod liveness;
@@ -65,22 +64,9 @@ pub use peers::{MAX_ADDRESSES_PER_PEER, PeerInfo, Peers};
 pub use reconnect::{Decision, DueDial, Reconnector};
 pub use stats::{Counter, DenialReason, Stats};
 
-/// A setting of the policy layer that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid policy setting `{field}`: {reason}")]
-#[non_exhaustive]
-pub struct InvalidConfig {
-    /// The setting.
-    pub field: &'static str,
-    /// Why.
-    pub reason: String,
-}
+pub use codio_base::InvalidConfig;
 
-impl InvalidConfig {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
-    }
+/// A setting of the policy layer that cannot work.
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidConfig {
+    InvalidConfig::new("policy", field, reason)
 }

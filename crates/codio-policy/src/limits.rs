@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::sources::{Full, SourceCounts, keys};
+use crate::sources::{Full, SourceCounts};
 
 use libp2p::{PeerId, swarm::ConnectionId};
 
@@ -168,7 +168,7 @@ impl LimitsConfig {
     ///
     /// The first [`InvalidConfig`](crate::InvalidConfig) found.
     pub fn validate(&self) -> Result<(), crate::InvalidConfig> {
-        let invalid = |field, reason| Err(crate::InvalidConfig::new(field, reason));
+        let invalid = |field, reason| Err(crate::invalid(field, reason));
         if self.max_established == 0 || u32::try_from(self.max_established).is_err() {
             return invalid("max_established", "must be between 1 and 2^32 - 1");
         }
@@ -541,7 +541,7 @@ impl ConnectionTable {
         if self.closing.len() >= MAX_EVICTING {
             return None;
         }
-        let subnet = |ip: IpAddr| keys(ip).1;
+        let subnet = |ip: IpAddr| codio_base::Source::of(ip).subnet;
         let from = from.map(subnet);
         let primaries = self.primaries();
         self.released(&primaries)

@@ -132,7 +132,7 @@ impl NatConfig {
                 let mut address = address.clone();
                 match address.pop() {
                     Some(Protocol::P2p(peer)) => Ok((peer, address)),
-                    _ => Err(InvalidConfig::new(
+                    _ => Err(crate::invalid(
                         "relays",
                         format!("{address} has no /p2p/<peer id> suffix"),
                     )),

@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::ConnectionCounts;
-use libp2p::{Multiaddr, PeerId, core::ConnectedPoint, multiaddr::Protocol, swarm::ConnectionId};
+use libp2p::{Multiaddr, PeerId, core::ConnectedPoint, swarm::ConnectionId};
 
 /// Most addresses kept per peer in [`PeerInfo::addresses`].
 pub const MAX_ADDRESSES_PER_PEER: usize = 32;
@@ -53,10 +53,8 @@ impl PeerInfo {
     }
 
     /// Adds an address (without its `/p2p/` suffix) unless known or the list is full.
-    fn add_address(&mut self, mut address: Multiaddr) {
-        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-            address.pop();
-        }
+    fn add_address(&mut self, address: Multiaddr) {
+        let address = codio_base::addr::without_p2p(address);
         if !self.addresses.contains(&address) && self.addresses.len() < MAX_ADDRESSES_PER_PEER {
             self.addresses.push(address);
         }
@@ -179,7 +177,10 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libp2p::core::{Endpoint, transport::PortUse};
+    use libp2p::{
+        core::{Endpoint, transport::PortUse},
+        multiaddr::Protocol,
+    };
 
     fn dialer(address: &Multiaddr) -> ConnectedPoint {
         ConnectedPoint::Dialer {

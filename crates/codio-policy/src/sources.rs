@@ -1,20 +1,10 @@
-//! Inbound connections counted by where they come from: per source address (IPv4 address,
-//! IPv6 /56) and per subnet (IPv4 /24, IPv6 /48), the granularities of go-libp2p's resource
-//! manager. Peer ids are free to mint; addresses are not.
+//! Inbound connections counted by where they come from: per source address and per subnet,
+//! the keys of [`Source`] (IPv4 address or IPv6 /56; IPv4 /24 or IPv6 /48), the same the
+//! transport's inbound gate counts pending handshakes by.
 
 use std::{collections::HashMap, net::IpAddr};
 
-/// The source address and subnet keys of `ip`.
-pub(crate) fn keys(ip: IpAddr) -> (IpAddr, IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => (ip, IpAddr::V4((u32::from(v4) & 0xffff_ff00).into())),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let prefix = |len: u32| IpAddr::V6((bits & !(u128::MAX >> len)).into());
-            (prefix(56), prefix(48))
-        }
-    }
-}
+use codio_base::Source;
 
 /// Why a source was refused one more connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +28,10 @@ impl SourceCounts {
         per_source: usize,
         per_subnet: usize,
     ) -> Result<(), Full> {
-        let (source, subnet) = keys(ip);
+        let Source {
+            address: source,
+            subnet,
+        } = Source::of(ip);
         if self.per_source.get(&source).copied().unwrap_or(0) >= per_source {
             return Err(Full::Source(per_source));
         }
@@ -49,13 +42,19 @@ impl SourceCounts {
     }
 
     pub(crate) fn add(&mut self, ip: IpAddr) {
-        let (source, subnet) = keys(ip);
+        let Source {
+            address: source,
+            subnet,
+        } = Source::of(ip);
         *self.per_source.entry(source).or_default() += 1;
         *self.per_subnet.entry(subnet).or_default() += 1;
     }
 
     pub(crate) fn remove(&mut self, ip: IpAddr) {
-        let (source, subnet) = keys(ip);
+        let Source {
+            address: source,
+            subnet,
+        } = Source::of(ip);
         for (map, key) in [
             (&mut self.per_source, source),
             (&mut self.per_subnet, subnet),
@@ -71,7 +70,10 @@ impl SourceCounts {
 
     /// Established inbound connections from the source address of `ip`.
     pub(crate) fn count(&self, ip: IpAddr) -> usize {
-        self.per_source.get(&keys(ip).0).copied().unwrap_or(0)
+        self.per_source
+            .get(&Source::of(ip).address)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The most established inbound connections from one source address.
@@ -99,7 +101,5 @@ mod tests {
         assert_eq!(counts.busiest(), 2);
         counts.remove(ip("10.0.0.1"));
         counts.check(ip("10.0.0.1"), 2, 3).unwrap();
-        assert_eq!(keys(ip("2001:db8:1:2ff::1")).0, ip("2001:db8:1:200::"));
-        assert_eq!(keys(ip("2001:db8:1:2ff::1")).1, ip("2001:db8:1::"));
     }
 }

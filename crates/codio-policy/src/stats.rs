@@ -212,11 +212,8 @@ impl Stats {
 
 #[cfg(feature = "metrics")]
 mod export {
-    use prometheus_client::{
-        collector::Collector,
-        encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-    };
+    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{COUNTERS, Counter, DenialReason, Stats};
 
@@ -232,44 +229,39 @@ mod export {
 
     impl Collector for Stats {
         fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            let gauge = ConstGauge::new(i64::try_from(self.connected_peers()).unwrap_or(i64::MAX));
-            let help = "Peers with at least one established connection";
-            gauge.encode(encoder.encode_descriptor(
-                "connected_peers",
-                help,
-                None,
-                gauge.metric_type(),
-            )?)?;
-            for (counter, name, help) in COUNTERS.iter().filter(|(_, name, _)| !name.is_empty()) {
-                let value = ConstCounter::new(self.get(*counter));
-                value.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    value.metric_type(),
-                )?)?;
-            }
-            let help = "Connections refused by the connection limits, by reason";
-            let mut denied =
-                encoder.encode_descriptor("connections_denied", help, None, MetricType::Counter)?;
-            for reason in DenialReason::ALL {
-                let label = [("reason", reason.as_str())];
-                ConstCounter::new(self.denied(reason)).encode(denied.encode_family(&label)?)?;
-            }
-            let mut punches = encoder.encode_descriptor(
-                "hole_punches",
-                "DCUtR hole punches by outcome",
-                None,
-                MetricType::Counter,
+            encode_gauges(
+                &mut encoder,
+                [(
+                    "connected_peers",
+                    "Peers with at least one established connection",
+                    self.connected_peers(),
+                )],
             )?;
-            for (outcome, counter) in [
-                ("ok", Counter::HolePunchesOk),
-                ("error", Counter::HolePunchesFailed),
-            ] {
-                let label = [("outcome", outcome)];
-                ConstCounter::new(self.get(counter)).encode(punches.encode_family(&label)?)?;
-            }
-            Ok(())
+            encode_counters(
+                &mut encoder,
+                COUNTERS
+                    .iter()
+                    .filter(|(_, name, _)| !name.is_empty())
+                    .map(|&(counter, name, help)| (name, help, self.get(counter))),
+            )?;
+            encode_counter_family(
+                &mut encoder,
+                (
+                    "connections_denied",
+                    "Connections refused by the connection limits, by reason",
+                ),
+                "reason",
+                DenialReason::ALL.map(|reason| (reason.as_str(), self.denied(reason))),
+            )?;
+            encode_counter_family(
+                &mut encoder,
+                ("hole_punches", "DCUtR hole punches by outcome"),
+                "outcome",
+                [
+                    ("ok", self.get(Counter::HolePunchesOk)),
+                    ("error", self.get(Counter::HolePunchesFailed)),
+                ],
+            )
         }
     }
 }

@@ -6,48 +6,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+use codio_base::{Rate, Throttle};
+
 use crate::DenialReason;
 
-/// Reports of one reason at once, before the rate applies.
-const BURST: u32 = 10;
-/// Then one report per this, per reason (10 a second).
-const INTERVAL: Duration = Duration::from_millis(100);
+/// Reports of one reason: a burst of 10 at once, then one per 100 ms (10 a second).
+const RATE: Rate = Rate::every(Duration::from_millis(100), 10);
 
-/// Per refusal reason: a token bucket of reports and the refusals not reported since the
-/// last report.
+/// A report throttle per refusal reason.
 #[derive(Debug, Default)]
 pub(crate) struct DenialThrottle {
-    reasons: HashMap<DenialReason, Slot>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    tokens: u32,
-    since: Instant,
-    suppressed: u64,
+    reasons: HashMap<DenialReason, Throttle>,
 }
 
 impl DenialThrottle {
     /// A refusal for `reason` at `now`: `Some(n)` to report it, `n` being the refusals of
     /// that reason left unreported before it; `None` to count it only.
     pub(crate) fn report(&mut self, reason: DenialReason, now: Instant) -> Option<u64> {
-        let slot = self.reasons.entry(reason).or_insert(Slot {
-            tokens: BURST,
-            since: now,
-            suppressed: 0,
-        });
-        let refill = now.saturating_duration_since(slot.since).as_nanos() / INTERVAL.as_nanos();
-        if refill > 0 {
-            let refill = u32::try_from(refill).unwrap_or(u32::MAX);
-            slot.tokens = slot.tokens.saturating_add(refill).min(BURST);
-            slot.since = now;
-        }
-        if slot.tokens == 0 {
-            slot.suppressed += 1;
-            return None;
-        }
-        slot.tokens -= 1;
-        Some(std::mem::take(&mut slot.suppressed))
+        self.reasons
+            .entry(reason)
+            .or_insert_with(|| Throttle::new(RATE, now))
+            .report(now)
     }
 }
 
@@ -59,7 +38,7 @@ mod tests {
     fn a_burst_then_ten_a_second_per_reason_with_the_rest_counted() {
         let now = Instant::now();
         let mut throttle = DenialThrottle::default();
-        for _ in 0..BURST {
+        for _ in 0..RATE.burst {
             assert_eq!(throttle.report(DenialReason::PerSource, now), Some(0));
         }
         for _ in 0..25 {
@@ -71,12 +50,12 @@ mod tests {
             "another reason has its own budget"
         );
         assert_eq!(
-            throttle.report(DenialReason::PerSource, now + INTERVAL),
+            throttle.report(DenialReason::PerSource, now + RATE.interval),
             Some(25),
             "the next report carries what was left out"
         );
         assert_eq!(
-            throttle.report(DenialReason::PerSource, now + INTERVAL),
+            throttle.report(DenialReason::PerSource, now + RATE.interval),
             None
         );
     }

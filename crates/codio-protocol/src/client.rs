@@ -16,10 +16,6 @@ use crate::{
     streams::{Control, OpenStreamError},
 };
 
-/// Extra time a caller waits beyond the behaviour's own timeout before giving up on a reply
-/// (guards against a stalled swarm only).
-const REPLY_GRACE: Duration = Duration::from_secs(2);
-
 /// A `/codio/1.0.0` request for the behaviour to send through the swarm.
 #[derive(Debug)]
 pub(crate) struct OutboundRequest {
@@ -119,21 +115,16 @@ impl Client {
         request: Request,
         limit: Duration,
     ) -> Result<Response, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .per_stream
-            .send(OutboundRequest {
-                peer,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::ShutDown)?;
+        let command = |reply| OutboundRequest {
+            peer,
+            request,
+            reply,
+        };
         // libp2p's own timeout answers first; this only guards against a stalled swarm.
-        match tokio::time::timeout(limit + REPLY_GRACE, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RequestError::ShutDown),
-            Err(_) => Err(RequestError::Timeout),
+        match codio_base::call::call(&self.inner.per_stream, command, limit).await {
+            Ok(result) => result,
+            Err(codio_base::call::CallError::Timeout) => Err(RequestError::Timeout),
+            Err(_) => Err(RequestError::ShutDown),
         }
     }
 

@@ -70,16 +70,7 @@ impl Default for ProtocolConfig {
     }
 }
 
-/// A setting of [`ProtocolConfig`] that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid protocol setting `{field}`: {reason}")]
-#[non_exhaustive]
-pub struct InvalidConfig {
-    /// The setting.
-    pub field: &'static str,
-    /// Why.
-    pub reason: &'static str,
-}
+pub use codio_base::InvalidConfig;
 
 impl ProtocolConfig {
     /// Sets the request timeout.
@@ -177,10 +168,11 @@ impl ProtocolConfig {
             ("session_response_budget", self.session_response_budget == 0),
         ];
         match positive.into_iter().find(|(_, zero)| *zero) {
-            Some((field, _)) => Err(InvalidConfig {
+            Some((field, _)) => Err(InvalidConfig::new(
+                "protocol",
                 field,
-                reason: "must be greater than zero",
-            }),
+                "must be greater than zero",
+            )),
             None => Ok(()),
         }
     }

@@ -217,10 +217,11 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
+    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{
         collector::Collector,
         encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        metrics::{MetricType, counter::ConstCounter},
         registry::Unit,
     };
 
@@ -287,11 +288,7 @@ mod export {
                     stats.refused_over_streams(),
                 ),
             ];
-            for (name, help, value) in counters {
-                let counter = ConstCounter::new(value);
-                let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-                counter.encode(metric)?;
-            }
+            encode_counters(&mut encoder, counters)?;
             let mut bulk = encoder.encode_descriptor(
                 "bulk",
                 "Bulk transfer payload bytes by direction",
@@ -332,25 +329,20 @@ mod export {
                     stats.queued_response_bytes(),
                 ),
             ];
-            for (name, help, value) in gauges {
-                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-                let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-                gauge.encode(metric)?;
-            }
+            encode_gauges(&mut encoder, gauges)?;
             encode_requests(stats, &mut encoder)
         }
     }
 
     /// Outbound requests by outcome, and their latency.
     fn encode_requests(stats: &Stats, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
-        let help = "Outbound requests by outcome";
-        let mut requests =
-            encoder.encode_descriptor("requests", help, None, MetricType::Counter)?;
         let (ok, failed) = stats.requests();
-        for (outcome, count) in [("ok", ok), ("error", failed)] {
-            let label = [("outcome", outcome)];
-            ConstCounter::new(count).encode(requests.encode_family(&label)?)?;
-        }
+        encode_counter_family(
+            encoder,
+            ("requests", "Outbound requests by outcome"),
+            "outcome",
+            [("ok", ok), ("error", failed)],
+        )?;
         let help = "Outbound request latency, send to response";
         let unit = Some(&Unit::Seconds);
         let mut duration =

@@ -10,16 +10,15 @@ use std::{
 
 use bytes::Bytes;
 use libp2p::{
-    Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
+    PeerId,
     gossipsub::{
         self, AllowAllSubscriptionFilter, IdentTopic, MaxCountSubscriptionFilter,
         MessageAcceptance, MessageAuthenticity, MessageId, TopicHash, ValidationMode,
     },
     identity::Keypair,
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm,
+        ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
+        ToSwarm,
     },
 };
 use serde::Serialize;
@@ -30,7 +29,6 @@ use crate::{
     Validator,
     config::RPC_OVERHEAD,
     mesh::Meshes,
-    rate::PeerRate,
     topic::{COMMAND_QUEUE, Command, Pubsub},
 };
 
@@ -81,7 +79,7 @@ pub struct Behaviour {
     topics: HashMap<TopicHash, Joined>,
     meshes: Meshes,
     mesh_tick: Option<tokio::time::Interval>,
-    rate: PeerRate,
+    rate: codio_base::Buckets<PeerId>,
     queue: VecDeque<Event>,
     stats: Arc<Stats>,
 }
@@ -103,9 +101,12 @@ impl Behaviour {
     /// [`PubsubError::InvalidConfig`] when a setting cannot work.
     pub fn new(keypair: &Keypair, config: PubsubConfig) -> Result<Self, PubsubError> {
         config.validate()?;
-        let invalid = |reason: &str| PubsubError::InvalidConfig {
-            field: "gossipsub",
-            reason: reason.to_owned(),
+        let invalid = |reason: &str| {
+            PubsubError::InvalidConfig(codio_base::InvalidConfig::new(
+                "pubsub",
+                "gossipsub",
+                reason,
+            ))
         };
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(config.heartbeat)
@@ -135,7 +136,10 @@ impl Behaviour {
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         Ok(Self {
             gossipsub,
-            rate: PeerRate::new(config.peer_rate.0, config.peer_rate.1),
+            rate: codio_base::Buckets::new(codio_base::Rate::per_second(
+                config.peer_rate.0,
+                config.peer_rate.1.max(1),
+            )),
             config,
             commands_tx,
             commands_rx,
@@ -398,62 +402,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Gossipsub>;
     type ToSwarm = Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.gossipsub
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.gossipsub.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.gossipsub.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.gossipsub.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
-    }
+    codio_base::delegate_connection_setup!(gossipsub);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         if let FromSwarm::ConnectionClosed(closed) = &event

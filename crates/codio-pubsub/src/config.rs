@@ -143,10 +143,9 @@ impl PubsubConfig {
     /// [`PubsubError::InvalidConfig`] naming the setting that cannot work.
     pub fn validate(&self) -> Result<(), PubsubError> {
         let invalid = |field: &'static str, reason: &str| {
-            Err(PubsubError::InvalidConfig {
-                field,
-                reason: reason.to_owned(),
-            })
+            Err(PubsubError::InvalidConfig(codio_base::InvalidConfig::new(
+                "pubsub", field, reason,
+            )))
         };
         if self.max_message_bytes == 0 {
             return invalid("max_message_bytes", "must be at least 1");
@@ -200,7 +199,7 @@ mod tests {
         ] {
             assert!(matches!(
                 config.validate(),
-                Err(PubsubError::InvalidConfig { .. })
+                Err(PubsubError::InvalidConfig(_))
             ));
         }
     }

@@ -47,7 +47,6 @@
 mod behaviour;
 mod config;
 mod mesh;
-mod rate;
 pub mod score;
 mod ser;
 mod stats;
@@ -65,13 +64,8 @@ pub use topic::{Acceptance, Message, Pubsub, Topic, TopicEvent, Validator};
 #[non_exhaustive]
 pub enum PubsubError {
     /// A setting cannot work.
-    #[error("invalid pub/sub setting `{field}`: {reason}")]
-    InvalidConfig {
-        /// The setting.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidConfig(#[from] codio_base::InvalidConfig),
     /// This node has joined as many topics as it may.
     #[error("at most {0} topics may be joined")]
     TooManyTopics(usize),

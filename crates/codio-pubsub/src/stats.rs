@@ -131,11 +131,8 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
-    use prometheus_client::{
-        collector::Collector,
-        encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-    };
+    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{Refusal, Stats};
 
@@ -184,20 +181,16 @@ mod export {
                     stats.slow_peers(),
                 ),
             ];
-            let counters =
-                counters.map(|(name, help, value)| (name, help, ConstCounter::new(value)));
-            encode_each(&mut encoder, counters)?;
-            let help = "Received messages not delivered, by reason";
-            let mut refused = encoder.encode_descriptor(
-                "pubsub_refused_messages",
-                help,
-                None,
-                MetricType::Counter,
+            encode_counters(&mut encoder, counters)?;
+            encode_counter_family(
+                &mut encoder,
+                (
+                    "pubsub_refused_messages",
+                    "Received messages not delivered, by reason",
+                ),
+                "reason",
+                Refusal::ALL.map(|reason| (reason.as_str(), stats.refused(reason))),
             )?;
-            for reason in Refusal::ALL {
-                let label = [("reason", reason.as_str())];
-                ConstCounter::new(stats.refused(reason)).encode(refused.encode_family(&label)?)?;
-            }
             let gauges = [
                 ("pubsub_topics", "Topics joined", stats.topics()),
                 (
@@ -206,23 +199,8 @@ mod export {
                     stats.mesh_peers(),
                 ),
             ];
-            let gauges = gauges.map(|(name, help, value)| {
-                let value = i64::try_from(value).unwrap_or(i64::MAX);
-                (name, help, ConstGauge::new(value))
-            });
-            encode_each(&mut encoder, gauges)
+            encode_gauges(&mut encoder, gauges)
         }
-    }
-
-    /// Encodes each `(name, help, metric)` as a metric of its own.
-    fn encode_each<M: EncodeMetric>(
-        encoder: &mut DescriptorEncoder,
-        metrics: impl IntoIterator<Item = (&'static str, &'static str, M)>,
-    ) -> std::fmt::Result {
-        for (name, help, metric) in metrics {
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
-        }
-        Ok(())
     }
 }
 

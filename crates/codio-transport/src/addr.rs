@@ -1,9 +1,9 @@
-//! Multiaddress helpers: TCP and QUIC addresses, and `/p2p/<peer id>`-terminated addresses,
-//! the form peers are dialed by.
+//! Multiaddress helpers: TCP and QUIC addresses. (`/p2p/<peer id>` suffixes and the IP of an
+//! address: `codio_base::addr`.)
 
 use std::net::IpAddr;
 
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use libp2p::{Multiaddr, multiaddr::Protocol};
 
 fn ip(ip: IpAddr) -> Multiaddr {
     Multiaddr::empty().with(match ip {
@@ -27,36 +27,9 @@ pub fn is_quic(address: &Multiaddr) -> bool {
     address.iter().any(|p| matches!(p, Protocol::QuicV1))
 }
 
-/// The peer id of a `/p2p/<id>`-terminated address.
-pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer_id)) => Some(peer_id),
-        _ => None,
-    }
-}
-
-/// `address` without a trailing `/p2p/<id>`.
-pub fn without_p2p(mut address: Multiaddr) -> Multiaddr {
-    if peer_id_of(&address).is_some() {
-        address.pop();
-    }
-    address
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peer_id_suffix() {
-        let peer = PeerId::random();
-        let with: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
-        let without: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
-        assert_eq!(peer_id_of(&with), Some(peer));
-        assert_eq!(peer_id_of(&without), None);
-        assert_eq!(without_p2p(with), without.clone());
-        assert_eq!(without_p2p(without.clone()), without);
-    }
 
     #[test]
     fn quic_addresses_are_told_from_tcp_ones() {

@@ -155,14 +155,6 @@ impl<T> Eyeballs<T> {
     }
 }
 
-/// Whether `ip` is loopback, private (RFC 1918, unique local) or link-local.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
-        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local(),
-    }
-}
-
 /// What a dial is in the race.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entrant {
@@ -179,7 +171,7 @@ impl Delays {
         if opts.role != Endpoint::Dialer {
             return None;
         }
-        let peer = crate::addr::peer_id_of(addr)?;
+        let peer = codio_base::addr::peer_id_of(addr)?;
         let (mut ip, mut tcp, mut quic) = (None, false, false);
         for protocol in addr {
             match protocol {
@@ -192,7 +184,7 @@ impl Delays {
             }
         }
         let delay = match ip {
-            Some(ip) if is_private(ip) => self.private,
+            Some(ip) if codio_base::addr::is_non_global(ip) => self.private,
             _ => self.public,
         };
         match (tcp, quic) {
@@ -341,7 +333,5 @@ mod tests {
             PeerId::random()
         );
         assert_eq!(entrant(relayed, dialer), None);
-        assert!(is_private("10.0.0.1".parse().unwrap()));
-        assert!(!is_private("1.2.3.4".parse().unwrap()));
     }
 }

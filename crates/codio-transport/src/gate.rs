@@ -22,8 +22,9 @@ use std::{
     time::Duration,
 };
 
+pub use codio_base::Source;
 use futures::future::AbortHandle;
-use libp2p::{Multiaddr, multiaddr::Protocol};
+use libp2p::Multiaddr;
 
 /// Limits on inbound connections in their handshake.
 ///
@@ -91,48 +92,6 @@ impl InboundLimits {
     /// The inbound handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
-    }
-}
-
-/// Where a connection comes from, at the two granularities the bounds apply to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Source {
-    /// The address (IPv4) or /56 (IPv6).
-    pub address: IpAddr,
-    /// The /24 (IPv4) or /48 (IPv6).
-    pub subnet: IpAddr,
-}
-
-impl Source {
-    /// The source of `ip`.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self {
-                address: ip,
-                subnet: IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()),
-            },
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                Self {
-                    address: IpAddr::V6((bits & !((1u128 << 72) - 1)).into()),
-                    subnet: IpAddr::V6((bits & !((1u128 << 80) - 1)).into()),
-                }
-            }
-        }
-    }
-
-    /// The source of the first IP address in `address` (`None` for addresses without one, such
-    /// as relayed connections).
-    pub fn of_multiaddr(address: &Multiaddr) -> Option<Self> {
-        address.iter().find_map(|protocol| match protocol {
-            Protocol::Ip4(ip) => Some(Self::of(ip.into())),
-            Protocol::Ip6(ip) => Some(Self::of(ip.into())),
-            _ => None,
-        })
-    }
-
-    fn is_loopback(&self) -> bool {
-        self.address.is_loopback()
     }
 }
 
@@ -205,7 +164,9 @@ impl PendingTable {
     /// removed from the table) so that every bound holds with the newcomer in.
     pub fn admit(&mut self, source: Option<Source>) -> (Ticket, Vec<(Ticket, ShedReason)>) {
         let mut shed = Vec::new();
-        if let Some(source) = source.filter(|s| self.limits.limit_loopback || !s.is_loopback()) {
+        if let Some(source) =
+            source.filter(|s| self.limits.limit_loopback || !s.address.is_loopback())
+        {
             if self.count(&self.per_source, source.address) >= self.limits.max_pending_per_source {
                 let same = |s: &Option<Source>| s.is_some_and(|s| s.address == source.address);
                 self.shed_oldest(same, ShedReason::PerSource, &mut shed);
@@ -442,11 +403,8 @@ fn secured_index(protocol: crate::SecurityProtocol) -> usize {
 
 #[cfg(feature = "metrics")]
 mod export {
-    use prometheus_client::{
-        collector::Collector,
-        encoding::{DescriptorEncoder, EncodeMetric},
-        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-    };
+    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{InboundStats, ShedReason};
 
@@ -461,33 +419,21 @@ mod export {
         }
     }
 
-    fn gauge(value: usize) -> ConstGauge<i64> {
-        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-    }
-
     impl Collector for InboundStats {
         fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             let gauges = [
                 (
                     "inbound_pending",
                     "Inbound connections in their handshake",
-                    self.pending(),
+                    self.pending() as u64,
                 ),
                 (
                     "inbound_pending_busiest_source",
                     "Most inbound handshakes in progress from one source address",
-                    self.busiest_source(),
+                    self.busiest_source() as u64,
                 ),
             ];
-            for (name, help, value) in gauges {
-                let gauge = gauge(value);
-                gauge.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
-            }
+            encode_gauges(&mut encoder, gauges)?;
             let counters = [
                 (
                     "inbound_admitted",
@@ -500,41 +446,33 @@ mod export {
                     self.timed_out(),
                 ),
             ];
-            for (name, help, value) in counters {
-                let counter = ConstCounter::new(value);
-                counter.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    counter.metric_type(),
-                )?)?;
-            }
-            let help = "Security handshakes completed (both directions), by protocol";
-            let mut secured = encoder.encode_descriptor(
-                "security_handshakes",
-                help,
-                None,
-                MetricType::Counter,
+            encode_counters(&mut encoder, counters)?;
+            encode_counter_family(
+                &mut encoder,
+                (
+                    "security_handshakes",
+                    "Security handshakes completed (both directions), by protocol",
+                ),
+                "protocol",
+                [
+                    ("tls", self.secured(crate::SecurityProtocol::Tls)),
+                    ("noise", self.secured(crate::SecurityProtocol::Noise)),
+                ],
             )?;
-            for (label, protocol) in [
-                ("tls", crate::SecurityProtocol::Tls),
-                ("noise", crate::SecurityProtocol::Noise),
-            ] {
-                let label = [("protocol", label)];
-                ConstCounter::new(self.secured(protocol)).encode(secured.encode_family(&label)?)?;
-            }
-            let help = "Pending inbound connections shed (aborted) to make room, by bound";
-            let mut shed =
-                encoder.encode_descriptor("inbound_shed", help, None, MetricType::Counter)?;
-            for reason in [
-                ShedReason::PerSource,
-                ShedReason::PerSubnet,
-                ShedReason::Total,
-            ] {
-                let label = [("reason", reason.as_str())];
-                ConstCounter::new(self.shed(reason)).encode(shed.encode_family(&label)?)?;
-            }
-            Ok(())
+            encode_counter_family(
+                &mut encoder,
+                (
+                    "inbound_shed",
+                    "Pending inbound connections shed (aborted) to make room, by bound",
+                ),
+                "reason",
+                [
+                    ShedReason::PerSource,
+                    ShedReason::PerSubnet,
+                    ShedReason::Total,
+                ]
+                .map(|reason| (reason.as_str(), self.shed(reason))),
+            )
         }
     }
 }
@@ -608,19 +546,5 @@ mod tests {
         table.admit(source("10.0.0.1"));
         let (_, shed) = table.admit(source("10.0.0.2"));
         assert_eq!(shed, vec![(relayed, ShedReason::Total)]);
-    }
-
-    #[test]
-    fn sources_group_by_address_and_subnet() {
-        let v4 = Source::of("192.0.2.77".parse().unwrap());
-        assert_eq!(v4.subnet, "192.0.2.0".parse::<IpAddr>().unwrap());
-        let a = Source::of("2001:db8:1:2:3::1".parse().unwrap());
-        let b = Source::of("2001:db8:1:2:ffff::9".parse().unwrap());
-        assert_eq!(a, b, "one /56");
-        let c = Source::of("2001:db8:1:ff00::1".parse().unwrap());
-        assert_ne!(a.address, c.address);
-        assert_eq!(a.subnet, c.subnet, "one /48");
-        let relayed: Multiaddr = "/p2p-circuit".parse().unwrap();
-        assert_eq!(Source::of_multiaddr(&relayed), None);
     }
 }

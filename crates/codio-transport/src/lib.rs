@@ -630,7 +630,7 @@ mod tests {
                     _ = target.select_next_some() => {}
                     event = dialer.select_next_some() => match event {
                         SwarmEvent::ConnectionEstablished { endpoint, .. } => {
-                            return addr::without_p2p(endpoint.get_remote_address().clone());
+                            return codio_base::addr::without_p2p(endpoint.get_remote_address().clone());
                         }
                         SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{error}"),
                         _ => {}

@@ -43,7 +43,7 @@ use libp2p::{
 };
 use tokio::time::Sleep;
 
-use crate::rate::Bucket;
+use codio_base::{Bucket, Rate};
 use table::{Bounds, Change, Table};
 
 /// The libp2p service name.
@@ -79,8 +79,8 @@ pub struct MdnsConfig {
     max_peers_per_source: usize,
     max_ttl: Duration,
     max_addresses_per_peer: usize,
-    dial_rate: (Duration, u32),
-    answer_rate: (Duration, u32),
+    dial_rate: Rate,
+    answer_rate: Rate,
 }
 
 impl Default for MdnsConfig {
@@ -93,8 +93,8 @@ impl Default for MdnsConfig {
             max_peers_per_source: 8,
             max_ttl: Duration::from_secs(6 * 60),
             max_addresses_per_peer: 8,
-            dial_rate: (Duration::from_secs(1), 16),
-            answer_rate: (Duration::from_secs(1), 4),
+            dial_rate: Rate::every(Duration::from_secs(1), 16),
+            answer_rate: Rate::every(Duration::from_secs(1), 4),
         }
     }
 }
@@ -144,13 +144,13 @@ impl MdnsConfig {
 
     /// Sets the dial rate: `burst` at once, then one per `interval`.
     pub fn with_dial_rate(mut self, interval: Duration, burst: u32) -> Self {
-        self.dial_rate = (interval, burst.max(1));
+        self.dial_rate = Rate::every(interval, burst.max(1));
         self
     }
 
     /// Sets the rate of answers to queries: `burst` at once, then one per `interval`.
     pub fn with_answer_rate(mut self, interval: Duration, burst: u32) -> Self {
-        self.answer_rate = (interval, burst.max(1));
+        self.answer_rate = Rate::every(interval, burst.max(1));
         self
     }
 
@@ -266,8 +266,8 @@ impl Behaviour {
         Ok(Self {
             io: io::Io::new()?,
             table: Table::new(bounds),
-            dials: Bucket::full(config.dial_rate.1, now),
-            answers: Bucket::full(config.answer_rate.1, now),
+            dials: Bucket::full(config.dial_rate, now),
+            answers: Bucket::full(config.answer_rate, now),
             next_query: now + FIRST_PROBE,
             probe_wait: FIRST_PROBE,
             timer: Box::pin(tokio::time::sleep(FIRST_PROBE)),
@@ -336,11 +336,10 @@ impl Behaviour {
 
     /// Answers a query with this node's addresses, within the answer rate.
     fn answer(&mut self, now: Instant) {
-        let (interval, burst) = self.config.answer_rate;
         if self.listen.is_empty() {
             return;
         }
-        if !self.answers.take(interval, burst, now) {
+        if !self.answers.take(self.config.answer_rate, now) {
             self.stats.record_mdns_unanswered();
             return;
         }
@@ -363,7 +362,6 @@ impl Behaviour {
 
     /// Due dials, within the dial rate; `true` if the rate held one back.
     fn dial_due(&mut self, now: Instant) -> bool {
-        let (interval, burst) = self.config.dial_rate;
         while self.dial {
             let Some((peer_id, addresses)) = self.table.take_dial(now) else {
                 return false;
@@ -371,7 +369,7 @@ impl Behaviour {
             if self.connected.contains_key(&peer_id) {
                 continue;
             }
-            if !self.dials.take(interval, burst, now) {
+            if !self.dials.take(self.config.dial_rate, now) {
                 // Due again; the timer comes back for it.
                 self.table.redial(peer_id);
                 return true;
@@ -420,7 +418,7 @@ impl Behaviour {
         {
             // Held by the dial rate: come back when a token is there; else when a retry is due.
             next = next.min(if held {
-                now + self.config.dial_rate.0
+                now + self.config.dial_rate.interval
             } else {
                 dial.max(now)
             });

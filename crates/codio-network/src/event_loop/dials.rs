@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 use super::EventLoop;
 use crate::{
     ConnectError, NetworkError, NetworkEvent, behaviour::BehaviourEvent, event::Direction,
-    peer_id_of, without_p2p,
 };
+use codio_base::addr::{peer_id_of, without_p2p};
 
 type DialReply = oneshot::Sender<Result<PeerId, ConnectError>>;
 

@@ -9,7 +9,7 @@
 //! behaviour, a few KiB less per connection (docs/performance.md has the measurement).
 //!
 //! ```
-//! use codio_policy::boxed::Boxed;
+//! use codio_base::boxed::Boxed;
 //! use libp2p::ping;
 //!
 //! let behaviour = Boxed::new(ping::Behaviour::default());
@@ -23,12 +23,10 @@ use std::{
 };
 
 use libp2p::{
-    Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
+    PeerId,
     swarm::{
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-        NetworkBehaviour, SubstreamProtocol, THandlerInEvent, THandlerOutEvent, ToSwarm,
-        handler::ConnectionEvent,
+        ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
+        SubstreamProtocol, THandlerInEvent, THandlerOutEvent, ToSwarm, handler::ConnectionEvent,
     },
 };
 
@@ -117,64 +115,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Boxed<B> {
     type ConnectionHandler = BoxedHandler<B::ConnectionHandler>;
     type ToSwarm = B::ToSwarm;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.0
-            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<Self::ConnectionHandler, ConnectionDenied> {
-        let handler = self.0.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )?;
-        Ok(BoxedHandler(Box::new(handler)))
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.0.handle_pending_outbound_connection(
-            connection_id,
-            maybe_peer,
-            addresses,
-            effective_role,
-        )
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<Self::ConnectionHandler, ConnectionDenied> {
-        let handler = self.0.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )?;
-        Ok(BoxedHandler(Box::new(handler)))
-    }
+    crate::delegate_connection_setup!(0, |handler| BoxedHandler(Box::new(handler)));
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.0.on_swarm_event(event);
