@@ -22,7 +22,7 @@ pub(crate) type Node = codio_base::boxed::Boxed<Behaviour>;
 pub(crate) struct Behaviour {
     pub(crate) policy: codio_policy::Behaviour,
     pub(crate) discovery: codio_discovery::Behaviour,
-    pub(crate) nat: codio_policy::nat::Behaviour,
+    pub(crate) nat: codio_nat::Behaviour,
     pub(crate) protocol: codio_protocol::Behaviour,
     pub(crate) pubsub: codio_pubsub::Behaviour,
     pub(crate) identify: identify::Behaviour,
@@ -57,10 +57,8 @@ impl Behaviour {
         policy.set_activity_source(protocol.activity_source());
         let pubsub = codio_pubsub::Behaviour::new(keypair, layers.pubsub)
             .map_err(|e| crate::config::invalid("pubsub", e))?;
-        let nat = codio_policy::nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)
-            .map_err(NetworkError::InvalidConfig)?
-            // One `Stats` for the policy layer: hole punches count with the rest.
-            .with_stats(policy.stats());
+        let nat = codio_nat::Behaviour::new(local_peer_id, &layers.nat, relay_client)
+            .map_err(NetworkError::InvalidConfig)?;
         Ok(Self {
             policy,
             discovery,

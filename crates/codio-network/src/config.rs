@@ -7,7 +7,8 @@ use std::{
 };
 
 use codio_discovery::DiscoveryConfig;
-use codio_policy::{PolicyConfig, nat::NatConfig};
+use codio_nat::NatConfig;
+use codio_policy::PolicyConfig;
 use codio_protocol::ProtocolConfig;
 use codio_pubsub::PubsubConfig;
 use codio_transport::TransportConfig;

@@ -120,5 +120,5 @@ pub enum NetworkEvent {
     /// NAT traversal: AutoNAT's verdict, relay reservations, hole punching. Serialized as the
     /// layer's event (`nat_status`, `relay_reservation`, `hole_punch_succeeded`, …).
     #[serde(untagged)]
-    Nat(codio_policy::nat::Event),
+    Nat(codio_nat::Event),
 }

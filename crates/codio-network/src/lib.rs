@@ -65,10 +65,10 @@ use codio_base::{addr::peer_id_of, call::CallError};
 pub use codio_discovery::{
     DhtError, DiscoveryConfig, KadMode, Lookup, Provider, ProviderStream, mdns::MdnsConfig,
 };
+pub use codio_nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits};
 pub use codio_policy::{
     Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
     Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig, Verdict,
-    nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits},
 };
 pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
 pub use codio_protocol::{
@@ -132,7 +132,7 @@ pub struct NetworkManager {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NetworkEvent>,
     listen_addrs: ListenAddrs,
-    nat: codio_policy::nat::SharedStatus,
+    nat: codio_nat::SharedStatus,
     started: Arc<AtomicBool>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -208,7 +208,7 @@ impl NetworkManager {
     ///
     /// A [`ConnectError`] saying why: wrong peer id, timeout, unreachable, denied, shut down.
     pub async fn connect_peer(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
-        if let Some((relay, relay_address)) = codio_policy::autorelay::relay_part(&address) {
+        if let Some((relay, relay_address)) = codio_nat::autorelay::relay_part(&address) {
             self.prepare_relay(relay_address, relay).await?;
         }
         self.dial(address).await

@@ -1,8 +1,8 @@
 //! Prometheus metrics: libp2p's own (`libp2p-metrics`: swarm connections and dials,
 //! identify, ping round trips, bandwidth by protocol stack) and codio's (`codio_*`), in one
 //! registry that the application owns and serves. The layers count what they decide (the
-//! transport: inbound handshakes pending and shed; the policy: connections, refusals by reason, trims, dead peers, reconnections, hole punches;
-//! the protocol: inbound, rejected and refused requests, bulk bytes, outbound requests and
+//! transport: inbound handshakes pending and shed; the policy: connections, refusals by
+//! reason, trims, dead peers, reconnections; NAT: hole punches; the protocol: inbound, rejected and refused requests, bulk bytes, outbound requests and
 //! their latency) and export it through their `Stats::collector`; the facade registers those
 //! and records what only it sees: swarm events.
 //!
@@ -50,6 +50,7 @@ impl Metrics {
         let libp2p = Arc::new(libp2p::metrics::Metrics::new(registry));
         let codio = registry.sub_registry_with_prefix("codio");
         codio.register_collector(layers.policy.stats().collector());
+        codio.register_collector(layers.nat.stats().collector());
         codio.register_collector(protocol.collector());
         codio.register_collector(inbound.collector());
         codio.register_collector(layers.discovery.stats().collector());

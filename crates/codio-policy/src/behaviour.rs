@@ -490,8 +490,7 @@ impl Behaviour {
         self.reset_timer();
     }
 
-    /// What the policy counted; share it with [`nat::Behaviour::with_stats`](crate::nat::Behaviour::with_stats)
-    /// so one [`Stats`] covers both.
+    /// What the policy counted (clones share the counters).
     pub fn stats(&self) -> Stats {
         self.stats.clone()
     }

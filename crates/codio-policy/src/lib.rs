@@ -16,10 +16,9 @@
 //! [`Behaviour`] also runs libp2p ping on every connection and feeds it to [`Liveness`]: the
 //! ping → liveness glue lives here, not in the application.
 //!
-//! NAT traversal: [`nat::Behaviour`] is one behaviour for the relay client and server,
-//! AutoNAT, DCUtR hole punching and [`autorelay`], which reserves relay slots when AutoNAT
-//! finds the node private (rust-libp2p has relay, AutoNAT and DCUtR, but nothing that ties
-//! them together).
+//! Access rules ([`Access`]): allow and deny lists, reserved-only mode, a connection gate hook.
+//!
+//! NAT traversal (AutoNAT, relays, hole punching) is a layer of its own, `codio-nat`.
 //!
 //! ```
 //! use codio_policy::{BackoffConfig, Behaviour, LimitsConfig, PolicyConfig};
@@ -37,13 +36,11 @@
 //! [`Instant`]: std::time::Instant
 
 pub mod access;
-pub mod autorelay;
 mod backoff;
 mod behaviour;
 mod handler;
 mod limits;
 mod liveness;
-pub mod nat;
 mod peers;
 mod reconnect;
 #[cfg(feature = "serde")]

@@ -1,5 +1,5 @@
 //! [`Stats`]: what the policy layer counts — connections, refusals by reason, trims, dead
-//! peers, reconnections, hole punches — readable at any time and, with the `metrics` feature,
+//! peers, reconnections — readable at any time and, with the `metrics` feature,
 //! exported to Prometheus by [`Stats::collector`].
 
 use std::sync::{
@@ -109,17 +109,13 @@ pub enum Counter {
     PeersTrimmed,
     /// Connections closed because pings stopped being answered.
     DeadPeers,
-    /// Hole punches that gave a direct connection.
-    HolePunchesOk,
-    /// Hole punches that failed.
-    HolePunchesFailed,
     /// Connections closed at the ceiling to admit a newcomer.
     PeersEvicted,
 }
 
 /// Name and help of each [`Counter`], in its order (names without the application's
 /// prefix; exported as `<prefix>_<name>_total`).
-const COUNTERS: [(Counter, &str, &str); 11] = [
+const COUNTERS: [(Counter, &str, &str); 9] = [
     (
         Counter::PeersConnected,
         "peers_connected",
@@ -160,8 +156,6 @@ const COUNTERS: [(Counter, &str, &str); 11] = [
         "dead_peers",
         "Connections closed because pings stopped being answered",
     ),
-    (Counter::HolePunchesOk, "", ""),
-    (Counter::HolePunchesFailed, "", ""),
     (
         Counter::PeersEvicted,
         "peers_evicted",
@@ -215,12 +209,12 @@ mod export {
     use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-    use super::{COUNTERS, Counter, DenialReason, Stats};
+    use super::{COUNTERS, DenialReason, Stats};
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `connected_peers`
-        /// (gauge), the counters above, `connections_denied{reason}` and
-        /// `hole_punches{outcome}`. Register it under the application's prefix
+        /// (gauge), the counters above and `connections_denied{reason}`. Register it under the
+        /// application's prefix
         /// (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
         pub fn collector(&self) -> Box<dyn Collector> {
             Box::new(self.clone())
@@ -241,7 +235,6 @@ mod export {
                 &mut encoder,
                 COUNTERS
                     .iter()
-                    .filter(|(_, name, _)| !name.is_empty())
                     .map(|&(counter, name, help)| (name, help, self.get(counter))),
             )?;
             encode_counter_family(
@@ -252,15 +245,6 @@ mod export {
                 ),
                 "reason",
                 DenialReason::ALL.map(|reason| (reason.as_str(), self.denied(reason))),
-            )?;
-            encode_counter_family(
-                &mut encoder,
-                ("hole_punches", "DCUtR hole punches by outcome"),
-                "outcome",
-                [
-                    ("ok", self.get(Counter::HolePunchesOk)),
-                    ("error", self.get(Counter::HolePunchesFailed)),
-                ],
             )
         }
     }
@@ -291,7 +275,7 @@ mod tests {
     fn the_collector_exports_every_series() {
         let stats = Stats::default();
         stats.count_denial(&Denial::MaxEstablished { limit: 50 });
-        stats.count(Counter::HolePunchesOk);
+        stats.count(Counter::DeadPeers);
         let mut registry = prometheus_client::registry::Registry::default();
         registry
             .sub_registry_with_prefix("codio")
@@ -301,10 +285,9 @@ mod tests {
         for line in [
             "codio_connected_peers 0",
             "codio_peers_connected_total 0",
-            "codio_dead_peers_total 0",
             "codio_connections_denied_total{reason=\"max_established\"} 1",
             "codio_connections_denied_total{reason=\"per_peer\"} 0",
-            "codio_hole_punches_total{outcome=\"ok\"} 1",
+            "codio_dead_peers_total 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -21,7 +21,8 @@ use libp2p::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use codio_policy::{Event as PolicyEvent, nat::Event as NatEvent};
+use codio_nat::Event as NatEvent;
+use codio_policy::Event as PolicyEvent;
 use codio_transport::listen::Need;
 
 use crate::{
