@@ -40,8 +40,10 @@ fn victim_config(registry: &Arc<Mutex<Registry>>) -> NetworkConfig {
     let mut config = loopback_config().with_metrics(registry.clone());
     config.transport = TransportConfig::default()
         .with_inbound_limits(InboundLimits::default().with_limit_loopback(true));
-    let limits = config.policy.limits().clone();
-    *config.policy.limits_mut() = limits.with_limit_loopback(true);
+    config
+        .policy
+        .limits_mut()
+        .edit(|limits| limits.with_limit_loopback(true));
     config
 }
 
@@ -253,8 +255,9 @@ async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_b
             c = c
                 .with_max_peers(CAP)
                 .with_watermarks(2, CAP, Duration::from_secs(60));
-            let limits = c.policy.limits().clone();
-            *c.policy.limits_mut() = limits.with_eviction_age(Some(EVICTION_AGE));
+            c.policy
+                .limits_mut()
+                .edit(|limits| limits.with_eviction_age(Some(EVICTION_AGE)));
             c
         },
         echo,
@@ -699,8 +702,10 @@ async fn a_node_above_its_memory_limit_refuses_new_connections() {
     let _serial = one_at_a_time().await;
     // One byte: any process is above it.
     let over_limit = |mut config: NetworkConfig| {
-        let limits = config.policy.limits().clone();
-        *config.policy.limits_mut() = limits.with_max_memory(codio_network::MemoryLimit::Bytes(1));
+        config
+            .policy
+            .limits_mut()
+            .edit(|limits| limits.with_max_memory(codio_network::MemoryLimit::Bytes(1)));
         config
     };
     let (victim, registry) = victim(over_limit, echo).await;

@@ -11,6 +11,7 @@
 //! - [`rate`]: one token bucket ([`Rate`], [`Bucket`], [`Buckets`] per key, [`Throttle`] for reports), pure state fed an `Instant`.
 //! - [`call`]: a command sent to an event loop and its answer awaited with a bounded wait.
 //! - [`InvalidConfig`]: the error every layer's `validate` returns.
+//! - [`Edit`]: a configuration edited in place with its own consuming builders.
 //! - [`delegate_connection_setup!`]: a behaviour's four connection set-up methods delegated to
 //!   an inner behaviour.
 //! - [`boxed`]: a behaviour whose connection handlers live on the heap.
@@ -21,12 +22,14 @@ pub mod boxed;
 pub mod call;
 mod config;
 mod delegate;
+mod edit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod rate;
 pub mod source;
 
 pub use config::InvalidConfig;
+pub use edit::Edit;
 pub use rate::{Bucket, Buckets, Rate, Throttle};
 pub use source::Source;
 

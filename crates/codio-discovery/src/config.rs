@@ -213,6 +213,11 @@ impl DiscoveryConfig {
         &self.kad_protocol
     }
 
+    /// Whether mDNS runs.
+    pub fn mdns_enabled(&self) -> bool {
+        self.mdns
+    }
+
     /// The mDNS settings.
     pub fn mdns_config(&self) -> &crate::mdns::MdnsConfig {
         &self.mdns_config

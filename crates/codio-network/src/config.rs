@@ -6,9 +6,10 @@ use std::{
     time::Duration,
 };
 
+use codio_base::Edit;
 use codio_discovery::DiscoveryConfig;
 use codio_nat::NatConfig;
-use codio_policy::PolicyConfig;
+use codio_policy::{LimitsConfig, PolicyConfig};
 use codio_protocol::ProtocolConfig;
 use codio_pubsub::PubsubConfig;
 use codio_transport::TransportConfig;
@@ -22,10 +23,15 @@ use crate::NetworkError;
 /// `bootstrap_peers: vec![]`, `enable_mdns: true`, `enable_relay: true`). Each layer brings its own
 /// configuration, with its defaults and validation written once, in the layer:
 /// [`transport`](Self::transport), [`discovery`](Self::discovery), [`policy`](Self::policy),
-/// [`nat`](Self::nat), [`protocol`](Self::protocol). The seed fields are the shorthand for the
-/// layer settings they name and **win** over them: `max_peers` is the policy's `max_established`,
-/// `bootstrap_peers` the discovery's bootstrap peers (also kept connected by the policy),
-/// `enable_mdns` the discovery's mDNS switch, `enable_relay` the NAT client.
+/// [`nat`](Self::nat), [`protocol`](Self::protocol), [`pubsub`](Self::pubsub).
+///
+/// Three seed fields name a layer setting: `max_peers` is the policy's `max_established`,
+/// `enable_mdns` the discovery's mDNS switch, `enable_relay` the NAT client. Their defaults
+/// *are* the layers' defaults, and the two cannot disagree: the one set away from the default
+/// is what runs, whichever it is, and setting both to different values is refused by
+/// [`NetworkManager::new`](crate::NetworkManager::new) ([`NetworkError::InvalidConfig`] naming
+/// both). `bootstrap_peers` adds to the discovery's bootstrap peers (both lists are dialed,
+/// kept connected by the policy and used for the DHT bootstrap).
 ///
 /// ```
 /// use codio_network::{NetworkConfig, PolicyConfig};
@@ -39,6 +45,9 @@ use crate::NetworkError;
 /// config.policy = PolicyConfig::default()
 ///     .with_liveness(Duration::from_secs(5), Duration::from_secs(10), 3);
 /// assert_eq!(config.max_peers, 50);
+/// // A layer's setting is edited in place; the seed field left at its default yields to it.
+/// config.policy.limits_mut().edit(|limits| limits.with_max_established(20));
+/// config.discovery.edit(|discovery| discovery.with_mdns(false));
 /// ```
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -105,10 +114,11 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
             listen_port: 0,
-            max_peers: 50,
+            // The seed's defaults are the layers' own (50, true, true), written once there.
+            max_peers: LimitsConfig::default().max_established(),
             bootstrap_peers: vec![],
-            enable_mdns: true,
-            enable_relay: true,
+            enable_mdns: DiscoveryConfig::default().mdns_enabled(),
+            enable_relay: NatConfig::default().client,
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             listen_addrs: vec![],
             keypair: None,
@@ -135,6 +145,26 @@ pub(crate) struct Layers {
     pub(crate) policy: PolicyConfig,
     pub(crate) nat: NatConfig,
     pub(crate) pubsub: PubsubConfig,
+}
+
+/// The value of a setting the seed and a layer both name: the one set away from the layer's
+/// `default` (the seed's default is the same), or either when they agree; both set to
+/// different values cannot both run.
+fn settle<T: PartialEq + std::fmt::Debug>(
+    (seed_name, seed): (&'static str, T),
+    (layer_name, layer): (&'static str, T),
+    default: T,
+) -> Result<T, NetworkError> {
+    if seed == layer || seed == default {
+        Ok(layer)
+    } else if layer == default {
+        Ok(seed)
+    } else {
+        Err(invalid(
+            seed_name,
+            format!("{seed:?} disagrees with {layer_name} = {layer:?}: set one of the two"),
+        ))
+    }
 }
 
 pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> NetworkError {
@@ -211,24 +241,55 @@ impl NetworkConfig {
     /// The layers' configurations with the seed fields applied, each validated by its layer.
     pub(crate) fn layers(&self) -> Result<Layers, NetworkError> {
         self.validate_own()?;
+        let mdns = settle(
+            ("enable_mdns", self.enable_mdns),
+            ("discovery.mdns", self.discovery.mdns_enabled()),
+            DiscoveryConfig::default().mdns_enabled(),
+        )?;
+        let max_peers = settle(
+            ("max_peers", self.max_peers),
+            (
+                "policy.limits.max_established",
+                self.policy.limits().max_established(),
+            ),
+            LimitsConfig::default().max_established(),
+        )?;
+        let relay_client = settle(
+            ("enable_relay", self.enable_relay),
+            ("nat.client", self.nat.client),
+            NatConfig::default().client,
+        )?;
+        let layer_bootstrap = self.discovery.bootstrap_addresses();
+        let bootstrap: Vec<Multiaddr> = layer_bootstrap
+            .iter()
+            .chain(
+                self.bootstrap_peers
+                    .iter()
+                    .filter(|a| !layer_bootstrap.contains(a)),
+            )
+            .cloned()
+            .collect();
         let discovery = self
             .discovery
             .clone()
-            .with_mdns(self.enable_mdns)
-            .with_bootstrap_peers(self.bootstrap_peers.iter().cloned())
+            .with_mdns(mdns)
+            .with_bootstrap_peers(bootstrap.iter().cloned())
             .map_err(|e| invalid("bootstrap_peers", e))?;
         discovery.validate().map_err(|e| match e {
             codio_discovery::DiscoveryError::InvalidConfig(invalid) => invalid.into(),
             other => invalid("discovery", other),
         })?;
         let mut policy = self.policy.clone();
-        *policy.limits_mut() = policy.limits().clone().with_max_established(self.max_peers);
+        policy
+            .limits_mut()
+            .edit(|limits| limits.with_max_established(max_peers));
         // The peers this node is told to keep connected are admitted by an allow list too.
-        let reserved = self.bootstrap_peers.iter().chain(&self.reserved_peers);
-        let access = policy.access().clone();
-        *policy.access_mut() = access.with_reserved(reserved.filter_map(crate::peer_id_of));
+        let reserved = bootstrap.iter().chain(&self.reserved_peers);
+        policy
+            .access_mut()
+            .edit(|access| access.with_reserved(reserved.filter_map(crate::peer_id_of)));
         policy.validate()?;
-        let nat = self.nat.clone().with_client(self.enable_relay);
+        let nat = self.nat.clone().with_client(relay_client);
         nat.validate()?;
         self.protocol.validate()?;
         self.pubsub.validate().map_err(|e| match e {
@@ -275,15 +336,68 @@ mod tests {
 
     /// The composition itself (public behaviour is tested in `tests/tests/config.rs`).
     #[test]
-    fn seed_fields_win_over_the_layers() {
-        let mut c = NetworkConfig::default()
+    fn the_setting_changed_from_its_default_runs_whichever_names_it() {
+        // Through the seed field.
+        let c = NetworkConfig::default()
             .with_max_peers(10)
             .with_relay(false);
-        c.policy = PolicyConfig::default().with_limits(LimitsConfig::new(99));
-        c.nat = NatConfig::default().with_client(true);
         let layers = c.layers().unwrap();
         assert_eq!(layers.policy.limits().max_established(), 10);
         assert_eq!(layers.policy.limits().watermarks(), (6, 8));
         assert!(!layers.nat.client);
+        // Through the layer's configuration, the seed fields left at their defaults.
+        let mut c = NetworkConfig::default();
+        c.policy = PolicyConfig::default().with_limits(LimitsConfig::new(99));
+        c.nat = NatConfig::default().with_client(false);
+        let layers = c.layers().unwrap();
+        assert_eq!(layers.policy.limits().max_established(), 99);
+        assert!(!layers.nat.client);
+    }
+
+    #[test]
+    fn mdns_turned_off_in_the_discovery_config_stays_off() {
+        let mut c = NetworkConfig::default();
+        c.discovery = DiscoveryConfig::default().with_mdns(false);
+        assert!(c.enable_mdns, "the seed field is at its default");
+        assert!(!c.layers().unwrap().discovery.mdns_enabled());
+        let mut c = NetworkConfig::default().with_mdns(false);
+        c.discovery
+            .edit(|d| d.with_query_timeout(Duration::from_secs(3)));
+        assert!(!c.layers().unwrap().discovery.mdns_enabled());
+        assert!(
+            NetworkConfig::default()
+                .layers()
+                .unwrap()
+                .discovery
+                .mdns_enabled()
+        );
+    }
+
+    #[test]
+    fn a_seed_field_and_its_layer_setting_set_apart_are_refused_by_name() {
+        let mut c = NetworkConfig::default().with_max_peers(10);
+        c.policy.limits_mut().edit(|l| l.with_max_established(20));
+        let error = c.layers().unwrap_err().to_string();
+        assert!(error.contains("max_peers"), "{error}");
+        assert!(error.contains("policy.limits.max_established"), "{error}");
+        // Set to the same value: no conflict.
+        c.max_peers = 20;
+        assert_eq!(c.layers().unwrap().policy.limits().max_established(), 20);
+    }
+
+    #[test]
+    fn bootstrap_peers_of_the_seed_and_of_discovery_are_both_used() {
+        let a: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", libp2p::PeerId::random())
+            .parse()
+            .unwrap();
+        let b: Multiaddr = format!("/ip4/127.0.0.1/tcp/2/p2p/{}", libp2p::PeerId::random())
+            .parse()
+            .unwrap();
+        let mut c = NetworkConfig::default().with_bootstrap_peers(vec![a.clone()]);
+        c.discovery = DiscoveryConfig::default()
+            .with_bootstrap_peers([b.clone()])
+            .unwrap();
+        let layers = c.layers().unwrap();
+        assert_eq!(layers.discovery.bootstrap_addresses(), vec![b, a]);
     }
 }

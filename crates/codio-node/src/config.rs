@@ -865,10 +865,11 @@ impl NodeConfig {
             0 => MemoryLimit::Off,
             percent => MemoryLimit::Percent(percent),
         };
-        let limits = config.policy.limits().clone();
-        *config.policy.limits_mut() = limits
-            .with_limit_loopback(self.limit_loopback)
-            .with_max_memory(memory);
+        config.policy.limits_mut().edit(|limits| {
+            limits
+                .with_limit_loopback(self.limit_loopback)
+                .with_max_memory(memory)
+        });
         config
     }
 }
