@@ -53,7 +53,7 @@ pub fn loopback_config() -> NetworkConfig {
 /// its layer's configuration; these only reach into it).
 pub trait ConfigExt: Sized {
     /// Sets the Kademlia mode.
-    fn with_kad_mode(self, mode: codio_network::KadMode) -> Self;
+    fn with_kad_mode(self, mode: codio_network::discovery::KadMode) -> Self;
     /// Sets the DHT query timeout.
     fn with_query_timeout(self, timeout: Duration) -> Self;
     /// Sets the watermarks and the grace period.
@@ -63,13 +63,13 @@ pub trait ConfigExt: Sized {
     /// Turns reconnection on or off.
     fn with_reconnect(self, reconnect: bool) -> Self;
     /// Sets the reconnection backoff.
-    fn with_backoff(self, backoff: codio_network::BackoffConfig) -> Self;
+    fn with_backoff(self, backoff: codio_network::policy::BackoffConfig) -> Self;
     /// Sets the ping interval, timeout and the failures that close a connection.
     fn with_liveness(self, interval: Duration, timeout: Duration, failures: u32) -> Self;
 }
 
 impl ConfigExt for NetworkConfig {
-    fn with_kad_mode(mut self, mode: codio_network::KadMode) -> Self {
+    fn with_kad_mode(mut self, mode: codio_network::discovery::KadMode) -> Self {
         self.discovery = self.discovery.with_kad_mode(mode);
         self
     }
@@ -98,7 +98,7 @@ impl ConfigExt for NetworkConfig {
         self
     }
 
-    fn with_backoff(mut self, backoff: codio_network::BackoffConfig) -> Self {
+    fn with_backoff(mut self, backoff: codio_network::policy::BackoffConfig) -> Self {
         self.policy = self.policy.with_backoff(backoff);
         self
     }
@@ -126,7 +126,7 @@ pub async fn started_server(
     config: NetworkConfig,
 ) -> (
     NetworkManager,
-    tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
+    tokio::sync::mpsc::Receiver<codio_network::protocol::InboundRequest>,
 ) {
     started_with(config, codio_network::NodeBuilder::request_queue).await
 }
@@ -136,7 +136,7 @@ pub async fn started_receiver(
     config: NetworkConfig,
 ) -> (
     NetworkManager,
-    tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
+    tokio::sync::mpsc::Receiver<codio_network::protocol::IncomingBulk>,
 ) {
     started_with(config, codio_network::NodeBuilder::bulk_queue).await
 }

@@ -17,8 +17,9 @@ use std::{
 };
 
 use codio_network::{
-    AccessConfig, AccessMode, InboundRequest, KadMode, NetworkConfig, NetworkEvent, NetworkManager,
-    Request, Response, TransportConfig, metrics::Registry,
+    Edit, NetworkConfig, NetworkEvent, NetworkManager, discovery::KadMode, metrics::Registry,
+    policy::AccessConfig, policy::AccessMode, protocol::InboundRequest, protocol::Request,
+    protocol::Response, transport::TransportConfig,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT,
@@ -216,8 +217,8 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
     // then 10 a second, each carrying the count left out before it.
     let (mut reported, mut left_out) = (0.0, 0.0);
     while let Ok(event) = events.try_recv() {
-        if let codio_network::NetworkEvent::Policy(codio_network::PolicyEvent::Denied {
-            reason: codio_network::Denial::PerSource { .. },
+        if let codio_network::NetworkEvent::Policy(codio_network::policy::Event::Denied {
+            reason: codio_network::policy::Denial::PerSource { .. },
             suppressed,
             ..
         }) = event
@@ -332,7 +333,7 @@ async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_b
     let mut displaced = Vec::new();
     loop {
         match events.try_recv() {
-            Ok(NetworkEvent::Policy(codio_network::PolicyEvent::Evicted { peer_id, .. })) => {
+            Ok(NetworkEvent::Policy(codio_network::policy::Event::Evicted { peer_id, .. })) => {
                 displaced.push(peer_id);
             }
             Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
@@ -567,7 +568,7 @@ async fn a_responder_dripping_a_frame_does_not_hold_the_session() {
     assert!(
         matches!(
             &first,
-            Err(codio_network::RequestError::PeerUnreachable(why)) if why.contains("not finished")
+            Err(codio_network::protocol::RequestError::PeerUnreachable(why)) if why.contains("not finished")
         ),
         "the session ended on the stalled frame: {first:?}"
     );
@@ -705,7 +706,7 @@ async fn a_node_above_its_memory_limit_refuses_new_connections() {
         config
             .policy
             .limits_mut()
-            .edit(|limits| limits.with_max_memory(codio_network::MemoryLimit::Bytes(1)));
+            .edit(|limits| limits.with_max_memory(codio_network::policy::MemoryLimit::Bytes(1)));
         config
     };
     let (victim, registry) = victim(over_limit, echo).await;
@@ -877,7 +878,7 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
     let mut quic_events = victim.subscribe();
     let _ = stranger.connect_peer(quic).await;
     codio_tests::wait_for_event(&mut quic_events, EVENT_TIMEOUT, "QUIC stranger refused", |e| {
-        matches!(e, NetworkEvent::Policy(codio_network::PolicyEvent::Denied { peer_id: Some(p), .. }) if *p == stranger_id)
+        matches!(e, NetworkEvent::Policy(codio_network::policy::Event::Denied { peer_id: Some(p), .. }) if *p == stranger_id)
     })
     .await;
     assert!(victim.peer_info(&stranger_id).is_none());

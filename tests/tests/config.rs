@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use codio_network::{
-    LimitsConfig, Multiaddr, NetworkConfig, NetworkManager, PeerId, PolicyConfig, ProtocolConfig,
+    Multiaddr, NetworkConfig, NetworkManager, PeerId, policy::LimitsConfig, policy::PolicyConfig,
+    protocol::ProtocolConfig,
 };
 
 #[test]
@@ -50,7 +51,7 @@ fn seed_defaults() {
     let mut private = c.clone();
     private.transport = private
         .transport
-        .with_private_network(Some(codio_network::PreSharedKey::new([1; 32])));
+        .with_private_network(Some(codio_network::transport::PreSharedKey::new([1; 32])));
     assert_eq!(
         plan(&private),
         ["/ip4/0.0.0.0/tcp/0 Required", "/ip6/::/tcp/0 Optional"]

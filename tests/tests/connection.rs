@@ -275,7 +275,8 @@ fn swarm_key(byte: u8) -> codio_transport::PreSharedKey {
 /// A node of the private network of `key` (`None`: a public node).
 async fn private_node(key: Option<codio_transport::PreSharedKey>) -> codio_network::NetworkManager {
     let mut config = loopback_config();
-    config.transport = codio_network::TransportConfig::default().with_private_network(key);
+    config.transport =
+        codio_network::transport::TransportConfig::default().with_private_network(key);
     started_node(config).await
 }
 
@@ -484,7 +485,9 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
 /// every other peer in.
 #[tokio::test]
 async fn an_application_gate_refuses_the_peers_it_names() {
-    use codio_network::{AccessConfig, ConnectionGate, Denial, PolicyEvent};
+    use codio_network::{
+        policy::AccessConfig, policy::ConnectionGate, policy::Denial, policy::Event as PolicyEvent,
+    };
     use libp2p::core::Endpoint;
 
     struct Refuse(PeerId);
@@ -495,11 +498,11 @@ async fn an_application_gate_refuses_the_peers_it_names() {
             _: Endpoint,
             peer_id: &PeerId,
             _: &Multiaddr,
-        ) -> codio_network::Verdict {
+        ) -> codio_network::policy::Verdict {
             if *peer_id == self.0 {
-                codio_network::Verdict::Reject
+                codio_network::policy::Verdict::Reject
             } else {
-                codio_network::Verdict::Accept
+                codio_network::policy::Verdict::Accept
             }
         }
     }
@@ -554,7 +557,7 @@ async fn setup_over_slow_link(
     let node = |security: &[codio_transport::SecurityProtocol]| {
         let mut config = loopback_config();
         config.transport =
-            codio_network::TransportConfig::default().with_security(security.to_vec());
+            codio_network::transport::TransportConfig::default().with_security(security.to_vec());
         config
     };
     let target = started_node(node(listener)).await;
@@ -636,7 +639,8 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
         let mut config = loopback_config()
             .with_keypair(keypair.clone())
             .with_listen_port(port);
-        config.transport = codio_network::TransportConfig::default().with_security(security);
+        config.transport =
+            codio_network::transport::TransportConfig::default().with_security(security);
         config
     };
     let target = started_node(with(vec![Tls, Noise], 0)).await;
@@ -721,8 +725,8 @@ async fn a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6() {
     .await;
     assert!(all_four, "loopback listen addresses: {addresses:?}");
     let tcp_only = loopback_config().with_transport(
-        codio_network::TransportConfig::default()
-            .with_quic(codio_network::QuicConfig::default().with_enabled(false)),
+        codio_network::transport::TransportConfig::default()
+            .with_quic(codio_network::transport::QuicConfig::default().with_enabled(false)),
     );
     for address in addresses {
         let target = address.clone().with(Protocol::P2p(node.local_peer_id()));

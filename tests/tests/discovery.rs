@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use codio_network::{KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId};
+use codio_network::{NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode};
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, TempDir, dial_addr, init_tracing, loopback_config,
     netns::{self, NetLab},
@@ -284,7 +284,7 @@ async fn bootstrap_peer_is_redialed_after_restart() {
         loopback_config()
             .with_bootstrap_peers(vec![address])
             .with_backoff(
-                codio_network::BackoffConfig::default()
+                codio_network::policy::BackoffConfig::default()
                     .with_min(Duration::from_millis(200))
                     .with_max(Duration::from_secs(1)),
             ),
@@ -410,11 +410,11 @@ async fn lookups_without_dht_peers_fail_with_no_known_peers() {
     init_tracing();
     let node = started_node(loopback_config()).await;
     let err = node.closest_peers(b"key".to_vec()).await.unwrap_err();
-    assert_eq!(err, codio_network::DhtError::NoKnownPeers);
+    assert_eq!(err, codio_network::discovery::DhtError::NoKnownPeers);
     let err = node.find_peer(PeerId::random()).await.unwrap_err();
     assert_eq!(
         err,
-        codio_network::FindPeerError::Dht(codio_network::DhtError::NoKnownPeers)
+        codio_network::FindPeerError::Dht(codio_network::discovery::DhtError::NoKnownPeers)
     );
     node.shutdown().await;
 }
@@ -435,7 +435,7 @@ async fn find_peer_of_unknown_peer_is_not_found() {
     let err = b.find_peer(ghost).await.unwrap_err();
     assert_eq!(
         err,
-        codio_network::FindPeerError::Dht(codio_network::DhtError::NotFound(ghost))
+        codio_network::FindPeerError::Dht(codio_network::discovery::DhtError::NotFound(ghost))
     );
     a.shutdown().await;
     b.shutdown().await;

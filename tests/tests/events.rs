@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use codio_network::{Denial, NatEvent, NatStatus, NetworkEvent, PeerId, PolicyEvent};
+use codio_network::{
+    NetworkEvent, PeerId, nat::Event as NatEvent, nat::NatStatus, policy::Denial,
+    policy::Event as PolicyEvent,
+};
 use libp2p::{core::Endpoint, swarm::ConnectionId};
 use serde_json::{Value, json};
 

@@ -14,8 +14,9 @@ use std::{
 };
 
 use codio_network::{
-    Acceptance, KadMode, NetworkConfig, NetworkEvent, NetworkManager, PeerId, PubsubConfig,
-    PubsubError, Topic, TopicEvent, metrics::Registry,
+    NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode, metrics::Registry,
+    pubsub::Acceptance, pubsub::PubsubConfig, pubsub::PubsubError, pubsub::Topic,
+    pubsub::TopicEvent,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, adversary::metric, dial_addr, eventually, init_tracing,
@@ -170,13 +171,14 @@ async fn an_invalid_publisher_is_scored_down_and_pruned_while_valid_traffic_cont
     let metrics = registries.clone();
     let nodes = network(move |i| config().with_metrics(metrics[i].clone())).await;
     let attacker = NODES - 1;
-    let validator: codio_network::Validator = Arc::new(|message: &codio_network::Message| {
-        if message.data.starts_with(b"bad") {
-            Acceptance::Reject
-        } else {
-            Acceptance::Accept
-        }
-    });
+    let validator: codio_network::pubsub::Validator =
+        Arc::new(|message: &codio_network::pubsub::Message| {
+            if message.data.starts_with(b"bad") {
+                Acceptance::Reject
+            } else {
+                Acceptance::Accept
+            }
+        });
     let mut topics = Vec::new();
     for node in &nodes {
         topics.push(

@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use codio_network::{KadMode, NetworkEvent};
+use codio_network::{NetworkEvent, discovery::KadMode};
 use codio_tests::{
     ConfigExt, dial_addr, init_tracing, loopback_config, started_node, wait_for_event,
 };

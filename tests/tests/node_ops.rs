@@ -634,8 +634,8 @@ async fn a_slow_drip_sender_is_cut_off_at_the_deadline() {
         Some((Ok::<_, std::io::Error>(vec![n as u8]), n + 1))
     });
     let mut source = Box::pin(drip).into_async_read();
-    let header = codio_network::BulkHeader {
-        content: codio_network::ContentId([1; 32]),
+    let header = codio_network::protocol::BulkHeader {
+        content: codio_network::protocol::ContentId([1; 32]),
         size: 1000,
         topic: "drip".into(),
     };

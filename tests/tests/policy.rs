@@ -10,8 +10,8 @@ use std::{
 };
 
 use codio_network::{
-    BackoffConfig, KadMode, Keypair, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager,
-    PeerId, PolicyEvent, TransportConfig,
+    Keypair, Multiaddr, NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode,
+    policy::BackoffConfig, policy::Event as PolicyEvent, transport::TransportConfig,
 };
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,

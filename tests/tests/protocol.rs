@@ -7,8 +7,9 @@
 use std::{io, time::Duration};
 
 use codio_network::{
-    ContentId, ErrorCode, InboundRequest, Metadata, NetworkManager, PeerId, ProtocolConfig,
-    Request, RequestError, Response,
+    NetworkManager, PeerId, protocol::ContentId, protocol::ErrorCode, protocol::InboundRequest,
+    protocol::Metadata, protocol::ProtocolConfig, protocol::Request, protocol::RequestError,
+    protocol::Response,
 };
 use codio_tests::{
     EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, started_receiver,
@@ -343,7 +344,7 @@ impl request_response::Codec for RawCodec {
 /// by `Request::validate` on both request protocols.
 fn long_topic() -> Request {
     Request::App {
-        topic: "t".repeat(codio_network::MAX_TOPIC_LEN + 1),
+        topic: "t".repeat(codio_network::protocol::MAX_TOPIC_LEN + 1),
         payload: vec![1],
     }
 }
@@ -560,9 +561,9 @@ impl Generated {
 }
 
 /// Asserts that a bulk transfer was rejected with `code`.
-fn assert_rejected(result: Result<u64, codio_network::BulkError>, code: ErrorCode) {
+fn assert_rejected(result: Result<u64, codio_network::protocol::BulkError>, code: ErrorCode) {
     match result {
-        Err(codio_network::BulkError::Rejected { code: got, .. }) if got == code => {}
+        Err(codio_network::protocol::BulkError::Rejected { code: got, .. }) if got == code => {}
         other => panic!("expected a rejection with {code:?}, got {other:?}"),
     }
 }
@@ -628,7 +629,7 @@ async fn one_gib_bulk_transfer_with_checksum() {
         (header, received, sink.0.0, updates)
     });
     let mut source = Generated::new(SIZE, 0x9e37_79b9_7f4a_7c15);
-    let header = codio_network::BulkHeader {
+    let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: SIZE,
         topic: "video".into(),
@@ -666,7 +667,7 @@ async fn bulk_transfers_can_be_refused() {
     let sender = started_node(loopback_config()).await;
     let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
     let unwilling_id = sender.connect_peer(dial_addr(&unwilling)).await.unwrap();
-    let header = codio_network::BulkHeader {
+    let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 10 << 20,
         topic: "t".into(),
@@ -706,7 +707,10 @@ async fn bulk_transfers_can_be_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, codio_network::BulkError::SourceEnded { got: 1000, .. }),
+        matches!(
+            err,
+            codio_network::protocol::BulkError::SourceEnded { got: 1000, .. }
+        ),
         "{err}"
     );
     sender.shutdown().await;
@@ -722,7 +726,7 @@ async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
     let (receiver, mut incoming) = started_receiver(loopback_config()).await;
     let sender = started_node(loopback_config()).await;
     let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
-    let header = codio_network::BulkHeader {
+    let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 1 << 20,
         topic: "t".into(),
@@ -804,7 +808,7 @@ async fn a_bulk_transfer_marks_both_peers_active() {
         bulk.receive(&header, &mut futures::io::sink(), |_| {})
             .await
     });
-    let header = codio_network::BulkHeader {
+    let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 1 << 20,
         topic: "t".into(),
@@ -851,8 +855,8 @@ async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
         let sender = sender.clone();
         sends.spawn(async move {
             let mut source = Generated::new(SIZE, 1 + i);
-            let header = codio_network::BulkHeader {
-                content: codio_network::ContentId([i as u8; 32]),
+            let header = codio_network::protocol::BulkHeader {
+                content: codio_network::protocol::ContentId([i as u8; 32]),
                 size: SIZE,
                 topic: "burst".into(),
             };
@@ -913,7 +917,7 @@ async fn metrics_count_requests_and_bulk_bytes() {
             .await
             .unwrap()
     });
-    let header = codio_network::BulkHeader {
+    let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 1 << 20,
         topic: "m".into(),

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use codio_network::{
-    BulkHeader, ContentId, KadMode, LimitsConfig, NetworkConfig, NetworkManager, Request, Response,
+    NetworkConfig, NetworkManager, discovery::KadMode, policy::LimitsConfig, protocol::BulkHeader,
+    protocol::ContentId, protocol::Request, protocol::Response,
 };
 use futures::AsyncReadExt as _;
 
@@ -38,7 +39,7 @@ pub(crate) fn config(transport: Transport) -> NetworkConfig {
         Transport::Tcp => codio_transport::addr::tcp(localhost, 0),
         Transport::Quic => codio_transport::addr::quic(localhost, 0),
     }];
-    let mut config = codio_network::TransportConfig::default();
+    let mut config = codio_network::transport::TransportConfig::default();
     if let Some(order) = SECURITY.get() {
         config = config.with_security(order.clone());
     }
@@ -75,8 +76,8 @@ async fn pair(
 ) -> anyhow::Result<(
     NetworkManager,
     NetworkManager,
-    tokio::sync::mpsc::Receiver<codio_network::InboundRequest>,
-    tokio::sync::mpsc::Receiver<codio_network::IncomingBulk>,
+    tokio::sync::mpsc::Receiver<codio_network::protocol::InboundRequest>,
+    tokio::sync::mpsc::Receiver<codio_network::protocol::IncomingBulk>,
 )> {
     let mut builder = NetworkManager::builder(config(transport));
     let requests = builder.request_queue();

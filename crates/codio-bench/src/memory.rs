@@ -84,8 +84,8 @@ pub(crate) async fn serve(kind: Kind) -> anyhow::Result<()> {
                 codio::config(kind.codio_transport())
                     .with_max_peers(4096)
                     .with_policy(
-                        codio_network::PolicyConfig::default().with_limits(
-                            codio_network::LimitsConfig::new(4096)
+                        codio_network::policy::PolicyConfig::default().with_limits(
+                            codio_network::policy::LimitsConfig::new(4096)
                                 .with_max_pending_incoming(256)
                                 .with_max_pending_outgoing(256),
                         ),

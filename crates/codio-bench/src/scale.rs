@@ -23,7 +23,10 @@ use std::{
 
 use anyhow::Context as _;
 use codio_discovery::{Dht, DiscoveryConfig, KadMode};
-use codio_network::{LimitsConfig, MemoryLimit, PolicyConfig, PubsubConfig, Topic};
+use codio_network::{
+    policy::LimitsConfig, policy::MemoryLimit, policy::PolicyConfig, pubsub::PubsubConfig,
+    pubsub::Topic,
+};
 use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport,

@@ -19,7 +19,8 @@ use std::{
 
 use anyhow::Context as _;
 use codio_network::{
-    BulkHeader, ContentId, NetworkConfig, NetworkManager, PeerId, Request, Response,
+    NetworkConfig, NetworkManager, PeerId, protocol::BulkHeader, protocol::ContentId,
+    protocol::Request, protocol::Response,
 };
 use codio_tests::{adversary, data::Generated};
 use sha2::Digest as _;

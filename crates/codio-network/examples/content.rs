@@ -12,8 +12,8 @@
 use std::sync::{Arc, OnceLock};
 
 use codio_network::{
-    BulkHeader, ContentId, ErrorCode, KadMode, NetworkConfig, NetworkEvent, NetworkManager,
-    Request, Response,
+    NetworkConfig, NetworkEvent, NetworkManager, discovery::KadMode, protocol::BulkHeader,
+    protocol::ContentId, protocol::ErrorCode, protocol::Request, protocol::Response,
 };
 use futures::io::AllowStdIo;
 use libp2p::multiaddr::Protocol;

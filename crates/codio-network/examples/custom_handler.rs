@@ -12,8 +12,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use codio_network::{
-    ContentId, ErrorCode, Metadata, NetworkConfig, NetworkManager, PeerId, Request, RequestHandler,
-    Response,
+    NetworkConfig, NetworkManager, PeerId, protocol::ContentId, protocol::ErrorCode,
+    protocol::Metadata, protocol::Request, protocol::RequestHandler, protocol::Response,
 };
 use libp2p::multiaddr::Protocol;
 

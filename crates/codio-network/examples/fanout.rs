@@ -14,8 +14,8 @@
 use std::{sync::Arc, time::Duration};
 
 use codio_network::{
-    Acceptance, KadMode, Message, NetworkConfig, NetworkEvent, NetworkManager, PeerId,
-    PubsubConfig, Validator,
+    NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode, pubsub::Acceptance,
+    pubsub::Message, pubsub::PubsubConfig, pubsub::Validator,
 };
 use libp2p::multiaddr::Protocol;
 

@@ -7,7 +7,7 @@
 // An example program reports what it did on stdout.
 #![allow(clippy::print_stdout)]
 
-use codio_network::{NetworkConfig, NetworkManager, Request, Response};
+use codio_network::{NetworkConfig, NetworkManager, protocol::Request, protocol::Response};
 use libp2p::multiaddr::Protocol;
 
 /// A loopback node: no mDNS (it would reach the LAN), no relay client.
@@ -29,7 +29,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     payload.reverse();
                     Response::App { payload }
                 }
-                _ => Response::error(codio_network::ErrorCode::NotFound, "only App requests"),
+                _ => Response::error(
+                    codio_network::protocol::ErrorCode::NotFound,
+                    "only App requests",
+                ),
             }
         })
         .build()

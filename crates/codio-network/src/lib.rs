@@ -61,34 +61,77 @@ use std::{
 };
 
 pub use build::NodeBuilder;
+pub use codio_base::{Edit, addr::with_p2p};
 use codio_base::{addr::peer_id_of, call::CallError};
-pub use codio_discovery::{
-    DhtError, DiscoveryConfig, KadMode, Lookup, Provider, ProviderStream, mdns::MdnsConfig,
-};
-pub use codio_nat::{AutonatSettings, Event as NatEvent, NatConfig, NatStatus, RelayServerLimits};
-pub use codio_policy::{
-    Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
-    Event as PolicyEvent, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig, Verdict,
-};
-pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
-pub use codio_protocol::{
-    ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
-    RequestError, RequestHandler, RespondError, Responder, Response, serve,
-};
-pub use codio_pubsub::{
-    Acceptance, MeshChange, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
-};
-pub use codio_transport::{ConnectError, InboundLimits, PreSharedKey, QuicConfig, TransportConfig};
+pub use codio_transport::ConnectError;
 pub use config::NetworkConfig;
 pub use error::{FindPeerError, NetworkError};
 pub use event::{Direction, DiscoverySource, NetworkEvent};
-pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
+
+/// Transport settings: TCP and QUIC, security, Yamux, the inbound gate, a private network key.
+pub mod transport {
+    pub use codio_transport::{InboundLimits, PreSharedKey, QuicConfig, TransportConfig};
+}
+
+/// Discovery: mDNS, the Kademlia DHT and its lookups, content routing (providers).
+pub mod discovery {
+    pub use codio_discovery::{
+        DhtError, DiscoveryConfig, KadMode, Lookup, Provider, ProviderStream, mdns::MdnsConfig,
+    };
+}
+
+/// Connection policy: limits, eviction, watermarks, reconnection, liveness and access rules.
+pub mod policy {
+    pub use codio_policy::{
+        Access, AccessConfig, AccessMode, BackoffConfig, ConnectionCounts, ConnectionGate, Denial,
+        Event, LimitsConfig, MemoryLimit, PeerInfo, PolicyConfig, Verdict,
+    };
+}
+
+/// NAT traversal: AutoNAT, relays, hole punching.
+pub mod nat {
+    pub use codio_nat::{AutonatSettings, Event, NatConfig, NatStatus, RelayServerLimits};
+}
+
+/// The `/codio/1.0.0` protocol: typed requests and responses, their handlers, bulk transfers.
+pub mod protocol {
+    pub use codio_protocol::bulk::{BulkError, BulkHeader, IncomingBulk};
+    pub use codio_protocol::{
+        ContentId, ErrorCode, InboundRequest, MAX_TOPIC_LEN, Metadata, ProtocolConfig, Request,
+        RequestError, RequestHandler, RespondError, Responder, Response, serve,
+    };
+}
+
+/// Publish/subscribe: topics, messages, validation.
+pub mod pubsub {
+    pub use codio_pubsub::{
+        Acceptance, MeshChange, Message, PubsubConfig, PubsubError, Topic, TopicEvent, Validator,
+    };
+}
+
+/// What most programs need, in one import: `use codio_network::prelude::*;`.
+pub mod prelude {
+    pub use crate::protocol::{Request, Response};
+    pub use crate::{
+        Edit, Multiaddr, NetworkConfig, NetworkError, NetworkEvent, NetworkManager, NodeBuilder,
+        PeerId,
+    };
+}
+
 use tokio::{
     sync::{Mutex, broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
-use crate::event_loop::Command;
+use crate::{
+    discovery::{DhtError, Lookup, Provider},
+    event_loop::Command,
+    nat::NatStatus,
+    policy::{Access, ConnectionCounts, PeerInfo},
+    protocol::{BulkError, BulkHeader, Request, RequestError, Response},
+    pubsub::{PubsubError, Topic},
+};
 use codio_transport::listen::ListenAddrs;
 
 /// The README's library snippet, compiled as a doc test.

@@ -12,9 +12,10 @@ use std::{
 use anyhow::Context as _;
 
 use codio_network::{
-    AccessConfig, AccessMode, AutonatSettings, BackoffConfig, InboundLimits, KadMode, MdnsConfig,
-    MemoryLimit, Multiaddr, NatConfig, NetworkConfig, PeerId, PolicyConfig, PreSharedKey,
-    QuicConfig, TransportConfig,
+    Edit, Multiaddr, NetworkConfig, PeerId, discovery::KadMode, discovery::MdnsConfig,
+    nat::AutonatSettings, nat::NatConfig, policy::AccessConfig, policy::AccessMode,
+    policy::BackoffConfig, policy::MemoryLimit, policy::PolicyConfig, transport::InboundLimits,
+    transport::PreSharedKey, transport::QuicConfig, transport::TransportConfig,
 };
 
 use libp2p::{StreamProtocol, multiaddr::Protocol};

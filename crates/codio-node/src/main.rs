@@ -35,8 +35,8 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codio_network::{
-    ErrorCode, IncomingBulk, Multiaddr, NetworkEvent, NetworkManager, PeerId, Request, Response,
-    metrics::Registry,
+    Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry, protocol::ErrorCode,
+    protocol::IncomingBulk, protocol::Request, protocol::Response,
 };
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
@@ -261,7 +261,11 @@ async fn start_network(
     // Bulk transfers are accepted only with an inbox to put them in.
     let inbox = config.inbox.is_some().then(|| builder.bulk_queue());
     if config.echo {
-        tokio::spawn(codio_network::serve(builder.request_queue(), echo, 64));
+        tokio::spawn(codio_network::protocol::serve(
+            builder.request_queue(),
+            echo,
+            64,
+        ));
     }
     let network = builder.build().await.context("creating the network")?;
     Ok((network, inbox))

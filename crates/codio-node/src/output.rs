@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use codio_network::{NatEvent, NatStatus, NetworkEvent, PolicyEvent};
+use codio_network::{
+    NetworkEvent, nat::Event as NatEvent, nat::NatStatus, policy::Event as PolicyEvent,
+};
 use serde_json::{Value, json};
 
 /// Writes events; cheap to clone.

@@ -14,7 +14,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use codio_network::{Direction, Multiaddr, NetworkEvent, PeerId, PolicyEvent};
+use codio_network::{Direction, Multiaddr, NetworkEvent, PeerId, policy::Event as PolicyEvent};
 use serde::{Deserialize, Serialize};
 
 /// File name inside the data directory.

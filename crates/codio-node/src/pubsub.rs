@@ -4,7 +4,10 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use codio_network::{Message, Multiaddr, NetworkManager, PubsubConfig, Topic, TopicEvent};
+use codio_network::{
+    Multiaddr, NetworkManager, pubsub::Message, pubsub::PubsubConfig, pubsub::Topic,
+    pubsub::TopicEvent,
+};
 use serde_json::{Value, json};
 
 use crate::output::Output;

@@ -18,7 +18,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use codio_network::{BulkHeader, ContentId, ErrorCode, IncomingBulk, NetworkManager, PeerId};
+use codio_network::{
+    NetworkManager, PeerId, protocol::BulkHeader, protocol::ContentId, protocol::ErrorCode,
+    protocol::IncomingBulk,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
@@ -67,7 +70,7 @@ pub(crate) async fn send_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut topic = name;
-    while topic.len() > codio_network::MAX_TOPIC_LEN {
+    while topic.len() > codio_network::protocol::MAX_TOPIC_LEN {
         topic.pop();
     }
     let header = BulkHeader {
