@@ -1,6 +1,7 @@
 //! Content routing and bulk transfer: a seeder announces a file in the DHT, a fetcher finds
-//! it through `find_providers` and asks for it; the seeder streams the file over a bulk
-//! stream and the fetcher checks its SHA-256.
+//! it through `find_providers` and asks for it; the seeder's request handler streams the file
+//! back over a bulk stream (reaching its own node through the handle the builder gives it),
+//! and the fetcher's bulk handler receives it and checks its SHA-256.
 //!
 //! ```sh
 //! cargo run -p codio-network --example content
@@ -9,23 +10,21 @@
 // An example program reports what it did on stdout.
 #![allow(clippy::print_stdout)]
 
-use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use codio_network::{
-    NetworkConfig, NetworkEvent, NetworkManager, discovery::KadMode, protocol::BulkHeader,
-    protocol::ContentId, protocol::ErrorCode, protocol::Request, protocol::Response,
+    discovery::KadMode,
+    prelude::*,
+    protocol::{BulkHeader, ContentId, ErrorCode, IncomingBulk},
 };
 use futures::io::AllowStdIo;
-use libp2p::multiaddr::Protocol;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-/// Loopback DHT servers: no mDNS, no relay client.
+/// Loopback DHT servers.
 fn config() -> NetworkConfig {
-    let mut config = NetworkConfig::default()
-        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
-        .with_mdns(false)
-        .with_relay(false);
-    config.discovery = config.discovery.with_kad_mode(KadMode::Server);
+    let mut config = NetworkConfig::loopback();
+    config.discovery.edit(|d| d.with_kad_mode(KadMode::Server));
     config
 }
 
@@ -39,54 +38,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&path, &data)?;
     let content = ContentId(Sha256::digest(&data).into());
 
-    // The fetcher receives bulk transfers; the seeder serves "send me" requests.
-    let mut builder = NetworkManager::builder(config());
-    let mut incoming = builder.bulk_queue();
-    let fetcher = builder.build().await?;
-    let fetcher_address = fetcher.start().await?[0]
-        .clone()
-        .with(Protocol::P2p(fetcher.local_peer_id()));
-
-    // The seeder answers "send" by streaming the file back to whoever asked. The handler is
-    // registered before the node exists, so it reaches its node through a cell set after.
-    let handle: Arc<OnceLock<NetworkManager>> = Arc::default();
-    let (seeder_file, seeder_handle) = (path.clone(), handle.clone());
-    let seeder = NetworkManager::builder(config().with_bootstrap_peers(vec![fetcher_address]))
-        .serve_requests(move |peer, request: Request| {
-            let (path, node) = (seeder_file.clone(), seeder_handle.get().cloned());
+    // The fetcher receives each transfer into memory and hands the bytes over.
+    let (files, mut received) = mpsc::channel(1);
+    let fetcher = NetworkManager::builder(config())
+        .serve_bulk(move |mut bulk: IncomingBulk| {
+            let files = files.clone();
             async move {
-                let (Request::App { topic, .. }, Some(node)) = (request, node) else {
-                    return Response::error(ErrorCode::BadRequest, "unknown request");
+                let Ok(header) = bulk.header().await else {
+                    return;
                 };
-                if topic != "send" {
-                    return Response::error(ErrorCode::BadRequest, "unknown topic");
+                let mut sink = AllowStdIo::new(Vec::new());
+                if bulk.receive(&header, &mut sink, |_| {}).await.is_ok() {
+                    let _ = files.send((header, sink.into_inner())).await;
                 }
-                tokio::spawn(async move {
-                    let header = BulkHeader {
-                        content,
-                        size: std::fs::metadata(&path)?.len(),
-                        topic: "file".into(),
-                    };
-                    let mut file = AllowStdIo::new(std::fs::File::open(&path)?);
-                    node.send_bulk(peer, header, &mut file, |_| {}).await?;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                });
-                Response::App { payload: vec![] }
             }
         })
         .build()
         .await?;
-    let _ = handle.set(seeder.clone());
-    let mut seeder_events = seeder.subscribe();
+    fetcher.start().await?;
+
+    // The seeder answers "send" by streaming the file back to whoever asked.
+    let bootstrap = vec![fetcher.dial_addr().ok_or("the fetcher is not listening")?];
+    let seeder = NetworkManager::builder(config().with_bootstrap_peers(bootstrap))
+        .serve_requests_with(move |node| {
+            move |peer, request| {
+                let (node, path) = (node.clone(), path.clone());
+                async move {
+                    if !matches!(&request, Request::App { topic, .. } if topic == "send") {
+                        return Response::error(ErrorCode::BadRequest, "unknown request");
+                    }
+                    tokio::spawn(async move {
+                        let size = std::fs::metadata(&path)?.len();
+                        let header = BulkHeader {
+                            content,
+                            size,
+                            topic: "file".into(),
+                        };
+                        let mut file = AllowStdIo::new(std::fs::File::open(&path)?);
+                        node.send_bulk(peer, header, &mut file, |_| {}).await?;
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                    });
+                    Response::App { payload: vec![] }
+                }
+            }
+        })
+        .build()
+        .await?;
     seeder.start().await?;
 
-    // Announce, then find: the DHT (two nodes here) knows the seeder provides it. The seeder's
-    // DHT learns the fetcher's addresses from identify: announce after that.
-    wait_until_identified(&mut seeder_events, fetcher.local_peer_id()).await?;
+    // Announce once the seeder's DHT knows the fetcher's addresses (identify), then find.
+    seeder
+        .identified(fetcher.local_peer_id(), Duration::from_secs(10))
+        .await?;
     seeder.provide(content.0.to_vec()).await?;
     let providers = fetcher.find_providers(content.0.to_vec()).await?;
     println!("providers of the file: {providers:?}");
-    // Nearest first: connected providers, then the lowest ping RTT.
     let provider = providers
         .iter()
         .map(|p| p.peer_id)
@@ -98,13 +104,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     fetcher.send_request(provider, ask).await?;
 
-    // The fetcher receives the file into memory and checks it.
-    let mut bulk = incoming.recv().await.ok_or("no transfer arrived")?;
-    let header = bulk.header().await?;
-    let mut sink = AllowStdIo::new(Vec::new());
-    let received = bulk.receive(&header, &mut sink, |_| {}).await?;
-    let bytes = sink.into_inner();
-    println!("received {received} bytes from {provider}");
+    let wait = tokio::time::timeout(Duration::from_secs(30), received.recv());
+    let (header, bytes) = wait.await?.ok_or("no transfer arrived")?;
+    println!("received {} bytes from {provider}", bytes.len());
     assert_eq!(Sha256::digest(&bytes).as_slice(), header.content.0);
     assert_eq!(bytes, data);
 
@@ -112,27 +114,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     seeder.shutdown().await;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
-}
-
-/// Waits (bounded, 10 s) until `events` report that `peer` was identified: its bootstrap dial
-/// and identify exchange are asynchronous, and the DHT takes the addresses identify reports.
-async fn wait_until_identified(
-    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
-    peer: codio_network::PeerId,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let wait = async {
-        loop {
-            match events.recv().await {
-                Ok(NetworkEvent::PeerIdentified { peer_id, .. }) if peer_id == peer => {
-                    return Ok(());
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(10), wait).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err("the bootstrap peer was not identified within 10 s".into()),
-    }
 }

@@ -15,7 +15,6 @@ use codio_network::{
     NetworkConfig, NetworkManager, PeerId, protocol::ContentId, protocol::ErrorCode,
     protocol::Metadata, protocol::Request, protocol::RequestHandler, protocol::Response,
 };
-use libp2p::multiaddr::Protocol;
 
 const CHUNK: usize = 1024;
 
@@ -57,13 +56,6 @@ impl RequestHandler for ChunkStore {
     }
 }
 
-fn config() -> NetworkConfig {
-    NetworkConfig::default()
-        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
-        .with_mdns(false)
-        .with_relay(false)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
@@ -71,15 +63,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut store = ChunkStore::default();
     store.content.insert(id, Arc::new(data.clone()));
 
-    let server = NetworkManager::builder(config())
+    let server = NetworkManager::builder(NetworkConfig::loopback())
         .serve_requests(store)
         .build()
         .await?;
-    let address = server.start().await?[0]
-        .clone()
-        .with(Protocol::P2p(server.local_peer_id()));
-    let client = NetworkManager::new(config()).await?;
-    let peer = client.connect_peer(address).await?;
+    server.start().await?;
+    let client = NetworkManager::new(NetworkConfig::loopback()).await?;
+    let peer = client
+        .connect_peer(server.dial_addr().ok_or("no address")?)
+        .await?;
 
     let Response::Metadata(metadata) = client
         .send_request(peer, Request::GetMetadata { content: id })

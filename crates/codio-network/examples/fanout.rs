@@ -14,17 +14,13 @@
 use std::{sync::Arc, time::Duration};
 
 use codio_network::{
-    NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode, pubsub::Acceptance,
-    pubsub::Message, pubsub::PubsubConfig, pubsub::Validator,
+    NetworkConfig, NetworkManager, discovery::KadMode, pubsub::Acceptance, pubsub::Message,
+    pubsub::PubsubConfig, pubsub::Validator,
 };
-use libp2p::multiaddr::Protocol;
 
 /// Loopback DHT servers (no mDNS, no relay client) with a quick gossipsub heartbeat.
 fn config() -> NetworkConfig {
-    let mut config = NetworkConfig::default()
-        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
-        .with_mdns(false)
-        .with_relay(false)
+    let mut config = NetworkConfig::loopback()
         .with_pubsub(PubsubConfig::default().with_heartbeat(Duration::from_millis(200)));
     config.discovery = config.discovery.with_kad_mode(KadMode::Server);
     config
@@ -36,42 +32,19 @@ async fn started(config: NetworkConfig) -> Result<NetworkManager, Box<dyn std::e
     Ok(node)
 }
 
-fn address(node: &NetworkManager) -> libp2p::Multiaddr {
-    node.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(node.local_peer_id()))
-}
-
-/// Waits until `node` has identified `peer` (its DHT then knows the peer's addresses).
-async fn identified(node: &NetworkManager, peer: PeerId) -> Result<(), Box<dyn std::error::Error>> {
-    let mut events = node.subscribe();
-    let wait = async {
-        while node
-            .peer_info(&peer)
-            .is_none_or(|p| p.agent_version.is_none())
-        {
-            if let NetworkEvent::PeerIdentified { peer_id, .. } = events.recv().await?
-                && peer_id == peer
-            {
-                break;
-            }
-        }
-        Ok::<_, Box<dyn std::error::Error>>(())
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait).await?
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let edge = started(config()).await?;
-    let bootstrap = vec![address(&edge)];
+    let bootstrap = vec![edge.dial_addr().ok_or("the edge is not listening")?];
     let seeders = [
         started(config().with_bootstrap_peers(bootstrap.clone())).await?,
         started(config().with_bootstrap_peers(bootstrap)).await?,
     ];
+    // Each side's DHT knows the other's addresses once identify ran.
+    let wait = Duration::from_secs(10);
     for seeder in &seeders {
-        identified(&edge, seeder.local_peer_id()).await?;
-        identified(seeder, edge.local_peer_id()).await?;
+        edge.identified(seeder.local_peer_id(), wait).await?;
+        seeder.identified(edge.local_peer_id(), wait).await?;
     }
 
     // Every agent judges the control messages it relays.

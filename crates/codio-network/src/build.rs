@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use codio_protocol::{InboundRequest, RequestHandler, bulk::IncomingBulk};
+use codio_protocol::{
+    InboundRequest, RequestHandler,
+    bulk::{BulkHandler, IncomingBulk},
+};
 use codio_transport::InboundStats;
 use libp2p::{Swarm, core::muxing::StreamMuxerBox, identity::Keypair, swarm};
 use tokio::sync::{broadcast, mpsc};
@@ -22,6 +25,8 @@ use codio_base::addr::{peer_id_of, without_p2p};
 use codio_transport::listen::ListenAddrs;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A handler task, made once the node exists (it may hold a handle to its node).
+type MakeTask = Box<dyn FnOnce(NetworkManager) -> Task + Send>;
 
 /// Builds a [`NetworkManager`] with its handlers registered up front (iroh's `Router::accept` is
 /// the model): what serves inbound requests and bulk streams is fixed when the node is built, never
@@ -50,7 +55,7 @@ pub struct NodeBuilder {
     config: NetworkConfig,
     requests: Option<mpsc::Sender<InboundRequest>>,
     bulk: Option<mpsc::Sender<IncomingBulk>>,
-    tasks: Vec<Task>,
+    tasks: Vec<MakeTask>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -84,11 +89,48 @@ impl NodeBuilder {
 
     /// Inbound requests are answered by `handler`, up to `protocol.inbound_request_buffer` at once
     /// (each in its own task); beyond that they queue, and then are answered `Overloaded`.
-    pub fn serve_requests<H: RequestHandler>(mut self, handler: H) -> Self {
+    pub fn serve_requests<H: RequestHandler>(self, handler: H) -> Self {
+        self.serve_requests_with(|_node| handler)
+    }
+
+    /// As [`serve_requests`](Self::serve_requests), with a handler made by `make` from a handle
+    /// to the node being built (to send a request, a transfer or an event from inside a
+    /// handler). That handle does not keep the node running.
+    pub fn serve_requests_with<F, H>(mut self, make: F) -> Self
+    where
+        F: FnOnce(NetworkManager) -> H + Send + 'static,
+        H: RequestHandler,
+    {
         let queue = self.request_queue();
         let concurrency = self.config.protocol.inbound_request_buffer;
-        self.tasks
-            .push(Box::pin(codio_protocol::serve(queue, handler, concurrency)));
+        self.tasks.push(Box::new(move |node| {
+            Box::pin(codio_protocol::serve(queue, make(node), concurrency))
+        }));
+        self
+    }
+
+    /// Inbound bulk transfers are handled by `handler`, up to `protocol.bulk_stream_buffer` at
+    /// once (each in its own task); beyond that they queue, and then are refused.
+    pub fn serve_bulk<H: BulkHandler>(self, handler: H) -> Self {
+        self.serve_bulk_with(|_node| handler)
+    }
+
+    /// As [`serve_bulk`](Self::serve_bulk), with a handler made by `make` from a handle to the
+    /// node being built (which does not keep the node running).
+    pub fn serve_bulk_with<F, H>(mut self, make: F) -> Self
+    where
+        F: FnOnce(NetworkManager) -> H + Send + 'static,
+        H: BulkHandler,
+    {
+        let queue = self.bulk_queue();
+        let concurrency = self.config.protocol.bulk_stream_buffer;
+        self.tasks.push(Box::new(move |node| {
+            Box::pin(codio_protocol::bulk::serve_bulk(
+                queue,
+                make(node),
+                concurrency,
+            ))
+        }));
         self
     }
 
@@ -137,10 +179,11 @@ impl NodeBuilder {
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
             Metrics::register(&mut registry, swarm.behaviour(), client.stats(), &inbound)
         });
-        for task in tasks {
-            tokio::spawn(task);
+        let node = spawn(swarm, config, client, dht, metrics);
+        for make in tasks {
+            tokio::spawn(make(node.downgrade()));
         }
-        Ok(spawn(swarm, config, client, dht, metrics))
+        Ok(node)
     }
 }
 
@@ -220,7 +263,7 @@ fn spawn(
         peers,
         access,
         config: Arc::new(config),
-        commands,
+        commands: crate::Commands::Strong(commands),
         events,
         listen_addrs,
         nat: swarm_nat,

@@ -183,6 +183,18 @@ macro_rules! setters {
 }
 
 impl NetworkConfig {
+    /// A node for this host only (examples, tests, a local lab): listens on `127.0.0.1`, no
+    /// mDNS (it would announce the node to the LAN) and no relay client; the rest as
+    /// [`default`](Self::default).
+    pub fn loopback() -> Self {
+        Self {
+            listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            enable_mdns: false,
+            enable_relay: false,
+            ..Self::default()
+        }
+    }
+
     setters! {
         /// Sets the listen port.
         with_listen_port(listen_port: u16);

@@ -161,8 +161,34 @@ impl CallFailure for CallError {
     }
 }
 
+/// The command queue into the event loop: a handle holds it strongly (the loop runs while any
+/// does) or weakly (handlers: they must not keep their own node alive).
+#[derive(Debug, Clone)]
+enum Commands {
+    Strong(mpsc::Sender<Command>),
+    Weak(mpsc::WeakSender<Command>),
+}
+
+impl Commands {
+    fn sender(&self) -> Option<mpsc::Sender<Command>> {
+        match self {
+            Self::Strong(sender) => Some(sender.clone()),
+            Self::Weak(weak) => weak.upgrade(),
+        }
+    }
+
+    fn downgrade(&self) -> Self {
+        match self {
+            Self::Strong(sender) => Self::Weak(sender.downgrade()),
+            Self::Weak(weak) => Self::Weak(weak.clone()),
+        }
+    }
+}
+
 /// Handle to a running codio node. Clone it freely: every clone talks to the same node, and
 /// the node shuts down when [`shutdown`](Self::shutdown) is called or the last clone is dropped.
+/// (The handle a handler receives from the [`NodeBuilder`] does not keep the node running: once
+/// every other handle is gone, its calls fail with `ShutDown`.)
 #[derive(Debug, Clone)]
 pub struct NetworkManager {
     local_peer_id: PeerId,
@@ -172,7 +198,7 @@ pub struct NetworkManager {
     peers: codio_policy::Peers,
     access: Access,
     config: Arc<NetworkConfig>,
-    commands: mpsc::Sender<Command>,
+    commands: Commands,
     events: broadcast::Sender<NetworkEvent>,
     listen_addrs: ListenAddrs,
     nat: codio_nat::SharedStatus,
@@ -208,7 +234,8 @@ impl NetworkManager {
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
         limit: Duration,
     ) -> Result<T, CallError> {
-        codio_base::call::call(&self.commands, command, limit).await
+        let commands = self.commands.sender().ok_or(CallError::ShutDown)?;
+        codio_base::call::call(&commands, command, limit).await
     }
 
     /// Starts listening on the configured addresses ([`NetworkConfig::listen_plan`]) and starts
@@ -264,30 +291,52 @@ impl NetworkManager {
         relay_address: Multiaddr,
         relay: PeerId,
     ) -> Result<(), ConnectError> {
-        let identified = |m: &Self| {
-            m.peer_info(&relay)
-                .is_some_and(|info| info.agent_version.is_some())
-        };
-        if identified(self) {
+        if self.peer_info(&relay).is_some_and(|info| info.identified()) {
             return Ok(());
         }
-        let mut events = self.subscribe();
         self.dial(relay_address).await?;
+        match self
+            .identified(relay, self.config.transport.connect_timeout())
+            .await
+        {
+            Err(NetworkError::ShutDown) => Err(ConnectError::ShutDown),
+            // Identified, or not in time: dial anyway (the connection may stay relayed only).
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until `peer` is connected and has been identified (its listen addresses, protocols
+    /// and agent are known: what the DHT, relays and hole punching use), up to `timeout`.
+    /// Returns at once when it already is.
+    ///
+    /// # Errors
+    ///
+    /// [`NetworkError::Timeout`] when `peer` was not identified in time,
+    /// [`NetworkError::ShutDown`] when the node stops first.
+    pub async fn identified(
+        &self,
+        peer: PeerId,
+        timeout: Duration,
+    ) -> Result<PeerInfo, NetworkError> {
+        // Subscribed before the check: an identification between the two is not missed.
+        let mut events = self.subscribe();
         let wait = async {
-            while !identified(self) {
+            loop {
+                if let Some(info) = self.peer_info(&peer).filter(PeerInfo::identified) {
+                    return Ok(info);
+                }
                 match events.recv().await {
-                    Ok(NetworkEvent::PeerIdentified { peer_id, .. }) if peer_id == relay => break,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return Err(ConnectError::ShutDown),
+                    Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::ShutDown),
                 }
             }
-            Ok(())
         };
-        match tokio::time::timeout(self.config.transport.connect_timeout(), wait).await {
-            Ok(result) => result,
-            // Not identified in time: dial anyway; the connection may still be relayed only.
-            Err(_) => Ok(()),
-        }
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(NetworkError::Timeout {
+                operation: "identified",
+                after: timeout,
+            }))
     }
 
     async fn dial(&self, address: Multiaddr) -> Result<PeerId, ConnectError> {
@@ -487,6 +536,35 @@ impl NetworkManager {
     /// The addresses the node listens on: TCP ones first, then QUIC.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs.get()
+    }
+
+    /// The addresses other nodes dial this one by: each listen address with `/p2p/<this node's
+    /// id>` (what [`connect_peer`](Self::connect_peer) and `bootstrap_peers` take). Empty
+    /// before [`start`](Self::start).
+    pub fn dial_addrs(&self) -> Vec<Multiaddr> {
+        let id = self.local_peer_id;
+        self.listen_addrs()
+            .into_iter()
+            .map(|address| with_p2p(address, id))
+            .collect()
+    }
+
+    /// The first of [`dial_addrs`](Self::dial_addrs) (a TCP address when there is one), or
+    /// `None` before [`start`](Self::start).
+    pub fn dial_addr(&self) -> Option<Multiaddr> {
+        self.listen_addrs
+            .get()
+            .into_iter()
+            .next()
+            .map(|address| with_p2p(address, self.local_peer_id))
+    }
+
+    /// A handle to this node that does not keep it running (what handlers receive).
+    pub(crate) fn downgrade(&self) -> Self {
+        Self {
+            commands: self.commands.downgrade(),
+            ..self.clone()
+        }
     }
 
     /// Subscribes to [`NetworkEvent`]s published from now on. The channel is bounded by

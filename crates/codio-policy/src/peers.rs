@@ -39,6 +39,12 @@ pub struct PeerInfo {
 }
 
 impl PeerInfo {
+    /// Whether the peer has been identified (identify reported its agent, protocols and
+    /// listen addresses).
+    pub fn identified(&self) -> bool {
+        self.agent_version.is_some()
+    }
+
     fn new(peer_id: PeerId, now: Instant) -> Self {
         Self {
             peer_id,

@@ -418,3 +418,45 @@ impl IncomingBulk {
         reject_bulk(&mut self.stream, code, message, self.idle).await
     }
 }
+
+/// What handles each inbound bulk transfer: reads its header, then receives or rejects it.
+/// Implemented for every `Fn(IncomingBulk) -> impl Future<Output = ()>`.
+///
+/// ```
+/// use codio_protocol::bulk::{BulkHandler, IncomingBulk};
+///
+/// fn check(_: impl BulkHandler) {}
+/// check(|mut bulk: IncomingBulk| async move {
+///     let Ok(header) = bulk.header().await else { return };
+///     let mut sink = futures::io::sink();
+///     let _ = bulk.receive(&header, &mut sink, |_| {}).await;
+/// });
+/// ```
+pub trait BulkHandler: Send + Sync + 'static {
+    /// Handles `bulk` (dropping it unanswered resets its stream).
+    fn handle(&self, bulk: IncomingBulk) -> impl Future<Output = ()> + Send;
+}
+
+impl<F, Fut> BulkHandler for F
+where
+    F: Fn(IncomingBulk) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    fn handle(&self, bulk: IncomingBulk) -> impl Future<Output = ()> + Send {
+        self(bulk)
+    }
+}
+
+/// Runs `handler` on every transfer from `queue`, at most `concurrency` at once (each in its
+/// own task; while all are busy, transfers wait in the queue and, once it is full, are
+/// refused). Ends when the queue closes (the node stopped).
+pub async fn serve_bulk<H: BulkHandler>(
+    queue: tokio::sync::mpsc::Receiver<IncomingBulk>,
+    handler: H,
+    concurrency: usize,
+) {
+    crate::inbound::serve_each(queue, handler, concurrency, |handler, bulk| async move {
+        handler.handle(bulk).await;
+    })
+    .await;
+}

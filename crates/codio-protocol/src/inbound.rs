@@ -309,25 +309,44 @@ where
 /// own task; while all are busy, requests wait in the queue and, once it is full, are
 /// answered `Overloaded`). Ends when the queue closes (the node stopped).
 pub async fn serve<H: RequestHandler>(
-    mut queue: mpsc::Receiver<InboundRequest>,
+    queue: mpsc::Receiver<InboundRequest>,
     handler: H,
     concurrency: usize,
 ) {
+    serve_each(queue, handler, concurrency, |handler, inbound| async move {
+        let InboundRequest {
+            peer_id,
+            request,
+            responder,
+        } = inbound;
+        let response = handler.handle(peer_id, request).await;
+        let _ = responder.respond(response).await;
+    })
+    .await;
+}
+
+/// Takes each item of `queue` and runs `work(handler, item)` in a task of its own, at most
+/// `concurrency` at once (the rest wait in the queue). Ends when the queue closes.
+pub(crate) async fn serve_each<T, H, W, Fut>(
+    mut queue: mpsc::Receiver<T>,
+    handler: H,
+    concurrency: usize,
+    work: W,
+) where
+    T: Send + 'static,
+    H: Send + Sync + 'static,
+    W: Fn(Arc<H>, T) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    while let Some(InboundRequest {
-        peer_id,
-        request,
-        responder,
-    }) = queue.recv().await
-    {
+    while let Some(item) = queue.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let handler = handler.clone();
+        let job = work(handler.clone(), item);
         tokio::spawn(async move {
-            let response = handler.handle(peer_id, request).await;
-            let _ = responder.respond(response).await;
+            job.await;
             drop(slot);
         });
     }
