@@ -59,14 +59,9 @@ pub(crate) async fn node(config: NetworkConfig) -> anyhow::Result<NetworkManager
     Ok(node)
 }
 
-/// `node`'s first listen address with its `/p2p/` suffix.
+/// `node`'s first dial address (listen address with `/p2p/`).
 pub(crate) fn dial_addr(node: &NetworkManager) -> anyhow::Result<libp2p::Multiaddr> {
-    let addr = node
-        .listen_addrs()
-        .into_iter()
-        .next()
-        .context("node is not listening")?;
-    Ok(addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id())))
+    node.dial_addr().context("node is not listening")
 }
 
 /// A client connected to a server whose inbound requests and bulk transfers come out of
@@ -234,14 +229,12 @@ pub(crate) async fn kad(nodes: usize) -> anyhow::Result<KadRun> {
     }
     // Joined: the bootstrap node has identified everyone (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while bootstrap.connected_peers().len() < nodes - 1
-        || bootstrap
-            .connected_peers()
-            .iter()
-            .any(|p| p.agent_version.is_none())
-    {
-        anyhow::ensure!(Instant::now() < deadline, "network did not join in 120 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for node in &all[1..] {
+        let left = deadline.saturating_duration_since(Instant::now());
+        bootstrap
+            .identified(node.local_peer_id(), left)
+            .await
+            .context("network did not join in 120 s")?;
     }
     let joined = start.elapsed();
     let mut lookups = Samples::with_capacity(nodes);

@@ -32,7 +32,6 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, Transport,
     core::transport::MemoryTransport,
     identify, identity,
-    multiaddr::Protocol,
     swarm::{self, NetworkBehaviour, SwarmEvent},
 };
 use serde::Serialize;
@@ -238,7 +237,7 @@ async fn start_node(
 
     Ok(Node {
         peer_id,
-        address: address.with(Protocol::P2p(peer_id)),
+        address: codio_network::with_p2p(address, peer_id),
         dht,
         pubsub: handle,
         topic,

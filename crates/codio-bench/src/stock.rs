@@ -154,9 +154,7 @@ impl Node {
     }
 
     pub(crate) fn dial_addr(&self) -> Multiaddr {
-        self.addr
-            .clone()
-            .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
+        codio_network::with_p2p(self.addr.clone(), self.peer_id)
     }
 
     pub(crate) async fn dial(&self, addr: Multiaddr) -> anyhow::Result<PeerId> {

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 
+use codio_base::addr::peer_id_of;
 use codio_network::{
     Edit, Multiaddr, NetworkConfig, PeerId, discovery::KadMode, discovery::MdnsConfig,
     nat::AutonatSettings, nat::NatConfig, policy::AccessConfig, policy::AccessMode,
@@ -18,7 +19,7 @@ use codio_network::{
     transport::PreSharedKey, transport::QuicConfig, transport::TransportConfig,
 };
 
-use libp2p::{StreamProtocol, multiaddr::Protocol};
+use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 use crate::inbox::{Rules as InboxRules, Senders};
@@ -898,7 +899,7 @@ impl NodeConfig {
         let senders = if self.inbox_allow_any {
             Senders::Any
         } else {
-            let trusted = v.bootstrap.iter().chain(&v.reserved).filter_map(peer_of);
+            let trusted = v.bootstrap.iter().chain(&v.reserved).filter_map(peer_id_of);
             let listed = v.inbox_allow.iter().chain(&v.allow).copied();
             Senders::Only(trusted.chain(listed).collect())
         };
@@ -973,14 +974,6 @@ fn read_swarm_key(path: &Path) -> anyhow::Result<PreSharedKey> {
         .map_err(|e| anyhow::anyhow!("not a swarm key file ({e})"))
 }
 
-/// The peer id an address ends in, if any.
-pub(crate) fn peer_of(address: &Multiaddr) -> Option<PeerId> {
-    match address.iter().last() {
-        Some(Protocol::P2p(peer)) => Some(peer),
-        _ => None,
-    }
-}
-
 fn addresses(
     field: &str,
     texts: &[String],
@@ -990,7 +983,7 @@ fn addresses(
     let mut parsed = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         match text.trim().parse::<Multiaddr>() {
-            Ok(address) if need_peer_id && peer_of(&address).is_none() => errors.push(format!(
+            Ok(address) if need_peer_id && peer_id_of(&address).is_none() => errors.push(format!(
                 "{field}[{i}] = {text:?}: missing /p2p/<peer id> (the peer must be identified)"
             )),
             Ok(address) => parsed.push(address),
@@ -1003,7 +996,7 @@ fn addresses(
 fn duplicates(field: &str, addresses: &[Multiaddr], errors: &mut Vec<String>) {
     let mut seen: HashMap<PeerId, usize> = HashMap::new();
     for (i, address) in addresses.iter().enumerate() {
-        if let Some(peer) = peer_of(address)
+        if let Some(peer) = peer_id_of(address)
             && let Some(first) = seen.insert(peer, i)
         {
             errors.push(format!(

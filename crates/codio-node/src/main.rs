@@ -34,8 +34,9 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use codio_base::addr::peer_id_of;
 use codio_network::{
-    Multiaddr, NetworkEvent, NetworkManager, PeerId, metrics::Registry, protocol::ErrorCode,
+    Multiaddr, NetworkManager, PeerId, metrics::Registry, protocol::ErrorCode,
     protocol::IncomingBulk, protocol::Request, protocol::Response,
 };
 use serde_json::json;
@@ -212,7 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Send { to, any_peer, file }) => {
-            if config::peer_of(&to).is_none() && !any_peer {
+            if peer_id_of(&to).is_none() && !any_peer {
                 eprintln!(
                     "codio-node: send --to {to}: the address has no /p2p/<peer id>, so any peer \
                      answering there would get the file; add the receiver's id, or --any-peer"
@@ -322,9 +323,10 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     let peer_id = network.local_peer_id();
     tracing::info!(%peer_id, "local peer id");
     let mut events = network.subscribe();
-    let addrs = network.start().await.context("starting the network")?;
+    network.start().await.context("starting the network")?;
+    let addrs = network.dial_addrs();
     for addr in &addrs {
-        tracing::info!(address = %format!("{addr}/p2p/{peer_id}"), "listening on");
+        tracing::info!(address = %addr, "listening on");
     }
     if let (Some(listener), Some(registry)) = (metrics_listener, registry.clone()) {
         let addr = listener.local_addr()?;
@@ -336,7 +338,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         "started",
         json!({
             "peer_id": peer_id.to_string(),
-            "listen_addrs": addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect::<Vec<_>>(),
+            "listen_addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
     );
 
@@ -353,7 +355,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         }
     }
     for addr in &validated.dial {
-        if config::peer_of(addr).is_none() {
+        if peer_id_of(addr).is_none() {
             tracing::warn!(%addr, "dialing without /p2p/<peer id>: whichever peer answers is accepted");
         }
         let network = network.clone();
@@ -368,11 +370,7 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     if !validated.find_peers.is_empty() {
         tokio::spawn(find_peers(
             network.clone(),
-            validated
-                .bootstrap
-                .iter()
-                .filter_map(config::peer_of)
-                .collect(),
+            validated.bootstrap.iter().filter_map(peer_id_of).collect(),
             validated.find_peers.clone(),
         ));
     }
@@ -448,25 +446,14 @@ async fn redial(network: &NetworkManager, peer: PeerId, addresses: Vec<Multiaddr
     tracing::info!(%peer, "no address of this peer-book peer answered");
 }
 
-/// Waits (at most 30 s) until a bootstrap peer identified this node, then looks up `peers`.
+/// Waits (at most 30 s) until one of the bootstrap peers is identified, then looks up `peers`.
 async fn find_peers(network: NetworkManager, bootstrap: Vec<PeerId>, peers: Vec<PeerId>) {
-    let mut events = network.subscribe();
-    let joined = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match events.recv().await {
-                Ok(NetworkEvent::PeerIdentified { peer_id, .. })
-                    if bootstrap.is_empty() || bootstrap.contains(&peer_id) =>
-                {
-                    break;
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
-            }
-        }
-    })
-    .await;
-    if joined.is_err() {
-        tracing::warn!("no bootstrap peer identified this node within 30 s; looking up anyway");
+    let wait = Duration::from_secs(30);
+    let identified = bootstrap
+        .iter()
+        .map(|peer| Box::pin(network.identified(*peer, wait)));
+    if !bootstrap.is_empty() && futures::future::select_ok(identified).await.is_err() {
+        tracing::warn!("no bootstrap peer was identified within 30 s; looking up anyway");
     }
     for peer in peers {
         match network.find_peer(peer).await {
