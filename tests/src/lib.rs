@@ -41,14 +41,6 @@ pub fn init_tracing() {
     });
 }
 
-/// A node configuration for loopback tests: listens on 127.0.0.1, no mDNS, no relay.
-pub fn loopback_config() -> NetworkConfig {
-    NetworkConfig::default()
-        .with_listen_ip(std::net::Ipv4Addr::LOCALHOST.into())
-        .with_mdns(false)
-        .with_relay(false)
-}
-
 /// Shorthands for the layer settings tests change most (the library keeps each setting in
 /// its layer's configuration; these only reach into it).
 pub trait ConfigExt: Sized {
@@ -109,23 +101,52 @@ impl ConfigExt for NetworkConfig {
     }
 }
 
+/// A started node that shuts down when dropped, also when the test fails half-way. Derefs to
+/// its [`NetworkManager`]; `clone()` gives a plain handle (which keeps the node running while
+/// it lives).
+#[derive(Debug)]
+pub struct TestNode(NetworkManager);
+
+impl std::ops::Deref for TestNode {
+    type Target = NetworkManager;
+
+    fn deref(&self) -> &NetworkManager {
+        &self.0
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        // Graceful when the runtime lives on; otherwise the runtime's end closes everything.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let node = self.0.clone();
+            runtime.spawn(async move { node.shutdown().await });
+        }
+    }
+}
+
+/// Builds a node from `builder`, starts it and wraps it in a [`TestNode`].
+pub async fn started(builder: codio_network::NodeBuilder) -> TestNode {
+    let node = builder.build().await.expect("create node");
+    node.start().await.expect("start node");
+    TestNode(node)
+}
+
 /// Creates and starts a node after `take` took what it needs from the builder (a queue).
 pub async fn started_with<T>(
     config: NetworkConfig,
     take: impl FnOnce(&mut codio_network::NodeBuilder) -> T,
-) -> (NetworkManager, T) {
+) -> (TestNode, T) {
     let mut builder = NetworkManager::builder(config);
     let taken = take(&mut builder);
-    let node = builder.build().await.expect("create node");
-    node.start().await.expect("start node");
-    (node, taken)
+    (started(builder).await, taken)
 }
 
 /// Creates and starts a node whose inbound requests come out of the returned queue.
 pub async fn started_server(
     config: NetworkConfig,
 ) -> (
-    NetworkManager,
+    TestNode,
     tokio::sync::mpsc::Receiver<codio_network::protocol::InboundRequest>,
 ) {
     started_with(config, codio_network::NodeBuilder::request_queue).await
@@ -135,37 +156,102 @@ pub async fn started_server(
 pub async fn started_receiver(
     config: NetworkConfig,
 ) -> (
-    NetworkManager,
+    TestNode,
     tokio::sync::mpsc::Receiver<codio_network::protocol::IncomingBulk>,
 ) {
     started_with(config, codio_network::NodeBuilder::bulk_queue).await
 }
 
-/// Creates and starts a loopback node.
-pub async fn started_node(config: NetworkConfig) -> NetworkManager {
-    let node = NetworkManager::new(config).await.expect("create node");
-    node.start().await.expect("start node");
-    node
+/// Creates and starts a node.
+pub async fn started_node(config: NetworkConfig) -> TestNode {
+    started(NetworkManager::builder(config)).await
 }
 
-/// The first listen address of `node` with its `/p2p/` suffix.
-pub fn dial_addr(node: &NetworkManager) -> codio_network::Multiaddr {
-    let addr = node
-        .listen_addrs()
-        .into_iter()
-        .next()
-        .expect("node is listening");
-    addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id()))
+/// Creates and starts a node for this host only ([`NetworkConfig::loopback`]).
+pub async fn loopback_node() -> TestNode {
+    started_node(NetworkConfig::loopback()).await
 }
 
-/// The first QUIC listen address of `node` with its `/p2p/` suffix.
+/// Connects `from` to `to` (at its first dial address) and returns `to`'s peer id.
+///
+/// # Panics
+///
+/// When `to` does not listen or the connection fails.
+pub async fn connect(from: &NetworkManager, to: &NetworkManager) -> codio_network::PeerId {
+    let address = to.dial_addr().expect("the node dialed listens");
+    let peer = from
+        .connect_peer(address.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
+    assert_eq!(peer, to.local_peer_id());
+    peer
+}
+
+/// Two started nodes, `b` connected to `a`.
+#[derive(Debug)]
+pub struct Pair {
+    /// The node dialed.
+    pub a: TestNode,
+    /// The node that dialed.
+    pub b: TestNode,
+}
+
+/// Starts `a` and `b` from their configurations and connects `b` to `a`.
+pub async fn pair(a: NetworkConfig, b: NetworkConfig) -> Pair {
+    let a = started_node(a).await;
+    let b = started_node(b).await;
+    connect(&b, &a).await;
+    Pair { a, b }
+}
+
+/// `n` started nodes joined through the first (every other one has it as bootstrap peer),
+/// returned once the first has identified all of them. `config(i)` configures node `i`.
+pub async fn network(n: usize, config: impl Fn(usize) -> NetworkConfig) -> Vec<TestNode> {
+    let first = started_node(config(0)).await;
+    let bootstrap = vec![first.dial_addr().expect("the first node listens")];
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(started_node(config(i).with_bootstrap_peers(bootstrap.clone())).await);
+    }
+    // A join storm on two cores: generous, and bounded.
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
+    for node in &nodes[1..] {
+        let left = deadline.saturating_duration_since(Instant::now());
+        nodes[0]
+            .identified(node.local_peer_id(), left)
+            .await
+            .unwrap_or_else(|e| panic!("node {} did not join: {e}", node.local_peer_id()));
+    }
+    nodes
+}
+
+/// The first QUIC dial address of `node`.
+///
+/// # Panics
+///
+/// When `node` does not listen on QUIC.
 pub fn quic_dial_addr(node: &NetworkManager) -> codio_network::Multiaddr {
-    let addr = node
-        .listen_addrs()
+    node.dial_addrs()
         .into_iter()
         .find(codio_transport::addr::is_quic)
-        .expect("node listens on QUIC");
-    addr.with(libp2p::multiaddr::Protocol::P2p(node.local_peer_id()))
+        .expect("node listens on QUIC")
+}
+
+/// Asserts that `a` and `b` each list the other as connected.
+///
+/// # Panics
+///
+/// When either does not.
+pub fn assert_connected(a: &NetworkManager, b: &NetworkManager) {
+    for (x, y) in [(a, b), (b, a)] {
+        assert!(
+            x.peer_info(&y.local_peer_id()).is_some(),
+            "{} does not list {} as connected: {:?}",
+            x.local_peer_id(),
+            y.local_peer_id(),
+            x.connected_peers()
+        );
+    }
 }
 
 /// Waits up to `timeout` for an event matching `predicate` and returns it.

@@ -22,13 +22,13 @@ use codio_network::{
     protocol::Response, transport::TransportConfig,
 };
 use codio_tests::{
-    ConfigExt, EVENT_TIMEOUT,
+    ConfigExt, EVENT_TIMEOUT, TestNode,
     adversary::{
         echo_answer, hold_sockets, identify_flood, mdns_spoofer, metric, mint_peers, one_at_a_time,
         oversized_kad_responder, provider_flood, request_streams_never_read, rpc_never_read,
         socket_addr, stalled_quic_handshakes, stalling_responder,
     },
-    dial_addr, eventually, init_tracing, loopback_config, netns, quic_dial_addr, started_node,
+    connect, eventually, init_tracing, loopback_node, netns, quic_dial_addr, started_node,
     started_server,
 };
 use codio_transport::InboundLimits;
@@ -38,7 +38,7 @@ const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 5, 1));
 
 /// A victim holding loopback sources to its limits, with metrics.
 fn victim_config(registry: &Arc<Mutex<Registry>>) -> NetworkConfig {
-    let mut config = loopback_config().with_metrics(registry.clone());
+    let mut config = NetworkConfig::loopback().with_metrics(registry.clone());
     config.transport = TransportConfig::default()
         .with_inbound_limits(InboundLimits::default().with_limit_loopback(true));
     config
@@ -53,7 +53,7 @@ fn victim_config(registry: &Arc<Mutex<Registry>>) -> NetworkConfig {
 async fn victim(
     adjust: impl FnOnce(NetworkConfig) -> NetworkConfig,
     serve: fn(mpsc::Receiver<InboundRequest>),
-) -> (NetworkManager, Arc<Mutex<Registry>>) {
+) -> (TestNode, Arc<Mutex<Registry>>) {
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (victim, requests) = started_server(adjust(victim_config(&registry))).await;
     serve(requests);
@@ -101,7 +101,7 @@ async fn the_gate_holds_while_served(
 /// A good peer connects, sends `requests` requests and checks every answer; the victim's
 /// budget is sampled with `check_budget` while it does.
 async fn good_peer_is_served(victim: &NetworkManager, round: u8, check_budget: impl Fn()) {
-    good_peer_is_served_at(dial_addr(victim), round, check_budget).await;
+    good_peer_is_served_at(victim.dial_addr().unwrap(), round, check_budget).await;
 }
 
 /// [`good_peer_is_served`], dialing the victim at `address` (with its `/p2p/` suffix).
@@ -110,7 +110,7 @@ async fn good_peer_is_served_at(
     round: u8,
     check_budget: impl Fn(),
 ) {
-    let good = started_node(loopback_config()).await;
+    let good = loopback_node().await;
     let peer = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(address))
         .await
         .expect("connect in time")
@@ -129,7 +129,6 @@ async fn good_peer_is_served_at(
         good.peer_info(&peer).is_some(),
         "round {round}: still connected after its requests"
     );
-    good.shutdown().await;
 }
 
 /// 100 sockets from one address that complete no handshake (60 silent, 40 stalled after the
@@ -145,14 +144,13 @@ async fn silent_and_stalled_sockets_do_not_lock_out_a_peer_from_another_address(
     let target = socket_addr(&victim.listen_addrs()[0]);
     let silent = hold_sockets(target, ATTACKER, 60, b"");
     let stalled = hold_sockets(target, ATTACKER, 40, b"\x13/multistream/1.0.0\n");
-    let shed = the_gate_holds_while_served(&victim, &registry, dial_addr(&victim)).await;
+    let shed = the_gate_holds_while_served(&victim, &registry, victim.dial_addr().unwrap()).await;
     assert!(shed >= 50.0, "the attacker's oldest were shed: {shed}");
     assert!(
         silent.opened() + stalled.opened() > 100,
         "sockets re-opened"
     );
     drop((silent, stalled));
-    victim.shutdown().await;
 }
 
 /// QUIC handshakes from one address that never finish (a real client's Initial, then
@@ -174,7 +172,6 @@ async fn stalled_quic_handshakes_do_not_lock_out_a_peer_from_another_address() {
         attack.opened()
     );
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// 60 fresh peer ids from one address, each re-dialing when dropped: they get 8 of the
@@ -233,7 +230,6 @@ async fn many_peer_ids_from_one_address_get_only_their_share() {
         reported + left_out <= denied(),
         "reports account for counted refusals"
     );
-    victim.shutdown().await;
 }
 
 /// 20 fresh peer ids from one address fill a victim capped at 8 peers (it keeps 2 alive, the
@@ -292,11 +288,8 @@ async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_b
         assert!(counts.busiest_inbound_source <= CAP, "{counts:?}");
         assert!(counts.peak_established <= CAP + 16, "{counts:?}");
     };
-    let first = started_node(loopback_config()).await;
-    let victim_id = first
-        .connect_peer(dial_addr(&victim))
-        .await
-        .expect("first good peer");
+    let first = loopback_node().await;
+    let victim_id = connect(&first, &victim).await;
     let busy = first.local_peer_id();
     assert!(
         eventually(EVENT_TIMEOUT, || async { evicted() >= 1.0 }).await,
@@ -310,7 +303,7 @@ async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_b
         if i == 10 {
             // Two seconds in (past the eviction age): the second good peer arrives.
             second = Some(tokio::spawn(good_peer_is_served_at(
-                dial_addr(&victim),
+                victim.dial_addr().unwrap(),
                 1,
                 || {},
             )));
@@ -344,8 +337,6 @@ async fn at_the_peer_cap_good_newcomers_displace_idle_attackers_and_stay_while_b
     assert!(!displaced.contains(&busy), "the busy peer was displaced");
     check_budget();
     drop(minted);
-    first.shutdown().await;
-    victim.shutdown().await;
 }
 
 /// A peer pushing identify every 5 ms with 300 fresh addresses: the victim processes a burst
@@ -386,7 +377,6 @@ async fn identify_floods_are_rate_limited_and_capped() {
     );
     assert!(liar.opened() >= 200, "pushes sent: {}", liar.opened());
     drop(liar);
-    victim.shutdown().await;
 }
 
 /// A peer announcing itself as provider of 1,500 keys: the victim keeps 1,024 keys with remote
@@ -414,8 +404,8 @@ async fn provider_floods_never_block_our_own_provides() {
         flood.opened()
     );
     assert_eq!(keys(), 1024.0, "the remote budget held");
-    let good = started_node(loopback_config().with_kad_mode(KadMode::Server)).await;
-    good.connect_peer(dial_addr(&victim)).await.unwrap();
+    let good = started_node(NetworkConfig::loopback().with_kad_mode(KadMode::Server)).await;
+    connect(&good, &victim).await;
     assert!(
         eventually(EVENT_TIMEOUT, || async {
             victim.closest_peers(b"warm-up".to_vec()).await.is_ok()
@@ -436,8 +426,6 @@ async fn provider_floods_never_block_our_own_provides() {
     );
     good_peer_is_served(&victim, 0, || assert!(keys() <= 1024.0)).await;
     drop(flood);
-    good.shutdown().await;
-    victim.shutdown().await;
 }
 
 /// One peer opens 10 RPC sessions, sends 200 requests of 32 KiB on each and never reads the
@@ -486,7 +474,6 @@ async fn rpc_peers_that_never_read_are_cut_off() {
     }
     assert_eq!(attack.opened(), 10);
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// Answers every request with its own payload, one at a time, 20 ms each: a handler slow
@@ -540,7 +527,6 @@ async fn one_peer_cannot_take_the_whole_request_queue() {
         "the attacker had its share"
     );
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// A responder that starts an answer frame and never finishes it: the session ends 2 s (the
@@ -553,7 +539,7 @@ async fn a_responder_dripping_a_frame_does_not_hold_the_session() {
     init_tracing();
     let _serial = one_at_a_time().await;
     let (address, responder) = stalling_responder().await;
-    let mut config = loopback_config();
+    let mut config = NetworkConfig::loopback();
     config.protocol = config
         .protocol
         .with_request_timeout(Duration::from_secs(2))
@@ -582,7 +568,6 @@ async fn a_responder_dripping_a_frame_does_not_hold_the_session() {
         "a fresh session for the second request"
     );
     drop(responder);
-    caller.shutdown().await;
 }
 
 /// Answers with 1 MiB to any request whose payload starts with 7 (what the attacker sends),
@@ -645,7 +630,6 @@ async fn answers_to_peers_that_never_read_stay_within_the_byte_budget() {
         good_peer_is_served(&victim, round, check_budget).await;
     }
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// One peer opens 300 `/codio/1.0.0` streams at once, each asking for a 1 MiB answer, and
@@ -692,7 +676,6 @@ async fn hundreds_of_request_streams_that_never_read_get_only_their_share() {
         "the attacker had its share"
     );
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// A node above its memory limit refuses new connections, both ways, and counts each refusal
@@ -710,14 +693,20 @@ async fn a_node_above_its_memory_limit_refuses_new_connections() {
         config
     };
     let (victim, registry) = victim(over_limit, echo).await;
-    let good = started_node(loopback_config()).await;
-    let inbound = tokio::time::timeout(EVENT_TIMEOUT, good.connect_peer(dial_addr(&victim)))
-        .await
-        .expect("an answer in time");
+    let good = loopback_node().await;
+    let inbound = tokio::time::timeout(
+        EVENT_TIMEOUT,
+        good.connect_peer(victim.dial_addr().unwrap()),
+    )
+    .await
+    .expect("an answer in time");
     assert!(inbound.is_err(), "refused inbound: {inbound:?}");
-    let outbound = tokio::time::timeout(EVENT_TIMEOUT, victim.connect_peer(dial_addr(&good)))
-        .await
-        .expect("an answer in time");
+    let outbound = tokio::time::timeout(
+        EVENT_TIMEOUT,
+        victim.connect_peer(good.dial_addr().unwrap()),
+    )
+    .await
+    .expect("an answer in time");
     assert!(outbound.is_err(), "refused outbound: {outbound:?}");
     let refused = metric(
         &registry,
@@ -725,8 +714,6 @@ async fn a_node_above_its_memory_limit_refuses_new_connections() {
     );
     assert!(refused >= 2.0, "both refusals counted: {refused}");
     assert_eq!(victim.connection_counts().established, 0);
-    good.shutdown().await;
-    victim.shutdown().await;
 }
 
 /// A neighbour on the link multicasts mDNS answers for 800 fresh peer ids a second, each with
@@ -769,7 +756,7 @@ async fn spoofed_mdns_answers_stay_within_the_table_bounds() {
         spoofer.opened()
     );
     // A good peer on the link, found by mDNS during the flood.
-    let good = started_node(on_the_link(loopback_config())).await;
+    let good = started_node(on_the_link(NetworkConfig::loopback())).await;
     let good_id = good.local_peer_id();
     codio_tests::wait_for_event(&mut events, EVENT_TIMEOUT, "the good peer connects", |e| {
         matches!(e, codio_network::NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == good_id)
@@ -809,8 +796,6 @@ async fn spoofed_mdns_answers_stay_within_the_table_bounds() {
         "spoofed peers expired ({} held)",
         gauge("codio_mdns_peers")
     );
-    good.shutdown().await;
-    victim.shutdown().await;
 }
 
 /// A DHT peer answering every Kademlia request with a 4 MiB message: the victim refuses each
@@ -842,7 +827,6 @@ async fn oversized_dht_answers_are_refused_at_the_message_bound() {
     );
     good_peer_is_served(&victim, 0, || {}).await;
     drop(attack);
-    victim.shutdown().await;
 }
 
 /// 40 fresh identities from one address keep dialing a node that admits only one listed
@@ -873,7 +857,7 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
     // Over QUIC too: a stranger dialing the QUIC listener is refused by the same rules (before
     // the flood below, whose refusals are reported at 10 a second and would hide this one).
     let quic = quic_dial_addr(&victim);
-    let stranger = started_node(loopback_config()).await;
+    let stranger = loopback_node().await;
     let stranger_id = stranger.local_peer_id();
     let mut quic_events = victim.subscribe();
     let _ = stranger.connect_peer(quic).await;
@@ -896,11 +880,8 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
         "strangers refused: {}",
         refused()
     );
-    let friend = started_node(loopback_config().with_keypair(friend_key)).await;
-    let victim_id = friend
-        .connect_peer(dial_addr(&victim))
-        .await
-        .expect("friend");
+    let friend = started_node(NetworkConfig::loopback().with_keypair(friend_key)).await;
+    let victim_id = connect(&friend, &victim).await;
     assert!(
         eventually(EVENT_TIMEOUT, || async {
             victim.peer_info(&friend_id).is_some()
@@ -962,7 +943,7 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
         .await,
         "the friend sees its connection closed"
     );
-    let _ = friend.connect_peer(dial_addr(&victim)).await;
+    let _ = friend.connect_peer(victim.dial_addr().unwrap()).await;
     // The victim refuses in its own handshake hook, which may run after the dialer is done.
     assert!(
         eventually(EVENT_TIMEOUT, || async { deny_listed() >= 1.0 }).await,
@@ -977,7 +958,7 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
     assert!(victim.access().undeny(&friend_id));
     assert!(
         eventually(EVENT_TIMEOUT, || async {
-            let _ = friend.connect_peer(dial_addr(&victim)).await;
+            let _ = friend.connect_peer(victim.dial_addr().unwrap()).await;
             victim.peer_info(&friend_id).is_some()
         })
         .await,
@@ -1006,6 +987,4 @@ async fn an_allow_list_refuses_strangers_before_any_protocol_and_changes_at_run_
     );
     assert!(victim.connection_counts().busiest_inbound_source <= 8);
     drop(strangers);
-    friend.shutdown().await;
-    victim.shutdown().await;
 }

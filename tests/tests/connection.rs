@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use codio_network::{ConnectError, NetworkError, NetworkEvent, PeerId};
+use codio_network::{ConnectError, NetworkConfig, NetworkError, NetworkEvent, PeerId};
 use codio_tests::{
-    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, wait_for_event,
+    EVENT_TIMEOUT, TestNode, connect, init_tracing, loopback_node, started_node, wait_for_event,
 };
 use libp2p::{Multiaddr, multiaddr::Protocol};
 
@@ -16,12 +16,12 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 #[tokio::test]
 async fn test_connection_management() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
+    let a = loopback_node().await;
+    let b = loopback_node().await;
     let mut a_events = a.subscribe();
     let mut b_events = b.subscribe();
 
-    let peer = b.connect_peer(dial_addr(&a)).await.expect("connect");
+    let peer = connect(&b, &a).await;
     assert_eq!(peer, a.local_peer_id());
 
     // The dialer's state is updated before connect_peer returns.
@@ -31,7 +31,7 @@ async fn test_connection_management() {
     assert!(
         b_view[0]
             .addresses
-            .contains(&dial_addr(&a).with_p2p_stripped())
+            .contains(&a.dial_addr().unwrap().with_p2p_stripped())
     );
     assert!(b_view[0].last_seen >= b_view[0].connection_time);
     wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerConnected(A)", |e| {
@@ -81,9 +81,6 @@ async fn test_connection_management() {
         matches!(err, NetworkError::NotConnected(p) if p == a.local_peer_id()),
         "{err}"
     );
-
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 trait StripP2p {
@@ -102,8 +99,8 @@ impl StripP2p for Multiaddr {
 #[tokio::test]
 async fn dialing_a_wrong_peer_id_fails_with_wrong_peer_id() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
+    let a = loopback_node().await;
+    let b = loopback_node().await;
     let imposter = PeerId::random();
     let addr = a.listen_addrs()[0].clone().with(Protocol::P2p(imposter));
     let err = b.connect_peer(addr.clone()).await.unwrap_err();
@@ -120,8 +117,6 @@ async fn dialing_a_wrong_peer_id_fails_with_wrong_peer_id() {
         other => panic!("expected WrongPeerId, got {other:?}"),
     }
     assert!(b.connected_peers().is_empty());
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -132,7 +127,7 @@ async fn dialing_a_closed_port_fails_fast_and_clearly() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let b = started_node(loopback_config()).await;
+    let b = loopback_node().await;
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     let started = Instant::now();
     let err = b.connect_peer(addr.clone()).await.unwrap_err();
@@ -146,16 +141,15 @@ async fn dialing_a_closed_port_fails_fast_and_clearly() {
     }
     // "Fast" means it did not wait for the 10 s connect timeout.
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
-    b.shutdown().await;
 }
 
 #[tokio::test]
 async fn twenty_connect_disconnect_cycles_leak_nothing() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
+    let a = loopback_node().await;
+    let b = loopback_node().await;
     let mut a_events = a.subscribe();
-    let target = dial_addr(&a);
+    let target = a.dial_addr().unwrap();
     for cycle in 0..20 {
         let peer = b
             .connect_peer(target.clone())
@@ -188,18 +182,16 @@ async fn twenty_connect_disconnect_cycles_leak_nothing() {
             b.connected_peers()
         );
     }
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 /// libp2p closes connections no protocol uses after 10 s by default; codio keeps them.
 #[tokio::test]
 async fn quiet_connections_survive_the_default_idle_timeout() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
+    let a = loopback_node().await;
+    let b = loopback_node().await;
     let mut b_events = b.subscribe();
-    b.connect_peer(dial_addr(&a)).await.expect("connect");
+    connect(&b, &a).await;
     // Watch for a disconnect for 12 s: with libp2p's default it would come after 10 s.
     let disconnect = tokio::time::timeout(Duration::from_secs(12), async {
         loop {
@@ -213,42 +205,37 @@ async fn quiet_connections_survive_the_default_idle_timeout() {
     .await;
     assert!(disconnect.is_err(), "connection dropped: {disconnect:?}");
     assert_eq!(b.connected_peers().len(), 1);
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_closes_connections_and_rejects_further_commands() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
+    let a = loopback_node().await;
+    let b = loopback_node().await;
     let mut b_events = b.subscribe();
-    b.connect_peer(dial_addr(&a)).await.expect("connect");
+    connect(&b, &a).await;
     a.shutdown().await;
     wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerDisconnected(A)", |e| {
         matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == a.local_peer_id())
     })
     .await;
     assert!(b.connected_peers().is_empty());
-    let err = a.connect_peer(dial_addr(&b)).await.unwrap_err();
+    let err = a.connect_peer(b.dial_addr().unwrap()).await.unwrap_err();
     assert_eq!(err, ConnectError::ShutDown);
     assert!(matches!(a.start().await, Err(NetworkError::AlreadyStarted)));
     a.shutdown().await; // idempotent
-    b.shutdown().await;
 }
 
 #[tokio::test]
 async fn connecting_to_an_already_connected_peer_reuses_the_connection() {
     init_tracing();
-    let a = started_node(loopback_config()).await;
-    let b = started_node(loopback_config()).await;
-    let addr = dial_addr(&a);
+    let a = loopback_node().await;
+    let b = loopback_node().await;
+    let addr = a.dial_addr().unwrap();
     let first = b.connect_peer(addr.clone()).await.expect("first");
     let second = b.connect_peer(addr).await.expect("second");
     assert_eq!(first, second);
     assert_eq!(b.peer_info(&first).map(|p| p.connections), Some(1));
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -256,12 +243,11 @@ async fn listening_on_a_busy_port_is_an_error() {
     init_tracing();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
-    let node = codio_network::NetworkManager::new(loopback_config().with_listen_port(port))
+    let node = codio_network::NetworkManager::new(NetworkConfig::loopback().with_listen_port(port))
         .await
         .unwrap();
     let err = node.start().await.unwrap_err();
     assert!(matches!(err, NetworkError::Listen { .. }), "{err}");
-    node.shutdown().await;
 }
 
 /// A kubo swarm key file (`/key/swarm/psk/1.0.0/`, base16) for `byte` repeated.
@@ -273,8 +259,8 @@ fn swarm_key(byte: u8) -> codio_transport::PreSharedKey {
 }
 
 /// A node of the private network of `key` (`None`: a public node).
-async fn private_node(key: Option<codio_transport::PreSharedKey>) -> codio_network::NetworkManager {
-    let mut config = loopback_config();
+async fn private_node(key: Option<codio_transport::PreSharedKey>) -> TestNode {
+    let mut config = NetworkConfig::loopback();
     config.transport =
         codio_network::transport::TransportConfig::default().with_private_network(key);
     started_node(config).await
@@ -287,10 +273,7 @@ async fn a_private_network_admits_only_nodes_with_its_key() {
     init_tracing();
     let a = private_node(Some(swarm_key(1))).await;
     let b = private_node(Some(swarm_key(1))).await;
-    let peer = b
-        .connect_peer(dial_addr(&a))
-        .await
-        .expect("same key connects");
+    let peer = connect(&b, &a).await;
     assert_eq!(peer, a.local_peer_id());
     for outsider in [
         private_node(None).await,
@@ -300,19 +283,17 @@ async fn a_private_network_admits_only_nodes_with_its_key() {
         // one reads the other's pnet nonce as garbage, the other waits for a handshake.
         let within = Duration::from_secs(8);
         let started = Instant::now();
-        let inbound = outsider.connect_peer(dial_addr(&a)).await;
+        let inbound = outsider.connect_peer(a.dial_addr().unwrap()).await;
         assert!(inbound.is_err(), "an outsider dialing in: {inbound:?}");
         assert!(started.elapsed() < within, "{:?}", started.elapsed());
         let started = Instant::now();
-        let outbound = a.connect_peer(dial_addr(&outsider)).await;
+        let outbound = a.connect_peer(outsider.dial_addr().unwrap()).await;
         assert!(outbound.is_err(), "dialing an outsider: {outbound:?}");
         assert!(started.elapsed() < within, "{:?}", started.elapsed());
         assert!(outsider.connected_peers().is_empty());
         outsider.shutdown().await;
     }
     assert_eq!(a.connected_peers().len(), 1, "only the member");
-    b.shutdown().await;
-    a.shutdown().await;
 }
 
 /// The behaviour of the stock rust-libp2p peers below: identify and ping.
@@ -404,7 +385,7 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
         let registry = std::sync::Arc::new(std::sync::Mutex::new(
             codio_network::metrics::Registry::default(),
         ));
-        let codio = started_node(loopback_config().with_metrics(registry.clone())).await;
+        let codio = started_node(NetworkConfig::loopback().with_metrics(registry.clone())).await;
         let handshakes = |protocol: &str| {
             codio_tests::adversary::metric(
                 &registry,
@@ -413,8 +394,8 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
         };
         let mut stock = stock_swarm(security);
         let stock_id = *stock.local_peer_id();
-        stock.dial(dial_addr(&codio)).unwrap();
-        stock.dial(dial_addr(&private)).unwrap();
+        stock.dial(codio.dial_addr().unwrap()).unwrap();
+        stock.dial(private.dial_addr().unwrap()).unwrap();
         let (mut identified, mut pinged, mut private_failed) = (None, false, false);
         let mut stock_addr = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -466,9 +447,9 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
     let registry = std::sync::Arc::new(std::sync::Mutex::new(
         codio_network::metrics::Registry::default(),
     ));
-    let a = started_node(loopback_config().with_metrics(registry.clone())).await;
-    let b = started_node(loopback_config()).await;
-    b.connect_peer(dial_addr(&a)).await.unwrap();
+    let a = started_node(NetworkConfig::loopback().with_metrics(registry.clone())).await;
+    let b = loopback_node().await;
+    connect(&b, &a).await;
     let tls = "codio_security_handshakes_total{protocol=\"tls\"}";
     assert!(
         codio_tests::eventually(EVENT_TIMEOUT, || async {
@@ -476,8 +457,6 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
         })
         .await
     );
-    b.shutdown().await;
-    a.shutdown().await;
 }
 
 /// The application's connection gate decides through `NetworkConfig`: a gate that refuses
@@ -508,27 +487,21 @@ async fn an_application_gate_refuses_the_peers_it_names() {
     }
 
     init_tracing();
-    let refused = started_node(loopback_config()).await;
-    let mut config = loopback_config();
+    let refused = loopback_node().await;
+    let mut config = NetworkConfig::loopback();
     let gate =
         AccessConfig::default().with_gate(std::sync::Arc::new(Refuse(refused.local_peer_id())));
     config.policy = config.policy.with_access(gate);
     let node = started_node(config).await;
     let mut events = node.subscribe();
-    let _ = refused.connect_peer(dial_addr(&node)).await;
+    let _ = refused.connect_peer(node.dial_addr().unwrap()).await;
     wait_for_event(&mut events, EVENT_TIMEOUT, "a gate refusal", |e| {
         matches!(e, NetworkEvent::Policy(PolicyEvent::Denied { peer_id: Some(p), reason: Denial::Access(_), .. }) if *p == refused.local_peer_id())
     })
     .await;
     assert!(node.peer_info(&refused.local_peer_id()).is_none());
-    let other = started_node(loopback_config()).await;
-    assert_eq!(
-        other.connect_peer(dial_addr(&node)).await.unwrap(),
-        node.local_peer_id()
-    );
-    other.shutdown().await;
-    refused.shutdown().await;
-    node.shutdown().await;
+    let other = loopback_node().await;
+    assert_eq!(connect(&other, &node).await, node.local_peer_id());
 }
 
 /// Disconnects `node` from `peer` and waits for the event that says it happened.
@@ -555,7 +528,7 @@ async fn setup_over_slow_link(
     dialer: &[codio_transport::SecurityProtocol],
 ) -> (Duration, Duration) {
     let node = |security: &[codio_transport::SecurityProtocol]| {
-        let mut config = loopback_config();
+        let mut config = NetworkConfig::loopback();
         config.transport =
             codio_network::transport::TransportConfig::default().with_security(security.to_vec());
         config
@@ -636,7 +609,7 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
     init_tracing();
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let with = |security: Vec<codio_transport::SecurityProtocol>, port: u16| {
-        let mut config = loopback_config()
+        let mut config = NetworkConfig::loopback()
             .with_keypair(keypair.clone())
             .with_listen_port(port);
         config.transport =
@@ -644,21 +617,20 @@ async fn a_peer_that_dropped_its_remembered_protocol_is_reached_on_the_next_dial
         config
     };
     let target = started_node(with(vec![Tls, Noise], 0)).await;
-    let address = dial_addr(&target);
+    let address = target.dial_addr().unwrap();
     let port = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]).port();
-    let dialing = started_node(loopback_config()).await;
+    let dialing = loopback_node().await;
     let mut events = dialing.subscribe();
     let peer = dialing.connect_peer(address.clone()).await.unwrap();
     disconnect(&dialing, &mut events, peer).await;
     target.shutdown().await;
-    let target = started_node(with(vec![Noise], port)).await;
+    // Back at the same port, Noise only: it stays up for the two dials below.
+    let _noise_only = started_node(with(vec![Noise], port)).await;
     assert!(
         dialing.connect_peer(address.clone()).await.is_err(),
         "TLS alone is proposed, and refused"
     );
     assert_eq!(dialing.connect_peer(address).await.unwrap(), peer);
-    dialing.shutdown().await;
-    target.shutdown().await;
 }
 
 /// A stock rust-libp2p swarm speaking QUIC only (no TCP at all), listening nowhere.
@@ -724,7 +696,7 @@ async fn a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6() {
     })
     .await;
     assert!(all_four, "loopback listen addresses: {addresses:?}");
-    let tcp_only = loopback_config().with_transport(
+    let tcp_only = NetworkConfig::loopback().with_transport(
         codio_network::transport::TransportConfig::default()
             .with_quic(codio_network::transport::QuicConfig::default().with_enabled(false)),
     );
@@ -745,5 +717,4 @@ async fn a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6() {
         assert!(info.addresses.contains(&address), "{:?}", info.addresses);
         peer.shutdown().await;
     }
-    node.shutdown().await;
 }

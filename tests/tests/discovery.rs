@@ -7,9 +7,9 @@ use std::{collections::HashSet, time::Duration};
 
 use codio_network::{NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode};
 use codio_tests::{
-    ConfigExt, EVENT_TIMEOUT, TempDir, dial_addr, init_tracing, loopback_config,
+    ConfigExt, EVENT_TIMEOUT, TempDir, init_tracing, loopback_node,
     netns::{self, NetLab},
-    node_binary,
+    network, node_binary,
     process::NodeProcess,
     started_node, wait_for_event,
 };
@@ -127,7 +127,6 @@ async fn mdns_interoperates_with_libp2p_mdns() {
             ),
         }
     }
-    codio.shutdown().await;
 }
 
 /// Three hosts (namespaces on a bridge), each a `codio-node` process with mDNS only.
@@ -244,12 +243,13 @@ async fn a_private_swarm_finds_its_members_and_keeps_an_outsider_out() {
 #[tokio::test]
 async fn test_bootstrap_nodes() {
     init_tracing();
-    let bootstrap = started_node(loopback_config().with_kad_mode(KadMode::Server)).await;
+    let bootstrap = started_node(NetworkConfig::loopback().with_kad_mode(KadMode::Server)).await;
     let mut bootstrap_events = bootstrap.subscribe();
-    let peer =
-        NetworkManager::new(loopback_config().with_bootstrap_peers(vec![dial_addr(&bootstrap)]))
-            .await
-            .unwrap();
+    let peer = NetworkManager::new(
+        NetworkConfig::loopback().with_bootstrap_peers(vec![bootstrap.dial_addr().unwrap()]),
+    )
+    .await
+    .unwrap();
     let mut peer_events = peer.subscribe();
     peer.start().await.unwrap();
     wait_for_event(&mut peer_events, EVENT_TIMEOUT, "peer: connected to bootstrap", |e| {
@@ -261,8 +261,6 @@ async fn test_bootstrap_nodes() {
     })
     .await;
     assert_eq!(peer.connected_peers().len(), 1);
-    peer.shutdown().await;
-    bootstrap.shutdown().await;
 }
 
 /// A lost bootstrap peer is dialed again: the bootstrap node restarts with the same identity
@@ -271,8 +269,8 @@ async fn test_bootstrap_nodes() {
 async fn bootstrap_peer_is_redialed_after_restart() {
     init_tracing();
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let bootstrap = started_node(loopback_config().with_keypair(keypair.clone())).await;
-    let address = dial_addr(&bootstrap);
+    let bootstrap = started_node(NetworkConfig::loopback().with_keypair(keypair.clone())).await;
+    let address = bootstrap.dial_addr().unwrap();
     let port = bootstrap.listen_addrs()[0]
         .iter()
         .find_map(|p| match p {
@@ -281,7 +279,7 @@ async fn bootstrap_peer_is_redialed_after_restart() {
         })
         .unwrap();
     let peer = started_node(
-        loopback_config()
+        NetworkConfig::loopback()
             .with_bootstrap_peers(vec![address])
             .with_backoff(
                 codio_network::policy::BackoffConfig::default()
@@ -301,7 +299,7 @@ async fn bootstrap_peer_is_redialed_after_restart() {
     })
     .await;
     let restarted = started_node(
-        loopback_config()
+        NetworkConfig::loopback()
             .with_keypair(keypair)
             .with_listen_port(port),
     )
@@ -310,8 +308,6 @@ async fn bootstrap_peer_is_redialed_after_restart() {
         matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == restarted.local_peer_id())
     })
     .await;
-    peer.shutdown().await;
-    restarted.shutdown().await;
 }
 
 /// Global discovery with mDNS off: ten peers bootstrap from one node; every peer finds every
@@ -320,27 +316,9 @@ async fn bootstrap_peer_is_redialed_after_restart() {
 #[tokio::test]
 async fn global_discovery_ten_peers() {
     init_tracing();
-    let config = || loopback_config().with_kad_mode(KadMode::Server);
-    let bootstrap = started_node(config()).await;
-    let mut bootstrap_events = bootstrap.subscribe();
-    let mut nodes = vec![bootstrap.clone()];
-    for _ in 1..10 {
-        nodes.push(started_node(config().with_bootstrap_peers(vec![dial_addr(&bootstrap)])).await);
-    }
-    // The bootstrap node must have identified all nine before lookups can route through it.
-    let mut identified = HashSet::new();
-    while identified.len() < 9 {
-        if let NetworkEvent::PeerIdentified { peer_id, .. } = wait_for_event(
-            &mut bootstrap_events,
-            EVENT_TIMEOUT,
-            "bootstrap identifies peers",
-            |e| matches!(e, NetworkEvent::PeerIdentified { .. }),
-        )
-        .await
-        {
-            identified.insert(peer_id);
-        }
-    }
+    let config = || NetworkConfig::loopback().with_kad_mode(KadMode::Server);
+    // The bootstrap node (the first) has identified all nine before lookups route through it.
+    let nodes = network(10, |_| config()).await;
 
     for (i, node) in nodes.iter().enumerate() {
         for (j, target) in nodes.iter().enumerate() {
@@ -408,7 +386,7 @@ async fn global_discovery_ten_peers() {
 #[tokio::test]
 async fn lookups_without_dht_peers_fail_with_no_known_peers() {
     init_tracing();
-    let node = started_node(loopback_config()).await;
+    let node = loopback_node().await;
     let err = node.closest_peers(b"key".to_vec()).await.unwrap_err();
     assert_eq!(err, codio_network::discovery::DhtError::NoKnownPeers);
     let err = node.find_peer(PeerId::random()).await.unwrap_err();
@@ -416,16 +394,15 @@ async fn lookups_without_dht_peers_fail_with_no_known_peers() {
         err,
         codio_network::FindPeerError::Dht(codio_network::discovery::DhtError::NoKnownPeers)
     );
-    node.shutdown().await;
 }
 
 /// Looking up a peer that does not exist fails with NotFound, not a hang.
 #[tokio::test]
 async fn find_peer_of_unknown_peer_is_not_found() {
     init_tracing();
-    let config = || loopback_config().with_kad_mode(KadMode::Server);
+    let config = || NetworkConfig::loopback().with_kad_mode(KadMode::Server);
     let a = started_node(config()).await;
-    let b = started_node(config().with_bootstrap_peers(vec![dial_addr(&a)])).await;
+    let b = started_node(config().with_bootstrap_peers(vec![a.dial_addr().unwrap()])).await;
     let mut events = b.subscribe();
     wait_for_event(&mut events, EVENT_TIMEOUT, "b identifies a", |e| {
         matches!(e, NetworkEvent::PeerIdentified { .. })
@@ -437,6 +414,4 @@ async fn find_peer_of_unknown_peer_is_not_found() {
         err,
         codio_network::FindPeerError::Dht(codio_network::discovery::DhtError::NotFound(ghost))
     );
-    a.shutdown().await;
-    b.shutdown().await;
 }

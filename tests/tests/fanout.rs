@@ -14,13 +14,13 @@ use std::{
 };
 
 use codio_network::{
-    NetworkConfig, NetworkEvent, NetworkManager, PeerId, discovery::KadMode, metrics::Registry,
+    NetworkConfig, NetworkManager, PeerId, discovery::KadMode, metrics::Registry,
     pubsub::Acceptance, pubsub::PubsubConfig, pubsub::PubsubError, pubsub::Topic,
     pubsub::TopicEvent,
 };
 use codio_tests::{
-    ConfigExt, EVENT_TIMEOUT, adversary::metric, dial_addr, eventually, init_tracing,
-    loopback_config, started_node, wait_for_event,
+    ConfigExt, EVENT_TIMEOUT, TestNode, adversary::metric, connect, eventually, init_tracing,
+    network, started_node,
 };
 
 const NODES: usize = 20;
@@ -32,43 +32,23 @@ fn config() -> NetworkConfig {
     let pubsub = PubsubConfig::default()
         .with_heartbeat(Duration::from_millis(200))
         .with_colocation_whitelist([std::net::Ipv4Addr::LOCALHOST.into()]);
-    loopback_config()
+    NetworkConfig::loopback()
         .with_kad_mode(KadMode::Server)
         .with_pubsub(pubsub)
 }
 
-/// Starts `NODES` nodes, each connected to node 0 and to two earlier ones (a connected graph
-/// where most nodes have 3+ peers), and waits until node 0 has identified all of them.
-async fn network(config: impl Fn(usize) -> NetworkConfig) -> Vec<NetworkManager> {
-    let first = started_node(config(0)).await;
-    let mut events = first.subscribe();
-    let mut nodes = vec![first];
+/// Starts `NODES` nodes joined through node 0, then connects each to two earlier ones (a
+/// connected graph where most nodes have 3+ peers).
+async fn mesh_network(config: impl Fn(usize) -> NetworkConfig) -> Vec<TestNode> {
+    let nodes = network(NODES, config).await;
     for i in 1..NODES {
-        let node = started_node(config(i).with_bootstrap_peers(vec![dial_addr(&nodes[0])])).await;
         for j in [i / 2, i - 1] {
             if j != 0 {
-                node.connect_peer(dial_addr(&nodes[j])).await.unwrap();
+                connect(&nodes[i], &nodes[j]).await;
             }
-        }
-        nodes.push(node);
-    }
-    let mut identified = HashSet::new();
-    while identified.len() < NODES - 1 {
-        let event = wait_for_event(&mut events, EVENT_TIMEOUT, "node 0 identifies all", |e| {
-            matches!(e, NetworkEvent::PeerIdentified { .. })
-        })
-        .await;
-        if let NetworkEvent::PeerIdentified { peer_id, .. } = event {
-            identified.insert(peer_id);
         }
     }
     nodes
-}
-
-async fn shutdown(nodes: Vec<NetworkManager>) {
-    for node in nodes {
-        node.shutdown().await;
-    }
 }
 
 /// Waits until every topic handle has a mesh peer.
@@ -110,7 +90,7 @@ async fn collect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_message_reaches_every_subscriber_exactly_once() {
     init_tracing();
-    let nodes = network(|_| config()).await;
+    let nodes = mesh_network(|_| config()).await;
     let mut topics = Vec::new();
     for node in &nodes {
         topics.push(node.join(TOPIC).await.unwrap());
@@ -155,7 +135,6 @@ async fn a_published_message_reaches_every_subscriber_exactly_once() {
         }
         assert_eq!(seen.len(), messages.len(), "node {i}: {seen:?}");
     }
-    shutdown(nodes).await;
 }
 
 /// Node 19 publishes messages every node's validator rejects (with flood publishing, to
@@ -169,7 +148,7 @@ async fn an_invalid_publisher_is_scored_down_and_pruned_while_valid_traffic_cont
         .map(|_| Arc::new(Mutex::new(Registry::default())))
         .collect();
     let metrics = registries.clone();
-    let nodes = network(move |i| config().with_metrics(metrics[i].clone())).await;
+    let nodes = mesh_network(move |i| config().with_metrics(metrics[i].clone())).await;
     let attacker = NODES - 1;
     let validator: codio_network::pubsub::Validator =
         Arc::new(|message: &codio_network::pubsub::Message| {
@@ -270,7 +249,6 @@ async fn an_invalid_publisher_is_scored_down_and_pruned_while_valid_traffic_cont
             "node {i}: {seen:?}"
         );
     }
-    shutdown(nodes).await;
 }
 
 /// Provider records with a 3 s TTL, reprovided every second by nodes that provide.
@@ -291,7 +269,7 @@ async fn providers_of(node: &NetworkManager, key: &[u8]) -> Vec<PeerId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
     init_tracing();
-    let nodes = network(|_| routing_config()).await;
+    let nodes = mesh_network(|_| routing_config()).await;
     let key = b"/videos/42".to_vec();
     let (provider, seeker) = (&nodes[3], &nodes[15]);
     provider.provide(key.clone()).await.unwrap();
@@ -325,7 +303,7 @@ async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
     for node in [&nodes[5], &nodes[11]] {
         node.provide(key.clone()).await.unwrap();
     }
-    seeker.connect_peer(dial_addr(&nodes[11])).await.unwrap();
+    connect(&seeker, &nodes[11]).await;
     let found = seeker.find_providers(key.clone()).await.unwrap();
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].connected, "{found:?}");
@@ -360,7 +338,6 @@ async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
         "still provided {:?} after stop_providing",
         stopped.elapsed()
     );
-    shutdown(nodes).await;
 }
 
 /// Reads `topic` until a mesh change satisfies `done` (given the mesh's peers so far, built
@@ -406,7 +383,7 @@ async fn a_flooding_publisher_is_held_to_its_rate_and_mesh_changes_are_events() 
     let flooder = started_node(config()).await;
     let good = started_node(config()).await;
     for peer in [&flooder, &good] {
-        peer.connect_peer(dial_addr(&victim)).await.unwrap();
+        connect(&peer, &victim).await;
     }
     let mut victim_topic = victim.join(TOPIC).await.unwrap();
     let mut flooder_topic = flooder.join(TOPIC).await.unwrap();
@@ -498,7 +475,7 @@ async fn unsigned_messages_never_reach_the_application() {
     let registry = Arc::new(Mutex::new(Registry::default()));
     let victim = started_node(config().with_metrics(registry.clone())).await;
     let good = started_node(config()).await;
-    good.connect_peer(dial_addr(&victim)).await.unwrap();
+    connect(&good, &victim).await;
     let mut victim_topic = victim.join(TOPIC).await.unwrap();
     let mut good_topic = good.join(TOPIC).await.unwrap();
     let victim_id = victim.local_peer_id();

@@ -6,12 +6,10 @@
 // Test code: a failed expectation panics and fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
-use codio_network::{NetworkEvent, discovery::KadMode};
-use codio_tests::{
-    ConfigExt, dial_addr, init_tracing, loopback_config, started_node, wait_for_event,
-};
+use codio_network::{NetworkConfig, discovery::KadMode};
+use codio_tests::{ConfigExt, init_tracing, network};
 
 const NODES: usize = 100;
 
@@ -27,32 +25,15 @@ async fn hundred_node_kademlia_network_every_lookup_succeeds() {
     init_tracing();
     let t0 = std::time::Instant::now();
     let config = || {
-        loopback_config()
+        NetworkConfig::loopback()
             .with_kad_mode(KadMode::Server)
             .with_max_peers(4 * NODES)
             // A 100-node join storm: the bootstrap node takes 99 handshakes at once.
             .with_pending_limits(4 * NODES, 4 * NODES)
             .with_query_timeout(Duration::from_secs(60))
     };
-    let bootstrap = started_node(config()).await;
-    let mut bootstrap_events = bootstrap.subscribe();
-    let mut nodes = vec![bootstrap.clone()];
-    for _ in 1..NODES {
-        nodes.push(started_node(config().with_bootstrap_peers(vec![dial_addr(&bootstrap)])).await);
-    }
-    let mut identified = HashSet::new();
-    while identified.len() < NODES - 1 {
-        if let NetworkEvent::PeerIdentified { peer_id, .. } = wait_for_event(
-            &mut bootstrap_events,
-            Duration::from_secs(60),
-            "bootstrap node identifies every peer",
-            |e| matches!(e, NetworkEvent::PeerIdentified { .. }),
-        )
-        .await
-        {
-            identified.insert(peer_id);
-        }
-    }
+    // Every node joins through the first; the first has identified all of them.
+    let nodes = network(NODES, |_| config()).await;
 
     let joined = t0.elapsed();
     // Node i looks up a node far away in the list; the target is distance 0 from its own key,

@@ -611,7 +611,7 @@ async fn a_slow_drip_sender_is_cut_off_at_the_deadline() {
     use futures::TryStreamExt;
     let dir = TempDir::new("inbox-drip");
     let friend = peer_id_of_data_dir(&dir.arg("friend")).await;
-    let dripper = codio_tests::started_node(codio_tests::loopback_config()).await;
+    let dripper = codio_tests::loopback_node().await;
     let dripper_id = dripper.local_peer_id().to_string();
     let (mut receiver, address) = inbox_node(
         &dir,

@@ -14,7 +14,7 @@ use codio_network::{
     policy::BackoffConfig, policy::Event as PolicyEvent, transport::TransportConfig,
 };
 use codio_tests::{
-    ConfigExt, EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config,
+    ConfigExt, EVENT_TIMEOUT, connect, init_tracing, loopback_node,
     netns::{self, NetLab},
     node_binary,
     process::{NodeProcess, field},
@@ -69,17 +69,17 @@ async fn flood_of_dialers_never_exceeds_max_peers() {
         codio_network::metrics::Registry::default(),
     ));
     let node = started_node(
-        loopback_config()
+        NetworkConfig::loopback()
             .with_max_peers(MAX)
             .with_watermarks(MAX, MAX, Duration::from_secs(60))
             .with_kad_mode(KadMode::Server)
             .with_metrics(registry.clone()),
     )
     .await;
-    let target = dial_addr(&node);
+    let target = node.dial_addr().unwrap();
     let mut existing = Vec::new();
     for _ in 0..2 {
-        let peer = started_node(loopback_config()).await;
+        let peer = loopback_node().await;
         peer.connect_peer(target.clone())
             .await
             .expect("existing peer connects");
@@ -88,7 +88,7 @@ async fn flood_of_dialers_never_exceeds_max_peers() {
 
     let mut flood = Vec::new();
     for _ in 0..5 * MAX {
-        flood.push(started_node(loopback_config().with_reconnect(false)).await);
+        flood.push(started_node(NetworkConfig::loopback().with_reconnect(false)).await);
     }
     let dials = flood.iter().map(|peer| peer.connect_peer(target.clone()));
     let results = futures::future::join_all(dials).await;
@@ -136,25 +136,23 @@ async fn flood_of_dialers_never_exceeds_max_peers() {
 #[tokio::test]
 async fn watermarks_trim_unprotected_peers_only() {
     init_tracing();
-    let node = started_node(loopback_config().with_max_peers(20).with_watermarks(
-        3,
-        5,
-        Duration::from_millis(300),
-    ))
+    let node = started_node(
+        NetworkConfig::loopback()
+            .with_max_peers(20)
+            .with_watermarks(3, 5, Duration::from_millis(300)),
+    )
     .await;
     let mut events = node.subscribe();
     let mut protected = Vec::new();
     for _ in 0..2 {
-        let peer = started_node(loopback_config()).await;
-        node.connect_peer(dial_addr(&peer))
-            .await
-            .expect("connect protected");
+        let peer = loopback_node().await;
+        connect(&node, &peer).await;
         protected.push(peer);
     }
-    let target = dial_addr(&node);
+    let target = node.dial_addr().unwrap();
     let mut others = Vec::new();
     for _ in 0..6 {
-        let peer = started_node(loopback_config().with_reconnect(false)).await;
+        let peer = started_node(NetworkConfig::loopback().with_reconnect(false)).await;
         peer.connect_peer(target.clone()).await.expect("connect");
         others.push(peer);
     }
@@ -220,12 +218,12 @@ async fn watermarks_trim_unprotected_peers_only() {
 async fn restarted_peer_is_reconnected_with_backoff() {
     init_tracing();
     let keypair = Keypair::generate_ed25519();
-    let b = started_node(loopback_config().with_keypair(keypair.clone())).await;
+    let b = started_node(NetworkConfig::loopback().with_keypair(keypair.clone())).await;
     let port = port_of(&b.listen_addrs()[0]);
     let b_id = b.local_peer_id();
-    let a = started_node(loopback_config().with_backoff(fast_backoff())).await;
+    let a = started_node(NetworkConfig::loopback().with_backoff(fast_backoff())).await;
     let mut events = a.subscribe();
-    a.connect_peer(dial_addr(&b)).await.expect("connect");
+    connect(&a, &b).await;
     b.shutdown().await;
     wait_for_event(
         &mut events,
@@ -255,8 +253,9 @@ async fn restarted_peer_is_reconnected_with_backoff() {
         }
     }
     assert_eq!(attempts, vec![1, 2, 3]);
-    let restarted = started_node(
-        loopback_config()
+    // Restarted at the same address: it must stay up while the policy reconnects.
+    let _restarted = started_node(
+        NetworkConfig::loopback()
             .with_keypair(keypair)
             .with_listen_port(port),
     )
@@ -273,8 +272,6 @@ async fn restarted_peer_is_reconnected_with_backoff() {
         other => unreachable!("{other:?}"),
     }
     assert!(a.peer_info(&b_id).is_some());
-    a.shutdown().await;
-    restarted.shutdown().await;
 }
 
 /// A bootstrap peer that is down at start is dialed again until it comes up.
@@ -291,7 +288,7 @@ async fn failed_first_dial_of_a_bootstrap_peer_is_retried() {
         .parse()
         .unwrap();
     let node = NetworkManager::new(
-        loopback_config()
+        NetworkConfig::loopback()
             .with_bootstrap_peers(vec![address])
             .with_backoff(fast_backoff()),
     )
@@ -311,8 +308,9 @@ async fn failed_first_dial_of_a_bootstrap_peer_is_retried() {
         },
     )
     .await;
-    let bootstrap = started_node(
-        loopback_config()
+    // Restarted at the same address: it must stay up while the policy reconnects.
+    let _bootstrap = started_node(
+        NetworkConfig::loopback()
             .with_keypair(keypair)
             .with_listen_port(port),
     )
@@ -324,8 +322,6 @@ async fn failed_first_dial_of_a_bootstrap_peer_is_retried() {
         |e| matches!(e, NetworkEvent::PeerConnected { peer_id: p, .. } if *p == peer_id),
     )
     .await;
-    node.shutdown().await;
-    bootstrap.shutdown().await;
 }
 
 /// `disconnect_peer` is never undone: neither for an explicitly connected peer nor for a
@@ -333,16 +329,16 @@ async fn failed_first_dial_of_a_bootstrap_peer_is_retried() {
 #[tokio::test]
 async fn explicit_disconnect_is_never_undone() {
     init_tracing();
-    let b = started_node(loopback_config()).await;
-    let c = started_node(loopback_config()).await;
+    let b = loopback_node().await;
+    let c = loopback_node().await;
     let a = started_node(
-        loopback_config()
-            .with_bootstrap_peers(vec![dial_addr(&c)])
+        NetworkConfig::loopback()
+            .with_bootstrap_peers(vec![c.dial_addr().unwrap()])
             .with_backoff(fast_backoff()),
     )
     .await;
     let mut events = a.subscribe();
-    a.connect_peer(dial_addr(&b)).await.expect("connect b");
+    connect(&a, &b).await;
     if a.peer_info(&c.local_peer_id()).is_none() {
         wait_for_event(&mut events, EVENT_TIMEOUT, "bootstrap connected", |e| {
             matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == c.local_peer_id())
@@ -399,7 +395,7 @@ async fn stalled_peer_is_detected_by_pings_and_reconnected() {
         .await;
     let address: Multiaddr = field(&line, "address").unwrap().parse().unwrap();
     let a = started_node(
-        loopback_config()
+        NetworkConfig::loopback()
             .with_liveness(Duration::from_millis(200), Duration::from_millis(200), 2)
             .with_backoff(fast_backoff())
             .with_transport(
@@ -436,7 +432,6 @@ async fn stalled_peer_is_detected_by_pings_and_reconnected() {
         |e| matches!(e, NetworkEvent::Policy(PolicyEvent::Reconnected { peer_id, .. }) if *peer_id == peer),
     )
     .await;
-    a.shutdown().await;
 }
 
 /// Across namespaces: cut a host's link, the disconnect is detected within the ping

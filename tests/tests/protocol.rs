@@ -7,12 +7,12 @@
 use std::{io, time::Duration};
 
 use codio_network::{
-    NetworkManager, PeerId, protocol::ContentId, protocol::ErrorCode, protocol::InboundRequest,
-    protocol::Metadata, protocol::ProtocolConfig, protocol::Request, protocol::RequestError,
-    protocol::Response,
+    NetworkConfig, NetworkManager, PeerId, protocol::ContentId, protocol::ErrorCode,
+    protocol::InboundRequest, protocol::Metadata, protocol::ProtocolConfig, protocol::Request,
+    protocol::RequestError, protocol::Response,
 };
 use codio_tests::{
-    EVENT_TIMEOUT, dial_addr, init_tracing, loopback_config, started_node, started_receiver,
+    EVENT_TIMEOUT, TestNode, connect, init_tracing, loopback_node, started_node, started_receiver,
     started_server, started_with,
 };
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
@@ -66,15 +66,15 @@ fn serve(mut requests: mpsc::Receiver<InboundRequest>) -> tokio::task::JoinHandl
 
 async fn server(
     config: codio_network::NetworkConfig,
-) -> (NetworkManager, tokio::task::JoinHandle<usize>) {
+) -> (TestNode, tokio::task::JoinHandle<usize>) {
     let (node, requests) = started_server(config).await;
     let handler = serve(requests);
     (node, handler)
 }
 
 /// A serving node whose request timeout is 2 s, so slow senders are cut off quickly.
-async fn impatient_server() -> (NetworkManager, tokio::task::JoinHandle<usize>) {
-    let mut config = loopback_config();
+async fn impatient_server() -> (TestNode, tokio::task::JoinHandle<usize>) {
+    let mut config = NetworkConfig::loopback();
     config.protocol = ProtocolConfig {
         request_timeout: Duration::from_secs(2),
         ..ProtocolConfig::default()
@@ -85,9 +85,9 @@ async fn impatient_server() -> (NetworkManager, tokio::task::JoinHandle<usize>) 
 #[tokio::test]
 async fn every_message_type_round_trips_between_nodes() {
     init_tracing();
-    let (server, _handler) = server(loopback_config()).await;
-    let client = started_node(loopback_config()).await;
-    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let (server, _handler) = server(NetworkConfig::loopback()).await;
+    let client = loopback_node().await;
+    let id = connect(&client, &server).await;
     let requests = [
         Request::GetChunk {
             content: KNOWN,
@@ -122,23 +122,19 @@ async fn every_message_type_round_trips_between_nodes() {
         client.send_request(id, too_big).await,
         Err(RequestError::TooLarge(_))
     ));
-    client.shutdown().await;
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn requests_without_a_handler_are_refused_clearly() {
     init_tracing();
-    let server = started_node(loopback_config()).await;
-    let client = started_node(loopback_config()).await;
-    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let server = loopback_node().await;
+    let client = loopback_node().await;
+    let id = connect(&client, &server).await;
     let err = client
         .send_request(id, Request::GetMetadata { content: KNOWN })
         .await
         .unwrap_err();
     assert_remote(&err, ErrorCode::NotFound);
-    client.shutdown().await;
-    server.shutdown().await;
 }
 
 /// 1,000 requests in flight at once from 10 peers: every one answered.
@@ -147,14 +143,14 @@ async fn thousand_concurrent_requests_across_ten_peers() {
     init_tracing();
     // The handler queue is sized for the burst: 1,000 requests arrive at once, 100 from each
     // peer (beyond the default share of 64 per peer).
-    let mut config = loopback_config().with_max_peers(64);
+    let mut config = NetworkConfig::loopback().with_max_peers(64);
     config.protocol.inbound_request_buffer = 1024;
     config.protocol.max_requests_per_peer = 100;
     let (server, handler) = server(config).await;
-    let target = dial_addr(&server);
+    let target = server.dial_addr().unwrap();
     let mut clients = Vec::new();
     for _ in 0..10 {
-        let client = started_node(loopback_config()).await;
+        let client = loopback_node().await;
         client.connect_peer(target.clone()).await.unwrap();
         clients.push(client);
     }
@@ -192,11 +188,11 @@ async fn thousand_concurrent_requests_across_ten_peers() {
 async fn a_peer_with_its_full_share_in_flight_is_never_refused() {
     use futures::StreamExt;
     init_tracing();
-    let mut config = loopback_config();
+    let mut config = NetworkConfig::loopback();
     config.protocol.max_requests_per_peer = 4;
     let (server, handler) = server(config).await;
-    let client = started_node(loopback_config()).await;
-    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let client = loopback_node().await;
+    let id = connect(&client, &server).await;
     let refused = futures::stream::iter(0..4_000u32)
         .map(|i| {
             let request = Request::App {
@@ -221,11 +217,11 @@ async fn a_peer_with_its_full_share_in_flight_is_never_refused() {
 #[tokio::test]
 async fn slow_handler_makes_the_node_refuse_not_buffer() {
     init_tracing();
-    let mut config = loopback_config();
+    let mut config = NetworkConfig::loopback();
     config.protocol.inbound_request_buffer = 4;
     let (server, mut requests) = started_server(config).await;
-    let client = started_node(loopback_config()).await;
-    let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+    let client = loopback_node().await;
+    let id = connect(&client, &server).await;
     let mut calls: futures::stream::FuturesUnordered<_> = (0..12u8)
         .map(|i| {
             client.send_request(
@@ -272,8 +268,6 @@ async fn slow_handler_makes_the_node_refuse_not_buffer() {
         assert!(matches!(result, Ok(Response::App { .. })), "{result:?}");
     }
     drop(calls);
-    client.shutdown().await;
-    server.shutdown().await;
 }
 
 /// What a hostile client sends on a `/codio/1.0.0` stream.
@@ -417,8 +411,8 @@ async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
     init_tracing();
     let (server, _handler) = impatient_server().await;
     let server_id = server.local_peer_id();
-    let good = started_node(loopback_config()).await;
-    good.connect_peer(dial_addr(&server)).await.unwrap();
+    let good = loopback_node().await;
+    connect(&good, &server).await;
 
     let mut hostile = hostile_swarm();
     hostile.add_peer_address(server_id, server.listen_addrs()[0].clone());
@@ -523,8 +517,6 @@ async fn hostile_input_is_rejected_and_other_streams_are_unaffected() {
         .await
         .unwrap();
     assert_eq!(response, answer(&Request::GetMetadata { content: KNOWN }));
-    good.shutdown().await;
-    server.shutdown().await;
 }
 
 /// FNV-1a over everything written through it.
@@ -613,9 +605,9 @@ impl futures::AsyncWrite for HashSink {
 async fn one_gib_bulk_transfer_with_checksum() {
     init_tracing();
     const SIZE: u64 = 1 << 30;
-    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
-    let sender = started_node(loopback_config()).await;
-    let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let (receiver, mut incoming) = started_receiver(NetworkConfig::loopback()).await;
+    let sender = loopback_node().await;
+    let receiver_id = connect(&sender, &receiver).await;
 
     let receive = tokio::spawn(async move {
         let mut bulk = incoming.recv().await.unwrap();
@@ -653,8 +645,6 @@ async fn one_gib_bulk_transfer_with_checksum() {
         "progress per chunk: {updates}"
     );
     assert_eq!(receiver_hash, source.hash.0, "checksum mismatch");
-    sender.shutdown().await;
-    receiver.shutdown().await;
 }
 
 /// A receiver may refuse; a sender whose source is too short fails clearly; with no bulk
@@ -662,11 +652,11 @@ async fn one_gib_bulk_transfer_with_checksum() {
 #[tokio::test]
 async fn bulk_transfers_can_be_refused() {
     init_tracing();
-    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
-    let unwilling = started_node(loopback_config()).await;
-    let sender = started_node(loopback_config()).await;
-    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
-    let unwilling_id = sender.connect_peer(dial_addr(&unwilling)).await.unwrap();
+    let (receiver, mut incoming) = started_receiver(NetworkConfig::loopback()).await;
+    let unwilling = loopback_node().await;
+    let sender = loopback_node().await;
+    let id = connect(&sender, &receiver).await;
+    let unwilling_id = connect(&sender, &unwilling).await;
     let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 10 << 20,
@@ -713,8 +703,6 @@ async fn bulk_transfers_can_be_refused() {
         ),
         "{err}"
     );
-    sender.shutdown().await;
-    receiver.shutdown().await;
 }
 
 /// `receive_committed` confirms a transfer only once the application's commit succeeded:
@@ -723,9 +711,9 @@ async fn bulk_transfers_can_be_refused() {
 #[tokio::test]
 async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
     init_tracing();
-    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
-    let sender = started_node(loopback_config()).await;
-    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let (receiver, mut incoming) = started_receiver(NetworkConfig::loopback()).await;
+    let sender = loopback_node().await;
+    let id = connect(&sender, &receiver).await;
     let header = codio_network::protocol::BulkHeader {
         content: KNOWN,
         size: 1 << 20,
@@ -774,8 +762,6 @@ async fn a_bulk_transfer_is_confirmed_only_after_its_commit() {
         "{outcomes:?}"
     );
     assert_eq!(outcomes[1], Ok(1 << 20));
-    sender.shutdown().await;
-    receiver.shutdown().await;
 }
 
 /// A bulk transfer marks both peers as active (`PeerInfo::last_seen`, which the connection
@@ -786,12 +772,13 @@ async fn a_bulk_transfer_marks_both_peers_active() {
     use codio_network::NetworkEvent;
     use codio_tests::{ConfigExt, wait_for_event};
     init_tracing();
-    let quiet =
-        || loopback_config().with_liveness(Duration::from_secs(60), Duration::from_secs(20), 3);
+    let quiet = || {
+        NetworkConfig::loopback().with_liveness(Duration::from_secs(60), Duration::from_secs(20), 3)
+    };
     let (receiver, mut incoming) = started_receiver(quiet()).await;
     let sender = started_node(quiet()).await;
     let mut events = [receiver.subscribe(), sender.subscribe()];
-    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let id = connect(&sender, &receiver).await;
     for events in &mut events {
         for what in ["identified", "verified"] {
             wait_for_event(events, EVENT_TIMEOUT, what, |e| match what {
@@ -821,8 +808,6 @@ async fn a_bulk_transfer_marks_both_peers_active() {
     let seen_by_sender = sender.peer_info(&id).unwrap();
     assert!(seen_by_receiver.last_seen >= before, "{seen_by_receiver:?}");
     assert!(seen_by_sender.last_seen >= before, "{seen_by_sender:?}");
-    sender.shutdown().await;
-    receiver.shutdown().await;
 }
 
 /// Sixteen bulk transfers started at once from one peer all arrive. (libp2p-stream 0.5, used
@@ -833,9 +818,9 @@ async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
     init_tracing();
     const STREAMS: u64 = 16;
     const SIZE: u64 = 256 * 1024;
-    let (receiver, mut incoming) = started_receiver(loopback_config()).await;
-    let sender = started_node(loopback_config()).await;
-    let receiver_id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let (receiver, mut incoming) = started_receiver(NetworkConfig::loopback()).await;
+    let sender = loopback_node().await;
+    let receiver_id = connect(&sender, &receiver).await;
 
     let receive = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -878,8 +863,6 @@ async fn a_burst_of_bulk_transfers_from_one_peer_all_arrive() {
     received.sort();
     assert_eq!(sent.len(), STREAMS as usize);
     assert_eq!(sent, received, "every transfer arrives intact");
-    sender.shutdown().await;
-    receiver.shutdown().await;
 }
 
 /// With a registry configured, requests and bulk bytes are counted on both sides.
@@ -892,12 +875,13 @@ async fn metrics_count_requests_and_bulk_bytes() {
     init_tracing();
     let sender_registry = Arc::new(Mutex::new(Registry::default()));
     let receiver_registry = Arc::new(Mutex::new(Registry::default()));
-    let config = loopback_config().with_metrics(receiver_registry.clone());
+    let config = NetworkConfig::loopback().with_metrics(receiver_registry.clone());
     let (receiver, (requests, mut incoming)) =
         started_with(config, |b| (b.request_queue(), b.bulk_queue())).await;
     let serving = serve(requests);
-    let sender = started_node(loopback_config().with_metrics(sender_registry.clone())).await;
-    let id = sender.connect_peer(dial_addr(&receiver)).await.unwrap();
+    let sender =
+        started_node(NetworkConfig::loopback().with_metrics(sender_registry.clone())).await;
+    let id = connect(&sender, &receiver).await;
     for _ in 0..3 {
         sender
             .send_request(
@@ -998,8 +982,8 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
 
     init_tracing();
     let (server, _handler) = impatient_server().await;
-    let good = started_node(loopback_config()).await;
-    let server_id = good.connect_peer(dial_addr(&server)).await.unwrap();
+    let good = loopback_node().await;
+    let server_id = connect(&good, &server).await;
     let valid = codio_protocol::rpc::encode_request(&codio_protocol::rpc::RpcRequest {
         id: 1,
         request: Request::GetMetadata { content: KNOWN },
@@ -1072,8 +1056,6 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
             .await;
         assert!(ok.is_ok(), "{what}: a well-behaved request failed: {ok:?}");
     }
-    good.shutdown().await;
-    server.shutdown().await;
 }
 
 /// A peer that speaks only `/codio/1.0.0` (one stream per request) is still asked: codio
@@ -1115,7 +1097,7 @@ async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
             }
         }
     });
-    let node = started_node(loopback_config()).await;
+    let node = loopback_node().await;
     node.connect_peer(address.with(libp2p::multiaddr::Protocol::P2p(legacy_id)))
         .await
         .unwrap();
@@ -1131,22 +1113,19 @@ async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
                 .unwrap();
         assert_eq!(response, answer(&request));
     }
-    node.shutdown().await;
 }
 
 /// After a disconnect the request stream is gone; the next request opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_work_again_after_a_reconnect() {
     init_tracing();
-    let (server, _handler) = server(loopback_config()).await;
-    let client = started_node(loopback_config()).await;
+    let (server, _handler) = server(NetworkConfig::loopback()).await;
+    let client = loopback_node().await;
     let request = Request::GetMetadata { content: KNOWN };
     for _ in 0..3 {
-        let id = client.connect_peer(dial_addr(&server)).await.unwrap();
+        let id = connect(&client, &server).await;
         let response = client.send_request(id, request.clone()).await.unwrap();
         assert_eq!(response, answer(&request));
         client.disconnect_peer(id).await.unwrap();
     }
-    client.shutdown().await;
-    server.shutdown().await;
 }
