@@ -100,3 +100,39 @@ async fn settings_that_cannot_work_are_refused_by_name() {
     let err = refusal(relays).await;
     assert!(err.contains("relays"), "{err}");
 }
+
+/// A seed field and the layer setting it names, set apart, are refused with both names; a
+/// layer setting changed alone (the seed field at its default) is what the node runs.
+#[tokio::test]
+async fn a_seed_field_and_its_layer_setting_cannot_disagree() {
+    use codio_network::Edit;
+    let mut config = NetworkConfig::loopback().with_max_peers(10);
+    config
+        .policy
+        .limits_mut()
+        .edit(|limits| limits.with_max_established(20));
+    let err = NetworkManager::new(config).await.unwrap_err().to_string();
+    assert!(err.contains("max_peers"), "{err}");
+    assert!(err.contains("policy.limits.max_established"), "{err}");
+
+    // mDNS turned off in the discovery configuration alone stays off: the node starts with
+    // no mDNS socket (a node with mDNS on holds one, counted by the metric below).
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(
+        codio_network::metrics::Registry::default(),
+    ));
+    let mut config = NetworkConfig::default()
+        .with_listen_ip("127.0.0.1".parse().unwrap())
+        .with_relay(false)
+        .with_metrics(registry.clone());
+    config.discovery.edit(|d| d.with_mdns(false));
+    assert!(config.enable_mdns, "the seed field stays at its default");
+    let node = NetworkManager::new(config).await.unwrap();
+    node.start().await.unwrap();
+    let mut text = String::new();
+    codio_network::metrics::encode(&mut text, &registry.lock().unwrap()).unwrap();
+    node.shutdown().await;
+    assert!(
+        !text.contains("codio_mdns_"),
+        "a node without mDNS exports no mDNS metrics:\n{text}"
+    );
+}

@@ -1129,3 +1129,95 @@ async fn requests_work_again_after_a_reconnect() {
         client.disconnect_peer(id).await.unwrap();
     }
 }
+
+/// A request handler and a bulk handler made from a handle to their own node: the request
+/// handler answers with what its node knows (its id, its connected peers) and the bulk handler
+/// reports each transfer it took. That handle does not keep the node running: once the
+/// application drops its own handle, the node shuts down and its peer sees it go.
+#[tokio::test]
+async fn handlers_reach_their_own_node_without_keeping_it_alive() {
+    init_tracing();
+    let (transfers, mut taken) = mpsc::channel(4);
+    let server = NetworkManager::builder(NetworkConfig::loopback())
+        .serve_requests_with(|node| {
+            move |peer: PeerId, _request: Request| {
+                let node = node.clone();
+                async move {
+                    let knows_peer = node.peer_info(&peer).is_some();
+                    let mut payload = node.local_peer_id().to_bytes();
+                    payload.push(u8::from(knows_peer));
+                    Response::App { payload }
+                }
+            }
+        })
+        .serve_bulk_with(move |node| {
+            move |mut bulk: codio_network::protocol::IncomingBulk| {
+                let (node, transfers) = (node.clone(), transfers.clone());
+                async move {
+                    let header = bulk.header().await.unwrap();
+                    let mut sink = futures::io::sink();
+                    let bytes = bulk.receive(&header, &mut sink, |_| {}).await.unwrap();
+                    transfers.send((node.local_peer_id(), bytes)).await.unwrap();
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    server.start().await.unwrap();
+    let server_id = server.local_peer_id();
+    assert_eq!(
+        server.dial_addrs().first(),
+        server.dial_addr().as_ref(),
+        "the first dial address"
+    );
+    assert!(
+        server
+            .dial_addrs()
+            .iter()
+            .all(|a| a.iter().last() == Some(codio_network::Protocol::P2p(server_id))),
+        "every dial address ends in the node's id: {:?}",
+        server.dial_addrs()
+    );
+    let client = loopback_node().await;
+    connect(&client, &server).await;
+    client.identified(server_id, EVENT_TIMEOUT).await.unwrap();
+
+    let ask = Request::App {
+        topic: "who".into(),
+        payload: vec![],
+    };
+    let Response::App { payload } = client.send_request(server_id, ask).await.unwrap() else {
+        panic!("expected an App response");
+    };
+    let mut expected = server_id.to_bytes();
+    expected.push(1);
+    assert_eq!(
+        payload, expected,
+        "the handler's node id, and it knows the peer"
+    );
+
+    let header = codio_network::protocol::BulkHeader {
+        content: ContentId([3; 32]),
+        size: 100_000,
+        topic: "t".into(),
+    };
+    let mut source = futures::io::Cursor::new(vec![9u8; 100_000]);
+    client
+        .send_bulk(server_id, header, &mut source, |_| {})
+        .await
+        .unwrap();
+    let (at, bytes) = tokio::time::timeout(EVENT_TIMEOUT, taken.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((at, bytes), (server_id, 100_000));
+
+    // The application drops its only handle: the handlers' handles do not hold the node.
+    let mut events = client.subscribe();
+    drop(server);
+    codio_tests::wait_for_event(&mut events, EVENT_TIMEOUT, "the server goes away", |e| {
+        matches!(e, codio_network::NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == server_id)
+    })
+    .await;
+}

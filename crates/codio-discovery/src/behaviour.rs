@@ -163,6 +163,7 @@ impl Behaviour {
     /// [`DiscoveryError::Mdns`] when mDNS is enabled and its sockets cannot be set up.
     pub fn new(local_peer_id: PeerId, config: DiscoveryConfig) -> Result<Self, DiscoveryError> {
         let stats = Arc::new(crate::Stats::default());
+        stats.set_mdns_running(config.mdns);
         let mdns = if config.mdns {
             let mdns = crate::mdns::Behaviour::new(
                 local_peer_id,

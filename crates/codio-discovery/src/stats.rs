@@ -1,7 +1,7 @@
 //! [`Stats`]: what the discovery layer refused or left out, for metrics and tests; with the
 //! `metrics` feature, exported to Prometheus by [`Stats::collector`].
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Counters of the discovery layer (relaxed atomics, cheap to read at any time).
 #[derive(Debug, Default)]
@@ -17,9 +17,19 @@ pub struct Stats {
     mdns_shed: AtomicU64,
     mdns_unanswered: AtomicU64,
     provider_stream_dropped: AtomicU64,
+    mdns_running: AtomicBool,
 }
 
 impl Stats {
+    /// Whether mDNS runs (its series are exported only then).
+    pub fn mdns_running(&self) -> bool {
+        self.mdns_running.load(Relaxed)
+    }
+
+    pub(crate) fn set_mdns_running(&self, running: bool) {
+        self.mdns_running.store(running, Relaxed);
+    }
+
     /// Identify results and pushes dropped by the per-peer rate limit.
     pub fn identify_dropped(&self) -> u64 {
         self.identify_dropped.load(Relaxed)
@@ -137,7 +147,8 @@ mod export {
         /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
         /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`,
         /// `mdns_shed_peers`, `mdns_unanswered_queries`, `dht_provider_stream_dropped` (counters), `dht_max_addresses_per_peer`,
-        /// `dht_remote_provider_keys`, `mdns_peers` and `mdns_busiest_source` (gauges).
+        /// `dht_remote_provider_keys`, `mdns_peers` and `mdns_busiest_source` (gauges); the
+        /// `mdns_*` series only while mDNS runs.
         /// Register it under the application's prefix.
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
             Box::new(StatsCollector(self))
@@ -169,16 +180,6 @@ mod export {
                     stats.refused_providers(),
                 ),
                 (
-                    "mdns_shed_peers",
-                    "mDNS peers dropped to make room for newcomers",
-                    stats.mdns_shed(),
-                ),
-                (
-                    "mdns_unanswered_queries",
-                    "mDNS queries left unanswered by the answer rate",
-                    stats.mdns_unanswered(),
-                ),
-                (
                     "dht_provider_stream_dropped",
                     "Providers dropped for provider streams read too slowly",
                     stats.provider_stream_dropped(),
@@ -196,14 +197,37 @@ mod export {
                     "Keys with remote providers in the DHT record store",
                     stats.remote_provider_keys(),
                 ),
-                ("mdns_peers", "Peers mDNS holds", stats.mdns_peers()),
-                (
-                    "mdns_busiest_source",
-                    "Most mDNS peers announced from one address",
-                    stats.mdns_busiest_source(),
-                ),
             ];
-            encode_gauges(&mut encoder, gauges)
+            encode_gauges(&mut encoder, gauges)?;
+            if !stats.mdns_running() {
+                return Ok(());
+            }
+            encode_counters(
+                &mut encoder,
+                [
+                    (
+                        "mdns_shed_peers",
+                        "mDNS peers dropped to make room for newcomers",
+                        stats.mdns_shed(),
+                    ),
+                    (
+                        "mdns_unanswered_queries",
+                        "mDNS queries left unanswered by the answer rate",
+                        stats.mdns_unanswered(),
+                    ),
+                ],
+            )?;
+            encode_gauges(
+                &mut encoder,
+                [
+                    ("mdns_peers", "Peers mDNS holds", stats.mdns_peers()),
+                    (
+                        "mdns_busiest_source",
+                        "Most mDNS peers announced from one address",
+                        stats.mdns_busiest_source(),
+                    ),
+                ],
+            )
         }
     }
 }
