@@ -184,7 +184,7 @@ impl Behaviour {
                 renewal,
                 ..
             }) => {
-                tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+                tracing::debug!(relay = %relay_peer_id, renewal, "relay reservation accepted");
                 if let Some(autorelay) = self.inner.autorelay.as_mut() {
                     autorelay.on_accepted(&relay_peer_id);
                 }
@@ -219,7 +219,7 @@ impl Behaviour {
             autonat::v1::NatStatus::Private => (NatStatus::Private, Reachability::Private),
             autonat::v1::NatStatus::Unknown => (NatStatus::Unknown, Reachability::Unknown),
         };
-        tracing::info!(?status, "NAT status");
+        tracing::debug!(?status, "NAT status");
         self.status.set(status.clone());
         if let Some(autorelay) = self.inner.autorelay.as_mut() {
             autorelay.set_reachability(reachability);
@@ -231,11 +231,11 @@ impl Behaviour {
 fn hole_punch_event(peer_id: PeerId, result: Result<ConnectionId, dcutr::Error>) -> Event {
     match result {
         Ok(_) => {
-            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
+            tracing::debug!(%peer_id, "hole punch succeeded: direct connection");
             Event::HolePunchSucceeded { peer_id }
         }
         Err(error) => {
-            tracing::info!(%peer_id, %error, "hole punch failed");
+            tracing::debug!(%peer_id, %error, "hole punch failed");
             Event::HolePunchFailed {
                 peer_id,
                 error: error.to_string(),

@@ -107,7 +107,7 @@ pub struct NetworkConfig {
     pub shutdown_timeout: Duration,
     /// Registry to record Prometheus metrics in (libp2p's and codio's; see
     /// [`metrics`](crate::metrics)). Default `None`: no metrics are kept.
-    pub metrics: Option<Arc<Mutex<crate::metrics::Registry>>>,
+    pub metrics: Option<Arc<Mutex<libp2p::metrics::Registry>>>,
 }
 
 impl Default for NetworkConfig {
@@ -237,7 +237,7 @@ impl NetworkConfig {
     }
 
     /// Records metrics into `registry` (see [`metrics`](crate::metrics)).
-    pub fn with_metrics(mut self, registry: Arc<Mutex<crate::metrics::Registry>>) -> Self {
+    pub fn with_metrics(mut self, registry: Arc<Mutex<libp2p::metrics::Registry>>) -> Self {
         self.metrics = Some(registry);
         self
     }
@@ -299,7 +299,7 @@ impl NetworkConfig {
         let reserved = bootstrap.iter().chain(&self.reserved_peers);
         policy
             .access_mut()
-            .edit(|access| access.with_reserved(reserved.filter_map(crate::peer_id_of)));
+            .edit(|access| access.with_reserved(reserved.filter_map(codio_base::addr::peer_id_of)));
         policy.validate()?;
         let nat = self.nat.clone().with_client(relay_client);
         nat.validate()?;
@@ -330,7 +330,10 @@ impl NetworkConfig {
             ("reserved_peers", &self.reserved_peers),
         ];
         for (field, list) in lists {
-            if let Some(addr) = list.iter().find(|addr| crate::peer_id_of(addr).is_none()) {
+            if let Some(addr) = list
+                .iter()
+                .find(|addr| codio_base::addr::peer_id_of(addr).is_none())
+            {
                 return Err(invalid(
                     field,
                     format!("{addr} has no /p2p/<peer id> suffix"),

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -88,34 +88,43 @@ pub(crate) struct NodeConfig {
 }
 
 impl Default for NodeConfig {
+    /// Every setting the library has is the library's own default, read from the layers (the
+    /// test `defaults_are_the_layers_defaults` fails if a mapping drifts); the rest are the
+    /// node's.
     fn default() -> Self {
+        let network = NetworkConfig::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (ping_interval, ping_timeout, ping_failures) = network.policy.liveness();
+        let backoff = network.policy.backoff();
+        let limits = network.policy.limits();
+        let autonat = &network.nat.autonat;
         Self {
             data_dir: None,
-            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            listen_port: 0,
+            listen_ip: network.listen_ip,
+            listen_port: network.listen_port,
             listen: vec![],
-            quic: true,
-            max_peers: 50,
-            mdns: true,
+            quic: network.transport.quic_enabled(),
+            max_peers: network.max_peers,
+            mdns: network.enable_mdns,
             kad_server: false,
             bootstrap: vec![],
             reserved: vec![],
             dial: vec![],
             find_peer: vec![],
             subscribe: vec![],
-            relay: true,
-            relay_server: false,
+            relay: network.enable_relay,
+            relay_server: network.nat.relay_server,
             relays: vec![],
             external_addrs: vec![],
-            ping_interval_ms: 15_000,
-            ping_timeout_ms: 20_000,
-            ping_failures: 3,
-            connect_timeout_ms: 10_000,
-            backoff_min_ms: 500,
-            backoff_max_ms: 300_000,
-            autonat_boot_delay_ms: 15_000,
-            autonat_retry_ms: 90_000,
-            autonat_private_ips: false,
+            ping_interval_ms: ms(ping_interval),
+            ping_timeout_ms: ms(ping_timeout),
+            ping_failures,
+            connect_timeout_ms: ms(network.transport.connect_timeout()),
+            backoff_min_ms: ms(backoff.min()),
+            backoff_max_ms: ms(backoff.max()),
+            autonat_boot_delay_ms: ms(autonat.boot_delay),
+            autonat_retry_ms: ms(autonat.retry_interval),
+            autonat_private_ips: !autonat.only_global_ips,
             peer_book: true,
             metrics_addr: None,
             json: false,
@@ -128,8 +137,11 @@ impl Default for NodeConfig {
             inbox_deadline_ms: 60_000,
             inbox_min_rate: 1 << 20,
             echo: false,
-            limit_loopback: false,
-            max_memory_percent: 80,
+            limit_loopback: limits.limit_loopback(),
+            max_memory_percent: match limits.max_memory() {
+                MemoryLimit::Percent(percent) => percent,
+                _ => 0,
+            },
             swarm_key: None,
             allow_peer: vec![],
             deny_peer: vec![],
@@ -203,7 +215,7 @@ ping_interval_ms = 15000
 ping_timeout_ms = 20000
 ping_failures = 3
 
-# Bound on connection set-up (TCP connect + Noise + Yamux).
+# Bound on connection set-up (TCP connect + TLS/Noise + Yamux, or the QUIC handshake).
 connect_timeout_ms = 10000
 
 # Reconnection backoff: first delay, doubling (with +-20% jitter) up to the largest.
@@ -1176,6 +1188,32 @@ mod tests {
         assert!(
             errors.iter().any(|e| e.starts_with("listen[1]")),
             "{errors:?}"
+        );
+    }
+
+    /// The node's defaults build exactly the library's default node: a layer default that
+    /// changes without the node's mapping (or the reverse) fails here.
+    #[test]
+    fn defaults_are_the_layers_defaults() {
+        let node = NodeConfig::default();
+        let network = node.network_config(&node.validate().unwrap());
+        let library = NetworkConfig::default();
+        assert_eq!(network.max_peers, library.max_peers);
+        assert_eq!(network.enable_mdns, library.enable_mdns);
+        assert_eq!(network.enable_relay, library.enable_relay);
+        assert_eq!(network.listen_ip, library.listen_ip);
+        assert_eq!(network.listen_port, library.listen_port);
+        assert_eq!(network.policy.liveness(), library.policy.liveness());
+        assert_eq!(network.policy.backoff(), library.policy.backoff());
+        assert_eq!(network.policy.limits(), library.policy.limits());
+        assert_eq!(network.nat, library.nat);
+        assert_eq!(
+            network.transport.connect_timeout(),
+            library.transport.connect_timeout()
+        );
+        assert_eq!(
+            network.transport.quic_enabled(),
+            library.transport.quic_enabled()
         );
     }
 

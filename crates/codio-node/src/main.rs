@@ -324,10 +324,11 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
     tracing::info!(%peer_id, "local peer id");
     let mut events = network.subscribe();
     network.start().await.context("starting the network")?;
+    // One line with every address to dial this node by (each listener also reports itself
+    // as a `listening` event).
     let addrs = network.dial_addrs();
-    for addr in &addrs {
-        tracing::info!(address = %addr, "listening on");
-    }
+    let dial: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    tracing::info!(addresses = ?dial, "dial this node at");
     if let (Some(listener), Some(registry)) = (metrics_listener, registry.clone()) {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving metrics at /metrics");

@@ -6,9 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use codio_network::{
-    NetworkEvent, nat::Event as NatEvent, nat::NatStatus, policy::Event as PolicyEvent,
-};
+use codio_network::NetworkEvent;
 use serde_json::{Value, json};
 
 /// Writes events; cheap to clone.
@@ -47,31 +45,42 @@ impl Output {
         let _ = stdout.flush();
     }
 
-    /// Reports a network event: a log line, and a JSON line in JSON mode.
-    /// `connected` counts the connected peers; it is asked only for connect and disconnect
-    /// events (counting copies the peer table).
+    /// Reports a network event: one log line, and a JSON line in JSON mode, both made from
+    /// the event's own `Serialize` form (its `event` name and fields). `connected` counts the
+    /// connected peers; it is asked only for connect and disconnect events (counting copies
+    /// the peer table).
     pub(crate) fn network_event(&self, event: &NetworkEvent, connected: impl Fn() -> usize) {
-        let connected = match event {
-            NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. } => {
-                connected()
-            }
-            _ => 0,
-        };
-        log_event(event, connected);
-        if self.json {
-            // The event names itself (`event`: its variant in snake case); the node adds the
-            // peer count to connects and disconnects.
-            let mut fields =
-                serde_json::to_value(event).unwrap_or_else(|e| json!({ "error": e.to_string() }));
-            let name = fields["event"].as_str().unwrap_or("other").to_owned();
-            if matches!(
-                event,
-                NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
-            ) {
-                fields["connected"] = json!(connected);
-            }
-            self.json(&name, fields);
+        let mut fields = serde_json::to_value(event)
+            .unwrap_or_else(|e| json!({ "event": "unprintable", "error": e.to_string() }));
+        if matches!(
+            event,
+            NetworkEvent::PeerConnected { .. } | NetworkEvent::PeerDisconnected { .. }
+        ) {
+            fields["connected"] = json!(connected());
         }
+        let name = fields["event"].as_str().unwrap_or("event").to_owned();
+        log_event(&name, &fields);
+        self.json(&name, fields);
+    }
+}
+
+/// One log line for a network event: its name as the message (`peer_connected` → "peer
+/// connected") and its other fields as one compact JSON object; warnings for what an operator
+/// should look at, debug for what happens all the time under load.
+fn log_event(name: &str, fields: &Value) {
+    let message = name.replace('_', " ");
+    let mut rest = fields.clone();
+    if let Value::Object(map) = &mut rest {
+        map.remove("event");
+    }
+    match name {
+        "dial_failed"
+        | "hole_punch_failed"
+        | "dead_peer"
+        | "reconnect_gave_up"
+        | "inbound_request_failed" => tracing::warn!(fields = %rest, "{message}"),
+        "peer_evicted" | "pong" => tracing::debug!(fields = %rest, "{message}"),
+        _ => tracing::info!(fields = %rest, "{message}"),
     }
 }
 
@@ -143,91 +152,5 @@ impl Progress {
                 "mib_per_s": (mib_s * 10.0).round() / 10.0,
             }),
         );
-    }
-}
-
-fn log_event(event: &NetworkEvent, connected: usize) {
-    match event {
-        NetworkEvent::PeerConnected {
-            peer_id,
-            address,
-            direction,
-            relayed,
-        } => tracing::info!(%peer_id, %address, ?direction, relayed, connected, "peer connected"),
-        NetworkEvent::ConnectionVerified {
-            peer_id,
-            rtt,
-            relayed,
-        } => tracing::info!(%peer_id, ?rtt, relayed, "ping answered"),
-        NetworkEvent::PeerDisconnected { peer_id, cause } => {
-            let cause = cause.as_deref().unwrap_or("closed");
-            tracing::info!(%peer_id, cause, connected, "peer disconnected");
-        }
-        NetworkEvent::PeerDiscovered {
-            peer_id,
-            addresses,
-            source,
-        } => tracing::info!(%peer_id, ?addresses, ?source, "peer discovered"),
-        NetworkEvent::PeerIdentified {
-            peer_id,
-            agent_version,
-            ..
-        } => tracing::info!(%peer_id, %agent_version, "peer identified"),
-        NetworkEvent::DialFailed { peer_id, error } => {
-            tracing::warn!(?peer_id, %error, "dial failed");
-        }
-        NetworkEvent::Nat(event) => nat_event(event),
-        NetworkEvent::Policy(event) => policy_event(event),
-        other => tracing::debug!(?other, "event"),
-    }
-}
-
-fn nat_event(event: &NatEvent) {
-    match event {
-        NatEvent::StatusChanged(NatStatus::Public { address }) => {
-            tracing::info!(%address, "NAT status: public");
-        }
-        NatEvent::StatusChanged(NatStatus::Private) => tracing::info!("NAT status: private"),
-        NatEvent::StatusChanged(_) => tracing::info!("NAT status: unknown"),
-        NatEvent::ReservationAccepted { relay, renewal } => {
-            tracing::info!(%relay, renewal, "relay reservation accepted");
-        }
-        NatEvent::HolePunchSucceeded { peer_id } => {
-            tracing::info!(%peer_id, "hole punch succeeded: direct connection");
-        }
-        NatEvent::HolePunchFailed { peer_id, error } => {
-            tracing::warn!(%peer_id, %error, "hole punch failed");
-        }
-        other => tracing::debug!(?other, "nat event"),
-    }
-}
-
-fn policy_event(event: &PolicyEvent) {
-    match event {
-        PolicyEvent::Denied {
-            peer_id,
-            endpoint,
-            reason,
-            suppressed,
-        } => tracing::info!(?peer_id, ?endpoint, %reason, suppressed, "connection denied"),
-        PolicyEvent::Trimmed { peer_id, .. } => tracing::info!(%peer_id, "connection trimmed"),
-        PolicyEvent::Evicted { peer_id, .. } => {
-            tracing::debug!(%peer_id, "connection evicted for a newcomer");
-        }
-        PolicyEvent::DeadConnection {
-            peer_id, failures, ..
-        } => tracing::warn!(%peer_id, failures, "peer stopped answering pings"),
-        PolicyEvent::Reconnecting {
-            peer_id,
-            attempt,
-            delay,
-        } => tracing::info!(%peer_id, attempt, ?delay, "reconnecting"),
-        PolicyEvent::Reconnected { peer_id, attempts } => {
-            tracing::info!(%peer_id, attempts, "reconnected");
-        }
-        PolicyEvent::GaveUp { peer_id, attempts } => {
-            tracing::warn!(%peer_id, attempts, "gave up reconnecting");
-        }
-        other => tracing::debug!(?other, "policy event"),
     }
 }

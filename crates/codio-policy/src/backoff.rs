@@ -39,6 +39,16 @@ impl Default for BackoffConfig {
 }
 
 impl BackoffConfig {
+    /// The first delay.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// The largest delay.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     /// Sets the first delay.
     pub fn with_min(mut self, min: Duration) -> Self {
         self.min = min;

@@ -120,6 +120,16 @@ impl PolicyConfig {
         &mut self.access
     }
 
+    /// The liveness settings: ping interval, ping timeout, failures that close a connection.
+    pub fn liveness(&self) -> (Duration, Duration, u32) {
+        (self.ping_interval, self.ping_timeout, self.ping_failures)
+    }
+
+    /// The reconnection backoff.
+    pub fn backoff(&self) -> &BackoffConfig {
+        &self.backoff
+    }
+
     /// The connection limits.
     pub fn limits(&self) -> &LimitsConfig {
         &self.limits
@@ -636,7 +646,7 @@ impl Behaviour {
                 attempt,
                 delay,
             } => {
-                tracing::info!(%peer_id, attempt, ?delay, "reconnecting");
+                tracing::debug!(%peer_id, attempt, ?delay, "reconnecting");
                 Event::Reconnecting {
                     peer_id,
                     attempt,
@@ -730,7 +740,7 @@ impl Behaviour {
 
     fn trim(&mut self, now: Instant) {
         for (connection_id, peer_id) in self.table.trim(now) {
-            tracing::info!(%peer_id, ?connection_id, "trimming connection above the high watermark");
+            tracing::debug!(%peer_id, ?connection_id, "trimming connection above the high watermark");
             self.push(ToSwarm::CloseConnection {
                 peer_id,
                 connection: CloseConnection::One(connection_id),
@@ -902,7 +912,7 @@ impl NetworkBehaviour for Behaviour {
                 if e.other_established == 0
                     && let Some(attempts) = self.reconnector.on_connected(&e.peer_id, now)
                 {
-                    tracing::info!(peer_id = %e.peer_id, attempts, "reconnected");
+                    tracing::debug!(peer_id = %e.peer_id, attempts, "reconnected");
                     self.push(ToSwarm::GenerateEvent(Event::Reconnected {
                         peer_id: e.peer_id,
                         attempts,

@@ -38,6 +38,7 @@
 pub mod access;
 mod backoff;
 mod behaviour;
+mod error;
 mod handler;
 mod limits;
 mod liveness;
@@ -52,6 +53,8 @@ mod throttle;
 pub use access::{Access, AccessConfig, AccessMode, ConnectionGate, Refusal, Verdict};
 pub use backoff::{BackoffConfig, Rng};
 pub use behaviour::{Behaviour, Event, PolicyConfig};
+pub use error::InvalidConfig;
+pub(crate) use error::invalid;
 pub use handler::{Handler, KeepAlive};
 pub use limits::{
     ActivitySource, ConnectionCounts, ConnectionTable, Denial, LimitsConfig, MemoryLimit,
@@ -60,10 +63,3 @@ pub use liveness::{Liveness, PingOutcome};
 pub use peers::{MAX_ADDRESSES_PER_PEER, PeerInfo, Peers};
 pub use reconnect::{Decision, DueDial, Reconnector};
 pub use stats::{Counter, DenialReason, Stats};
-
-pub use codio_base::InvalidConfig;
-
-/// A setting of the policy layer that cannot work.
-pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidConfig {
-    InvalidConfig::new("policy", field, reason)
-}

@@ -219,6 +219,11 @@ impl LimitsConfig {
         self
     }
 
+    /// Whether loopback sources are held to the per-source and per-subnet bounds.
+    pub fn limit_loopback(&self) -> bool {
+        self.limit_loopback
+    }
+
     /// The hard ceiling on established connections.
     pub fn max_established(&self) -> usize {
         self.max_established

@@ -1,4 +1,7 @@
-//! [`RequestError`]: why a request got no usable response.
+//! [`RequestError`]: why a request got no usable response; [`ProtocolError`]: why a frame
+//! could not be read or written.
+
+use std::io;
 
 use crate::{ErrorCode, Response};
 
@@ -44,5 +47,43 @@ pub(crate) fn response_result(response: Response) -> Result<Response, RequestErr
         } => Err(RequestError::TooLarge(message)),
         Response::Error { code, message } => Err(RequestError::Remote { code, message }),
         other => Ok(other),
+    }
+}
+
+/// Errors of the protocol layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame exceeds its limit (checked before allocating).
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// The claimed or actual size.
+        size: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A frame of length zero.
+    #[error("empty frame")]
+    Empty,
+    /// The frame's version byte is not one this implementation speaks.
+    #[error("unsupported message version {0}")]
+    UnsupportedVersion(u8),
+    /// The frame does not decode as the expected message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A message could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(String),
+    /// The stream failed (a truncated frame is `UnexpectedEof`).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<ProtocolError> for io::Error {
+    fn from(error: ProtocolError) -> Self {
+        match error {
+            ProtocolError::Io(error) => error,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::{
     ErrorCode, Request, Response, Stats,
     budget::{self, Budget, Taken},
-    rpc::server::RpcReply,
+    rpc::reply::RpcReply,
 };
 
 /// A request from a peer, for the application to answer through its [`Responder`].

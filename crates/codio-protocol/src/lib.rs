@@ -61,8 +61,6 @@ pub mod rpc;
 mod stats;
 pub mod streams;
 
-use std::io;
-
 pub use activity::ActivitySource;
 pub use behaviour::{Behaviour, Event};
 pub use client::Client;
@@ -71,51 +69,7 @@ pub use codec::{
     read_frame, write_frame,
 };
 pub use config::{InvalidConfig, ProtocolConfig};
-pub use error::RequestError;
+pub use error::{ProtocolError, RequestError};
 pub use inbound::{InboundRequest, RequestHandler, RespondError, Responder, serve};
-use libp2p::StreamProtocol;
-pub use message::{ContentId, ErrorCode, Metadata, Request, Response};
+pub use message::{ContentId, ErrorCode, Metadata, PROTOCOL, Request, Response, VERSION};
 pub use stats::Stats;
-
-/// The protocol id.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/codio/1.0.0");
-/// The message format version carried in every frame.
-pub const VERSION: u8 = 1;
-
-/// Errors of the protocol layer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProtocolError {
-    /// A frame exceeds its limit (checked before allocating).
-    #[error("frame of {size} bytes exceeds the limit of {limit}")]
-    TooLarge {
-        /// The claimed or actual size.
-        size: u64,
-        /// The limit.
-        limit: usize,
-    },
-    /// A frame of length zero.
-    #[error("empty frame")]
-    Empty,
-    /// The frame's version byte is not one this implementation speaks.
-    #[error("unsupported message version {0}")]
-    UnsupportedVersion(u8),
-    /// The frame does not decode as the expected message.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// A message could not be encoded.
-    #[error("encoding failed: {0}")]
-    Encode(String),
-    /// The stream failed (a truncated frame is `UnexpectedEof`).
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-impl From<ProtocolError> for io::Error {
-    fn from(error: ProtocolError) -> Self {
-        match error {
-            ProtocolError::Io(error) => error,
-            other => io::Error::new(io::ErrorKind::InvalidData, other),
-        }
-    }
-}

@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The protocol id.
+pub const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/codio/1.0.0");
+/// The message format version carried in every frame.
+pub const VERSION: u8 = 1;
+
 /// Identifies a piece of content: 32 bytes (for instance a BLAKE3 or SHA-256 digest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ContentId(pub [u8; 32]);

@@ -68,7 +68,7 @@ impl EventLoop {
                 listener_id,
                 address,
             } => {
-                tracing::info!(%address, "listening");
+                tracing::debug!(%address, "listening");
                 self.listen_addrs.added(&address);
                 if let Some((listening, _)) = &mut self.listens.starting {
                     listening.bound(listener_id, address.clone());
@@ -77,7 +77,7 @@ impl EventLoop {
                 self.emit(NetworkEvent::Listening { address });
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                tracing::info!(%address, "no longer listening");
+                tracing::debug!(%address, "no longer listening");
                 self.listen_addrs.removed(std::slice::from_ref(&address));
                 self.emit(NetworkEvent::ListenAddressExpired { address });
             }

@@ -218,7 +218,7 @@ impl EventLoop {
             let _ = pending.reply.send(Ok(peer_id));
         }
         if num_established == 1 {
-            tracing::info!(%peer_id, %address, ?direction, relayed, "peer connected");
+            tracing::debug!(%peer_id, %address, ?direction, relayed, "peer connected");
             self.emit(NetworkEvent::PeerConnected {
                 peer_id,
                 address,
@@ -234,7 +234,7 @@ impl EventLoop {
         if remaining > 0 {
             return;
         }
-        tracing::info!(%peer_id, ?cause, "peer disconnected");
+        tracing::debug!(%peer_id, ?cause, "peer disconnected");
         for reply in self.dials.disconnects.remove(&peer_id).unwrap_or_default() {
             let _ = reply.send(Ok(()));
         }

@@ -229,7 +229,7 @@ impl EventLoop {
                 .policy
                 .peers()
                 .is_relayed(&peer_id, connection);
-            tracing::info!(%peer_id, ?rtt, relayed, "connection verified by ping");
+            tracing::debug!(%peer_id, ?rtt, relayed, "connection verified by ping");
             self.emit(NetworkEvent::ConnectionVerified {
                 peer_id,
                 rtt,

@@ -22,6 +22,7 @@
 //! ```
 
 pub(crate) mod client;
+pub(crate) mod reply;
 pub(crate) mod server;
 pub(crate) mod session;
 

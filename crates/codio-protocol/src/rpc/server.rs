@@ -7,8 +7,9 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{AsyncReadExt, AsyncWriteExt, io::ReadHalf, io::WriteHalf};
 use libp2p::{PeerId, Stream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::reply::{Answer, RpcReply};
 use super::{
     MAX_IN_FLIGHT, MAX_RPC_REQUEST_FRAME, RpcRequest, RpcResponse, decode_request, encode_response,
     session::{COALESCE, SessionEnd, reuse},
@@ -16,7 +17,7 @@ use super::{
 use crate::{
     ErrorCode, InboundRequest, ProtocolError, Responder, Response, Stats,
     activity::{Activity, Toucher},
-    budget::{self, Budget, Taken},
+    budget::{Budget, Taken},
     inbound::RequestQueue,
 };
 
@@ -56,60 +57,6 @@ pub(crate) fn spawn_session(
         }
         stats.session_closed();
     });
-}
-
-/// A response on its way to a session's writer; `permit` frees the slot and `bytes` the
-/// budget once written.
-pub(crate) struct Answer {
-    id: u64,
-    response: Response,
-    _permit: OwnedSemaphorePermit,
-    bytes: Taken,
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answer")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where an RPC responder sends its answer.
-#[derive(Debug)]
-pub(crate) struct RpcReply {
-    id: u64,
-    tx: mpsc::Sender<Answer>,
-    permit: OwnedSemaphorePermit,
-    session: Budget,
-    total: Budget,
-}
-
-impl RpcReply {
-    fn answer(self, response: Response, bytes: Taken) -> (mpsc::Sender<Answer>, Answer) {
-        let answer = Answer {
-            id: self.id,
-            response,
-            _permit: self.permit,
-            bytes,
-        };
-        (self.tx, answer)
-    }
-
-    /// Waits for room in the session's and the node's answer budgets, then hands over.
-    pub(crate) async fn send(self, response: Response) -> Result<(), ()> {
-        let size = budget::encoded_len(&response);
-        let bytes = budget::take(Some(&self.session), &self.total, size).await;
-        let (tx, answer) = self.answer(response, bytes);
-        tx.send(answer).await.map_err(drop)
-    }
-
-    /// Never waits: the queue has a slot for every permit, and the reply holds one. For the
-    /// small error answers of refusals, outside the byte budgets.
-    pub(crate) fn send_now(self, response: Response) {
-        let (tx, answer) = self.answer(response, Taken::default());
-        let _ = tx.try_send(answer);
-    }
 }
 
 async fn serve_session(peer: PeerId, stream: Stream, context: ServerContext) {
