@@ -303,7 +303,7 @@ async fn providers_are_found_with_addresses_reprovided_and_gone_after_stop() {
     for node in [&nodes[5], &nodes[11]] {
         node.provide(key.clone()).await.unwrap();
     }
-    connect(&seeker, &nodes[11]).await;
+    connect(seeker, &nodes[11]).await;
     let found = seeker.find_providers(key.clone()).await.unwrap();
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].connected, "{found:?}");
@@ -383,7 +383,7 @@ async fn a_flooding_publisher_is_held_to_its_rate_and_mesh_changes_are_events() 
     let flooder = started_node(config()).await;
     let good = started_node(config()).await;
     for peer in [&flooder, &good] {
-        connect(&peer, &victim).await;
+        connect(peer, &victim).await;
     }
     let mut victim_topic = victim.join(TOPIC).await.unwrap();
     let mut flooder_topic = flooder.join(TOPIC).await.unwrap();

@@ -22,12 +22,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use libp2p::{
-    PeerId,
-    swarm::{
-        ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
-        SubstreamProtocol, THandlerInEvent, THandlerOutEvent, ToSwarm, handler::ConnectionEvent,
-    },
+use libp2p::swarm::{
+    ConnectionHandler, ConnectionHandlerEvent, FromSwarm, NetworkBehaviour, SubstreamProtocol,
+    THandlerInEvent, ToSwarm, handler::ConnectionEvent,
 };
 
 /// A behaviour whose connection handlers are boxed; derefs to the behaviour.
@@ -115,20 +112,10 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Boxed<B> {
     type ConnectionHandler = BoxedHandler<B::ConnectionHandler>;
     type ToSwarm = B::ToSwarm;
 
-    crate::delegate_connection_setup!(0, |handler| BoxedHandler(Box::new(handler)));
+    crate::delegate_to!(0, |handler| BoxedHandler(Box::new(handler)));
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.0.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.0
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(

@@ -1,19 +1,20 @@
-//! A behaviour that wraps another delegates the four connection set-up methods of
-//! `NetworkBehaviour` to it; [`delegate_connection_setup!`] writes them.
+//! A behaviour that wraps another delegates the connection set-up methods of
+//! `NetworkBehaviour` and its handlers' events to it; [`delegate_to!`] writes them.
 
-/// Writes the four connection set-up methods of a `NetworkBehaviour` impl
+/// Writes the methods of a `NetworkBehaviour` impl that a wrapping behaviour passes to the
+/// behaviour in field `$field` unchanged: the four connection set-up methods
 /// (`handle_pending_inbound_connection`, `handle_established_inbound_connection`,
-/// `handle_pending_outbound_connection`, `handle_established_outbound_connection`) as calls to
-/// the behaviour in field `$field`. With a second argument, each established connection's
-/// handler is passed through it (a function or closure from the inner handler to
-/// `Self::ConnectionHandler`).
+/// `handle_pending_outbound_connection`, `handle_established_outbound_connection`) and
+/// `on_connection_handler_event`. The wrapper writes `on_swarm_event` and `poll` itself. With a
+/// second argument, each established connection's handler is passed through it (a function or
+/// closure from the inner handler to `Self::ConnectionHandler`).
 ///
 /// ```
 /// use std::task::{Context, Poll};
 ///
 /// use libp2p::{
-///     PeerId, ping,
-///     swarm::{ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm},
+///     ping,
+///     swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm},
 /// };
 ///
 /// /// Ping, counting the connections it saw.
@@ -26,7 +27,7 @@
 ///     type ConnectionHandler = THandler<ping::Behaviour>;
 ///     type ToSwarm = ping::Event;
 ///
-///     codio_base::delegate_connection_setup!(inner);
+///     codio_base::delegate_to!(inner);
 ///
 ///     fn on_swarm_event(&mut self, event: FromSwarm) {
 ///         if let FromSwarm::ConnectionEstablished(_) = event {
@@ -35,19 +36,15 @@
 ///         self.inner.on_swarm_event(event);
 ///     }
 ///
-///     fn on_connection_handler_event(&mut self, peer: PeerId, id: ConnectionId, event: THandlerOutEvent<Self>) {
-///         self.inner.on_connection_handler_event(peer, id, event);
-///     }
-///
 ///     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
 ///         self.inner.poll(cx)
 ///     }
 /// }
 /// ```
 #[macro_export]
-macro_rules! delegate_connection_setup {
+macro_rules! delegate_to {
     ($field:tt) => {
-        $crate::delegate_connection_setup!($field, |handler| handler);
+        $crate::delegate_to!($field, |handler| handler);
     };
     ($field:tt, $wrap:expr) => {
         fn handle_pending_inbound_connection(
@@ -125,6 +122,20 @@ macro_rules! delegate_connection_setup {
                     port_use,
                 )?;
             ::std::result::Result::Ok(($wrap)(handler))
+        }
+
+        fn on_connection_handler_event(
+            &mut self,
+            peer_id: $crate::__libp2p::PeerId,
+            connection_id: $crate::__libp2p::swarm::ConnectionId,
+            event: $crate::__libp2p::swarm::THandlerOutEvent<Self>,
+        ) {
+            $crate::__libp2p::swarm::NetworkBehaviour::on_connection_handler_event(
+                &mut self.$field,
+                peer_id,
+                connection_id,
+                event,
+            );
         }
     };
 }

@@ -12,8 +12,8 @@
 //! - [`call`]: a command sent to an event loop and its answer awaited with a bounded wait.
 //! - [`InvalidConfig`]: the error every layer's `validate` returns.
 //! - [`Edit`]: a configuration edited in place with its own consuming builders.
-//! - [`delegate_connection_setup!`]: a behaviour's four connection set-up methods delegated to
-//!   an inner behaviour.
+//! - [`delegate_to!`]: a wrapping behaviour's connection set-up and handler-event methods
+//!   delegated to the behaviour it wraps.
 //! - [`boxed`]: a behaviour whose connection handlers live on the heap.
 //! - `metrics` (feature `metrics`): the encoding the layers' Prometheus collectors share.
 

@@ -1,10 +1,39 @@
 //! What the layers' Prometheus collectors share: counters, gauges and one-label counter
 //! families read from plain numbers at each scrape.
 
+use std::sync::Arc;
+
 use prometheus_client::{
+    collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
+
+/// Numbers a layer exports at each scrape (its `Stats`): what [`collector`] turns into a
+/// Prometheus collector.
+pub trait Export: std::fmt::Debug + Send + Sync + 'static {
+    /// Encodes the current values.
+    ///
+    /// # Errors
+    ///
+    /// The encoder's.
+    fn export(&self, encoder: DescriptorEncoder) -> std::fmt::Result;
+}
+
+/// A Prometheus collector reading `stats` at each scrape; register it under the application's
+/// prefix (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
+pub fn collector<T: Export>(stats: Arc<T>) -> Box<dyn Collector> {
+    Box::new(Exported(stats))
+}
+
+#[derive(Debug)]
+struct Exported<T>(Arc<T>);
+
+impl<T: Export> Collector for Exported<T> {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.export(encoder)
+    }
+}
 
 /// A metric's name, help text and value.
 pub type Sample = (&'static str, &'static str, u64);
@@ -63,15 +92,15 @@ pub fn encode_counter_family(
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    use prometheus_client::{collector::Collector, registry::Registry};
+    use prometheus_client::registry::Registry;
 
     use super::*;
 
     #[derive(Debug, Default)]
     struct Example(AtomicU64);
 
-    impl Collector for Example {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+    impl Export for Example {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             let n = self.0.load(Relaxed);
             encode_counters(&mut encoder, [("sent", "Things sent", n)])?;
             encode_gauges(&mut encoder, [("held", "Things held", u64::MAX)])?;
@@ -87,11 +116,11 @@ mod tests {
     #[test]
     fn counters_gauges_and_families() {
         let mut registry = Registry::default();
-        let example = Example::default();
+        let example = Arc::new(Example::default());
         example.0.store(7, Relaxed);
         registry
             .sub_registry_with_prefix("codio")
-            .register_collector(Box::new(example));
+            .register_collector(collector(example));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         for line in [

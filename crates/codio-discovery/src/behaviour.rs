@@ -13,7 +13,7 @@ use libp2p::{
     identify, kad,
     swarm::{
         ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle,
+        THandlerInEvent, ToSwarm, behaviour::toggle::Toggle,
     },
 };
 
@@ -765,7 +765,7 @@ impl NetworkBehaviour for Behaviour {
     >;
     type ToSwarm = Event;
 
-    codio_base::delegate_connection_setup!(inner);
+    codio_base::delegate_to!(inner);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match &event {
@@ -784,16 +784,6 @@ impl NetworkBehaviour for Behaviour {
             _ => {}
         }
         self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {

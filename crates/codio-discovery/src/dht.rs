@@ -12,7 +12,6 @@ use crate::{Provider, ProviderStream};
 
 /// Calls queued from handles to the behaviour.
 pub(crate) const COMMAND_QUEUE: usize = 64;
-/// Extra time a caller waits beyond the query timeout (guards against a stalled swarm only).
 
 /// The outcome of a closest-peers lookup ([`Dht::closest_peers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

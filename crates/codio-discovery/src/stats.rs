@@ -135,13 +135,10 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
-    use codio_base::metrics::{encode_counters, encode_gauges};
+    use codio_base::metrics::{Export, encode_counters, encode_gauges};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::Stats;
-
-    #[derive(Debug)]
-    struct StatsCollector(Arc<Stats>);
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
@@ -151,13 +148,13 @@ mod export {
         /// `mdns_*` series only while mDNS runs.
         /// Register it under the application's prefix.
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
-            Box::new(StatsCollector(self))
+            codio_base::metrics::collector(self)
         }
     }
 
-    impl Collector for StatsCollector {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            let stats = &self.0;
+    impl Export for Stats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            let stats = self;
             let counters = [
                 (
                     "identify_dropped",

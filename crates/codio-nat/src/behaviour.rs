@@ -11,7 +11,7 @@ use libp2p::{
     Multiaddr, PeerId, autonat, dcutr, identify, relay,
     swarm::{
         ConnectionHandlerSelect, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle,
+        THandlerInEvent, ToSwarm, behaviour::toggle::Toggle,
     },
 };
 
@@ -263,20 +263,10 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = NatHandler;
     type ToSwarm = Event;
 
-    codio_base::delegate_connection_setup!(inner);
+    codio_base::delegate_to!(inner);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.inner
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {

@@ -37,7 +37,7 @@ impl Stats {
 
 #[cfg(feature = "metrics")]
 mod export {
-    use codio_base::metrics::encode_counter_family;
+    use codio_base::metrics::{Export, encode_counter_family};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::Stats;
@@ -47,12 +47,12 @@ mod export {
         /// `hole_punches{outcome}` (`ok`, `error`). Register it under the application's prefix
         /// (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
         pub fn collector(&self) -> Box<dyn Collector> {
-            Box::new(self.clone())
+            codio_base::metrics::collector(std::sync::Arc::new(self.clone()))
         }
     }
 
-    impl Collector for Stats {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+    impl Export for Stats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             let (ok, failed) = self.hole_punches();
             encode_counter_family(
                 &mut encoder,

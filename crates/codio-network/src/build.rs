@@ -34,7 +34,7 @@ type MakeTask = Box<dyn FnOnce(NetworkManager) -> Task + Send>;
 /// streams are refused.
 ///
 /// ```no_run
-/// use codio_network::{NetworkConfig, NetworkManager, Request, Response};
+/// use codio_network::{NetworkConfig, NetworkManager, protocol::Request, protocol::Response};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), codio_network::NetworkError> {
@@ -42,7 +42,7 @@ type MakeTask = Box<dyn FnOnce(NetworkManager) -> Task + Send>;
 ///     .serve_requests(|_peer, request: Request| async move {
 ///         match request {
 ///             Request::App { payload, .. } => Response::App { payload },
-///             _ => Response::error(codio_network::ErrorCode::NotFound, "nothing here"),
+///             _ => Response::error(codio_network::protocol::ErrorCode::NotFound, "nothing here"),
 ///         }
 ///     })
 ///     .build()

@@ -34,7 +34,7 @@ use crate::NetworkError;
 /// kept connected by the policy and used for the DHT bootstrap).
 ///
 /// ```
-/// use codio_network::{NetworkConfig, PolicyConfig};
+/// use codio_network::{Edit, NetworkConfig, policy::PolicyConfig};
 /// use std::time::Duration;
 ///
 /// let mut config = NetworkConfig {
@@ -361,9 +361,11 @@ mod tests {
         assert_eq!(layers.policy.limits().watermarks(), (6, 8));
         assert!(!layers.nat.client);
         // Through the layer's configuration, the seed fields left at their defaults.
-        let mut c = NetworkConfig::default();
-        c.policy = PolicyConfig::default().with_limits(LimitsConfig::new(99));
-        c.nat = NatConfig::default().with_client(false);
+        let c = NetworkConfig {
+            policy: PolicyConfig::default().with_limits(LimitsConfig::new(99)),
+            nat: NatConfig::default().with_client(false),
+            ..NetworkConfig::default()
+        };
         let layers = c.layers().unwrap();
         assert_eq!(layers.policy.limits().max_established(), 99);
         assert!(!layers.nat.client);
@@ -371,8 +373,10 @@ mod tests {
 
     #[test]
     fn mdns_turned_off_in_the_discovery_config_stays_off() {
-        let mut c = NetworkConfig::default();
-        c.discovery = DiscoveryConfig::default().with_mdns(false);
+        let c = NetworkConfig {
+            discovery: DiscoveryConfig::default().with_mdns(false),
+            ..NetworkConfig::default()
+        };
         assert!(c.enable_mdns, "the seed field is at its default");
         assert!(!c.layers().unwrap().discovery.mdns_enabled());
         let mut c = NetworkConfig::default().with_mdns(false);

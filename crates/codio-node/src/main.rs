@@ -305,35 +305,68 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
         .metrics_addr
         .map(|_| Arc::new(Mutex::new(Registry::default())));
     // Bind the metrics endpoint first: a taken port fails the start, not a scrape later.
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
-        ),
-        None => None,
+    let metrics_listener = bind_metrics(config).await?;
+    raise_fd_limit();
+    let (network, inbox) = start_network(config, validated, registry.clone()).await?;
+    let mut events = network.subscribe();
+    announce_start(&network, output).await?;
+    if let (Some(listener), Some(registry)) = (metrics_listener, registry.clone()) {
+        serve_metrics(listener, registry, output)?;
+    }
+    let mut book = open_peer_book(config, &network);
+    dial_and_find(&network, validated);
+    for name in &config.subscribe {
+        let topic = network
+            .join(name)
+            .await
+            .with_context(|| format!("joining topic {name}"))?;
+        tracing::info!(topic = %name, "subscribed");
+        tokio::spawn(pubsub::print_topic(topic, output));
+    }
+    if let (Some(dir), Some(incoming)) = (&config.inbox, inbox) {
+        let inbox = transfer::Inbox::open(dir, config.inbox_rules(validated), output)?;
+        if let Some(registry) = &registry {
+            inbox.register(&mut registry.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        tokio::spawn(inbox.run(incoming));
+    }
+    let signal =
+        run_until_signal(&network, &mut events, &mut signals, book.as_mut(), output).await?;
+    stop(&network, book.as_mut(), signal, output).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the metrics endpoint, when one is configured.
+async fn bind_metrics(config: &NodeConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
     };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Raises the open-file soft limit to the hard limit (each connection holds descriptors).
+fn raise_fd_limit() {
     match fdlimit::raise() {
         Ok(l) => {
             tracing::info!(before = ?l.before, soft = ?l.soft, hard = ?l.hard, "open-file limit")
         }
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
-    let (network, inbox) = start_network(config, validated, registry.clone()).await?;
+}
+
+/// Starts listening and reports the node's identity and the addresses to dial it by.
+async fn announce_start(network: &NetworkManager, output: Output) -> anyhow::Result<()> {
     let peer_id = network.local_peer_id();
     tracing::info!(%peer_id, "local peer id");
-    let mut events = network.subscribe();
     network.start().await.context("starting the network")?;
-    // One line with every address to dial this node by (each listener also reports itself
-    // as a `listening` event).
+    // The addresses to dial this node by, one line each (the `listening` events that follow
+    // say the same without the peer id, at debug level).
     let addrs = network.dial_addrs();
-    let dial: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    tracing::info!(addresses = ?dial, "dial this node at");
-    if let (Some(listener), Some(registry)) = (metrics_listener, registry.clone()) {
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving metrics at /metrics");
-        output.json("metrics_listening", json!({ "address": addr.to_string() }));
-        tokio::spawn(http::serve(listener, registry));
+    for address in &addrs {
+        tracing::info!(%address, "listening on");
     }
     output.json(
         "started",
@@ -342,19 +375,39 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
             "listen_addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
     );
+    Ok(())
+}
 
-    let mut book = match (&config.data_dir, config.peer_book) {
-        (Some(dir), true) => Some(PeerBook::load(dir)),
-        _ => None,
+/// Serves `/metrics` on `listener`.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Mutex<Registry>>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving metrics at /metrics");
+    output.json("metrics_listening", json!({ "address": addr.to_string() }));
+    tokio::spawn(http::serve(listener, registry));
+    Ok(())
+}
+
+/// Loads the peer book of the data directory (when kept) and dials its peers.
+fn open_peer_book(config: &NodeConfig, network: &NetworkManager) -> Option<PeerBook> {
+    let book = match (&config.data_dir, config.peer_book) {
+        (Some(dir), true) => PeerBook::load(dir),
+        _ => return None,
     };
-    if let Some(book) = &book {
-        let known = book.dial_addresses();
-        tracing::info!(peers = known.len(), "dialing the peers of the peer book");
-        for (peer, addresses) in known {
-            let network = network.clone();
-            tokio::spawn(async move { redial(&network, peer, addresses).await });
-        }
+    let known = book.dial_addresses();
+    tracing::info!(peers = known.len(), "dialing the peers of the peer book");
+    for (peer, addresses) in known {
+        let network = network.clone();
+        tokio::spawn(async move { redial(&network, peer, addresses).await });
     }
+    Some(book)
+}
+
+/// Dials the `--dial` addresses and looks up the `--find-peer` peers, in the background.
+fn dial_and_find(network: &NetworkManager, validated: &Validated) {
     for addr in &validated.dial {
         if peer_id_of(addr).is_none() {
             tracing::warn!(%addr, "dialing without /p2p/<peer id>: whichever peer answers is accepted");
@@ -375,53 +428,56 @@ async fn serve(config: &NodeConfig, validated: &Validated) -> anyhow::Result<Exi
             validated.find_peers.clone(),
         ));
     }
-    for name in &config.subscribe {
-        let topic = network
-            .join(name)
-            .await
-            .with_context(|| format!("joining topic {name}"))?;
-        tracing::info!(topic = %name, "subscribed");
-        tokio::spawn(pubsub::print_topic(topic, output));
-    }
-    if let (Some(dir), Some(incoming)) = (&config.inbox, inbox) {
-        let inbox = transfer::Inbox::open(dir, config.inbox_rules(validated), output)?;
-        if let Some(registry) = &registry {
-            inbox.register(&mut registry.lock().unwrap_or_else(PoisonError::into_inner));
-        }
-        tokio::spawn(inbox.run(incoming));
-    }
+}
 
+/// Reports events and saves the peer book until a signal arrives (or the network stops);
+/// returns the signal's name.
+async fn run_until_signal(
+    network: &NetworkManager,
+    events: &mut tokio::sync::broadcast::Receiver<codio_network::NetworkEvent>,
+    signals: &mut Signals,
+    mut book: Option<&mut PeerBook>,
+    output: Output,
+) -> anyhow::Result<Option<&'static str>> {
     let mut save_tick = tokio::time::interval(PEER_BOOK_SAVE_INTERVAL);
     save_tick.tick().await;
-    let signal = loop {
+    loop {
         tokio::select! {
-            signal = signals.recv() => break Some(signal?),
-            _ = save_tick.tick() => save_book(book.as_mut()),
+            signal = signals.recv() => return Ok(Some(signal?)),
+            _ = save_tick.tick() => save_book(book.as_deref_mut()),
             event = events.recv() => match event {
                 Ok(event) => {
-                    if let Some(book) = book.as_mut() {
+                    if let Some(book) = book.as_deref_mut() {
                         book.learn(&event);
                     }
                     output.network_event(&event, || network.connected_peers().len());
                 }
                 Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "event log fell behind"),
-                Err(RecvError::Closed) => break None,
+                Err(RecvError::Closed) => return Ok(None),
             },
         }
-    };
+    }
+}
+
+/// Saves the peer book and shuts the network down.
+async fn stop(
+    network: &NetworkManager,
+    mut book: Option<&mut PeerBook>,
+    signal: Option<&'static str>,
+    output: Output,
+) {
     tracing::info!(signal = signal.unwrap_or("none"), "shutting down");
-    if let Some(book) = book.as_mut() {
+    if let Some(book) = book.as_deref_mut() {
         // Peers of the book still connected were seen now (nothing else is added: the book
         // holds only addresses this node dialed).
         for peer in network.connected_peers() {
             book.touch(&peer.peer_id);
         }
     }
-    save_book(book.as_mut());
+    save_book(book);
     network.shutdown().await;
     output.json("stopped", json!({ "signal": signal }));
     tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 fn save_book(book: Option<&mut PeerBook>) {

@@ -65,22 +65,28 @@ impl Output {
 }
 
 /// One log line for a network event: its name as the message (`peer_connected` → "peer
-/// connected") and its other fields as one compact JSON object; warnings for what an operator
-/// should look at, debug for what happens all the time under load.
+/// connected") followed by its other fields as `key=value` (strings bare, the rest as JSON);
+/// warnings for what an operator should look at, debug for what happens all the time under
+/// load.
 fn log_event(name: &str, fields: &Value) {
     let message = name.replace('_', " ");
-    let mut rest = fields.clone();
-    if let Value::Object(map) = &mut rest {
-        map.remove("event");
+    let mut line = message;
+    if let Value::Object(map) = fields {
+        for (key, value) in map.iter().filter(|(key, _)| *key != "event") {
+            match value {
+                Value::String(text) => line.push_str(&format!(" {key}={text}")),
+                other => line.push_str(&format!(" {key}={other}")),
+            }
+        }
     }
     match name {
         "dial_failed"
         | "hole_punch_failed"
         | "dead_peer"
         | "reconnect_gave_up"
-        | "inbound_request_failed" => tracing::warn!(fields = %rest, "{message}"),
-        "peer_evicted" | "pong" => tracing::debug!(fields = %rest, "{message}"),
-        _ => tracing::info!(fields = %rest, "{message}"),
+        | "inbound_request_failed" => tracing::warn!("{line}"),
+        "peer_evicted" | "pong" | "listening" => tracing::debug!("{line}"),
+        _ => tracing::info!("{line}"),
     }
 }
 

@@ -206,7 +206,7 @@ impl Stats {
 
 #[cfg(feature = "metrics")]
 mod export {
-    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use codio_base::metrics::{Export, encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{COUNTERS, DenialReason, Stats};
@@ -217,12 +217,12 @@ mod export {
         /// application's prefix
         /// (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
         pub fn collector(&self) -> Box<dyn Collector> {
-            Box::new(self.clone())
+            codio_base::metrics::collector(std::sync::Arc::new(self.clone()))
         }
     }
 
-    impl Collector for Stats {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+    impl Export for Stats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             encode_gauges(
                 &mut encoder,
                 [(

@@ -217,7 +217,7 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
-    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use codio_base::metrics::{Export, encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{
         collector::Collector,
         encoding::{DescriptorEncoder, EncodeMetric},
@@ -227,10 +227,6 @@ mod export {
 
     use super::{FIRST_BUCKET_MICROS, LATENCY_BUCKETS, Stats};
 
-    /// Exports [`Stats`] at each scrape (see [`Stats::collector`]).
-    #[derive(Debug)]
-    struct StatsCollector(Arc<Stats>);
-
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `inbound_requests`,
         /// `rejected_requests`, `refused_requests`, `refused_bulk`, `bulk_bytes{direction}`,
@@ -239,13 +235,13 @@ mod export {
         /// Register it under the application's prefix
         /// (`registry.sub_registry_with_prefix("codio").register_collector(…)`).
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
-            Box::new(StatsCollector(self))
+            codio_base::metrics::collector(self)
         }
     }
 
-    impl Collector for StatsCollector {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            let stats = &self.0;
+    impl Export for Stats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            let stats = self;
             let counters = [
                 (
                     "inbound_requests",

@@ -16,10 +16,7 @@ use libp2p::{
         MessageAcceptance, MessageAuthenticity, MessageId, TopicHash, ValidationMode,
     },
     identity::Keypair,
-    swarm::{
-        ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
-        ToSwarm,
-    },
+    swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm},
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
@@ -402,7 +399,7 @@ impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = THandler<Gossipsub>;
     type ToSwarm = Event;
 
-    codio_base::delegate_connection_setup!(gossipsub);
+    codio_base::delegate_to!(gossipsub);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         if let FromSwarm::ConnectionClosed(closed) = &event
@@ -411,16 +408,6 @@ impl NetworkBehaviour for Behaviour {
             self.rate.forget(&closed.peer_id);
         }
         self.gossipsub.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.gossipsub
-            .on_connection_handler_event(peer_id, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {

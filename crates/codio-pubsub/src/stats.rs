@@ -131,13 +131,10 @@ impl Stats {
 mod export {
     use std::sync::Arc;
 
-    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use codio_base::metrics::{Export, encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{Refusal, Stats};
-
-    #[derive(Debug)]
-    struct StatsCollector(Arc<Stats>);
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape:
@@ -147,13 +144,13 @@ mod export {
         /// `pubsub_topics` and `pubsub_mesh_peers` (gauges). Register it under the
         /// application's prefix.
         pub fn collector(self: Arc<Self>) -> Box<dyn Collector> {
-            Box::new(StatsCollector(self))
+            codio_base::metrics::collector(self)
         }
     }
 
-    impl Collector for StatsCollector {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            let stats = &self.0;
+    impl Export for Stats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            let stats = self;
             let counters = [
                 (
                     "pubsub_delivered_messages",

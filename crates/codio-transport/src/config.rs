@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The transport type produced by this crate: authenticated (remote [`PeerId`]) and
-/// multiplexed connections behind a boxed, type-erased [`Transport`].
+/// multiplexed connections behind a boxed, type-erased [`Transport`](libp2p::Transport).
 pub type CodioTransport = Boxed<(PeerId, StreamMuxerBox)>;
 
 /// Errors building a transport.
@@ -77,7 +77,7 @@ impl From<NegotiationMode> for Version {
 /// process is near its memory budget. See `docs/security.md`.
 /// | [`private_network`](Self::with_private_network) | none: with a pre-shared key, every TCP connection first runs libp2p's private-network handshake (pnet, XSalsa20 with the key, kubo's key file format); peers without the key cannot finish it |
 /// | [`inbound`](Self::with_inbound_limits) | [`InboundLimits::default`]: 64 inbound handshakes at once, 8 per source, 16 per subnet, 5 s each |
-/// | [`security`](Self::with_security) | TLS 1.3 first, Noise second (see [`security`]) |
+/// | [`security`](Self::with_security) | TLS 1.3 first, Noise second (see [`security`](crate::security)) |
 /// | [`quic`](Self::with_quic) | [`QuicConfig::default`]: QUIC on beside TCP (off with a private network key), TCP dials wait 250 ms (30 ms on private addresses) for a QUIC dial to the same peer |
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -214,7 +214,7 @@ impl TransportConfig {
         self.psk
     }
 
-    /// Sets the bounds on inbound connections in their handshake (see [`gate`]).
+    /// Sets the bounds on inbound connections in their handshake (see [`gate`](crate::gate)).
     pub fn with_inbound_limits(mut self, limits: InboundLimits) -> Self {
         self.inbound = limits;
         self

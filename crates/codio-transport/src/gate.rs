@@ -403,7 +403,7 @@ fn secured_index(protocol: crate::SecurityProtocol) -> usize {
 
 #[cfg(feature = "metrics")]
 mod export {
-    use codio_base::metrics::{encode_counter_family, encode_counters, encode_gauges};
+    use codio_base::metrics::{Export, encode_counter_family, encode_counters, encode_gauges};
     use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
     use super::{InboundStats, ShedReason};
@@ -415,12 +415,12 @@ mod export {
         /// `inbound_handshake_timeouts` (counters). Register it under the application's
         /// prefix.
         pub fn collector(&self) -> Box<dyn Collector> {
-            Box::new(self.clone())
+            codio_base::metrics::collector(std::sync::Arc::new(self.clone()))
         }
     }
 
-    impl Collector for InboundStats {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+    impl Export for InboundStats {
+        fn export(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
             let gauges = [
                 (
                     "inbound_pending",

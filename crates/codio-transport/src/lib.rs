@@ -25,7 +25,7 @@
 //! oldest handshake of the offending (or busiest) source is aborted and the newcomer kept.
 //! [`build`] returns its [`InboundStats`] with the transport.
 //!
-//! The result is a plain [`Boxed`] libp2p transport and works with any [`libp2p::Swarm`]:
+//! The result is a plain [`Boxed`](libp2p::core::transport::Boxed) libp2p transport and works with any [`libp2p::Swarm`]:
 //!
 //! ```
 //! use codio_transport::{TransportConfig, build_transport};
