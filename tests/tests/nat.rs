@@ -141,7 +141,7 @@ async fn hole_punching_through_two_nats() {
             l.contains("ping answered") && l.contains(&a_id) && l.contains("relayed=false")
         })
         .await;
-    assert!(ping.contains("rtt="), "{ping}");
+    assert!(ping.contains("rtt_us="), "{ping}");
     b.expect_line(WAIT, "B private", |l| {
         l.contains("nat status") && l.contains("status=private")
     })

@@ -16,8 +16,9 @@ use crate::{MeshChange, PubsubError};
 
 /// Commands queued from handles to the behaviour.
 pub(crate) const COMMAND_QUEUE: usize = 256;
-/// How long a handle waits for the behaviour to answer (a stalled swarm only).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handle waits for the behaviour to answer, plus the reply grace (10 s in all; the
+/// behaviour answers at once, so only a stalled swarm reaches it).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// What the application says of a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,15 +121,10 @@ async fn call<T>(
     commands: &mpsc::Sender<Command>,
     command: impl FnOnce(Reply<T>) -> Command,
 ) -> Result<T, PubsubError> {
-    let (reply, rx) = oneshot::channel();
-    commands
-        .send(command(reply))
-        .await
-        .map_err(|_| PubsubError::ShutDown)?;
-    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(PubsubError::ShutDown),
-        Err(_) => Err(PubsubError::Timeout),
+    match codio_base::call::call(commands, command, ANSWER_TIMEOUT).await {
+        Ok(result) => result,
+        Err(codio_base::call::CallError::Timeout) => Err(PubsubError::Timeout),
+        Err(_) => Err(PubsubError::ShutDown),
     }
 }
 
