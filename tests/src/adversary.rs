@@ -530,7 +530,7 @@ async fn listening_swarm<B: swarm::NetworkBehaviour>(
         .expect("listen");
     loop {
         if let swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return (swarm, address.with(Protocol::P2p(local)));
+            return (swarm, codio_network::with_p2p(address, local));
         }
     }
 }

@@ -28,11 +28,7 @@ async fn test_connection_management() {
     let b_view = b.connected_peers();
     assert_eq!(b_view.len(), 1);
     assert_eq!(b_view[0].peer_id, a.local_peer_id());
-    assert!(
-        b_view[0]
-            .addresses
-            .contains(&a.dial_addr().unwrap().with_p2p_stripped())
-    );
+    assert!(b_view[0].addresses.contains(&a.listen_addrs()[0]));
     assert!(b_view[0].last_seen >= b_view[0].connection_time);
     wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerConnected(A)", |e| {
         matches!(e, NetworkEvent::PeerConnected { peer_id, .. } if *peer_id == a.local_peer_id())
@@ -81,19 +77,6 @@ async fn test_connection_management() {
         matches!(err, NetworkError::NotConnected(p) if p == a.local_peer_id()),
         "{err}"
     );
-}
-
-trait StripP2p {
-    fn with_p2p_stripped(self) -> Multiaddr;
-}
-
-impl StripP2p for Multiaddr {
-    fn with_p2p_stripped(mut self) -> Multiaddr {
-        if matches!(self.iter().last(), Some(Protocol::P2p(_))) {
-            self.pop();
-        }
-        self
-    }
 }
 
 #[tokio::test]
@@ -422,7 +405,7 @@ async fn stock_libp2p_peers_interoperate_with_a_node_without_a_swarm_key() {
         assert!(identified.unwrap().starts_with("codio-network/"));
         // And the other way: codio dials the stock peer (driven while codio dials).
         codio.disconnect_peer(stock_id).await.unwrap();
-        let address = stock_addr.unwrap().with(Protocol::P2p(stock_id));
+        let address = codio_network::with_p2p(stock_addr.unwrap(), stock_id);
         let dial = codio.connect_peer(address);
         tokio::pin!(dial);
         let peer = loop {
@@ -701,7 +684,7 @@ async fn a_default_node_is_reached_over_tcp_and_quic_on_ipv4_and_ipv6() {
             .with_quic(codio_network::transport::QuicConfig::default().with_enabled(false)),
     );
     for address in addresses {
-        let target = address.clone().with(Protocol::P2p(node.local_peer_id()));
+        let target = codio_network::with_p2p(address.clone(), node.local_peer_id());
         if codio_transport::addr::is_quic(&address) {
             stock_quic_reaches(&node, target).await;
             continue;

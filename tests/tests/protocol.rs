@@ -947,13 +947,7 @@ async fn raw_rpc_stream(server: &NetworkManager) -> libp2p::Stream {
     let (behaviour, control, _incoming) =
         Streams::new(StreamsConfig::new(codio_protocol::rpc::RPC_PROTOCOL));
     let mut swarm = bare_swarm(behaviour);
-    swarm
-        .dial(
-            server.listen_addrs()[0]
-                .clone()
-                .with(libp2p::multiaddr::Protocol::P2p(server.local_peer_id())),
-        )
-        .unwrap();
+    swarm.dial(server.dial_addr().unwrap()).unwrap();
     tokio::time::timeout(EVENT_TIMEOUT, async {
         loop {
             if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
@@ -1098,7 +1092,7 @@ async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
         }
     });
     let node = loopback_node().await;
-    node.connect_peer(address.with(libp2p::multiaddr::Protocol::P2p(legacy_id)))
+    node.connect_peer(codio_network::with_p2p(address, legacy_id))
         .await
         .unwrap();
     for i in 0..3u8 {

@@ -22,7 +22,8 @@ pub struct Metadata {
     pub chunk_size: u32,
 }
 
-/// A request. Each request travels on its own stream and gets exactly one [`Response`].
+/// A request; it gets exactly one [`Response`]. Over `/codio/rpc/1.0.0` many requests share
+/// one pipelined session stream; over `/codio/1.0.0` each travels on a stream of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Request {
