@@ -23,7 +23,7 @@ pub struct Built {
     /// The transport, for the swarm.
     pub transport: CodioTransport,
     /// With `relay`, the relay client's behaviour half, which the swarm's behaviour must
-    /// include (`codio_policy::nat` does).
+    /// include (`codio_nat::Behaviour` does).
     pub relay_client: Option<libp2p::relay::client::Behaviour>,
     /// What the inbound gate (shared by the direct and relayed transports) did.
     pub inbound: InboundStats,
