@@ -206,6 +206,11 @@ async fn shutdown_closes_connections_and_rejects_further_commands() {
     let err = a.connect_peer(b.dial_addr().unwrap()).await.unwrap_err();
     assert_eq!(err, ConnectError::ShutDown);
     assert!(matches!(a.start().await, Err(NetworkError::AlreadyStarted)));
+    // Waiting for a peer's identification on a stopped node ends at once, not at its timeout.
+    let started = Instant::now();
+    let wait = a.identified(b.local_peer_id(), EVENT_TIMEOUT).await;
+    assert!(matches!(wait, Err(NetworkError::ShutDown)), "{wait:?}");
+    assert!(started.elapsed() < EVENT_TIMEOUT / 2, "{:?}", started.elapsed());
     a.shutdown().await; // idempotent
 }
 

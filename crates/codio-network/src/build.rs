@@ -193,7 +193,7 @@ fn build_swarm(
     config: &NetworkConfig,
     protocol: codio_protocol::Behaviour,
 ) -> Result<(Swarm<Node>, codio_discovery::Dht, InboundStats), NetworkError> {
-    let layers = config.layers()?;
+    let mut layers = config.layers()?;
     let built = codio_transport::build(keypair, &config.transport, layers.nat.client)?;
     let (transport, relay_client) = (built.transport, built.relay_client);
     let transport = match &config.metrics {
@@ -206,9 +206,10 @@ fn build_swarm(
         }
         None => transport,
     };
+    let kept = std::mem::take(&mut layers.kept);
     let mut behaviour = Behaviour::new(keypair, layers, relay_client, protocol)?;
     // Bootstrap and reserved peers matter: protected, dialed at start, reconnected.
-    for address in config.bootstrap_peers.iter().chain(&config.reserved_peers) {
+    for address in &kept {
         if let Some(peer_id) = peer_id_of(address) {
             behaviour
                 .policy

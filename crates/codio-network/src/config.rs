@@ -141,6 +141,9 @@ impl Default for NetworkConfig {
 /// The layers' configurations with the seed fields applied: what the node is built from.
 #[derive(Debug)]
 pub(crate) struct Layers {
+    /// The peers to keep connected: the seed's and the discovery's bootstrap peers, then the
+    /// reserved ones (each `/…/p2p/<id>`).
+    pub(crate) kept: Vec<Multiaddr>,
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) policy: PolicyConfig,
     pub(crate) nat: NatConfig,
@@ -296,10 +299,14 @@ impl NetworkConfig {
             .limits_mut()
             .edit(|limits| limits.with_max_established(max_peers));
         // The peers this node is told to keep connected are admitted by an allow list too.
-        let reserved = bootstrap.iter().chain(&self.reserved_peers);
+        let kept: Vec<Multiaddr> = bootstrap
+            .into_iter()
+            .chain(self.reserved_peers.iter().cloned())
+            .collect();
+        let reserved = kept.iter().filter_map(codio_base::addr::peer_id_of);
         policy
             .access_mut()
-            .edit(|access| access.with_reserved(reserved.filter_map(codio_base::addr::peer_id_of)));
+            .edit(|access| access.with_reserved(reserved));
         policy.validate()?;
         let nat = self.nat.clone().with_client(relay_client);
         nat.validate()?;
@@ -310,6 +317,7 @@ impl NetworkConfig {
         })?;
         let pubsub = self.pubsub.clone();
         Ok(Layers {
+            kept,
             discovery,
             policy,
             nat,
@@ -417,6 +425,10 @@ mod tests {
             .with_bootstrap_peers([b.clone()])
             .unwrap();
         let layers = c.layers().unwrap();
-        assert_eq!(layers.discovery.bootstrap_addresses(), vec![b, a]);
+        assert_eq!(
+            layers.discovery.bootstrap_addresses(),
+            vec![b.clone(), a.clone()]
+        );
+        assert_eq!(layers.kept, vec![b, a], "both kept connected");
     }
 }

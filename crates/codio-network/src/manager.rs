@@ -212,14 +212,19 @@ impl NetworkManager {
     ) -> Result<PeerInfo, NetworkError> {
         // Subscribed before the check: an identification between the two is not missed.
         let mut events = self.subscribe();
+        // Held for the wait only (bounded by `timeout`): tells when the event loop has ended.
+        let commands = self.commands.sender().ok_or(NetworkError::ShutDown)?;
         let wait = async {
             loop {
                 if let Some(info) = self.peer_info(&peer).filter(PeerInfo::identified) {
                     return Ok(info);
                 }
-                match events.recv().await {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::ShutDown),
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return Err(NetworkError::ShutDown),
+                    },
+                    () = commands.closed() => return Err(NetworkError::ShutDown),
                 }
             }
         };
