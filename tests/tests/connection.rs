@@ -210,7 +210,11 @@ async fn shutdown_closes_connections_and_rejects_further_commands() {
     let started = Instant::now();
     let wait = a.identified(b.local_peer_id(), EVENT_TIMEOUT).await;
     assert!(matches!(wait, Err(NetworkError::ShutDown)), "{wait:?}");
-    assert!(started.elapsed() < EVENT_TIMEOUT / 2, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < EVENT_TIMEOUT / 2,
+        "{:?}",
+        started.elapsed()
+    );
     a.shutdown().await; // idempotent
 }
 
