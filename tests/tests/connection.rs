@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use codio_network::{ConnectError, NetworkConfig, NetworkError, NetworkEvent, PeerId};
 use codio_tests::{
-    EVENT_TIMEOUT, TestNode, connect, init_tracing, loopback_node, started_node, wait_for_event,
+    EVENT_TIMEOUT, Pair, TestNode, assert_connected, connect, init_tracing, loopback_node, pair,
+    started_node, wait_for_event,
 };
 use libp2p::{Multiaddr, multiaddr::Protocol};
 
@@ -171,10 +172,8 @@ async fn twenty_connect_disconnect_cycles_leak_nothing() {
 #[tokio::test]
 async fn quiet_connections_survive_the_default_idle_timeout() {
     init_tracing();
-    let a = loopback_node().await;
-    let b = loopback_node().await;
+    let Pair { a, b } = pair(NetworkConfig::loopback(), NetworkConfig::loopback()).await;
     let mut b_events = b.subscribe();
-    connect(&b, &a).await;
     // Watch for a disconnect for 12 s: with libp2p's default it would come after 10 s.
     let disconnect = tokio::time::timeout(Duration::from_secs(12), async {
         loop {
@@ -188,15 +187,14 @@ async fn quiet_connections_survive_the_default_idle_timeout() {
     .await;
     assert!(disconnect.is_err(), "connection dropped: {disconnect:?}");
     assert_eq!(b.connected_peers().len(), 1);
+    assert_connected(&a, &b);
 }
 
 #[tokio::test]
 async fn shutdown_closes_connections_and_rejects_further_commands() {
     init_tracing();
-    let a = loopback_node().await;
-    let b = loopback_node().await;
+    let Pair { a, b } = pair(NetworkConfig::loopback(), NetworkConfig::loopback()).await;
     let mut b_events = b.subscribe();
-    connect(&b, &a).await;
     a.shutdown().await;
     wait_for_event(&mut b_events, EVENT_TIMEOUT, "B: PeerDisconnected(A)", |e| {
         matches!(e, NetworkEvent::PeerDisconnected { peer_id, .. } if *peer_id == a.local_peer_id())
