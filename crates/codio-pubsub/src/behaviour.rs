@@ -16,7 +16,10 @@ use libp2p::{
         MessageAcceptance, MessageAuthenticity, MessageId, TopicHash, ValidationMode,
     },
     identity::Keypair,
-    swarm::{FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, ToSwarm},
+    swarm::{
+        ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
+        ToSwarm,
+    },
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
@@ -25,6 +28,7 @@ use crate::{
     Acceptance, MeshChange, Message, PubsubConfig, PubsubError, Refusal, Stats, TopicEvent,
     Validator,
     config::RPC_OVERHEAD,
+    handler::{Handler, HandlerIn},
     mesh::Meshes,
     topic::{COMMAND_QUEUE, Command, Pubsub},
 };
@@ -79,6 +83,13 @@ pub struct Behaviour {
     rate: codio_base::Buckets<PeerId>,
     queue: VecDeque<Event>,
     stats: Arc<Stats>,
+    /// Whether this node has joined a topic: until then gossipsub's handlers open no
+    /// outbound stream (see [`Handler`]).
+    active: bool,
+    /// Every established connection, to wake its handler when the node joins its first topic.
+    connections: HashMap<ConnectionId, PeerId>,
+    /// Handlers to wake, at most one per established connection.
+    to_activate: VecDeque<(PeerId, ConnectionId)>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -145,6 +156,9 @@ impl Behaviour {
             mesh_tick: None,
             queue: VecDeque::new(),
             stats: Arc::new(Stats::default()),
+            active: false,
+            connections: HashMap::new(),
+            to_activate: VecDeque::new(),
         })
     }
 
@@ -396,16 +410,28 @@ impl Behaviour {
 }
 
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = THandler<Gossipsub>;
+    type ConnectionHandler = Handler<THandler<Gossipsub>>;
     type ToSwarm = Event;
 
-    codio_base::delegate_to!(gossipsub);
+    codio_base::delegate_to!(gossipsub, Handler::new);
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(closed) = &event
-            && closed.remaining_established == 0
-        {
-            self.rate.forget(&closed.peer_id);
+        match &event {
+            FromSwarm::ConnectionEstablished(established) => {
+                self.connections
+                    .insert(established.connection_id, established.peer_id);
+                if self.active {
+                    self.to_activate
+                        .push_back((established.peer_id, established.connection_id));
+                }
+            }
+            FromSwarm::ConnectionClosed(closed) => {
+                self.connections.remove(&closed.connection_id);
+                if closed.remaining_established == 0 {
+                    self.rate.forget(&closed.peer_id);
+                }
+            }
+            _ => {}
         }
         self.gossipsub.on_swarm_event(event);
     }
@@ -428,6 +454,22 @@ impl NetworkBehaviour for Behaviour {
         if tick.poll_tick(cx).is_ready() {
             self.check_meshes();
         }
+        // Joined through a handle or through `gossipsub_mut`: wake every handler once.
+        if !self.active && self.gossipsub.topics().next().is_some() {
+            self.active = true;
+            self.to_activate.extend(
+                self.connections
+                    .iter()
+                    .map(|(connection, peer)| (*peer, *connection)),
+            );
+        }
+        if let Some((peer_id, connection)) = self.to_activate.pop_front() {
+            return Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(connection),
+                event: HandlerIn::Activate,
+            });
+        }
         // Bounded: every iteration either returns or consumes one gossipsub event.
         loop {
             if let Some(event) = self.queue.pop_front() {
@@ -438,7 +480,8 @@ impl NetworkBehaviour for Behaviour {
                 Poll::Ready(other) => {
                     return Poll::Ready(
                         other
-                            .map_out(|_| unreachable!("GenerateEvent is handled in the arm above")),
+                            .map_out(|_| unreachable!("GenerateEvent is handled in the arm above"))
+                            .map_in(HandlerIn::Gossip),
                     );
                 }
                 Poll::Pending => return Poll::Pending,

@@ -47,6 +47,7 @@
 mod behaviour;
 mod config;
 mod error;
+mod handler;
 mod mesh;
 pub mod score;
 mod ser;
@@ -56,6 +57,7 @@ mod topic;
 pub use behaviour::{Behaviour, Event};
 pub use config::PubsubConfig;
 pub use error::PubsubError;
+pub use handler::{Handler, HandlerIn};
 pub use libp2p::gossipsub::MessageId;
 pub use mesh::MeshChange;
 pub use stats::{Refusal, Stats};
