@@ -5,6 +5,7 @@
 //! cargo run --release -p codio-bench                  # full run (~3 minutes), table on stdout
 //! cargo run --release -p codio-bench -- --json r.json # also write the JSON report
 //! cargo run -p codio-bench -- --smoke                 # tiny sizes: checks that it all works
+//! cargo run --release -p codio-bench -- --check docs/bench-baseline.json  # what got worse
 //! ```
 //!
 //! Every figure is from the same process and machine state: bulk throughput and CPU-seconds
@@ -15,6 +16,7 @@
 //! sending task and opened on the receiving one; bulk rows show codio/ceiling beside
 //! codio/stock.
 
+mod check;
 mod cipher;
 mod codio;
 mod drive;
@@ -122,6 +124,16 @@ struct Args {
     /// Measure only these stacks (comma separated); all by default.
     #[arg(long, value_delimiter = ',')]
     stacks: Vec<Kind>,
+    /// Compare the run's ratios with this baseline report and list what got worse by more
+    /// than the noise (exit status 1 when anything did); docs/performance.md explains it.
+    #[arg(long)]
+    check: Option<std::path::PathBuf>,
+    /// With `--check`: take the run's figures from this JSON report instead of running.
+    #[arg(long, requires = "check")]
+    from: Option<std::path::PathBuf>,
+    /// Idle connections of the memory measurement (default: 1,000; 20 with `--smoke`).
+    #[arg(long)]
+    idle_connections: Option<usize>,
     /// Repetitions of each bulk measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -255,6 +267,8 @@ const KINDS: [Kind; 8] = [
 const AES_PIPE: usize = 1;
 const STOCK: usize = 3;
 const CODIO: usize = 5;
+const STOCK_QUIC: usize = 6;
+const CODIO_QUIC: usize = 7;
 
 /// A security protocol named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -344,15 +358,27 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let sizes = if args.smoke {
+    if let (Some(baseline), Some(from)) = (&args.check, &args.from) {
+        let outcome = check::compare(&check::read(baseline)?, &check::read(from)?)?;
+        return check::report(&outcome, baseline);
+    }
+    let mut sizes = if args.smoke {
         Sizes::smoke()
     } else {
         Sizes::full()
     };
+    if let Some(count) = args.idle_connections {
+        sizes.idle_connections = count;
+    }
     let report = runtime.block_on(run(&args, sizes))?;
     report.print_table();
+    let json = serde_json::to_value(&report)?;
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    if let Some(baseline) = &args.check {
+        let outcome = check::compare(&check::read(baseline)?, &json)?;
+        return check::report(&outcome, baseline);
     }
     Ok(())
 }
@@ -542,8 +568,9 @@ async fn run(args: &Args, sizes: Sizes) -> anyhow::Result<Report> {
                 per_conn,
             )
             .target(
-                "<= 0.75x stock".into(),
-                per_conn[CODIO] <= 0.75 * per_conn[STOCK],
+                "<= 0.75x stock; QUIC <= stock QUIC".into(),
+                per_conn[CODIO] <= 0.75 * per_conn[STOCK]
+                    && per_conn[CODIO_QUIC] <= per_conn[STOCK_QUIC],
             ),
         );
     }
