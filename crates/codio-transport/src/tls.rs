@@ -29,8 +29,8 @@ use rustls::{
         ResolvesClientCert,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
-    crypto::{CryptoProvider, aws_lc_rs},
-    pki_types::{CertificateDer, ServerName, UnixTime},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs},
+    pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
     server::{
         ResolvesServerCert,
         danger::{ClientCertVerified, ClientCertVerifier},
@@ -86,8 +86,9 @@ impl TlsConfig {
             certificate: Arc::new(OwnCertificate(Arc::new(own))),
         };
         // Both configurations once, so that a bad setting fails here rather than per dial.
-        config.client(Arc::default())?;
-        config.server(Arc::default())?;
+        let verifier = || Arc::new(PeerCertificate::new(&config.provider));
+        config.client(verifier())?;
+        config.server(verifier())?;
         Ok(config)
     }
 
@@ -126,7 +127,7 @@ impl TlsConfig {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let verifier = Arc::new(PeerCertificate::default());
+        let verifier = Arc::new(PeerCertificate::new(&self.provider));
         let client = self.client(verifier.clone())?;
         // The spec: clients MUST NOT send a server name (SNI); an IP address sends none.
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
@@ -145,7 +146,7 @@ impl TlsConfig {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let verifier = Arc::new(PeerCertificate::default());
+        let verifier = Arc::new(PeerCertificate::new(&self.provider));
         let server = self.server(verifier.clone())?;
         let stream = TlsAcceptor::from(Arc::new(server))
             .accept(socket)
@@ -177,17 +178,37 @@ impl ResolvesServerCert for OwnCertificate {
 
 /// libp2p's certificate rules, for both sides: exactly one certificate, self-signed, with a
 /// valid libp2p extension (its signature over the certificate key by the identity key);
-/// handshake signatures checked against it. One per connection: it keeps the peer id of the
-/// certificate it accepted. The peer id is checked against the dialed one by the swarm.
-#[derive(Debug, Default)]
+/// handshake signatures checked against it. One per connection: it keeps what it verified of
+/// the peer's certificate (the peer id, and the certificate's key for the handshake
+/// signature that rustls asks about next, so the certificate's two signatures are checked
+/// once, not twice). The peer id is checked against the dialed one by the swarm.
+#[derive(Debug)]
 struct PeerCertificate {
-    peer: std::sync::OnceLock<PeerId>,
+    verified: std::sync::OnceLock<Verified>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// A peer certificate that passed libp2p's checks.
+#[derive(Debug)]
+struct Verified {
+    peer: PeerId,
+    /// The certificate, to recognise it when rustls asks to check a handshake signature.
+    der: Vec<u8>,
+    /// Its subject public key info: the key the handshake is signed with.
+    key: Vec<u8>,
 }
 
 impl PeerCertificate {
+    fn new(provider: &CryptoProvider) -> Self {
+        Self {
+            verified: std::sync::OnceLock::new(),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
     /// The peer id verified (a completed handshake always verified one).
     fn peer(&self) -> Result<PeerId, UpgradeError> {
-        self.peer.get().copied().ok_or_else(|| {
+        self.verified.get().map(|v| v.peer).ok_or_else(|| {
             UpgradeError::ServerUpgrade(std::io::Error::other("no peer certificate verified"))
         })
     }
@@ -204,19 +225,69 @@ impl PeerCertificate {
                 ))),
             )));
         }
+        // libp2p-tls parses the certificate and checks both its signatures.
         let peer = certificate::parse(end_entity)?.peer_id();
-        // A handshake verifies one certificate: the first peer id is the peer's.
-        let _ = self.peer.set(peer);
+        let (_, parsed) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        // A handshake verifies one certificate: the first is the peer's.
+        let _ = self.verified.set(Verified {
+            peer,
+            der: end_entity.to_vec(),
+            key: parsed.tbs_certificate.subject_pki.raw.to_vec(),
+        });
         Ok(())
     }
 
     fn verify_signature(
+        &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        certificate::parse(cert)?.verify_signature(dss.scheme, message, dss.signature())?;
+        self.check_signature(message, cert, dss.scheme, dss.signature())?;
         Ok(HandshakeSignatureValid::assertion())
+    }
+
+    /// Checks `signature` (by `scheme`) over `message` against `cert`'s key.
+    fn check_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        scheme: SignatureScheme,
+        signature: &[u8],
+    ) -> Result<(), rustls::Error> {
+        let bad = || rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        match self.verified.get() {
+            // The certificate verified above: only the handshake signature is left to check,
+            // by a scheme TLS 1.3 allows (RFC 8446 4.2.3: no PKCS#1 v1.5 signatures).
+            Some(verified) if verified.der == cert.as_ref() => {
+                let pkcs1 = [
+                    SignatureScheme::RSA_PKCS1_SHA256,
+                    SignatureScheme::RSA_PKCS1_SHA384,
+                    SignatureScheme::RSA_PKCS1_SHA512,
+                ];
+                if pkcs1.contains(&scheme) {
+                    return Err(bad());
+                }
+                let (_, algorithms) = self
+                    .algorithms
+                    .mapping
+                    .iter()
+                    .find(|(s, _)| *s == scheme)
+                    .ok_or_else(bad)?;
+                let spki = SubjectPublicKeyInfoDer::from(verified.key.as_slice());
+                let key = webpki::RawPublicKeyEntity::try_from(&spki).map_err(|_| bad())?;
+                // A scheme maps to algorithms for several key types; the key's own one passes.
+                let valid = algorithms
+                    .iter()
+                    .any(|algorithm| key.verify_signature(*algorithm, message, signature).is_ok());
+                valid.then_some(()).ok_or_else(bad)
+            }
+            _ => {
+                certificate::parse(cert)?.verify_signature(scheme, message, signature)?;
+                Ok(())
+            }
+        }
     }
 
     /// The schemes libp2p-tls accepts, most preferred first (RSA last).
@@ -268,7 +339,7 @@ impl ServerCertVerifier for PeerCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::verify_signature(message, cert, dss)
+        self.verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -310,7 +381,7 @@ impl ClientCertVerifier for PeerCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::verify_signature(message, cert, dss)
+        self.verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -419,15 +490,60 @@ mod tests {
         let _ = dialed;
     }
 
+    /// The handshake signature is checked against the certificate verified before it (the
+    /// fast path) and against any other certificate by parsing it whole: both refuse a
+    /// signature over other bytes, and a certificate is verified before its key is used.
+    #[test]
+    fn handshake_signatures_are_checked_against_the_verified_certificate() {
+        const P256: SignatureScheme = SignatureScheme::ECDSA_NISTP256_SHA256;
+        let provider = aws_lc_rs::default_provider();
+        let sign = |keypair: &identity::Keypair, message: &[u8]| {
+            let (cert, key) = certificate::generate(keypair).unwrap();
+            let signer = aws_lc_rs::sign::any_ecdsa_type(&key)
+                .unwrap()
+                .choose_scheme(&[P256])
+                .unwrap();
+            let signature = signer.sign(message).unwrap();
+            (cert, signature)
+        };
+        let (a, b) = (
+            identity::Keypair::generate_ed25519(),
+            identity::Keypair::generate_ed25519(),
+        );
+        let (cert_a, signed_a) = sign(&a, b"transcript");
+        let (cert_b, signed_b) = sign(&b, b"transcript");
+        let verifier = PeerCertificate::new(&provider);
+        verifier.verify(&cert_a, &[]).unwrap();
+        assert_eq!(verifier.peer().unwrap(), a.public().to_peer_id());
+        // The fast path: the verified certificate's key.
+        let check = |message: &[u8], cert, signature: &Vec<u8>| {
+            verifier.check_signature(message, cert, P256, signature)
+        };
+        assert!(check(b"transcript", &cert_a, &signed_a).is_ok());
+        assert!(check(b"other", &cert_a, &signed_a).is_err());
+        let p384 = SignatureScheme::ECDSA_NISTP384_SHA384;
+        assert!(
+            verifier
+                .check_signature(b"transcript", &cert_a, p384, &signed_a)
+                .is_err()
+        );
+        // Another certificate is parsed whole; a signature by another key never passes.
+        assert!(check(b"transcript", &cert_b, &signed_b).is_ok());
+        assert!(check(b"other", &cert_b, &signed_b).is_err());
+        assert!(check(b"transcript", &cert_a, &signed_b).is_err());
+        assert_eq!(verifier.peer().unwrap(), a.public().to_peer_id());
+    }
+
     /// A rustls client that trusts the libp2p server but presents no certificate at all.
     fn client_without_certificate() -> Arc<rustls::ClientConfig> {
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .unwrap_or_else(|e| panic!("{e}"))
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PeerCertificate::default()))
-                .with_no_client_auth();
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let verifier = Arc::new(PeerCertificate::new(&provider));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
         config.alpn_protocols = vec![ALPN.to_vec()];
         Arc::new(config)
     }
