@@ -82,7 +82,7 @@ fn direct(
         return with_dns(tcp, config);
     }
     let ip = tcp
-        .or_transport(quic::transport(keypair, config, gate))
+        .or_transport(quic::transport(keypair, config, gate)?)
         .map(|either, _| either.into_inner())
         .map_err(|either| either.into_inner())
         .boxed();

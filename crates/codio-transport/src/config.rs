@@ -33,6 +33,9 @@ pub enum TransportBuildError {
     /// The system DNS configuration could not be read.
     #[error("dns resolver configuration: {0}")]
     Dns(#[source] io::Error),
+    /// The QUIC transport could not be set up.
+    #[error("QUIC: {0}")]
+    Quic(#[source] crate::QuicError),
 }
 
 /// How the multistream-select negotiation of the security and multiplexing protocols runs.

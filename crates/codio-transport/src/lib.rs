@@ -74,5 +74,5 @@ pub use connect_error::ConnectError;
 pub use gate::{InboundGate, InboundLimits, InboundStats, ShedReason};
 pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 pub use negotiate::SetupError;
-pub use quic::QuicConfig;
+pub use quic::{QuicConfig, QuicError};
 pub use security::{SecureStream, SecurityError, SecurityProtocol};

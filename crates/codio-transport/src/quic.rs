@@ -1,6 +1,8 @@
 //! QUIC beside TCP: its settings ([`QuicConfig`]) and the QUIC half of the transport.
 //!
-//! QUIC (libp2p-quic over quinn, QUIC v1 with libp2p's TLS 1.3 certificates) sets a
+//! QUIC (QUIC v1 on quinn endpoints codio builds itself, `quic/endpoint.rs`, with libp2p's
+//! TLS 1.3 certificates and codio's TLS configuration: AES-128-GCM first, one certificate
+//! check per handshake; it interoperates with libp2p-quic both ways) sets a
 //! connection up in one round trip where TCP + TLS/Noise + Yamux needs three, its streams do
 //! not wait behind each other's lost packets, and UDP hole punching succeeds more often than
 //! TCP's. A QUIC connection carries the same peer id and stream budget as a TCP one:
@@ -13,9 +15,18 @@
 
 use std::time::Duration;
 
-use libp2p::{Transport, core::muxing::StreamMuxerBox, identity};
+use libp2p::{Transport, identity};
 
-use crate::{CodioTransport, TransportConfig, gate::InboundGate, timeout::SetupTimeout};
+use crate::{
+    CodioTransport, TransportBuildError, TransportConfig, gate::InboundGate, timeout::SetupTimeout,
+    tls::TlsConfig,
+};
+
+mod connection;
+mod endpoint;
+
+pub use endpoint::QuicError;
+use endpoint::QuicTransport;
 
 /// The most one QUIC stream may have unread before its sender waits (16 MiB, as a Yamux
 /// stream's window may grow to), unless the connection window is smaller.
@@ -27,7 +38,7 @@ const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// |---|---|
 /// | [`enabled`](Self::with_enabled) | `true` (off whenever a private network key is set) |
 /// | [`keep_alive`](Self::with_keep_alive) | 15 s: a quiet connection sends a keep-alive packet this often (go-libp2p's) |
-/// | [`idle_timeout`](Self::with_idle_timeout) | 30 s without a packet from the peer closes the connection (go-libp2p's; libp2p-quic's 10 s closes connections of a node starved of CPU for a few seconds; keep it above `keep_alive`; dead peers are the policy's pings' to find) |
+/// | [`idle_timeout`](Self::with_idle_timeout) | 30 s without a packet from the peer closes the connection (go-libp2p's; libp2p-quic's default of 10 s closes connections of a node starved of CPU for a few seconds; keep it above `keep_alive`; dead peers are the policy's pings' to find) |
 /// | [`mtu_discovery`](Self::with_mtu_discovery) | `true`: probe for packets larger than 1,200 bytes |
 /// | [`tcp_delay`](Self::with_tcp_delay) | 250 ms to public addresses, 30 ms to loopback and private ones (go-libp2p's dial ranker): how long a TCP dial waits for a QUIC dial to the same peer before it starts too |
 ///
@@ -102,27 +113,25 @@ impl QuicConfig {
         (self.public_tcp_delay, self.private_tcp_delay)
     }
 
-    /// The libp2p-quic configuration for `keypair` under `transport`'s budgets.
-    pub fn libp2p_config(
-        &self,
-        keypair: &identity::Keypair,
-        transport: &TransportConfig,
-    ) -> libp2p::quic::Config {
+    /// The quinn transport settings under `transport`'s budgets.
+    pub(crate) fn quinn_config(&self, transport: &TransportConfig) -> quinn::TransportConfig {
         let window = u32::try_from(transport.yamux_connection_window).unwrap_or(u32::MAX);
         let streams = u32::try_from(transport.max_streams).unwrap_or(u32::MAX);
-        let idle_ms = u32::try_from(self.idle_timeout.as_millis()).unwrap_or(u32::MAX);
-        let mut config = libp2p::quic::Config::new(keypair);
-        config.handshake_timeout = transport.connect_timeout;
-        config.max_idle_timeout = idle_ms;
-        config.keep_alive_interval = self.keep_alive;
-        config.max_concurrent_stream_limit = streams;
-        config.max_connection_data = window;
-        config.max_stream_data = STREAM_WINDOW.min(window);
-        if self.mtu_discovery {
-            config
-        } else {
-            config.disable_path_mtu_discovery()
+        let mut config = quinn::TransportConfig::default();
+        config
+            .max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok())
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_concurrent_bidi_streams(streams.into())
+            // libp2p streams are bidirectional; no unidirectional ones, no datagrams.
+            .max_concurrent_uni_streams(0u32.into())
+            .datagram_receive_buffer_size(None)
+            .stream_receive_window(STREAM_WINDOW.min(window).into())
+            .receive_window(window.into())
+            .allow_spin(false);
+        if !self.mtu_discovery {
+            config.mtu_discovery_config(None);
         }
+        config
     }
 }
 
@@ -132,9 +141,10 @@ pub(crate) fn transport(
     keypair: &identity::Keypair,
     config: &TransportConfig,
     gate: &InboundGate,
-) -> CodioTransport {
-    let quic = libp2p::quic::tokio::Transport::new(config.quic.libp2p_config(keypair, config))
-        .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+) -> Result<CodioTransport, TransportBuildError> {
+    let tls = TlsConfig::new(keypair).map_err(TransportBuildError::Tls)?;
+    let quic = QuicTransport::new(tls, config.quic.quinn_config(config))
+        .map_err(TransportBuildError::Quic)?;
     let timed = SetupTimeout::new(quic, config.connect_timeout, gate.clone());
-    timed.boxed()
+    Ok(timed.boxed())
 }

@@ -119,6 +119,34 @@ impl TlsConfig {
         Ok(server)
     }
 
+    /// A source of random bytes (the crypto provider's).
+    pub(crate) fn random(&self) -> impl Fn(&mut [u8]) + Send + Sync + 'static {
+        let random = self.provider.secure_random;
+        move |buf: &mut [u8]| {
+            // The provider's generator fails only when the OS has no randomness at all; the
+            // bytes are then left as they were (hole-punch datagrams need no secrecy).
+            let _ = random.fill(buf);
+        }
+    }
+
+    /// A client configuration for one connection (QUIC's handshake runs inside quinn) and
+    /// the verifier that holds the peer id once the handshake completed.
+    pub(crate) fn client_for_one(
+        &self,
+    ) -> Result<(rustls::ClientConfig, OneHandshake), UpgradeError> {
+        let verifier = Arc::new(PeerCertificate::new(&self.provider));
+        Ok((self.client(verifier.clone())?, OneHandshake(verifier)))
+    }
+
+    /// A server configuration for one connection and its verifier (see
+    /// [`client_for_one`](Self::client_for_one)).
+    pub(crate) fn server_for_one(
+        &self,
+    ) -> Result<(rustls::ServerConfig, OneHandshake), UpgradeError> {
+        let verifier = Arc::new(PeerCertificate::new(&self.provider));
+        Ok((self.server(verifier.clone())?, OneHandshake(verifier)))
+    }
+
     /// The handshake as the side that proposed `/tls/1.0.0`.
     pub(crate) async fn secure_outbound<C>(
         &self,
@@ -153,6 +181,17 @@ impl TlsConfig {
             .await
             .map_err(UpgradeError::ServerUpgrade)?;
         Ok((verifier.peer()?, stream.into()))
+    }
+}
+
+/// The verifier of one handshake run elsewhere (QUIC): the peer id it verified.
+#[derive(Debug, Clone)]
+pub(crate) struct OneHandshake(Arc<PeerCertificate>);
+
+impl OneHandshake {
+    /// The peer id of the certificate the handshake verified.
+    pub(crate) fn peer(&self) -> Result<PeerId, UpgradeError> {
+        self.0.peer()
     }
 }
 
