@@ -116,12 +116,12 @@ impl QuicConfig {
     /// The quinn transport settings under `transport`'s budgets.
     pub(crate) fn quinn_config(&self, transport: &TransportConfig) -> quinn::TransportConfig {
         let window = u32::try_from(transport.yamux_connection_window).unwrap_or(u32::MAX);
-        let streams = u32::try_from(transport.max_streams).unwrap_or(u32::MAX);
         let mut config = quinn::TransportConfig::default();
+        // The concurrent streams a peer may open are granted as it uses them, up to
+        // `max_streams` (`quic/connection.rs`).
         config
             .max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok())
             .keep_alive_interval(Some(self.keep_alive))
-            .max_concurrent_bidi_streams(streams.into())
             // libp2p streams are bidirectional; no unidirectional ones, no datagrams.
             .max_concurrent_uni_streams(0u32.into())
             .datagram_receive_buffer_size(None)
@@ -143,7 +143,8 @@ pub(crate) fn transport(
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError> {
     let tls = TlsConfig::new(keypair).map_err(TransportBuildError::Tls)?;
-    let quic = QuicTransport::new(tls, config.quic.quinn_config(config))
+    let streams = u32::try_from(config.max_streams).unwrap_or(u32::MAX);
+    let quic = QuicTransport::new(tls, config.quic.quinn_config(config), streams)
         .map_err(TransportBuildError::Quic)?;
     let timed = SetupTimeout::new(quic, config.connect_timeout, gate.clone());
     Ok(timed.boxed())

@@ -1,10 +1,20 @@
 //! A quinn connection as a libp2p [`StreamMuxer`]: each libp2p stream is one bidirectional
 //! QUIC stream; the peer's budget of concurrent streams is the transport's `max_streams`
 //! (quinn refuses more, as QUIC flow control does: the peer cannot even open them).
+//!
+//! quinn sets up the state of every stream the peer may open at once when it grants them
+//! (21 KiB per connection for libp2p's usual 256), so a connection starts with
+//! [`INITIAL_STREAMS`] and doubles the grant, up to the budget, whenever the peer's open
+//! streams reach three quarters of it: an idle connection pays for 32 streams, a busy one
+//! for what it uses, and the worst case is the budget, as before.
 
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -14,9 +24,17 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 type Opening =
     BoxFuture<'static, Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>>;
 
+/// Concurrent streams a peer may open on a new connection (raised as it uses them).
+pub(crate) const INITIAL_STREAMS: u32 = 32;
+
 /// An established QUIC connection.
 pub(crate) struct Connection {
     connection: quinn::Connection,
+    /// The peer's streams open now (each [`Stream`] it opened holds a count until dropped).
+    peer_streams: Arc<AtomicUsize>,
+    /// Concurrent streams the peer may open now, and at most.
+    granted: u32,
+    budget: u32,
     inbound: Option<Opening>,
     outbound: Option<Opening>,
     closing: Option<BoxFuture<'static, quinn::ConnectionError>>,
@@ -31,9 +49,14 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(connection: quinn::Connection) -> Self {
+    /// `connection`, whose peer was granted `min(INITIAL_STREAMS, budget)` streams by its
+    /// transport configuration and may get up to `budget`.
+    pub(crate) fn new(connection: quinn::Connection, budget: u32) -> Self {
         Self {
             connection,
+            peer_streams: Arc::new(AtomicUsize::new(0)),
+            granted: INITIAL_STREAMS.min(budget),
+            budget,
             inbound: None,
             outbound: None,
             closing: None,
@@ -63,7 +86,15 @@ impl StreamMuxer for Connection {
         let result = ready!(accepting.poll_unpin(cx));
         this.inbound = None;
         let (send, recv) = result?;
-        Poll::Ready(Ok(Stream::new(send, recv)))
+        let open = this.peer_streams.fetch_add(1, Ordering::Relaxed) + 1;
+        if open * 4 >= this.granted as usize * 3 && this.granted < this.budget {
+            this.granted = this.granted.saturating_mul(2).min(this.budget);
+            this.connection
+                .set_max_concurrent_bi_streams(this.granted.into());
+        }
+        let mut stream = Stream::new(send, recv);
+        stream.count = Some(this.peer_streams.clone());
+        Poll::Ready(Ok(stream))
     }
 
     fn poll_outbound(
@@ -113,6 +144,8 @@ pub(crate) struct Stream {
     /// The sending half was finished: closing again succeeds at once (quinn refuses a
     /// second `finish`, and protocols close a stream more than once).
     finished: bool,
+    /// The connection's count of the peer's open streams, for a stream the peer opened.
+    count: Option<Arc<AtomicUsize>>,
 }
 
 impl Stream {
@@ -121,6 +154,15 @@ impl Stream {
             send,
             recv,
             finished: false,
+            count: None,
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(count) = &self.count {
+            count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

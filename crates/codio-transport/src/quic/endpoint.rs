@@ -40,7 +40,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::tls::{OneHandshake, TlsConfig};
 
-use super::connection::Connection;
+use super::connection::{Connection, INITIAL_STREAMS};
 
 /// The server name a dial sends: libp2p-quic's, which it also accepts.
 const SERVER_NAME: &str = "l";
@@ -89,6 +89,9 @@ type Upgrade = BoxFuture<'static, Result<(PeerId, StreamMuxerBox), QuicError>>;
 struct Setup {
     tls: TlsConfig,
     transport: Arc<quinn::TransportConfig>,
+    /// The concurrent streams a peer may open at most (it starts with fewer, see
+    /// `connection.rs`).
+    streams: u32,
     /// A server configuration whose crypto each connection replaces with its own.
     server: Arc<quinn::ServerConfig>,
 }
@@ -119,23 +122,29 @@ impl Setup {
     /// Accepts `incoming` with a configuration of its own: the upgrade to a connection.
     fn accept(&self, incoming: quinn::Incoming) -> Upgrade {
         let server = self.server();
+        let streams = self.streams;
         async move {
             let (server, verifier) = server?;
             let connecting = incoming.accept_with(server)?;
-            established(connecting, verifier).await
+            established(connecting, verifier, streams).await
         }
         .boxed()
     }
 }
 
-/// A handshake's end: the peer id it verified and the connection as a muxer.
+/// A handshake's end: the peer id it verified and the connection as a muxer whose peer
+/// may open up to `streams` streams at once.
 async fn established(
     connecting: quinn::Connecting,
     verifier: OneHandshake,
+    streams: u32,
 ) -> Result<(PeerId, StreamMuxerBox), QuicError> {
     let connection = connecting.await?;
     let peer = verifier.peer().map_err(|_| QuicError::NoPeer)?;
-    Ok((peer, StreamMuxerBox::new(Connection::new(connection))))
+    Ok((
+        peer,
+        StreamMuxerBox::new(Connection::new(connection, streams)),
+    ))
 }
 
 /// One listen address.
@@ -204,10 +213,14 @@ impl std::fmt::Debug for QuicTransport {
 }
 
 impl QuicTransport {
+    /// The transport for `tls`, with quinn's `transport` settings and a budget of `streams`
+    /// concurrent streams per connection (granted to the peer as it uses them).
     pub(crate) fn new(
         tls: TlsConfig,
-        transport: quinn::TransportConfig,
+        mut transport: quinn::TransportConfig,
+        streams: u32,
     ) -> Result<Self, QuicError> {
+        transport.max_concurrent_bidi_streams(INITIAL_STREAMS.min(streams).into());
         let transport = Arc::new(transport);
         // The crypto here is never used: every connection is accepted with its own.
         let (tls_server, _) = tls
@@ -227,6 +240,7 @@ impl QuicTransport {
             setup: Setup {
                 tls,
                 transport,
+                streams,
                 server: Arc::new(server),
             },
             endpoint_config: quinn::EndpointConfig::default(),
@@ -369,7 +383,7 @@ impl Transport for QuicTransport {
         let connecting = endpoint
             .connect_with(client, remote, SERVER_NAME)
             .map_err(|e| TransportError::Other(e.into()))?;
-        Ok(established(connecting, verifier).boxed())
+        Ok(established(connecting, verifier, self.setup.streams).boxed())
     }
 
     fn poll(
@@ -533,7 +547,7 @@ mod tests {
     fn codio(keypair: &identity::Keypair) -> Node {
         let tls = TlsConfig::new(keypair).unwrap();
         let config = QuicConfig::default().quinn_config(&TransportConfig::default());
-        QuicTransport::new(tls, config).unwrap().boxed()
+        QuicTransport::new(tls, config, 256).unwrap().boxed()
     }
 
     fn stock(keypair: &identity::Keypair) -> Node {
@@ -628,6 +642,56 @@ mod tests {
         );
         exchange(stock(&a), &a, codio(&b), &b).await;
         exchange(codio(&a), &a, stock(&b), &b).await;
+    }
+
+    /// A connection starts by granting its peer 32 streams; a peer that opens and keeps 100
+    /// streams gets them all (the grant grows as the streams are used), never more than the
+    /// budget of 256.
+    #[tokio::test]
+    async fn the_stream_grant_grows_with_use() {
+        let (a, b) = (
+            identity::Keypair::generate_ed25519(),
+            identity::Keypair::generate_ed25519(),
+        );
+        let (mut listener, mut dialer) = (codio(&a), codio(&b));
+        let address = listen(&mut listener).await;
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let dialing = dialer.dial(address, opts).unwrap();
+        let accepting = async {
+            loop {
+                if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await
+                {
+                    return upgrade.await.unwrap();
+                }
+            }
+        };
+        let ((_, mut out), (_, mut inb)) =
+            futures::join!(async { dialing.await.unwrap() }, accepting);
+        let opening = async {
+            let mut streams = Vec::new();
+            for _ in 0..100 {
+                let mut stream = poll_fn(|cx| out.poll_outbound_unpin(cx)).await.unwrap();
+                stream.write_all(b"x").await.unwrap();
+                streams.push(stream);
+            }
+            streams
+        };
+        let accepting = async {
+            let mut streams = Vec::new();
+            for _ in 0..100 {
+                streams.push(poll_fn(|cx| inb.poll_inbound_unpin(cx)).await.unwrap());
+            }
+            streams
+        };
+        let (opened, accepted) = tokio::time::timeout(Duration::from_secs(10), async {
+            futures::join!(opening, accepting)
+        })
+        .await
+        .expect("100 streams within 10 s");
+        assert_eq!((opened.len(), accepted.len()), (100, 100));
     }
 
     #[test]
