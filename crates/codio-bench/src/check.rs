@@ -1,38 +1,40 @@
 //! `--check BASELINE`: what got worse since a recorded run.
 //!
 //! Absolute figures move with the machine and its load (this machine's bulk figures moved by
-//! 2.4x between two weeks), so the check compares the ratios each row records: codio over
-//! stock, codio over raw TCP, codio over the AES pipe, codio QUIC over stock QUIC. A ratio is
-//! worse when it moved the wrong way (down where higher is better, up where lower is better)
-//! by more than the noise measured for its group between back-to-back runs of the same code
-//! (docs/performance.md, "Checking a run against the baseline").
+//! 2.4x between two weeks), so the check compares the ratios to stock each row records: codio
+//! over stock and codio QUIC over stock QUIC (the ratios to raw TCP and to the AES pipe swing
+//! with raw TCP's own spread, 1.8-3.4 GB/s, and are not checked). A ratio is worse when it
+//! moved the wrong way (down where higher is better, up where lower is better) by more than
+//! the noise measured for its row between full runs of the same code (docs/performance.md,
+//! "Checking a run against the baseline").
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde_json::Value;
 
-/// The ratio columns of a report row.
-const RATIOS: [&str; 4] = [
-    "codio_vs_stock",
-    "codio_vs_raw",
-    "codio_vs_ceiling",
-    "quic_vs_stock_quic",
-];
+/// The ratio columns of a report row that are checked.
+const RATIOS: [&str; 2] = ["codio_vs_stock", "quic_vs_stock_quic"];
 
-/// How far a ratio moves between back-to-back runs of the same code, by row group (the
-/// largest spread seen in repeated runs, rounded up); rows of other groups use `DEFAULT_NOISE`.
-const NOISE: [(&str, f64); 5] = [
-    ("bulk", 0.15),
-    ("requests", 0.25),
+/// How far a ratio moved between full runs of the same code on this shared machine, by row
+/// group: the largest spread of the pairs recorded in docs/performance.md (issues 27 and 28:
+/// bulk 4 streams 0.99x/1.45x of stock, requests at 64 in flight 14.1x/8.35x, set-up p50
+/// 0.83x/0.95x, memory 1.85x/1.82x), rounded up. Rows of other groups use `DEFAULT_NOISE`;
+/// tail latencies (p99 rows) `TAIL_NOISE` (1 in flight: 0.41x/0.60x).
+const NOISE: [(&str, f64); 4] = [
+    ("bulk", 0.45),
+    ("requests", 0.45),
     ("connections", 0.20),
     ("memory", 0.05),
-    ("wan", 0.15),
 ];
-const DEFAULT_NOISE: f64 = 0.25;
+const DEFAULT_NOISE: f64 = 0.45;
+const TAIL_NOISE: f64 = 0.60;
 
-/// The noise allowed for rows of `group`.
-pub(crate) fn noise(group: &str) -> f64 {
+/// The noise allowed for the row `metric` of `group`.
+pub(crate) fn noise(group: &str, metric: &str) -> f64 {
+    if metric.contains("p99") {
+        return TAIL_NOISE;
+    }
     NOISE
         .iter()
         .find(|(g, _)| *g == group)
@@ -99,11 +101,8 @@ pub(crate) fn compare(baseline: &Value, run: &Value) -> anyhow::Result<Outcome> 
             .get("higher_is_better")
             .and_then(Value::as_bool)
             .unwrap_or(true);
-        let group = base
-            .get("group")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let allowed = noise(group);
+        let field = |key| base.get(key).and_then(Value::as_str).unwrap_or_default();
+        let allowed = noise(field("group"), field("metric"));
         for ratio in RATIOS {
             let value = |r: &Value| r.get(ratio).and_then(Value::as_f64);
             let (Some(before), Some(after)) = (value(base), value(current)) else {
@@ -176,7 +175,7 @@ mod tests {
     fn flags_only_moves_the_wrong_way_beyond_the_noise() {
         let baseline = report(json!([
             { "group": "bulk", "metric": "1 stream throughput", "higher_is_better": true,
-              "codio_vs_stock": 2.4, "codio_vs_raw": 0.9 },
+              "codio_vs_stock": 2.4, "codio_vs_raw": 0.9, "quic_vs_stock_quic": 1.0 },
             { "group": "memory", "metric": "idle", "higher_is_better": false,
               "codio_vs_stock": 0.70, "quic_vs_stock_quic": 0.9 },
             { "group": "connections", "metric": "set-up p50", "higher_is_better": false,
@@ -185,9 +184,10 @@ mod tests {
               "codio_vs_stock": null },
         ]));
         let run = report(json!([
-            // 2.4 -> 1.9 is -21 %: worse than bulk's 15 %; 0.9 -> 0.85 is within it.
+            // 2.4 -> 1.2 is -50 %: worse than bulk's 45 %; 1.0 -> 0.7 is within it; the
+            // ratio to raw TCP is not checked.
             { "group": "bulk", "metric": "1 stream throughput", "higher_is_better": true,
-              "codio_vs_stock": 1.9, "codio_vs_raw": 0.85 },
+              "codio_vs_stock": 1.2, "codio_vs_raw": 0.1, "quic_vs_stock_quic": 0.7 },
             // Memory is lower-is-better: 0.70 -> 0.80 is +14 % (worse), QUIC got better.
             { "group": "memory", "metric": "idle", "higher_is_better": false,
               "codio_vs_stock": 0.80, "quic_vs_stock_quic": 0.5 },
