@@ -199,6 +199,8 @@ pub(crate) struct QuicTransport {
     setup: Setup,
     endpoint_config: quinn::EndpointConfig,
     listeners: Vec<Listener>,
+    /// Listeners removed or ended, whose end is still to be reported.
+    closed: VecDeque<ListenerId>,
     /// Dial-only endpoints, IPv4 and IPv6, made at their first use.
     dialers: [Option<quinn::Endpoint>; 2],
     waker: Option<Waker>,
@@ -245,6 +247,7 @@ impl QuicTransport {
             },
             endpoint_config: quinn::EndpointConfig::default(),
             listeners: Vec::new(),
+            closed: VecDeque::new(),
             dialers: [None, None],
             waker: None,
         })
@@ -359,6 +362,8 @@ impl Transport for QuicTransport {
         let listener = self.listeners.swap_remove(at);
         // No new connections; those already open keep the endpoint running until they end.
         listener.endpoint.set_server_config(None);
+        self.closed.push_back(id);
+        self.wake();
         true
     }
 
@@ -391,10 +396,21 @@ impl Transport for QuicTransport {
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
         let this = &mut *self;
-        for listener in &mut this.listeners {
-            if let Some(event) = listener.poll(&this.setup, cx) {
-                return Poll::Ready(event);
+        if let Some(listener_id) = this.closed.pop_front() {
+            return Poll::Ready(TransportEvent::ListenerClosed {
+                listener_id,
+                reason: Ok(()),
+            });
+        }
+        for at in 0..this.listeners.len() {
+            let Some(event) = this.listeners[at].poll(&this.setup, cx) else {
+                continue;
+            };
+            if let TransportEvent::ListenerClosed { .. } = event {
+                // Its endpoint stopped accepting: nothing more to poll.
+                this.listeners.swap_remove(at);
             }
+            return Poll::Ready(event);
         }
         this.waker = Some(cx.waker().clone());
         Poll::Pending
@@ -570,24 +586,17 @@ mod tests {
         }
     }
 
-    /// `dialer` connects to `listener` and sends a message on a stream, closing it twice;
-    /// the listener answers on the same stream; both learn the other's peer id.
-    async fn exchange(
-        mut listener: Node,
-        listener_key: &identity::Keypair,
-        mut dialer: Node,
-        dialer_key: &identity::Keypair,
-    ) {
-        let address = listen(&mut listener).await;
-        let dialing = dialer
-            .dial(
-                address,
-                DialOpts {
-                    role: Endpoint::Dialer,
-                    port_use: PortUse::New,
-                },
-            )
-            .unwrap();
+    /// `dialer` connects to `listener` (listening on 127.0.0.1): both ends, dialer's first.
+    async fn connected(
+        listener: &mut Node,
+        dialer: &mut Node,
+    ) -> ((PeerId, StreamMuxerBox), (PeerId, StreamMuxerBox)) {
+        let address = listen(listener).await;
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let dialing = dialer.dial(address, opts).unwrap();
         let accepting = async {
             loop {
                 if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await
@@ -596,8 +605,18 @@ mod tests {
                 }
             }
         };
-        let ((to, mut out), (from, mut inb)) =
-            futures::join!(async { dialing.await.unwrap() }, accepting);
+        futures::join!(async { dialing.await.unwrap() }, accepting)
+    }
+
+    /// `dialer` connects to `listener` and sends a message on a stream, closing it twice;
+    /// the listener answers on the same stream; both learn the other's peer id.
+    async fn exchange(
+        mut listener: Node,
+        listener_key: &identity::Keypair,
+        mut dialer: Node,
+        dialer_key: &identity::Keypair,
+    ) {
+        let ((to, mut out), (from, mut inb)) = connected(&mut listener, &mut dialer).await;
         assert_eq!(to, listener_key.public().to_peer_id());
         assert_eq!(from, dialer_key.public().to_peer_id());
         let client = async {
@@ -654,22 +673,7 @@ mod tests {
             identity::Keypair::generate_ed25519(),
         );
         let (mut listener, mut dialer) = (codio(&a), codio(&b));
-        let address = listen(&mut listener).await;
-        let opts = DialOpts {
-            role: Endpoint::Dialer,
-            port_use: PortUse::New,
-        };
-        let dialing = dialer.dial(address, opts).unwrap();
-        let accepting = async {
-            loop {
-                if let TransportEvent::Incoming { upgrade, .. } = listener.select_next_some().await
-                {
-                    return upgrade.await.unwrap();
-                }
-            }
-        };
-        let ((_, mut out), (_, mut inb)) =
-            futures::join!(async { dialing.await.unwrap() }, accepting);
+        let ((_, mut out), (_, mut inb)) = connected(&mut listener, &mut dialer).await;
         let opening = async {
             let mut streams = Vec::new();
             for _ in 0..100 {
@@ -692,6 +696,60 @@ mod tests {
         .await
         .expect("100 streams within 10 s");
         assert_eq!((opened.len(), accepted.len()), (100, 100));
+    }
+
+    /// A removed listener is reported closed (the swarm waits for it), takes no new
+    /// connection, and the connections it accepted keep working.
+    #[tokio::test]
+    async fn a_removed_listener_is_reported_closed_and_its_connections_stay() {
+        let (a, b) = (
+            identity::Keypair::generate_ed25519(),
+            identity::Keypair::generate_ed25519(),
+        );
+        let (mut listener, mut dialer) = (codio(&a), codio(&b));
+        let ((_, mut out), (_, mut inb)) = connected(&mut listener, &mut dialer).await;
+        let id = ListenerId::next();
+        let address = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+        listener.listen_on(id, address).unwrap();
+        let second = loop {
+            if let TransportEvent::NewAddress {
+                listener_id,
+                listen_addr,
+            } = listener.select_next_some().await
+                && listener_id == id
+            {
+                break listen_addr;
+            }
+        };
+        assert!(listener.remove_listener(id));
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let TransportEvent::ListenerClosed { listener_id, .. } =
+                    listener.select_next_some().await
+                {
+                    return listener_id;
+                }
+            }
+        });
+        assert_eq!(closed.await.expect("closed within 5 s"), id);
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        // A handshake on loopback takes milliseconds: two seconds without one is a refusal.
+        let refused =
+            tokio::time::timeout(Duration::from_secs(2), dialer.dial(second, opts).unwrap());
+        assert!(
+            !matches!(refused.await, Ok(Ok(_))),
+            "a removed listener accepted a connection"
+        );
+        let mut stream = poll_fn(|cx| out.poll_outbound_unpin(cx)).await.unwrap();
+        stream.write_all(b"still here").await.unwrap();
+        stream.close().await.unwrap();
+        let mut received = Vec::new();
+        let mut inbound = poll_fn(|cx| inb.poll_inbound_unpin(cx)).await.unwrap();
+        inbound.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, b"still here");
     }
 
     #[test]
