@@ -13,7 +13,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::Arc,
+    sync::{Arc, PoisonError},
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -217,20 +217,22 @@ impl ResolvesServerCert for OwnCertificate {
 
 /// libp2p's certificate rules, for both sides: exactly one certificate, self-signed, with a
 /// valid libp2p extension (its signature over the certificate key by the identity key);
-/// handshake signatures checked against it. One per connection: it keeps what it verified of
-/// the peer's certificate (the peer id, and the certificate's key for the handshake
-/// signature that rustls asks about next, so the certificate's two signatures are checked
-/// once, not twice). The peer id is checked against the dialed one by the swarm.
+/// handshake signatures checked against it. One per connection: it keeps the peer id of the
+/// certificate it accepted, and that certificate's key until rustls asks about the handshake
+/// signature next (so the certificate's two signatures are checked once, not twice; the
+/// rustls connection holds the verifier for its lifetime, and after the handshake only the
+/// peer id is left in it). The peer id is checked against the dialed one by the swarm.
 #[derive(Debug)]
 struct PeerCertificate {
-    verified: std::sync::OnceLock<Verified>,
+    peer: std::sync::OnceLock<PeerId>,
+    /// The verified certificate, until its handshake signature is checked.
+    verified: std::sync::Mutex<Option<Verified>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 /// A peer certificate that passed libp2p's checks.
 #[derive(Debug)]
 struct Verified {
-    peer: PeerId,
     /// The certificate, to recognise it when rustls asks to check a handshake signature.
     der: Vec<u8>,
     /// Its subject public key info: the key the handshake is signed with.
@@ -240,14 +242,15 @@ struct Verified {
 impl PeerCertificate {
     fn new(provider: &CryptoProvider) -> Self {
         Self {
-            verified: std::sync::OnceLock::new(),
+            peer: std::sync::OnceLock::new(),
+            verified: std::sync::Mutex::new(None),
             algorithms: provider.signature_verification_algorithms,
         }
     }
 
     /// The peer id verified (a completed handshake always verified one).
     fn peer(&self) -> Result<PeerId, UpgradeError> {
-        self.verified.get().map(|v| v.peer).ok_or_else(|| {
+        self.peer.get().copied().ok_or_else(|| {
             UpgradeError::ServerUpgrade(std::io::Error::other("no peer certificate verified"))
         })
     }
@@ -269,11 +272,13 @@ impl PeerCertificate {
         let (_, parsed) = x509_parser::parse_x509_certificate(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         // A handshake verifies one certificate: the first is the peer's.
-        let _ = self.verified.set(Verified {
-            peer,
-            der: end_entity.to_vec(),
-            key: parsed.tbs_certificate.subject_pki.raw.to_vec(),
-        });
+        if self.peer.set(peer).is_ok() {
+            let verified = Verified {
+                der: end_entity.to_vec(),
+                key: parsed.tbs_certificate.subject_pki.raw.to_vec(),
+            };
+            *self.verified.lock().unwrap_or_else(PoisonError::into_inner) = Some(verified);
+        }
         Ok(())
     }
 
@@ -296,7 +301,13 @@ impl PeerCertificate {
         signature: &[u8],
     ) -> Result<(), rustls::Error> {
         let bad = || rustls::Error::InvalidCertificate(CertificateError::BadSignature);
-        match self.verified.get() {
+        // Taken: the key is needed once, and the verifier lives as long as the connection.
+        let verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match verified {
             // The certificate verified above: only the handshake signature is left to check,
             // by a scheme TLS 1.3 allows (RFC 8446 4.2.3: no PKCS#1 v1.5 signatures).
             Some(verified) if verified.der == cert.as_ref() => {
@@ -551,25 +562,66 @@ mod tests {
         );
         let (cert_a, signed_a) = sign(&a, b"transcript");
         let (cert_b, signed_b) = sign(&b, b"transcript");
-        let verifier = PeerCertificate::new(&provider);
-        verifier.verify(&cert_a, &[]).unwrap();
-        assert_eq!(verifier.peer().unwrap(), a.public().to_peer_id());
-        // The fast path: the verified certificate's key.
-        let check = |message: &[u8], cert, signature: &Vec<u8>| {
-            verifier.check_signature(message, cert, P256, signature)
-        };
-        assert!(check(b"transcript", &cert_a, &signed_a).is_ok());
-        assert!(check(b"other", &cert_a, &signed_a).is_err());
         let p384 = SignatureScheme::ECDSA_NISTP384_SHA384;
-        assert!(
+        // The fast path (each verifier uses it once: the key is dropped after its check).
+        let verified = || {
+            let verifier = PeerCertificate::new(&provider);
+            verifier.verify(&cert_a, &[]).unwrap();
+            assert!(verifier.verified.lock().unwrap().is_some());
             verifier
+        };
+        assert!(
+            verified()
+                .check_signature(b"transcript", &cert_a, P256, &signed_a)
+                .is_ok()
+        );
+        assert!(
+            verified()
+                .check_signature(b"other", &cert_a, P256, &signed_a)
+                .is_err()
+        );
+        assert!(
+            verified()
                 .check_signature(b"transcript", &cert_a, p384, &signed_a)
                 .is_err()
         );
-        // Another certificate is parsed whole; a signature by another key never passes.
-        assert!(check(b"transcript", &cert_b, &signed_b).is_ok());
-        assert!(check(b"other", &cert_b, &signed_b).is_err());
-        assert!(check(b"transcript", &cert_a, &signed_b).is_err());
+        assert!(
+            verified()
+                .check_signature(b"transcript", &cert_a, P256, &signed_b)
+                .is_err()
+        );
+        let verifier = verified();
+        assert!(
+            verifier
+                .check_signature(b"transcript", &cert_a, P256, &signed_a)
+                .is_ok()
+        );
+        assert!(
+            verifier.verified.lock().unwrap().is_none(),
+            "the key is not kept"
+        );
+        // Without a verified certificate waiting, a certificate is parsed whole; a signature
+        // by another key never passes.
+        assert!(
+            verifier
+                .check_signature(b"transcript", &cert_a, P256, &signed_a)
+                .is_ok()
+        );
+        assert!(
+            verifier
+                .check_signature(b"transcript", &cert_b, P256, &signed_b)
+                .is_ok()
+        );
+        assert!(
+            verifier
+                .check_signature(b"other", &cert_b, P256, &signed_b)
+                .is_err()
+        );
+        assert!(
+            verifier
+                .check_signature(b"transcript", &cert_a, P256, &signed_b)
+                .is_err()
+        );
         assert_eq!(verifier.peer().unwrap(), a.public().to_peer_id());
     }
 
