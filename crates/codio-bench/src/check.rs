@@ -19,8 +19,9 @@ const RATIOS: [&str; 2] = ["codio_vs_stock", "quic_vs_stock_quic"];
 /// How far a ratio moved between full runs of the same code on this shared machine, by row
 /// group: the largest spread of the pairs recorded in docs/performance.md (issues 27 and 28:
 /// bulk 4 streams 0.99x/1.45x of stock, requests at 64 in flight 14.1x/8.35x, set-up p50
-/// 0.83x/0.95x, memory 1.85x/1.82x), rounded up. Rows of other groups use `DEFAULT_NOISE`;
-/// tail latencies (p99 rows) `TAIL_NOISE` (1 in flight: 0.41x/0.60x).
+/// 0.83x/0.95x, memory 1.85x/1.82x), rounded up. Rows of other groups use `DEFAULT_NOISE`.
+/// Tail latencies (p99 rows) are not checked: stock's own set-up p99 ranged from 3.9 to 16.6
+/// ms between runs of one binary.
 const NOISE: [(&str, f64); 4] = [
     ("bulk", 0.45),
     ("requests", 0.45),
@@ -28,17 +29,17 @@ const NOISE: [(&str, f64); 4] = [
     ("memory", 0.05),
 ];
 const DEFAULT_NOISE: f64 = 0.45;
-const TAIL_NOISE: f64 = 0.60;
 
-/// The noise allowed for the row `metric` of `group`.
-pub(crate) fn noise(group: &str, metric: &str) -> f64 {
+/// The noise allowed for the row `metric` of `group`; `None` for a row not checked.
+pub(crate) fn noise(group: &str, metric: &str) -> Option<f64> {
     if metric.contains("p99") {
-        return TAIL_NOISE;
+        return None;
     }
-    NOISE
+    let noise = NOISE
         .iter()
         .find(|(g, _)| *g == group)
-        .map_or(DEFAULT_NOISE, |(_, n)| *n)
+        .map_or(DEFAULT_NOISE, |(_, n)| *n);
+    Some(noise)
 }
 
 /// One ratio that got worse.
@@ -102,7 +103,9 @@ pub(crate) fn compare(baseline: &Value, run: &Value) -> anyhow::Result<Outcome> 
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let field = |key| base.get(key).and_then(Value::as_str).unwrap_or_default();
-        let allowed = noise(field("group"), field("metric"));
+        let Some(allowed) = noise(field("group"), field("metric")) else {
+            continue;
+        };
         for ratio in RATIOS {
             let value = |r: &Value| r.get(ratio).and_then(Value::as_f64);
             let (Some(before), Some(after)) = (value(base), value(current)) else {
@@ -178,6 +181,8 @@ mod tests {
               "codio_vs_stock": 2.4, "codio_vs_raw": 0.9, "quic_vs_stock_quic": 1.0 },
             { "group": "memory", "metric": "idle", "higher_is_better": false,
               "codio_vs_stock": 0.70, "quic_vs_stock_quic": 0.9 },
+            { "group": "connections", "metric": "set-up p99", "higher_is_better": false,
+              "codio_vs_stock": 1.0 },
             { "group": "connections", "metric": "set-up p50", "higher_is_better": false,
               "codio_vs_stock": 1.0 },
             { "group": "kademlia", "metric": "lookup p50", "higher_is_better": false,
@@ -188,6 +193,9 @@ mod tests {
             // ratio to raw TCP is not checked.
             { "group": "bulk", "metric": "1 stream throughput", "higher_is_better": true,
               "codio_vs_stock": 1.2, "codio_vs_raw": 0.1, "quic_vs_stock_quic": 0.7 },
+            // Tail latencies are not checked, however far they move.
+            { "group": "connections", "metric": "set-up p99", "higher_is_better": false,
+              "codio_vs_stock": 3.7 },
             // Memory is lower-is-better: 0.70 -> 0.80 is +14 % (worse), QUIC got better.
             { "group": "memory", "metric": "idle", "higher_is_better": false,
               "codio_vs_stock": 0.80, "quic_vs_stock_quic": 0.5 },
