@@ -163,6 +163,19 @@ struct Listener {
     events: VecDeque<TransportEvent<Upgrade, QuicError>>,
 }
 
+/// A UDP socket bound to `address`; an IPv6 one takes IPv6 only, so that `0.0.0.0:p` and
+/// `[::]:p` can both be bound (Linux makes IPv6 sockets dual-stack by default, and the second
+/// bind of the port would fail).
+fn bind(address: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
 fn next_incoming(endpoint: &quinn::Endpoint) -> BoxFuture<'static, Option<quinn::Incoming>> {
     let endpoint = endpoint.clone();
     async move { endpoint.accept().await }.boxed()
@@ -283,7 +296,7 @@ impl QuicTransport {
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
-        let socket = UdpSocket::bind(SocketAddr::new(any, 0))?;
+        let socket = bind(SocketAddr::new(any, 0))?;
         let endpoint = self.endpoint(socket, false)?;
         self.dialers[slot] = Some(endpoint.clone());
         Ok(endpoint)
@@ -317,10 +330,10 @@ impl Transport for QuicTransport {
         id: ListenerId,
         address: Multiaddr,
     ) -> Result<(), TransportError<Self::Error>> {
-        let Some(bind) = socket_addr(&address) else {
+        let Some(address_to_bind) = socket_addr(&address) else {
             return Err(TransportError::MultiaddrNotSupported(address));
         };
-        let socket = UdpSocket::bind(bind).map_err(|e| TransportError::Other(e.into()))?;
+        let socket = bind(address_to_bind).map_err(|e| TransportError::Other(e.into()))?;
         let local = socket
             .local_addr()
             .map_err(|e| TransportError::Other(e.into()))?;
@@ -750,6 +763,21 @@ mod tests {
         let mut inbound = poll_fn(|cx| inb.poll_inbound_unpin(cx)).await.unwrap();
         inbound.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, b"still here");
+    }
+
+    /// `0.0.0.0:p` and `[::]:p` can both be bound (IPv6 sockets are IPv6 only); with a
+    /// dual-stack IPv6 socket, as `std` makes, the second bind fails. Nothing is sent.
+    #[test]
+    fn ipv4_and_ipv6_unspecified_sockets_share_a_port() {
+        let v4 = bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        assert!(
+            UdpSocket::bind(v6).is_err(),
+            "a dual-stack socket takes the port's IPv4 side too"
+        );
+        let v6 = bind(v6).unwrap();
+        assert_eq!(v6.local_addr().unwrap().port(), port);
     }
 
     #[test]
