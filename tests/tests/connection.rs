@@ -590,6 +590,83 @@ async fn a_known_peer_is_dialed_with_its_protocol_alone_at_no_extra_round_trip()
     }
 }
 
+/// The first `App` request on a new connection over a link with a 100 ms round trip, from a
+/// node whose negotiation mode is `mode`: the fastest of three, each from a fresh node. The
+/// first request opens the connection's request stream (later ones reuse it).
+async fn first_request_over_slow_link(mode: codio_transport::NegotiationMode) -> Duration {
+    use codio_network::protocol::{Request, Response};
+    let (target, mut requests) = codio_tests::started_server(NetworkConfig::loopback()).await;
+    let answering = tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let _ = request
+                .responder
+                .respond(Response::App {
+                    payload: b"pong".to_vec(),
+                })
+                .await;
+        }
+    });
+    let socket = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]);
+    let proxy = codio_tests::delay::DelayProxy::start(socket, Duration::from_millis(50)).await;
+    let address: Multiaddr = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        proxy.address().port(),
+        target.local_peer_id()
+    )
+    .parse()
+    .unwrap();
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let mut config = NetworkConfig::loopback();
+        config.transport =
+            codio_network::transport::TransportConfig::default().with_negotiation(mode);
+        let client = started_node(config).await;
+        let peer = client
+            .connect_peer(address.clone())
+            .await
+            .expect("connects");
+        let started = Instant::now();
+        let response = client
+            .send_request(
+                peer,
+                Request::App {
+                    topic: "rtt".into(),
+                    payload: b"ping".to_vec(),
+                },
+            )
+            .await
+            .expect("answered");
+        fastest = fastest.min(started.elapsed());
+        assert!(matches!(response, Response::App { payload } if payload == b"pong"));
+        client.shutdown().await;
+    }
+    answering.abort();
+    fastest
+}
+
+/// The lazy dialer (the default) sends the first request on a new connection together with
+/// its stream's protocol proposal: one round trip on a 100 ms link, where waiting for the
+/// listener's confirmation first (rust-libp2p's default for streams, kept as
+/// `NegotiationMode::Strict`) costs two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_request_to_a_new_peer_takes_one_round_trip() {
+    init_tracing();
+    let rtt = Duration::from_millis(100);
+    let lazy = first_request_over_slow_link(codio_transport::NegotiationMode::Lazy).await;
+    let strict = first_request_over_slow_link(codio_transport::NegotiationMode::Strict).await;
+    let trips = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
+    assert!(
+        (0.9..1.5).contains(&trips(lazy)),
+        "lazy: {lazy:?} ({:.2} round trips); strict: {strict:?}",
+        trips(lazy)
+    );
+    assert!(
+        (1.9..2.5).contains(&trips(strict)),
+        "strict: {strict:?} ({:.2} round trips); lazy: {lazy:?}",
+        trips(strict)
+    );
+}
+
 /// A peer remembered with TLS that comes back offering only Noise (same identity, same
 /// address): the dial proposing TLS alone fails, the peer is forgotten, and the next dial
 /// proposes both protocols and connects with Noise.

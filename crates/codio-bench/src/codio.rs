@@ -34,10 +34,14 @@ pub(crate) enum Transport {
 
 /// The benchmark's node configuration, listening on 127.0.0.1 over `transport`.
 pub(crate) fn config(transport: Transport) -> NetworkConfig {
-    let localhost = std::net::Ipv4Addr::LOCALHOST.into();
+    config_on(transport, std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// The benchmark's node configuration, listening on `ip` over `transport`.
+pub(crate) fn config_on(transport: Transport, ip: std::net::IpAddr) -> NetworkConfig {
     let listen = vec![match transport {
-        Transport::Tcp => codio_transport::addr::tcp(localhost, 0),
-        Transport::Quic => codio_transport::addr::quic(localhost, 0),
+        Transport::Tcp => codio_transport::addr::tcp(ip, 0),
+        Transport::Quic => codio_transport::addr::quic(ip, 0),
     }];
     let mut config = codio_network::transport::TransportConfig::default();
     if let Some(order) = SECURITY.get() {
@@ -64,40 +68,23 @@ pub(crate) fn dial_addr(node: &NetworkManager) -> anyhow::Result<libp2p::Multiad
     node.dial_addr().context("node is not listening")
 }
 
-/// A client connected to a server whose inbound requests and bulk transfers come out of
-/// the two queues.
-async fn pair(
-    transport: Transport,
-) -> anyhow::Result<(
-    NetworkManager,
-    NetworkManager,
-    tokio::sync::mpsc::Receiver<codio_network::protocol::InboundRequest>,
-    tokio::sync::mpsc::Receiver<codio_network::protocol::IncomingBulk>,
-)> {
-    let mut builder = NetworkManager::builder(config(transport));
-    let requests = builder.request_queue();
-    let bulk = builder.bulk_queue();
+/// A started node built from `config` that answers every `App` request with its payload and
+/// receives every bulk transfer to its end.
+pub(crate) async fn server(config: NetworkConfig) -> anyhow::Result<NetworkManager> {
+    let mut builder = NetworkManager::builder(config);
+    let mut inbound = builder.request_queue();
+    let mut incoming = builder.bulk_queue();
     let server = builder.build().await?;
     server.start().await?;
-    let client = node(config(transport)).await?;
-    client.connect_peer(dial_addr(&server)?).await?;
-    Ok((client, server, requests, bulk))
-}
-
-async fn close(nodes: [NetworkManager; 2]) {
-    for node in nodes {
-        node.shutdown().await;
-    }
-}
-
-/// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
-/// confirmed.
-pub(crate) async fn bulk(
-    transport: Transport,
-    streams: usize,
-    bytes_each: u64,
-) -> anyhow::Result<BulkRun> {
-    let (client, server, _, mut incoming) = pair(transport).await?;
+    tokio::spawn(async move {
+        while let Some(request) = inbound.recv().await {
+            let payload = match request.request {
+                Request::App { payload, .. } => payload,
+                _ => Vec::new(),
+            };
+            let _ = request.responder.respond(Response::App { payload }).await;
+        }
+    });
     tokio::spawn(async move {
         while let Some(mut bulk) = incoming.recv().await {
             tokio::spawn(async move {
@@ -113,7 +100,44 @@ pub(crate) async fn bulk(
             });
         }
     });
-    let peer = server.local_peer_id();
+    Ok(server)
+}
+
+/// A client connected to a [`server`].
+async fn pair(transport: Transport) -> anyhow::Result<(NetworkManager, NetworkManager)> {
+    let server = server(config(transport)).await?;
+    let client = node(config(transport)).await?;
+    client.connect_peer(dial_addr(&server)?).await?;
+    Ok((client, server))
+}
+
+async fn close(nodes: [NetworkManager; 2]) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// `streams` concurrent bulk transfers of `bytes_each` bytes; bytes/s until every receiver
+/// confirmed.
+pub(crate) async fn bulk(
+    transport: Transport,
+    streams: usize,
+    bytes_each: u64,
+) -> anyhow::Result<BulkRun> {
+    let (client, server) = pair(transport).await?;
+    let run = send(&client, server.local_peer_id(), streams, bytes_each).await?;
+    close([client, server]).await;
+    Ok(run)
+}
+
+/// `streams` concurrent bulk transfers of `bytes_each` bytes from `client` to `peer` (a
+/// [`server`]); bytes/s until every receiver confirmed.
+pub(crate) async fn send(
+    client: &NetworkManager,
+    peer: libp2p::PeerId,
+    streams: usize,
+    bytes_each: u64,
+) -> anyhow::Result<BulkRun> {
     let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
     for i in 0..streams {
@@ -133,9 +157,28 @@ pub(crate) async fn bulk(
     for sender in senders {
         sender.await??;
     }
-    let run = clock.finish(bytes_each * streams as u64);
-    close([client, server]).await;
-    Ok(run)
+    Ok(clock.finish(bytes_each * streams as u64))
+}
+
+/// One `App` request of `size` bytes from `client` to `peer` (a [`server`]), checked.
+pub(crate) async fn echo(
+    client: &NetworkManager,
+    peer: libp2p::PeerId,
+    size: usize,
+) -> anyhow::Result<()> {
+    let response = client
+        .send_request(
+            peer,
+            Request::App {
+                topic: "bench".into(),
+                payload: vec![7u8; size],
+            },
+        )
+        .await?;
+    match response {
+        Response::App { payload } if payload.len() == size => Ok(()),
+        other => anyhow::bail!("unexpected response {other:?}"),
+    }
 }
 
 /// `count` `App` requests of `size` bytes answered with the same payload, `in_flight` at a
@@ -146,35 +189,12 @@ pub(crate) async fn requests(
     in_flight: usize,
     size: usize,
 ) -> anyhow::Result<RequestRun> {
-    let (client, server, mut inbound, _) = pair(transport).await?;
-    tokio::spawn(async move {
-        while let Some(request) = inbound.recv().await {
-            let payload = match request.request {
-                Request::App { payload, .. } => payload,
-                _ => Vec::new(),
-            };
-            let _ = request.responder.respond(Response::App { payload }).await;
-        }
-    });
+    let (client, server) = pair(transport).await?;
     let peer = server.local_peer_id();
     let caller = client.clone();
     let run = drive(count, in_flight, count / 10, move || {
         let client = caller.clone();
-        async move {
-            let response = client
-                .send_request(
-                    peer,
-                    Request::App {
-                        topic: "bench".into(),
-                        payload: vec![7u8; size],
-                    },
-                )
-                .await?;
-            match response {
-                Response::App { payload } if payload.len() == size => Ok(()),
-                other => anyhow::bail!("unexpected response {other:?}"),
-            }
-        }
+        async move { echo(&client, peer, size).await }
     })
     .await?;
     close([client, server]).await;

@@ -28,6 +28,7 @@ mod scale;
 mod soak;
 mod stats;
 mod stock;
+mod wan;
 
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ enum Part {
     Setup,
     Memory,
     Kad,
+    /// Bulk and first answers over a path with a 50 ms round trip (needs root).
+    Wan,
 }
 
 #[derive(Debug, Parser)]
@@ -218,6 +221,9 @@ struct Sizes {
     idle_connections: usize,
     kad_nodes: usize,
     cipher_time: Duration,
+    wan_bulk: u64,
+    wan_lossy_bulk: u64,
+    wan_tries: usize,
 }
 
 impl Sizes {
@@ -233,6 +239,9 @@ impl Sizes {
             idle_connections: 1000,
             kad_nodes: 100,
             cipher_time: Duration::from_secs(1),
+            wan_bulk: 256 << 20,
+            wan_lossy_bulk: 16 << 20,
+            wan_tries: 5,
         }
     }
 
@@ -248,6 +257,9 @@ impl Sizes {
             idle_connections: 20,
             kad_nodes: 10,
             cipher_time: Duration::from_millis(50),
+            wan_bulk: 2 << 20,
+            wan_lossy_bulk: 256 << 10,
+            wan_tries: 1,
         }
     }
 }
@@ -575,6 +587,16 @@ async fn run(args: &Args, sizes: Sizes) -> anyhow::Result<Report> {
         );
     }
 
+    if wants(args, Part::Wan) {
+        match wan_rows(args, sizes).await {
+            Ok(rows) => report.rows.extend(rows),
+            Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                return Err(error.context("WAN rows under CI=true"));
+            }
+            Err(error) => eprintln!("wan: SKIPPED ({error:#})"),
+        }
+    }
+
     if wants(args, Part::Kad) {
         let kad = codio::kad(sizes.kad_nodes).await?;
         let only_codio = |v: f64| {
@@ -605,6 +627,128 @@ async fn run(args: &Args, sizes: Sizes) -> anyhow::Result<Report> {
         ));
     }
     Ok(report)
+}
+
+/// The stacks measured on a path, with their column (raw UDP rides in the raw column of a
+/// row of its own).
+fn wan_stacks(args: &Args) -> Vec<(usize, wan::Stack)> {
+    let all = [
+        (0, Kind::Raw, wan::Stack::RawTcp),
+        (STOCK, Kind::Stock, wan::Stack::Stock),
+        (CODIO, Kind::Codio, wan::Stack::Codio),
+        (STOCK_QUIC, Kind::StockQuic, wan::Stack::StockQuic),
+        (CODIO_QUIC, Kind::CodioQuic, wan::Stack::CodioQuic),
+    ];
+    all.into_iter()
+        .filter(|(_, kind, _)| args.stacks.is_empty() || args.stacks.contains(kind))
+        .map(|(i, _, stack)| (i, stack))
+        .collect()
+}
+
+/// The WAN rows: a clean path (50 ms round trip, 1 Gbit/s each way) and the same path with
+/// 0.5 % of the packets dropped in each direction. An error means the path could not be
+/// built (not root, no `tc`) or a stack failed on it.
+// Progress goes to stderr, as in `run`.
+#[allow(clippy::print_stderr)]
+async fn wan_rows(args: &Args, sizes: Sizes) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let stacks = wan_stacks(args);
+    let clean = wan::Shape {
+        one_way: Duration::from_millis(25),
+        loss: 0.0,
+        mbit: 1000,
+    };
+    let rtt_ms = 2 * clean.one_way.as_millis();
+    {
+        let path = wan::Path::open(clean)?;
+        let rtt = wan::round_trip(&path, 5).await?;
+        eprintln!("wan: round trip {:.1} ms", rtt.as_secs_f64() * 1e3);
+        let (mut rate, mut first) = (NONE, NONE);
+        for &(i, stack) in &stacks {
+            let before = path.kernel_counts()?;
+            let bytes_per_s = wan::bulk(&path, stack, sizes.wan_bulk).await?;
+            let kernel = path.kernel_counts()? - before;
+            rate[i] = bytes_per_s / f64::from(1u32 << 20);
+            let answer = wan::first_answer(&path, stack, sizes.wan_tries).await?;
+            first[i] = answer.as_secs_f64() / rtt.as_secs_f64();
+            eprintln!(
+                "wan {}: {:.0} MiB/s ({} TCP retransmits, {} UDP buffer drops), first answer \
+                 {:.1} ms ({:.2} RTT)",
+                stack.name(),
+                rate[i],
+                kernel.tcp_retransmits,
+                kernel.udp_buffer_drops,
+                answer.as_secs_f64() * 1e3,
+                first[i]
+            );
+        }
+        let mut ceiling = NONE;
+        if stacks.iter().any(|(_, s)| *s == wan::Stack::RawTcp) {
+            let udp = wan::bulk(&path, wan::Stack::RawUdp, sizes.wan_bulk).await?;
+            ceiling[0] = udp / f64::from(1u32 << 20);
+            eprintln!("wan raw-udp: {:.0} MiB/s arrived", ceiling[0]);
+        }
+        let (forwarded, _, overflowed) = wan::relay_counts(&path);
+        eprintln!("wan relay: {forwarded} packets forwarded, {overflowed} dropped when full");
+        let mut measured = NONE;
+        measured[0] = rtt.as_secs_f64() * 1e3;
+        let label = format!("{rtt_ms} ms RTT, {} Mbit/s", clean.mbit);
+        rows.push(
+            Row::higher("wan", format!("bulk 1 stream, {label}"), "MiB/s", rate)
+                .target(">= 0.9x raw TCP".into(), rate[CODIO] >= 0.9 * rate[0]),
+        );
+        rows.push(Row::higher(
+            "wan",
+            format!("raw UDP through the path (its ceiling), {label}"),
+            "MiB/s",
+            ceiling,
+        ));
+        rows.push(Row::lower(
+            "wan",
+            "round trip measured (TCP connect)".into(),
+            "ms",
+            measured,
+        ));
+        rows.push(Row::lower(
+            "wan",
+            format!("new peer: dial to first answer, {label}"),
+            "RTT",
+            first,
+        ));
+    }
+    let lossy = wan::Shape {
+        loss: 0.005,
+        ..clean
+    };
+    let path = wan::Path::open(lossy)?;
+    let mut rate = NONE;
+    for &(i, stack) in &stacks {
+        let before = path.kernel_counts()?;
+        let bytes_per_s = wan::bulk(&path, stack, sizes.wan_lossy_bulk).await?;
+        let kernel = path.kernel_counts()? - before;
+        rate[i] = bytes_per_s / f64::from(1u32 << 20);
+        eprintln!(
+            "wan lossy {}: {:.1} MiB/s ({} TCP retransmits, {} UDP buffer drops)",
+            stack.name(),
+            rate[i],
+            kernel.tcp_retransmits,
+            kernel.udp_buffer_drops
+        );
+    }
+    let (forwarded, lost, overflowed) = wan::relay_counts(&path);
+    eprintln!(
+        "wan lossy relay: {forwarded} forwarded, {lost} dropped at random, {overflowed} when full"
+    );
+    rows.push(Row::higher(
+        "wan-lossy",
+        format!(
+            "bulk 1 stream, {rtt_ms} ms RTT, {} Mbit/s, 0.5 % loss",
+            clean.mbit
+        ),
+        "MiB/s",
+        rate,
+    ));
+    Ok(rows)
 }
 
 /// The rows of one bulk measurement: throughput (with its targets) and CPU per GiB.

@@ -23,9 +23,59 @@ use crate::{
 const CHUNK: usize = 64 * 1024;
 
 async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    listener_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+}
+
+/// A listener on `ip`, any port.
+pub(crate) async fn listener_on(ip: std::net::IpAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
+}
+
+/// Accepts bulk senders: each connection is read to its end, then its byte count is sent
+/// back (what [`send_counted`] waits for).
+pub(crate) async fn serve_bulk(listener: TcpListener) {
+    while let Ok((mut socket, _)) = listener.accept().await {
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            let mut total = 0u64;
+            loop {
+                let n = socket.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            socket.write_all(&total.to_be_bytes()).await?;
+            anyhow::Ok(())
+        });
+    }
+}
+
+/// Writes `bytes` bytes to a [`serve_bulk`] server and waits until it confirmed them all.
+pub(crate) async fn send_counted(mut socket: TcpStream, bytes: u64) -> anyhow::Result<()> {
+    let buf = vec![0u8; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        socket.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    socket.shutdown().await?;
+    let mut ack = [0u8; 8];
+    socket.read_exact(&mut ack).await?;
+    anyhow::ensure!(u64::from_be_bytes(ack) == bytes, "short transfer");
+    Ok(())
+}
+
+/// Answers every connection as an echo server (see [`Client`]).
+pub(crate) async fn serve_echo(listener: TcpListener) {
+    while let Ok((socket, _)) = listener.accept().await {
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(echo(socket));
+    }
 }
 
 /// `count` connections to `addr`, `TCP_NODELAY` set.
@@ -43,49 +93,18 @@ pub(crate) async fn connect(addr: SocketAddr, count: usize) -> anyhow::Result<Ve
 /// all of them, from the first write until the receiver acknowledged the last byte.
 pub(crate) async fn bulk(streams: usize, bytes_each: u64) -> anyhow::Result<BulkRun> {
     let (listener, addr) = listener().await?;
-    let server = tokio::spawn(async move {
-        for _ in 0..streams {
-            let (mut socket, _) = listener.accept().await?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                let mut total = 0u64;
-                loop {
-                    let n = socket.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                }
-                socket.write_all(&total.to_be_bytes()).await?;
-                anyhow::Ok(())
-            });
-        }
-        anyhow::Ok(())
-    });
+    let server = tokio::spawn(serve_bulk(listener));
     let sockets = connect(addr, streams).await?;
     let clock = BulkClock::start();
     let mut senders = Vec::with_capacity(streams);
-    for mut socket in sockets {
-        senders.push(tokio::spawn(async move {
-            let buf = vec![0u8; CHUNK];
-            let mut left = bytes_each;
-            while left > 0 {
-                let n = left.min(CHUNK as u64) as usize;
-                socket.write_all(&buf[..n]).await?;
-                left -= n as u64;
-            }
-            socket.shutdown().await?;
-            let mut ack = [0u8; 8];
-            socket.read_exact(&mut ack).await?;
-            anyhow::ensure!(u64::from_be_bytes(ack) == bytes_each, "short transfer");
-            anyhow::Ok(())
-        }));
+    for socket in sockets {
+        senders.push(tokio::spawn(send_counted(socket, bytes_each)));
     }
     for sender in senders {
         sender.await??;
     }
     let run = clock.finish(bytes_each * streams as u64);
-    server.await??;
+    server.abort();
     Ok(run)
 }
 
@@ -116,12 +135,12 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
 
 /// A pipelining client over one connection.
 #[derive(Clone, Debug)]
-struct Client {
+pub(crate) struct Client {
     requests: mpsc::Sender<(Vec<u8>, oneshot::Sender<Vec<u8>>)>,
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let (reader, writer) = socket.into_split();
@@ -170,7 +189,7 @@ impl Client {
         Ok(Self { requests })
     }
 
-    async fn request(&self, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    pub(crate) async fn request(&self, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send((payload, reply))

@@ -225,7 +225,12 @@ async fn start_node(
         pubsub,
         identify,
     };
-    let config = swarm::Config::with_tokio_executor().with_idle_connection_timeout(idle);
+    // Streams negotiated as a default codio node does (lazily).
+    let config = swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(idle)
+        .with_substream_upgrade_protocol_override(
+            codio_transport::TransportConfig::default().stream_negotiation(),
+        );
     let mut swarm = Swarm::new(transport, layers, peer_id, config);
     let port = 1_000_000 + index as u64;
     let address: Multiaddr = format!("/memory/{port}").parse()?;

@@ -117,22 +117,27 @@ impl std::fmt::Debug for Command {
 impl Node {
     /// Starts a node listening on 127.0.0.1 that echoes requests.
     pub(crate) async fn start(security: Security) -> anyhow::Result<Self> {
-        Self::spawn(security, true).await
+        Self::spawn(security, Some(std::net::Ipv4Addr::LOCALHOST.into())).await
+    }
+
+    /// Starts a node listening on `ip` that echoes requests.
+    pub(crate) async fn start_on(security: Security, ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        Self::spawn(security, Some(ip)).await
     }
 
     /// Starts a node that only dials (no listener).
     pub(crate) async fn client(security: Security) -> anyhow::Result<Self> {
-        Self::spawn(security, false).await
+        Self::spawn(security, None).await
     }
 
-    async fn spawn(security: Security, listen: bool) -> anyhow::Result<Self> {
+    async fn spawn(security: Security, listen: Option<std::net::IpAddr>) -> anyhow::Result<Self> {
         let mut swarm = swarm(security)?;
-        let addr = if listen {
+        let addr = if let Some(ip) = listen {
             let listen = match security {
-                Security::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
-                Security::Noise | Security::Tls => "/ip4/127.0.0.1/tcp/0",
+                Security::Quic => codio_transport::addr::quic(ip, 0),
+                Security::Noise | Security::Tls => codio_transport::addr::tcp(ip, 0),
             };
-            swarm.listen_on(listen.parse()?)?;
+            swarm.listen_on(listen)?;
             loop {
                 if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
                     break address;
@@ -247,7 +252,7 @@ async fn run(mut swarm: Swarm<StockBehaviour>, mut commands: mpsc::Receiver<Comm
 }
 
 /// Receives every inbound bench stream to its end and acknowledges the byte count.
-fn serve_streams(node: &Node) -> anyhow::Result<()> {
+pub(crate) fn serve_streams(node: &Node) -> anyhow::Result<()> {
     let mut incoming = node
         .control
         .clone()
@@ -293,6 +298,17 @@ pub(crate) async fn bulk(
 ) -> anyhow::Result<BulkRun> {
     let (client, server) = pair(security).await?;
     serve_streams(&server)?;
+    send_streams(&client, server.peer_id, streams, bytes_each).await
+}
+
+/// `streams` concurrent streams of `bytes_each` bytes from `client` to `peer` (a node that
+/// runs [`serve_streams`]); bytes/s until every stream was confirmed.
+pub(crate) async fn send_streams(
+    client: &Node,
+    peer: PeerId,
+    streams: usize,
+    bytes_each: u64,
+) -> anyhow::Result<BulkRun> {
     // libp2p-stream 0.5 holds one waiting inbound stream and resets the rest of a burst, so
     // the streams are opened one after the other, each confirmed, before the clock starts.
     let mut opened = Vec::with_capacity(streams);
@@ -300,7 +316,7 @@ pub(crate) async fn bulk(
         let mut stream = client
             .control
             .clone()
-            .open_stream(server.peer_id, STREAM_PROTOCOL)
+            .open_stream(peer, STREAM_PROTOCOL)
             .await?;
         let mut ready = [0u8; 1];
         stream.read_exact(&mut ready).await?;

@@ -217,7 +217,8 @@ fn build_swarm(
         }
     }
     let swarm_config = swarm::Config::with_tokio_executor()
-        .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX));
+        .with_idle_connection_timeout(config.idle_timeout.unwrap_or(Duration::MAX))
+        .with_substream_upgrade_protocol_override(config.transport.stream_negotiation());
     let local_peer_id = keypair.public().to_peer_id();
     let dht = behaviour.discovery.dht();
     let swarm = Swarm::new(transport, Node::new(behaviour), local_peer_id, swarm_config);

@@ -38,15 +38,22 @@ pub enum TransportBuildError {
     Quic(#[source] crate::QuicError),
 }
 
-/// How the multistream-select negotiation of the security and multiplexing protocols runs.
+/// How multistream-select negotiations run where codio proposes: the security and
+/// multiplexing protocols of a connection it dials, and the protocol of every stream it opens
+/// (the swarm's substream negotiation: [`TransportConfig::stream_negotiation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NegotiationMode {
     /// The dialer sends its single proposal without waiting for the listener's confirmation,
-    /// saving one round trip per negotiated protocol (what libp2p's `SwarmBuilder` uses for TCP).
+    /// saving one round trip per negotiated protocol (what libp2p's `SwarmBuilder` uses for
+    /// TCP, and go-libp2p for the streams it opens). On a stream the request goes out with
+    /// the proposal: a request to a connected peer takes one round trip, not two. A listener
+    /// that refuses the protocol is then seen as a failed read or write on the stream rather
+    /// than as a negotiation failure.
     #[default]
     Lazy,
-    /// Every proposal waits for the listener's confirmation (multistream-select 1.0 as written).
+    /// Every proposal waits for the listener's confirmation (multistream-select 1.0 as written;
+    /// rust-libp2p's default for streams).
     Strict,
 }
 
@@ -154,6 +161,12 @@ impl TransportConfig {
     pub fn with_negotiation(mut self, negotiation: NegotiationMode) -> Self {
         self.negotiation = negotiation;
         self
+    }
+
+    /// The multistream-select version of the streams a node opens, for the swarm's
+    /// `with_substream_upgrade_protocol_override`: the configured [`NegotiationMode`].
+    pub fn stream_negotiation(&self) -> Version {
+        self.negotiation.into()
     }
 
     /// Sets the largest Yamux data frame codio sends (default [`NOISE_FRAME_PAYLOAD`]). Larger
