@@ -667,6 +667,75 @@ async fn a_first_request_to_a_new_peer_takes_one_round_trip() {
     );
 }
 
+/// A peer that does not speak ping stays connected: codio's pings to it are refused (learnt on
+/// the stream's first read, since streams open lazily), which the liveness policy takes as
+/// "unsupported", not as failures that would close the connection. Ten ping intervals pass
+/// with two failures allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_ping_is_not_closed_as_dead() {
+    use codio_tests::ConfigExt;
+    use futures::StreamExt;
+    init_tracing();
+    let mut quiet = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::tls::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                key.public(),
+            ))
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    quiet
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let address = loop {
+        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+            quiet.select_next_some().await
+        {
+            break address.with(Protocol::P2p(*quiet.local_peer_id()));
+        }
+    };
+    let driving = tokio::spawn(async move {
+        loop {
+            quiet.select_next_some().await;
+        }
+    });
+    let interval = Duration::from_millis(300);
+    let node =
+        started_node(NetworkConfig::loopback().with_liveness(interval, Duration::from_secs(1), 2))
+            .await;
+    let mut events = node.subscribe();
+    let peer = node.connect_peer(address).await.expect("connects");
+    let closed = tokio::time::timeout(10 * interval, async {
+        loop {
+            match events.recv().await {
+                Ok(NetworkEvent::PeerDisconnected { peer_id, .. }) if peer_id == peer => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_err(), "the peer without ping was disconnected");
+    assert_connected_to(&node, peer);
+    driving.abort();
+}
+
+fn assert_connected_to(node: &codio_network::NetworkManager, peer: PeerId) {
+    assert!(
+        node.connected_peers().iter().any(|p| p.peer_id == peer),
+        "not connected to {peer}"
+    );
+}
+
 /// A peer remembered with TLS that comes back offering only Noise (same identity, same
 /// address): the dial proposing TLS alone fails, the peer is forgotten, and the next dial
 /// proposes both protocols and connects with Noise.

@@ -779,13 +779,19 @@ async fn a_bulk_transfer_marks_both_peers_active() {
     let sender = started_node(quiet()).await;
     let mut events = [receiver.subscribe(), sender.subscribe()];
     let id = connect(&sender, &receiver).await;
+    // Both events, in either order (a ping can be answered before identify completes).
     for events in &mut events {
-        for what in ["identified", "verified"] {
-            wait_for_event(events, EVENT_TIMEOUT, what, |e| match what {
-                "identified" => matches!(e, NetworkEvent::PeerIdentified { .. }),
-                _ => matches!(e, NetworkEvent::ConnectionVerified { .. }),
+        let (mut identified, mut verified) = (false, false);
+        while !(identified && verified) {
+            let event = wait_for_event(events, EVENT_TIMEOUT, "identified and verified", |e| {
+                matches!(
+                    e,
+                    NetworkEvent::PeerIdentified { .. } | NetworkEvent::ConnectionVerified { .. }
+                )
             })
             .await;
+            identified |= matches!(event, NetworkEvent::PeerIdentified { .. });
+            verified |= matches!(event, NetworkEvent::ConnectionVerified { .. });
         }
     }
     let before = std::time::Instant::now();

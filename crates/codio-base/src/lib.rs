@@ -15,6 +15,8 @@
 //! - [`delegate_to!`]: a wrapping behaviour's connection set-up and handler-event methods
 //!   delegated to the behaviour it wraps.
 //! - [`boxed`]: a behaviour whose connection handlers live on the heap.
+//! - [`protocol_refused`]: whether an error is a peer's refusal of a lazily proposed stream
+//!   protocol.
 //! - `metrics` (feature `metrics`): the encoding the layers' Prometheus collectors share.
 
 pub mod addr;
@@ -26,11 +28,13 @@ mod edit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod rate;
+mod refused;
 pub mod source;
 
 pub use config::InvalidConfig;
 pub use edit::Edit;
 pub use rate::{Bucket, Buckets, Rate, Throttle};
+pub use refused::protocol_refused;
 pub use source::Source;
 
 // The libp2p the macros name, so that a user's own `libp2p` import does not matter.

@@ -556,6 +556,10 @@ impl Behaviour {
         let outcome = match &result {
             Ok(_) => PingOutcome::Success,
             Err(ping::Failure::Unsupported) => PingOutcome::Unsupported,
+            // A lazily opened ping stream learns of the refusal only when it reads.
+            Err(ping::Failure::Other { error }) if codio_base::protocol_refused(error.as_ref()) => {
+                PingOutcome::Unsupported
+            }
             Err(error) => {
                 tracing::debug!(%peer_id, %error, "ping failed");
                 PingOutcome::Failure

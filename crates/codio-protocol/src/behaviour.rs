@@ -409,6 +409,10 @@ fn outbound_error(error: OutboundFailure) -> RequestError {
         OutboundFailure::UnsupportedProtocols => {
             RequestError::ProtocolViolation(format!("peer does not speak {PROTOCOL}"))
         }
+        // Streams open lazily: a refusal arrives as an I/O error on the stream.
+        OutboundFailure::Io(e) if codio_base::protocol_refused(&e) => {
+            RequestError::ProtocolViolation(format!("peer does not speak {PROTOCOL}"))
+        }
         OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             RequestError::ProtocolViolation(e.to_string())
         }

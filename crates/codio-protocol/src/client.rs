@@ -157,7 +157,9 @@ impl Client {
             Ok(Err(error)) => return Err(open_failure(error)),
             Err(_) => return Err(BulkError::Timeout(idle)),
         };
-        let sent = crate::bulk::send_bulk(&mut stream, &header, source, idle, progress).await?;
+        let sent = crate::bulk::send_bulk(&mut stream, &header, source, idle, progress)
+            .await
+            .map_err(refused_bulk)?;
         self.inner.stats.record_bulk(false, sent);
         Ok(sent)
     }
@@ -170,6 +172,20 @@ impl Client {
     /// When `peer` (connected) last exchanged a request, a response or bulk data with us.
     pub fn last_activity(&self, peer: &PeerId) -> Option<Instant> {
         self.inner.activity.last(peer)
+    }
+}
+
+/// A bulk stream the peer refused: streams open lazily (the header goes with the protocol
+/// proposal), so the refusal arrives as an I/O error on the stream.
+fn refused_bulk(error: BulkError) -> BulkError {
+    match error {
+        BulkError::Protocol(ProtocolError::Io(e)) if codio_base::protocol_refused(&e) => {
+            BulkError::Protocol(ProtocolError::Malformed(format!(
+                "peer does not speak {}",
+                crate::bulk::BULK_PROTOCOL
+            )))
+        }
+        other => other,
     }
 }
 

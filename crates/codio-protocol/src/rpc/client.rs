@@ -147,13 +147,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Pending replies of one session, by request id.
-type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
+/// A request written and waiting for its response. Until the peer's first response confirms
+/// the protocol, the request itself is kept: the stream is opened lazily (its protocol
+/// proposal goes with the first requests), so a peer that does not speak the protocol says
+/// so only after they were sent, and they are then handed back for `/codio/1.0.0`.
+struct Waiting {
+    reply: Reply,
+    request: Option<Request>,
+}
+
+/// Pending replies of one session, by request id, and whether the peer confirmed the
+/// protocol (answered once).
+#[derive(Default)]
+struct Session {
+    waiting: HashMap<u64, Waiting>,
+    confirmed: bool,
+}
+
+type Pending = Arc<Mutex<Session>>;
 
 fn fail_all(pending: &Pending, why: SessionEnd) {
-    let replies: Vec<Reply> = lock(pending).drain().map(|(_, reply)| reply).collect();
-    for reply in replies {
-        let _ = reply.send(Err(unreachable(why.as_str())));
+    let waiting: Vec<Waiting> = lock(pending).waiting.drain().map(|(_, w)| w).collect();
+    for Waiting { reply, request } in waiting {
+        let answer = match (why, request) {
+            (SessionEnd::Refused, Some(request)) => Err(RpcFailure::Unsupported(request)),
+            _ => Err(unreachable(why.as_str())),
+        };
+        let _ = reply.send(answer);
     }
 }
 
@@ -183,15 +203,25 @@ async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receive
         }
     };
     tracing::debug!(%peer, why = why.as_str(), "request stream ended");
+    if why == SessionEnd::Refused {
+        client.remember_legacy(peer);
+    }
     rx.close();
     fail_all(&pending, why);
     // Requests queued but never written: after an idle close they go to a new session (they
-    // raced the close); after a failure they fail.
+    // raced the close); to a peer without the protocol they go back for `/codio/1.0.0`;
+    // after a failure they fail.
     while let Some(outgoing) = rx.recv().await {
-        if why == SessionEnd::Idle {
-            requeue(client.session(peer), outgoing);
-        } else {
-            let _ = outgoing.reply.send(Err(unreachable(why.as_str())));
+        match why {
+            SessionEnd::Idle => requeue(client.session(peer), outgoing),
+            SessionEnd::Refused => {
+                let _ = outgoing
+                    .reply
+                    .send(Err(RpcFailure::Unsupported(outgoing.request)));
+            }
+            _ => {
+                let _ = outgoing.reply.send(Err(unreachable(why.as_str())));
+            }
         }
     }
 }
@@ -274,7 +304,8 @@ async fn write_requests(
 /// encode is answered at once.
 fn append_request(buffer: &mut Vec<u8>, pending: &Pending, id: u64, outgoing: Outgoing) {
     let Outgoing { request, reply } = outgoing;
-    let frame = match encode_request(&RpcRequest { id, request }) {
+    let rpc = RpcRequest { id, request };
+    let frame = match encode_request(&rpc) {
         Ok(frame) => frame,
         Err(error) => {
             let error = RequestError::TooLarge(error.to_string());
@@ -285,10 +316,11 @@ fn append_request(buffer: &mut Vec<u8>, pending: &Pending, id: u64, outgoing: Ou
     {
         let mut pending = lock(pending);
         // Callers that gave up (timed out) leave closed replies behind.
-        if pending.len() >= MAX_IN_FLIGHT * 4 {
-            pending.retain(|_, reply| !reply.is_closed());
+        if pending.waiting.len() >= MAX_IN_FLIGHT * 4 {
+            pending.waiting.retain(|_, w| !w.reply.is_closed());
         }
-        pending.insert(id, reply);
+        let request = (!pending.confirmed).then_some(rpc.request);
+        pending.waiting.insert(id, Waiting { reply, request });
     }
     buffer.extend_from_slice(&frame);
 }
@@ -304,6 +336,8 @@ async fn read_responses(
         // time (a responder dripping a frame would hold the session and its requests).
         let mut first = [0u8; 1];
         match reader.read(&mut first).await {
+            // The lazily proposed protocol was refused (the first read learns it).
+            Err(error) if codio_base::protocol_refused(&error) => return SessionEnd::Refused,
             Ok(0) | Err(_) => return SessionEnd::ReadFailed,
             Ok(_) => {}
         }
@@ -318,8 +352,16 @@ async fn read_responses(
             return SessionEnd::Malformed;
         };
         toucher.touch();
-        let reply = lock(&pending).remove(&id);
-        if let Some(reply) = reply {
+        let waiting = {
+            let mut pending = lock(&pending);
+            if !pending.confirmed {
+                // The protocol is confirmed: requests need not be kept any more.
+                pending.confirmed = true;
+                pending.waiting.values_mut().for_each(|w| w.request = None);
+            }
+            pending.waiting.remove(&id)
+        };
+        if let Some(Waiting { reply, .. }) = waiting {
             let _ = reply.send(response_result(response).map_err(RpcFailure::Failed));
         }
     }

@@ -36,6 +36,8 @@ pub(crate) enum SessionEnd {
     BadFrame,
     /// The peer sent a frame that does not decode as the expected message.
     Malformed,
+    /// The peer does not speak the protocol (it refused the lazily proposed stream).
+    Refused,
 }
 
 impl SessionEnd {
@@ -51,6 +53,7 @@ impl SessionEnd {
             SessionEnd::ReadStalled => "frame not finished in time",
             SessionEnd::BadFrame => "bad frame",
             SessionEnd::Malformed => "malformed message",
+            SessionEnd::Refused => "protocol refused",
         }
     }
 }
