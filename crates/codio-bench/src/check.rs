@@ -21,7 +21,9 @@ const RATIOS: [&str; 2] = ["codio_vs_stock", "quic_vs_stock_quic"];
 /// bulk 4 streams 0.99x/1.45x of stock, requests at 64 in flight 14.1x/8.35x, set-up p50
 /// 0.83x/0.95x, memory 1.85x/1.82x), rounded up. Rows of other groups use `DEFAULT_NOISE`.
 /// Tail latencies (p99 rows) are not checked: stock's own set-up p99 ranged from 3.9 to 16.6
-/// ms between runs of one binary.
+/// ms between runs of one binary. Nor is the lossy WAN row: a 16 MiB transfer under random
+/// loss is decided by where the first losses fall (stock QUIC moved from 0.4 to 0.7 MiB/s
+/// between runs of one binary).
 const NOISE: [(&str, f64); 4] = [
     ("bulk", 0.45),
     ("requests", 0.45),
@@ -32,7 +34,7 @@ const DEFAULT_NOISE: f64 = 0.45;
 
 /// The noise allowed for the row `metric` of `group`; `None` for a row not checked.
 pub(crate) fn noise(group: &str, metric: &str) -> Option<f64> {
-    if metric.contains("p99") {
+    if metric.contains("p99") || group == "wan-lossy" {
         return None;
     }
     let noise = NOISE
@@ -187,6 +189,8 @@ mod tests {
               "codio_vs_stock": 1.0 },
             { "group": "kademlia", "metric": "lookup p50", "higher_is_better": false,
               "codio_vs_stock": null },
+            { "group": "wan-lossy", "metric": "bulk", "higher_is_better": true,
+              "codio_vs_stock": 1.1 },
         ]));
         let run = report(json!([
             // 2.4 -> 1.2 is -50 %: worse than bulk's 45 %; 1.0 -> 0.7 is within it; the
@@ -196,6 +200,9 @@ mod tests {
             // Tail latencies are not checked, however far they move.
             { "group": "connections", "metric": "set-up p99", "higher_is_better": false,
               "codio_vs_stock": 3.7 },
+            // Nor is the lossy WAN row.
+            { "group": "wan-lossy", "metric": "bulk", "higher_is_better": true,
+              "codio_vs_stock": 0.3 },
             // Memory is lower-is-better: 0.70 -> 0.80 is +14 % (worse), QUIC got better.
             { "group": "memory", "metric": "idle", "higher_is_better": false,
               "codio_vs_stock": 0.80, "quic_vs_stock_quic": 0.5 },

@@ -11,7 +11,8 @@
 //! Every figure is from the same process and machine state: bulk throughput and CPU-seconds
 //! per GiB (1 and 4 streams), small request latency and rate (1 and 64 in flight), connection
 //! set-up, memory per idle connection (server in a child process), a 100-node Kademlia
-//! network. The ceiling of an encrypted stream is measured as a stack of its own: raw TCP
+//! network, and WAN rows (`wan.rs`, root only: bulk and a new peer's first answer over a
+//! 50 ms, 1 Gbit/s path between two network namespaces, and bulk with 0.5 % loss). The ceiling of an encrypted stream is measured as a stack of its own: raw TCP
 //! carrying 64 KiB records sealed with ring's AES-128-GCM (and ChaCha20-Poly1305) on the
 //! sending task and opened on the receiving one; bulk rows show codio/ceiling beside
 //! codio/stock.
