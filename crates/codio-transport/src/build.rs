@@ -53,10 +53,11 @@ pub fn build(
     relay: bool,
 ) -> Result<Built, TransportBuildError> {
     let gate = InboundGate::new(config.inbound.clone());
-    let direct = direct(keypair, config, &gate)?;
+    let keys = Keys::new(keypair, config)?;
+    let direct = direct(&keys, config, &gate)?;
     let inbound = gate.stats();
     let (transport, relay_client) = if relay {
-        let (transport, client) = with_relay(direct, keypair, config, &gate)?;
+        let (transport, client) = with_relay(direct, &keys, config, &gate)?;
         (transport, Some(client))
     } else {
         (direct, None)
@@ -72,17 +73,17 @@ pub fn build(
 /// to the same peer, see `eyeballs.rs`), inbound set-ups within `gate`; behind DNS resolution
 /// when enabled.
 fn direct(
-    keypair: &identity::Keypair,
+    keys: &Keys<'_>,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError> {
     let tcp = reuse::ReuseFallback::new(tcp::tokio::Transport::new(config.tcp_config()));
-    let tcp = private(tcp, keypair, config, gate)?;
-    if !config.quic_enabled() {
+    let tcp = private(tcp, keys, config, gate)?;
+    let Some(tls) = keys.tls.clone().filter(|_| config.quic_enabled()) else {
         return with_dns(tcp, config);
-    }
+    };
     let ip = tcp
-        .or_transport(quic::transport(keypair, config, gate)?)
+        .or_transport(quic::transport(tls, config, gate)?)
         .map(|either, _| either.into_inner())
         .map_err(|either| either.into_inner())
         .boxed();
@@ -121,7 +122,7 @@ fn unwrap_dns(error: dns::Error<io::Error>) -> io::Error {
 /// set-up timeout and the inbound gate, like the rest of the set-up).
 fn private<T>(
     transport: T,
-    keypair: &identity::Keypair,
+    keys: &Keys<'_>,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError>
@@ -135,21 +136,22 @@ where
     match config.psk {
         Some(key) => {
             let pnet = transport.and_then(move |socket, _| PnetConfig::new(key).handshake(socket));
-            upgrade_gated(pnet, keypair, config, gate)
+            upgrade_gated(pnet, keys, config, gate)
         }
-        None => upgrade_gated(transport, keypair, config, gate),
+        None => upgrade_gated(transport, keys, config, gate),
     }
 }
 
 /// The relay client transport, upgraded within the same `gate`, tried before `direct`.
 fn with_relay(
     direct: CodioTransport,
-    keypair: &identity::Keypair,
+    keys: &Keys<'_>,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
-    let (relay_transport, relay_client) = libp2p::relay::client::new(keypair.public().to_peer_id());
-    let relayed = upgrade_gated(relay_transport, keypair, config, gate)?;
+    let peer_id = keys.keypair.public().to_peer_id();
+    let (relay_transport, relay_client) = libp2p::relay::client::new(peer_id);
+    let relayed = upgrade_gated(relay_transport, keys, config, gate)?;
     // Relay first: the DNS layer of the direct transport reports addresses it cannot dial as
     // errors rather than "not supported", which would stop the fall-through.
     let transport = relayed
@@ -182,8 +184,9 @@ pub fn build_with_relay(
     config: &TransportConfig,
 ) -> Result<(CodioTransport, libp2p::relay::client::Behaviour), TransportBuildError> {
     let gate = InboundGate::new(config.inbound.clone());
-    let direct = direct(keypair, config, &gate)?;
-    with_relay(direct, keypair, config, &gate)
+    let keys = Keys::new(keypair, config)?;
+    let direct = direct(&keys, config, &gate)?;
+    with_relay(direct, &keys, config, &gate)
 }
 
 /// Secures `transport` (the configured security protocols) and multiplexes it with Yamux,
@@ -210,12 +213,35 @@ where
     T::ListenerUpgrade: Send + 'static,
 {
     let gate = InboundGate::new(config.inbound.clone());
-    upgrade_gated(transport, keypair, config, &gate)
+    upgrade_gated(transport, &Keys::new(keypair, config)?, config, &gate)
+}
+
+/// The node's keys as every transport of one build uses them: one TLS certificate for TCP,
+/// the relay client transport and QUIC (each `TlsConfig::new` signs a fresh certificate).
+struct Keys<'a> {
+    keypair: &'a identity::Keypair,
+    /// Made when TLS is offered or QUIC is on.
+    tls: Option<crate::tls::TlsConfig>,
+}
+
+impl<'a> Keys<'a> {
+    fn new(
+        keypair: &'a identity::Keypair,
+        config: &TransportConfig,
+    ) -> Result<Self, TransportBuildError> {
+        let wanted =
+            config.security.contains(&crate::SecurityProtocol::Tls) || config.quic_enabled();
+        let tls = wanted
+            .then(|| crate::tls::TlsConfig::new(keypair))
+            .transpose()
+            .map_err(TransportBuildError::Tls)?;
+        Ok(Self { keypair, tls })
+    }
 }
 
 fn upgrade_gated<T>(
     transport: T,
-    keypair: &identity::Keypair,
+    keys: &Keys<'_>,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError>
@@ -234,7 +260,7 @@ where
     if order.is_empty() || repeated {
         return Err(TransportBuildError::Security(order.clone()));
     }
-    let security = security::Security::new(keypair, order, gate.stats())?;
+    let security = security::Security::new(keys.keypair, keys.tls.as_ref(), order, gate.stats())?;
     let version: Version = config.negotiation.into();
     let muxer = config.yamux_config();
     let transport = transport.and_then(move |io, endpoint| async move {

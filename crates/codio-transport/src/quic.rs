@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use libp2p::{Transport, identity};
+use libp2p::Transport;
 
 use crate::{
     CodioTransport, TransportBuildError, TransportConfig, gate::InboundGate, timeout::SetupTimeout,
@@ -135,14 +135,13 @@ impl QuicConfig {
     }
 }
 
-/// The QUIC transport for `keypair`: connections as `(peer id, muxer)`, dials bounded by the
-/// connect timeout, inbound set-ups within `gate`.
+/// The QUIC transport with the node's TLS set-up `tls`: connections as `(peer id, muxer)`,
+/// dials bounded by the connect timeout, inbound set-ups within `gate`.
 pub(crate) fn transport(
-    keypair: &identity::Keypair,
+    tls: TlsConfig,
     config: &TransportConfig,
     gate: &InboundGate,
 ) -> Result<CodioTransport, TransportBuildError> {
-    let tls = TlsConfig::new(keypair).map_err(TransportBuildError::Tls)?;
     let streams = u32::try_from(config.max_streams).unwrap_or(u32::MAX);
     let quic = QuicTransport::new(tls, config.quic.quinn_config(config), streams)
         .map_err(TransportBuildError::Quic)?;

@@ -144,18 +144,21 @@ impl fmt::Debug for Security {
 
 impl Security {
     /// The upgrade for `keypair` offering `order` (not empty, no repeats: the transport
-    /// configuration checks).
+    /// configuration checks), with the node's TLS set-up `tls` (made here when TLS is offered
+    /// and none is given).
     pub(crate) fn new(
         keypair: &identity::Keypair,
+        tls: Option<&crate::tls::TlsConfig>,
         order: &[SecurityProtocol],
         stats: crate::InboundStats,
     ) -> Result<Self, crate::TransportBuildError> {
         let wants = |protocol| order.contains(&protocol);
-        let tls = match wants(SecurityProtocol::Tls) {
-            true => {
+        let tls = match (wants(SecurityProtocol::Tls), tls) {
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
                 Some(crate::tls::TlsConfig::new(keypair).map_err(crate::TransportBuildError::Tls)?)
             }
-            false => None,
+            (false, _) => None,
         };
         let noise = match wants(SecurityProtocol::Noise) {
             true => Some(noise::Config::new(keypair)?),

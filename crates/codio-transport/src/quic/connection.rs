@@ -92,9 +92,7 @@ impl StreamMuxer for Connection {
             this.connection
                 .set_max_concurrent_bi_streams(this.granted.into());
         }
-        let mut stream = Stream::new(send, recv);
-        stream.count = Some(this.peer_streams.clone());
-        Poll::Ready(Ok(stream))
+        Poll::Ready(Ok(Stream::new(send, recv, Some(this.peer_streams.clone()))))
     }
 
     fn poll_outbound(
@@ -110,7 +108,7 @@ impl StreamMuxer for Connection {
         let result = ready!(opening.poll_unpin(cx));
         this.outbound = None;
         let (send, recv) = result?;
-        Poll::Ready(Ok(Stream::new(send, recv)))
+        Poll::Ready(Ok(Stream::new(send, recv, None)))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -149,12 +147,18 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+    /// A stream of `send` and `recv`; `count` is the connection's count of the peer's open
+    /// streams for a stream the peer opened (decremented when the stream is dropped).
+    fn new(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        count: Option<Arc<AtomicUsize>>,
+    ) -> Self {
         Self {
             send,
             recv,
             finished: false,
-            count: None,
+            count,
         }
     }
 }
