@@ -619,7 +619,7 @@ async fn first_request_over_slow_link(mode: codio_transport::NegotiationMode) ->
     for _ in 0..3 {
         let mut config = NetworkConfig::loopback();
         config.transport =
-            codio_network::transport::TransportConfig::default().with_negotiation(mode);
+            codio_network::transport::TransportConfig::default().with_stream_negotiation(mode);
         let client = started_node(config).await;
         let peer = client
             .connect_peer(address.clone())
@@ -644,10 +644,10 @@ async fn first_request_over_slow_link(mode: codio_transport::NegotiationMode) ->
     fastest
 }
 
-/// The lazy dialer (the default) sends the first request on a new connection together with
-/// its stream's protocol proposal: one round trip on a 100 ms link, where waiting for the
-/// listener's confirmation first (rust-libp2p's default for streams, kept as
-/// `NegotiationMode::Strict`) costs two.
+/// With lazy stream negotiation the first request on a new connection goes together with its
+/// stream's protocol proposal: one round trip on a 100 ms link, where waiting for the
+/// listener's confirmation first (`NegotiationMode::Strict`, rust-libp2p's and codio's
+/// default for streams) costs two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_request_to_a_new_peer_takes_one_round_trip() {
     init_tracing();
@@ -667,10 +667,10 @@ async fn a_first_request_to_a_new_peer_takes_one_round_trip() {
     );
 }
 
-/// A peer that does not speak ping stays connected: codio's pings to it are refused (learnt on
-/// the stream's first read, since streams open lazily), which the liveness policy takes as
-/// "unsupported", not as failures that would close the connection. Ten ping intervals pass
-/// with two failures allowed.
+/// A peer that does not speak ping stays connected, also with lazy stream negotiation: codio's
+/// pings to it are refused (learnt on the stream's first read), which the liveness policy
+/// takes as "unsupported", not as failures that would close the connection. Ten ping
+/// intervals pass with two failures allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_ping_is_not_closed_as_dead() {
     use codio_tests::ConfigExt;
@@ -709,9 +709,10 @@ async fn a_peer_without_ping_is_not_closed_as_dead() {
         }
     });
     let interval = Duration::from_millis(300);
-    let node =
-        started_node(NetworkConfig::loopback().with_liveness(interval, Duration::from_secs(1), 2))
-            .await;
+    let mut config = NetworkConfig::loopback().with_liveness(interval, Duration::from_secs(1), 2);
+    config.transport = codio_network::transport::TransportConfig::default()
+        .with_stream_negotiation(codio_transport::NegotiationMode::Lazy);
+    let node = started_node(config).await;
     let mut events = node.subscribe();
     let peer = node.connect_peer(address).await.expect("connects");
     let closed = tokio::time::timeout(10 * interval, async {

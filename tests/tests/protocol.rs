@@ -1059,10 +1059,21 @@ async fn hostile_rpc_streams_are_cut_off_and_counted() {
 }
 
 /// A peer that speaks only `/codio/1.0.0` (one stream per request) is still asked: codio
-/// falls back, and remembers to.
+/// falls back, and remembers to — with strict stream negotiation (the default: the refusal
+/// fails the stream's opening) and with lazy (the refusal arrives on the first read, after
+/// the first requests were sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
     init_tracing();
+    for mode in [
+        codio_transport::NegotiationMode::Strict,
+        codio_transport::NegotiationMode::Lazy,
+    ] {
+        ask_a_legacy_peer(mode).await;
+    }
+}
+
+async fn ask_a_legacy_peer(mode: codio_transport::NegotiationMode) {
     let stats = std::sync::Arc::new(codio_protocol::Stats::default());
     let mut legacy = bare_swarm(libp2p::request_response::Behaviour::with_codec(
         codio_protocol::Codec::new(stats),
@@ -1097,7 +1108,10 @@ async fn peers_without_rpc_are_asked_over_codio_1_0_0() {
             }
         }
     });
-    let node = loopback_node().await;
+    let mut config = NetworkConfig::loopback();
+    config.transport =
+        codio_network::transport::TransportConfig::default().with_stream_negotiation(mode);
+    let node = codio_tests::started_node(config).await;
     node.connect_peer(codio_network::with_p2p(address, legacy_id))
         .await
         .unwrap();

@@ -38,22 +38,22 @@ pub enum TransportBuildError {
     Quic(#[source] crate::QuicError),
 }
 
-/// How multistream-select negotiations run where codio proposes: the security and
-/// multiplexing protocols of a connection it dials, and the protocol of every stream it opens
-/// (the swarm's substream negotiation: [`TransportConfig::stream_negotiation`]).
+/// How a multistream-select negotiation runs where codio proposes: the security and
+/// multiplexing protocols of a connection it dials ([`TransportConfig::with_negotiation`]),
+/// and the protocol of every stream it opens ([`TransportConfig::with_stream_negotiation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NegotiationMode {
     /// The dialer sends its single proposal without waiting for the listener's confirmation,
     /// saving one round trip per negotiated protocol (what libp2p's `SwarmBuilder` uses for
     /// TCP, and go-libp2p for the streams it opens). On a stream the request goes out with
-    /// the proposal: a request to a connected peer takes one round trip, not two. A listener
-    /// that refuses the protocol is then seen as a failed read or write on the stream rather
-    /// than as a negotiation failure.
+    /// the proposal: the first request on a new connection takes one round trip, not two. A
+    /// listener that refuses the protocol is then seen as a failed read on the stream rather
+    /// than as a negotiation failure (`codio_base::protocol_refused` tells them apart).
     #[default]
     Lazy,
     /// Every proposal waits for the listener's confirmation (multistream-select 1.0 as written;
-    /// rust-libp2p's default for streams).
+    /// rust-libp2p's default for streams, and codio's).
     Strict,
 }
 
@@ -76,6 +76,7 @@ impl From<NegotiationMode> for Version {
 /// | [`max_streams`](Self::with_max_streams) | 256 concurrent Yamux streams per connection (go-libp2p's inbound streams per peer) |
 /// | [`dns`](Self::with_dns) | `true`: `/dns`, `/dns4`, `/dns6` addresses are resolved with the system resolver |
 /// | [`negotiation`](Self::with_negotiation) | [`NegotiationMode::Lazy`] |
+/// | [`stream_negotiation`](Self::with_stream_negotiation) | [`NegotiationMode::Strict`] (see there) |
 /// | [`yamux_frame_size`](Self::with_yamux_frame_size) | [`NOISE_FRAME_PAYLOAD`] (64,499 bytes: one Yamux frame fills one Noise message; libp2p-yamux uses 16 KiB) |
 /// | [`yamux_connection_window`](Self::with_yamux_connection_window) | 96 MiB: 256 KiB for each of `max_streams` streams plus 32 MiB for busy streams to grow their windows into (two at 16 MiB); the most unread data one connection can make this node hold (rust-yamux defaults to 1 GiB) |
 ///
@@ -97,6 +98,7 @@ pub struct TransportConfig {
     pub(crate) max_streams: usize,
     pub(crate) dns: bool,
     pub(crate) negotiation: NegotiationMode,
+    pub(crate) stream_negotiation: NegotiationMode,
     pub(crate) yamux_frame_size: usize,
     pub(crate) yamux_connection_window: usize,
     pub(crate) inbound: InboundLimits,
@@ -114,6 +116,7 @@ impl Default for TransportConfig {
             max_streams: 256,
             dns: true,
             negotiation: NegotiationMode::default(),
+            stream_negotiation: NegotiationMode::Strict,
             yamux_frame_size: NOISE_FRAME_PAYLOAD,
             yamux_connection_window: 96 * 1024 * 1024,
             inbound: InboundLimits::default(),
@@ -163,10 +166,22 @@ impl TransportConfig {
         self
     }
 
+    /// Sets how the streams a node opens negotiate their protocol (default
+    /// [`NegotiationMode::Strict`]). [`NegotiationMode::Lazy`] saves the first request on a new
+    /// connection one round trip (measured over a 50 ms path: a new peer's first answer in 4
+    /// round trips instead of 5 over TCP, 2 instead of 3 over QUIC; docs/performance.md) and
+    /// every Kademlia RPC one, and codio's own protocols and the liveness policy handle its
+    /// refusals; it is not the default because the 100-node Kademlia test then intermittently
+    /// fails to find a lookup's target (not yet explained).
+    pub fn with_stream_negotiation(mut self, negotiation: NegotiationMode) -> Self {
+        self.stream_negotiation = negotiation;
+        self
+    }
+
     /// The multistream-select version of the streams a node opens, for the swarm's
-    /// `with_substream_upgrade_protocol_override`: the configured [`NegotiationMode`].
+    /// `with_substream_upgrade_protocol_override` ([`Self::with_stream_negotiation`]).
     pub fn stream_negotiation(&self) -> Version {
-        self.negotiation.into()
+        self.stream_negotiation.into()
     }
 
     /// Sets the largest Yamux data frame codio sends (default [`NOISE_FRAME_PAYLOAD`]). Larger

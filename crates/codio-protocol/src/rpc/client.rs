@@ -31,6 +31,9 @@ use crate::{
 const SESSION_IDLE: Duration = Duration::from_secs(60);
 /// Requests queued to one session's writer.
 const SESSION_QUEUE: usize = 256;
+/// How long a session whose first writes failed waits for the peer's refusal of the protocol
+/// (which arrives before the reset that failed the write, when there is one).
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 /// Peers remembered as not speaking the protocol (forgotten all at once beyond this).
 const MAX_LEGACY_PEERS: usize = 4096;
 
@@ -196,9 +199,24 @@ async fn run_session(client: Arc<RpcClient>, peer: PeerId, mut rx: mpsc::Receive
         let timeout = client.frame_timeout;
         let read = read_responses(reader, pending.clone(), toucher, timeout);
         let write = write_requests(writer, &mut rx, pending.clone(), timeout);
+        tokio::pin!(read);
         tokio::select! {
-            why = read => why,
-            why = write => why,
+            why = &mut read => why,
+            why = write => {
+                // A peer refusing the lazily proposed protocol may reset the stream before
+                // its refusal was read: a session not yet confirmed that failed to write
+                // looks for the refusal before it gives up.
+                let confirmed = lock(&pending).confirmed;
+                match why {
+                    SessionEnd::WriteFailed if !confirmed => {
+                        match tokio::time::timeout(REFUSAL_WAIT, &mut read).await {
+                            Ok(SessionEnd::Refused) => SessionEnd::Refused,
+                            _ => why,
+                        }
+                    }
+                    why => why,
+                }
+            }
             _ = &mut kill => SessionEnd::ConnectionClosed,
         }
     };
