@@ -225,7 +225,7 @@ async fn start_node(
         pubsub,
         identify,
     };
-    // Streams negotiated as a default codio node does (lazily).
+    // Streams negotiated as a default codio node does.
     let config = swarm::Config::with_tokio_executor()
         .with_idle_connection_timeout(idle)
         .with_substream_upgrade_protocol_override(

@@ -409,7 +409,7 @@ fn outbound_error(error: OutboundFailure) -> RequestError {
         OutboundFailure::UnsupportedProtocols => {
             RequestError::ProtocolViolation(format!("peer does not speak {PROTOCOL}"))
         }
-        // Streams open lazily: a refusal arrives as an I/O error on the stream.
+        // With lazy streams a refusal arrives as an I/O error on the stream.
         OutboundFailure::Io(e) if codio_base::protocol_refused(&e) => {
             RequestError::ProtocolViolation(format!("peer does not speak {PROTOCOL}"))
         }

@@ -175,8 +175,8 @@ impl Client {
     }
 }
 
-/// A bulk stream the peer refused: streams open lazily (the header goes with the protocol
-/// proposal), so the refusal arrives as an I/O error on the stream.
+/// A bulk stream the peer refused, when streams open lazily (the header goes with the
+/// protocol proposal, so the refusal arrives as an I/O error on the stream).
 fn refused_bulk(error: BulkError) -> BulkError {
     match error {
         BulkError::Protocol(ProtocolError::Io(e)) if codio_base::protocol_refused(&e) => {

@@ -151,9 +151,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A request written and waiting for its response. Until the peer's first response confirms
-/// the protocol, the request itself is kept: the stream is opened lazily (its protocol
-/// proposal goes with the first requests), so a peer that does not speak the protocol says
-/// so only after they were sent, and they are then handed back for `/codio/1.0.0`.
+/// the protocol, the request itself is kept: when streams are opened lazily (their protocol
+/// proposal goes with the first requests), a peer that does not speak the protocol says so
+/// only after they were sent, and they are then handed back for `/codio/1.0.0`.
 struct Waiting {
     reply: Reply,
     request: Option<Request>,
