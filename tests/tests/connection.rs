@@ -510,6 +510,23 @@ async fn disconnect(
     .await;
 }
 
+/// A link with a 100 ms round trip to `target`'s first listen address (TCP): the proxy (the
+/// link lasts as long as it does) and the address to dial through it.
+async fn slow_link_to(
+    target: &codio_network::NetworkManager,
+) -> (codio_tests::delay::DelayProxy, Multiaddr) {
+    let socket = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]);
+    let proxy = codio_tests::delay::DelayProxy::start(socket, Duration::from_millis(50)).await;
+    let address = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        proxy.address().port(),
+        target.local_peer_id()
+    )
+    .parse()
+    .unwrap();
+    (proxy, address)
+}
+
 /// Set-up times of dials over a link with a 100 ms round trip, from a node offering `dialer`
 /// to one offering `listener`: `(first, again)`, the fastest of three first dials (each from
 /// a fresh node) and of three second dials (the same node, after disconnecting).
@@ -524,15 +541,7 @@ async fn setup_over_slow_link(
         config
     };
     let target = started_node(node(listener)).await;
-    let socket = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]);
-    let proxy = codio_tests::delay::DelayProxy::start(socket, Duration::from_millis(50)).await;
-    let address: Multiaddr = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-        proxy.address().port(),
-        target.local_peer_id()
-    )
-    .parse()
-    .unwrap();
+    let (_proxy, address) = slow_link_to(&target).await;
     let (mut first, mut again) = (Duration::MAX, Duration::MAX);
     for _ in 0..3 {
         let dialing = started_node(node(dialer)).await;
@@ -606,15 +615,7 @@ async fn first_request_over_slow_link(mode: codio_transport::NegotiationMode) ->
                 .await;
         }
     });
-    let socket = codio_tests::adversary::socket_addr(&target.listen_addrs()[0]);
-    let proxy = codio_tests::delay::DelayProxy::start(socket, Duration::from_millis(50)).await;
-    let address: Multiaddr = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-        proxy.address().port(),
-        target.local_peer_id()
-    )
-    .parse()
-    .unwrap();
+    let (_proxy, address) = slow_link_to(&target).await;
     let mut fastest = Duration::MAX;
     for _ in 0..3 {
         let mut config = NetworkConfig::loopback();

@@ -70,11 +70,7 @@ async fn send(mut socket: TcpStream, cipher: Cipher, bytes: u64) -> anyhow::Resu
             .await?;
         left -= n as u64;
     }
-    socket.shutdown().await?;
-    let mut ack = [0u8; 8];
-    socket.read_exact(&mut ack).await?;
-    anyhow::ensure!(u64::from_be_bytes(ack) == bytes, "short transfer");
-    Ok(())
+    crate::raw::finish_counted(socket, bytes).await
 }
 
 /// Opens records until the sender closes; answers with the cleartext byte count.

@@ -63,6 +63,12 @@ pub(crate) async fn send_counted(mut socket: TcpStream, bytes: u64) -> anyhow::R
         socket.write_all(&buf[..n]).await?;
         left -= n as u64;
     }
+    finish_counted(socket, bytes).await
+}
+
+/// Closes the sending side of a counted transfer of `bytes` bytes and waits for the
+/// receiver's count (a big-endian `u64`), which must match.
+pub(crate) async fn finish_counted(mut socket: TcpStream, bytes: u64) -> anyhow::Result<()> {
     socket.shutdown().await?;
     let mut ack = [0u8; 8];
     socket.read_exact(&mut ack).await?;
