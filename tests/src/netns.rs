@@ -41,7 +41,9 @@ pub fn is_netns_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+/// Runs `program args` to its end (standard input closed); an error carries its exit status
+/// and standard error.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let output = std::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())

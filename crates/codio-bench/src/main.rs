@@ -634,15 +634,14 @@ async fn run(args: &Args, sizes: Sizes) -> anyhow::Result<Report> {
 /// row of its own).
 fn wan_stacks(args: &Args) -> Vec<(usize, wan::Stack)> {
     let all = [
-        (0, Kind::Raw, wan::Stack::RawTcp),
-        (STOCK, Kind::Stock, wan::Stack::Stock),
-        (CODIO, Kind::Codio, wan::Stack::Codio),
-        (STOCK_QUIC, Kind::StockQuic, wan::Stack::StockQuic),
-        (CODIO_QUIC, Kind::CodioQuic, wan::Stack::CodioQuic),
+        (0, wan::Stack::RawTcp),
+        (STOCK, wan::Stack::Stock),
+        (CODIO, wan::Stack::Codio),
+        (STOCK_QUIC, wan::Stack::StockQuic),
+        (CODIO_QUIC, wan::Stack::CodioQuic),
     ];
     all.into_iter()
-        .filter(|(_, kind, _)| args.stacks.is_empty() || args.stacks.contains(kind))
-        .map(|(i, _, stack)| (i, stack))
+        .filter(|(_, stack)| args.stacks.is_empty() || args.stacks.contains(&stack.kind()))
         .collect()
 }
 

@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId};
 
 pub(crate) use path::{Path, Shape};
 
-use crate::{codio, raw, stats::BulkClock, stock};
+use crate::{Kind, codio, raw, stats::BulkClock, stock};
 
 /// What is measured on a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,18 @@ pub(crate) enum Stack {
 }
 
 impl Stack {
+    /// The stack of the loopback rows this one is (raw UDP rides with raw TCP): its stock
+    /// security protocol and codio transport come from there.
+    pub(crate) fn kind(self) -> Kind {
+        match self {
+            Stack::RawTcp | Stack::RawUdp => Kind::Raw,
+            Stack::Stock => Kind::Stock,
+            Stack::StockQuic => Kind::StockQuic,
+            Stack::Codio => Kind::Codio,
+            Stack::CodioQuic => Kind::CodioQuic,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Stack::RawTcp => "raw",
@@ -128,10 +140,7 @@ async fn serve(
                     (Address::Udp(addr), Kept::Tasks(vec![task]))
                 }
                 Stack::Stock | Stack::StockQuic => {
-                    let security = match stack {
-                        Stack::StockQuic => stock::Security::Quic,
-                        _ => stock::Security::Noise,
-                    };
+                    let security = stack.kind().stock_security();
                     let node = stock::Node::start_on(security, ip).await?;
                     stock::serve_streams(&node)?;
                     (
@@ -140,7 +149,8 @@ async fn serve(
                     )
                 }
                 Stack::Codio | Stack::CodioQuic => {
-                    let node = codio::server(codio::config_on(transport(stack), ip)).await?;
+                    let node =
+                        codio::server(codio::config_on(stack.kind().codio_transport(), ip)).await?;
                     let addr = codio::dial_addr(&node)?;
                     (Address::Node(addr, node.local_peer_id()), Kept::Codio(node))
                 }
@@ -161,13 +171,6 @@ async fn serve(
     let address = address_rx.await.context("server end stopped")??;
     let count = (stack == Stack::RawUdp).then_some(count_rx);
     Ok((address, stop_tx, count))
-}
-
-fn transport(stack: Stack) -> codio::Transport {
-    match stack {
-        Stack::CodioQuic => codio::Transport::Quic,
-        _ => codio::Transport::Tcp,
-    }
 }
 
 /// Counts datagrams until none came for [`UDP_QUIET`] after the first.
@@ -213,10 +216,7 @@ pub(crate) async fn bulk(path: &Path, stack: Stack, bytes: u64) -> anyhow::Resul
                 None
             }
             (Stack::Stock | Stack::StockQuic, Address::Node(addr, peer)) => {
-                let security = match stack {
-                    Stack::StockQuic => stock::Security::Quic,
-                    _ => stock::Security::Noise,
-                };
+                let security = stack.kind().stock_security();
                 let client = stock::Node::client(security).await?;
                 client.dial(addr).await?;
                 Some(
@@ -226,7 +226,9 @@ pub(crate) async fn bulk(path: &Path, stack: Stack, bytes: u64) -> anyhow::Resul
                 )
             }
             (Stack::Codio | Stack::CodioQuic, Address::Node(addr, peer)) => {
-                let client = codio::node(codio::config_on(transport(stack), client_ip)).await?;
+                let client =
+                    codio::node(codio::config_on(stack.kind().codio_transport(), client_ip))
+                        .await?;
                 client.connect_peer(addr).await?;
                 let run = codio::send(&client, peer, 1, bytes).await;
                 client.shutdown().await;
@@ -295,10 +297,7 @@ pub(crate) async fn first_answer(
                     t.elapsed()
                 }
                 (Stack::Stock | Stack::StockQuic, Address::Node(addr, peer)) => {
-                    let security = match stack {
-                        Stack::StockQuic => stock::Security::Quic,
-                        _ => stock::Security::Noise,
-                    };
+                    let security = stack.kind().stock_security();
                     let client = stock::Node::client(security).await?;
                     let t = Instant::now();
                     client.dial(addr.clone()).await?;
@@ -307,7 +306,7 @@ pub(crate) async fn first_answer(
                     t.elapsed()
                 }
                 (Stack::Codio | Stack::CodioQuic, Address::Node(addr, peer)) => {
-                    let config = codio::config_on(transport(stack), client_ip);
+                    let config = codio::config_on(stack.kind().codio_transport(), client_ip);
                     let client = codio::node(config).await?;
                     let t = Instant::now();
                     client.connect_peer(addr.clone()).await?;

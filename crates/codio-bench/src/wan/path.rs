@@ -16,7 +16,6 @@
 use std::{
     io::Write as _,
     net::{IpAddr, Ipv4Addr},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -83,20 +82,9 @@ impl std::fmt::Debug for Path {
     }
 }
 
-/// Runs `program args`, failing with its standard error.
+/// Runs `program args` (the test harness's runner), failing with its standard error.
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{program} not found"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
+    codio_tests::netns::run(program, args).map_err(anyhow::Error::msg)
 }
 
 /// Runs `f` on a new thread inside the namespace `name`; threads `f` starts are inside too.
