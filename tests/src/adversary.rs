@@ -357,6 +357,42 @@ async fn run_identify_flood(
     }
 }
 
+/// A peer from `from` that connects to `target` and opens an identify push stream every
+/// `every`, writing nothing and keeping each open; the attack's `opened` counts streams the
+/// victim accepted (negotiated).
+pub fn identify_stream_hoard(target: Multiaddr, from: IpAddr, every: Duration) -> Attack {
+    Attack::run(|opened| run_identify_stream_hoard(target, from, every, opened))
+}
+
+async fn run_identify_stream_hoard(
+    target: Multiaddr,
+    from: IpAddr,
+    every: Duration,
+    opened: Arc<AtomicU64>,
+) {
+    let keypair = Keypair::generate_ed25519();
+    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+        "/codio/1.0.0".into(),
+        keypair.public(),
+    ));
+    let streams = libp2p_stream::Behaviour::new();
+    let mut control = streams.new_control();
+    let mut swarm = bound_swarm(&keypair, from, Liar { identify, streams });
+    let victim = connect(&mut swarm, &target).await;
+    let _driver = drive(swarm);
+    let protocol = libp2p::StreamProtocol::new("/ipfs/id/push/1.0.0");
+    let mut held = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    // Bounded: 2,000 streams at most (the test stops it long before).
+    for _ in 0..2000 {
+        tick.tick().await;
+        if let Ok(stream) = control.open_stream(victim, protocol.clone()).await {
+            held.push(stream);
+            opened.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// A peer from `from` that connects to `target` and announces itself as the provider of
 /// `keys` random keys (at most 32 announcements at once), so the victim stores a provider
 /// record for each; the attack's `opened` counts announcements that finished.

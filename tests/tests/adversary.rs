@@ -24,9 +24,10 @@ use codio_network::{
 use codio_tests::{
     ConfigExt, EVENT_TIMEOUT, TestNode,
     adversary::{
-        echo_answer, hold_sockets, identify_flood, mdns_spoofer, metric, mint_peers, one_at_a_time,
-        oversized_kad_responder, provider_flood, request_streams_never_read, rpc_never_read,
-        socket_addr, stalled_quic_handshakes, stalling_responder,
+        echo_answer, hold_sockets, identify_flood, identify_stream_hoard, mdns_spoofer, metric,
+        mint_peers, one_at_a_time, oversized_kad_responder, provider_flood,
+        request_streams_never_read, rpc_never_read, socket_addr, stalled_quic_handshakes,
+        stalling_responder,
     },
     connect, eventually, init_tracing, loopback_node, netns, quic_dial_addr, started_node,
     started_server,
@@ -377,6 +378,55 @@ async fn identify_floods_are_rate_limited_and_capped() {
     );
     assert!(liar.opened() >= 200, "pushes sent: {}", liar.opened());
     drop(liar);
+}
+
+/// A peer opening an identify push stream every 10 ms and never writing on it: the victim
+/// runs at most four identify streams per connection, closes the rest unread (counted), and
+/// serves and identifies a good peer meanwhile. (Before codio's identify: libp2p-identify
+/// accepted ten streams per connection, each held up to 60 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_streams_that_never_write_are_bounded_per_connection() {
+    init_tracing();
+    let _serial = one_at_a_time().await;
+    let (victim, registry) = victim(identity, echo).await;
+    let start = std::time::Instant::now();
+    let hoard = identify_stream_hoard(
+        victim.listen_addrs()[0].clone(),
+        ATTACKER,
+        Duration::from_millis(10),
+    );
+    let refused = || metric(&registry, "codio_identify_refused_streams_total");
+    assert!(
+        eventually(Duration::from_secs(20), || async { refused() >= 50.0 }).await,
+        "streams beyond the bound were refused ({} refused, {} opened)",
+        refused(),
+        hoard.opened()
+    );
+    let mut events = victim.subscribe();
+    for round in 0..3 {
+        good_peer_is_served(&victim, round, || {}).await;
+    }
+    let identified = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            if let Ok(NetworkEvent::PeerIdentified { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        identified.is_ok(),
+        "the good peers were identified during the attack"
+    );
+    // Of the attacker's streams, four run at a time, each until the 10 s deadline; every
+    // other one was closed unread (20 allowed for streams still being negotiated).
+    let (refused, opened) = (refused(), hoard.opened() as f64);
+    let ran = 4.0 * (1.0 + (start.elapsed().as_secs_f64() / 10.0).ceil());
+    assert!(
+        refused >= opened - ran - 20.0,
+        "{refused} refused of {opened}, {ran} ran"
+    );
+    drop(hoard);
 }
 
 /// A peer announcing itself as provider of 1,500 keys: the victim keeps 1,024 keys with remote

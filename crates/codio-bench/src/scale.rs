@@ -22,7 +22,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use codio_discovery::{Dht, DiscoveryConfig, KadMode};
+use codio_discovery::{
+    Dht, DiscoveryConfig, KadMode,
+    identify::{Event as IdentifyEvent, Identify, IdentifyConfig},
+};
 use codio_network::{
     policy::LimitsConfig, policy::MemoryLimit, policy::PolicyConfig, pubsub::PubsubConfig,
     pubsub::Topic,
@@ -31,7 +34,7 @@ use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport,
     core::transport::MemoryTransport,
-    identify, identity,
+    identity,
     swarm::{self, NetworkBehaviour, SwarmEvent},
 };
 use serde::Serialize;
@@ -153,7 +156,7 @@ struct Layers {
     policy: codio_policy::Behaviour,
     discovery: codio_discovery::Behaviour,
     pubsub: codio_pubsub::Behaviour,
-    identify: identify::Behaviour,
+    identify: Identify,
 }
 
 /// A running node.
@@ -215,10 +218,11 @@ async fn start_node(
     let dht = discovery.dht();
     let pubsub = codio_pubsub::Behaviour::new(&keypair, PubsubConfig::default())?;
     let handle = pubsub.pubsub();
-    let identify = identify::Behaviour::new(identify::Config::new(
-        "/codio/1.0.0".into(),
-        keypair.public(),
-    ));
+    let identify = Identify::new(
+        &keypair.public(),
+        IdentifyConfig::new("/codio/1.0.0", "codio-bench"),
+        discovery.stats(),
+    );
     let layers = Layers {
         policy,
         discovery,
@@ -259,13 +263,14 @@ async fn drive(mut swarm: Swarm<Layers>, joined: oneshot::Sender<Duration>) {
     let mut joined = Some(joined);
     while let Some(event) = swarm.next().await {
         match event {
-            SwarmEvent::Behaviour(LayersEvent::Identify(identify::Event::Received {
+            SwarmEvent::Behaviour(LayersEvent::Identify(IdentifyEvent::Received {
                 peer_id,
                 info,
+                remote,
                 ..
             })) => {
                 let behaviour = swarm.behaviour_mut();
-                let addresses = behaviour.discovery.on_identify(peer_id, &info);
+                let addresses = behaviour.discovery.on_identify(peer_id, &info, &remote);
                 behaviour.policy.on_identify(&peer_id, &info);
                 for address in addresses.unwrap_or_default() {
                     swarm.add_peer_address(peer_id, address);

@@ -265,7 +265,8 @@ impl Behaviour {
     /// `identify_interval`, is processed; the rest are dropped and counted, and `None` is
     /// returned. Of a processed one,
     /// up to `max_addresses_per_peer` usable listen addresses (non-global ones only from peers
-    /// on a non-global network, unless `private_addresses`) are returned and, for peers that
+    /// whose connection, `remote` its remote address, comes from a non-global network, unless
+    /// `private_addresses`) are returned and, for peers that
     /// speak our Kademlia protocol, *replace* the peer's addresses in the routing table
     /// (libp2p learns no addresses of inbound peers otherwise). Relayed (`/p2p-circuit`)
     /// addresses are kept: for a private peer they are the only way in.
@@ -273,14 +274,19 @@ impl Behaviour {
         &mut self,
         peer_id: PeerId,
         info: &identify::Info,
+        remote: &Multiaddr,
     ) -> Option<Vec<Multiaddr>> {
         if !self.identify_rate.admit(peer_id, Instant::now()) {
             self.stats.record_identify_dropped();
             tracing::debug!(%peer_id, "identify above the per-peer rate dropped");
             return None;
         }
-        let addresses =
-            crate::identify::usable_addresses(info, self.max_addresses, self.private_addresses);
+        let addresses = crate::identify::usable_addresses(
+            info,
+            remote,
+            self.max_addresses,
+            self.private_addresses,
+        );
         self.inner
             .kad
             .store_mut()
@@ -841,11 +847,14 @@ mod tests {
             .with_identify_interval(std::time::Duration::ZERO, 1);
         let mut behaviour = Behaviour::new(PeerId::random(), config).unwrap();
         let peer = PeerId::random();
-        let kept = behaviour.on_identify(peer, &identify_info(0..300)).unwrap();
+        let remote: Multiaddr = "/ip4/203.0.113.5/tcp/40000".parse().unwrap();
+        let kept = behaviour
+            .on_identify(peer, &identify_info(0..300), &remote)
+            .unwrap();
         assert_eq!(kept.len(), 8);
         assert_eq!(behaviour.table_addresses(peer).len(), 8);
         let kept = behaviour
-            .on_identify(peer, &identify_info(1000..1003))
+            .on_identify(peer, &identify_info(1000..1003), &remote)
             .unwrap();
         let table = behaviour.table_addresses(peer);
         assert_eq!(table.len(), 3, "{table:?}");

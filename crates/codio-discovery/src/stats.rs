@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub struct Stats {
     identify_dropped: AtomicU64,
+    identify_refused_streams: AtomicU64,
     addresses_dropped: AtomicU64,
     max_addresses_per_peer: AtomicU64,
     refused_records: AtomicU64,
@@ -33,6 +34,11 @@ impl Stats {
     /// Identify results and pushes dropped by the per-peer rate limit.
     pub fn identify_dropped(&self) -> u64 {
         self.identify_dropped.load(Relaxed)
+    }
+
+    /// Identify streams a peer opened beyond the per-connection bound, closed unread.
+    pub fn identify_refused_streams(&self) -> u64 {
+        self.identify_refused_streams.load(Relaxed)
     }
 
     /// Identify listen addresses left out: beyond the per-peer cap or non-global.
@@ -115,6 +121,10 @@ impl Stats {
         self.identify_dropped.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn record_identify_refused_stream(&self) {
+        self.identify_refused_streams.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_identify_update(&self, offered: usize, kept: usize, held: usize) {
         let left_out = u64::try_from(offered.saturating_sub(kept)).unwrap_or(u64::MAX);
         self.addresses_dropped.fetch_add(left_out, Relaxed);
@@ -142,7 +152,7 @@ mod export {
 
     impl Stats {
         /// A Prometheus collector reading these counters at each scrape: `identify_dropped`,
-        /// `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`,
+        /// `identify_refused_streams`, `identify_addresses_dropped`, `dht_refused_records`, `dht_refused_providers`,
         /// `mdns_shed_peers`, `mdns_unanswered_queries`, `dht_provider_stream_dropped` (counters), `dht_max_addresses_per_peer`,
         /// `dht_remote_provider_keys`, `mdns_peers` and `mdns_busiest_source` (gauges); the
         /// `mdns_*` series only while mDNS runs.
@@ -160,6 +170,11 @@ mod export {
                     "identify_dropped",
                     "Identify results and pushes dropped by the per-peer rate limit",
                     stats.identify_dropped(),
+                ),
+                (
+                    "identify_refused_streams",
+                    "Identify streams beyond the per-connection bound, closed unread",
+                    stats.identify_refused_streams(),
                 ),
                 (
                     "identify_addresses_dropped",

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use libp2p::{identify, identity, relay, swarm::NetworkBehaviour};
+use codio_discovery::identify::{Identify, IdentifyConfig};
+use libp2p::{identity, relay, swarm::NetworkBehaviour};
 
 use crate::{NetworkError, config::Layers};
 
@@ -25,7 +26,7 @@ pub(crate) struct Behaviour {
     pub(crate) nat: codio_nat::Behaviour,
     pub(crate) protocol: codio_protocol::Behaviour,
     pub(crate) pubsub: codio_pubsub::Behaviour,
-    pub(crate) identify: identify::Behaviour,
+    pub(crate) identify: Identify,
 }
 
 impl Behaviour {
@@ -38,17 +39,16 @@ impl Behaviour {
         protocol: codio_protocol::Behaviour,
     ) -> Result<Self, NetworkError> {
         let local_peer_id = keypair.public().to_peer_id();
-        let identify = identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
-                .with_agent_version(format!("codio-network/{}", env!("CARGO_PKG_VERSION")))
-                .with_push_listen_addr_updates(true)
-                // No cache: it would announce every new address of every push to every
-                // behaviour (300 per push in a flood); discovery's capped, rate-limited list
-                // is what the event loop announces.
-                .with_cache_size(0),
-        );
         let mut discovery = codio_discovery::Behaviour::new(local_peer_id, layers.discovery)
             .map_err(NetworkError::Discovery)?;
+        let identify = Identify::new(
+            &keypair.public(),
+            IdentifyConfig::new(
+                IDENTIFY_PROTOCOL_VERSION,
+                format!("codio-network/{}", env!("CARGO_PKG_VERSION")),
+            ),
+            discovery.stats(),
+        );
         let mut policy = codio_policy::Behaviour::new(layers.policy);
         // Providers are ranked by the liveness layer's ping RTTs; eviction at the peer cap
         // spares peers busy with requests.

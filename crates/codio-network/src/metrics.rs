@@ -60,8 +60,17 @@ impl Metrics {
 
     /// Identify events, recorded by the event loop once discovery's rate limit let them in (a
     /// flood of pushes is not recorded push by push).
-    pub(crate) fn on_identify(&self, event: &libp2p::identify::Event) {
-        self.libp2p.record(event);
+    pub(crate) fn on_identify(
+        &self,
+        connection_id: libp2p::swarm::ConnectionId,
+        peer_id: libp2p::PeerId,
+        info: &libp2p::identify::Info,
+    ) {
+        self.libp2p.record(&libp2p::identify::Event::Received {
+            connection_id,
+            peer_id,
+            info: info.clone(),
+        });
     }
 
     /// Kademlia's, the relay server's and DCUtR's raw events stay inside their layers

@@ -1,7 +1,8 @@
 //! Addresses: the node's listeners, and what identify tells about peers.
 
+use codio_discovery::identify::Event as IdentifyEvent;
 use codio_transport::listen::{Listening, Need};
-use libp2p::{Multiaddr, core::transport::ListenerId, identify, swarm::SwarmEvent};
+use libp2p::{Multiaddr, core::transport::ListenerId, swarm::SwarmEvent};
 use tokio::sync::oneshot;
 
 use super::EventLoop;
@@ -109,37 +110,44 @@ impl EventLoop {
         }
     }
 
-    fn record_identify(&self, event: &identify::Event) {
-        if let Some(metrics) = &self.metrics {
-            metrics.on_identify(event);
-        }
-    }
-
     /// Identify results: the peer table, the DHT's addresses and relay candidates.
-    pub(super) fn on_identify_event(&mut self, event: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = &event else {
-            if let identify::Event::Error { peer_id, error, .. } = &event {
+    pub(super) fn on_identify_event(&mut self, event: IdentifyEvent) {
+        let IdentifyEvent::Received {
+            peer_id,
+            connection_id,
+            info,
+            pushed,
+            remote,
+        } = event
+        else {
+            if let IdentifyEvent::Error { peer_id, error, .. } = &event {
                 tracing::debug!(%peer_id, %error, "identify failed");
             }
-            return self.record_identify(&event);
-        };
-        // Rate-limited and capped by discovery: a flood of identify pushes stops here.
-        let (peer_id, discovery) = (*peer_id, &mut self.swarm.behaviour_mut().discovery);
-        let Some(addresses) = discovery.on_identify(peer_id, info) else {
             return;
         };
-        self.record_identify(&event);
+        // A push that left the addresses out (they did not change) changes none.
+        if pushed && info.listen_addrs.is_empty() {
+            return;
+        }
+        // Rate-limited and capped by discovery: a flood of identify pushes stops here.
+        let discovery = &mut self.swarm.behaviour_mut().discovery;
+        let Some(addresses) = discovery.on_identify(peer_id, &info, &remote) else {
+            return;
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.on_identify(connection_id, peer_id, &info);
+        }
         tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
         for address in addresses {
             self.swarm.add_peer_address(peer_id, address);
         }
         let behaviour = self.swarm.behaviour_mut();
-        behaviour.policy.on_identify(&peer_id, info);
-        behaviour.nat.on_identify(peer_id, info);
+        behaviour.policy.on_identify(&peer_id, &info);
+        behaviour.nat.on_identify(peer_id, &info);
         self.emit(NetworkEvent::PeerIdentified {
             peer_id,
-            agent_version: info.agent_version.clone(),
-            listen_addrs: info.listen_addrs.clone(),
+            agent_version: info.agent_version,
+            listen_addrs: info.listen_addrs,
         });
     }
 }

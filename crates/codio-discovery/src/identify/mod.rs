@@ -1,7 +1,17 @@
-//! What identify may put into the routing table: at most a few addresses per peer, replaced
-//! rather than accumulated, non-global ones only from peers on a non-global network, and a
+//! Identify: the protocol ([`Identify`], wire-compatible with libp2p-identify, lean per
+//! connection) and what its results may put into the routing table
+//! ([`usable_addresses`]): at most a few addresses per peer, replaced rather than
+//! accumulated, non-global ones only from peers this node reaches over a non-global network
+//! (judged by the connection's own remote address, never by what the peer claims), and a
 //! burst of identifies per peer, then one per interval (a peer can push identify as often as
 //! it likes; above the rate its pushes are dropped and counted).
+
+mod behaviour;
+mod handler;
+mod wire;
+
+pub use behaviour::{Event, Identify, IdentifyConfig};
+pub use wire::IdentifyError;
 
 use libp2p::{Multiaddr, identify};
 
@@ -32,11 +42,18 @@ fn scope(address: &Multiaddr) -> Scope {
 }
 
 /// The listen addresses of `info` worth dialing, at most `max`, in the peer's order:
-/// relayed and global ones always; loopback ones only from a peer that reached us over
-/// loopback (it runs on this host); other non-global ones only when `private` is set or the
-/// peer reached us over a non-global address (it shares a network with us).
-pub fn usable_addresses(info: &identify::Info, max: usize, private: bool) -> Vec<Multiaddr> {
-    let observed = scope(&info.observed_addr);
+/// relayed and global ones always; loopback ones only from a peer whose connection comes
+/// from loopback (`remote`, the connection's remote address: it runs on this host); other
+/// non-global ones only when `private` is set or the connection comes from a non-global
+/// address (the peer shares a network with us). The `observed_addr` the peer writes into
+/// its message is not used: a peer at a global address could claim anything there.
+pub fn usable_addresses(
+    info: &identify::Info,
+    remote: &Multiaddr,
+    max: usize,
+    private: bool,
+) -> Vec<Multiaddr> {
+    let observed = scope(remote);
     let local = private || matches!(observed, Scope::Local | Scope::Loopback);
     info.listen_addrs
         .iter()
@@ -107,18 +124,32 @@ mod tests {
         ];
         let all: Vec<&str> = private.iter().chain(&public).copied().collect();
         let from_internet = info("/ip4/198.51.100.7/tcp/5", &all);
-        let kept = usable_addresses(&from_internet, 8, false);
+        let kept = usable_addresses(&from_internet, &from_internet.observed_addr, 8, false);
         assert_eq!(kept.len(), 2, "{kept:?}");
         // Configured: private networks yes, but never another host's loopback.
-        assert_eq!(usable_addresses(&from_internet, 8, true).len(), 4);
+        assert_eq!(
+            usable_addresses(&from_internet, &from_internet.observed_addr, 8, true).len(),
+            4
+        );
         let from_lan = info("/ip4/192.168.1.9/tcp/5", &all);
-        assert_eq!(usable_addresses(&from_lan, 8, false).len(), 4);
+        assert_eq!(
+            usable_addresses(&from_lan, &from_lan.observed_addr, 8, false).len(),
+            4
+        );
+        // What the peer writes as the address it sees us at does not count: a peer at a
+        // global address claiming loopback gets no loopback or private address in.
+        let liar = info("/ip4/127.0.0.1/tcp/5", &all);
+        let from_afar: Multiaddr = "/ip4/198.51.100.7/tcp/5".parse().unwrap();
+        assert_eq!(usable_addresses(&liar, &from_afar, 8, false).len(), 2);
         let from_this_host = info("/ip4/127.0.0.1/tcp/5", &all);
-        assert_eq!(usable_addresses(&from_this_host, 8, false).len(), 5);
+        assert_eq!(
+            usable_addresses(&from_this_host, &from_this_host.observed_addr, 8, false).len(),
+            5
+        );
         // A relayed address is usable wherever its relay is, whatever the relay's IP.
         let circuit = "/ip4/10.77.100.1/tcp/4001/p2p/12D3KooWHPQrmHchXM9yTdtfsBqLUsTCf2uhqdbTyiMGnz9tm1yW/p2p-circuit";
         let through_relay = info("/p2p-circuit", &[circuit, "/ip4/10.0.0.5/tcp/1"]);
-        let kept = usable_addresses(&through_relay, 8, false);
+        let kept = usable_addresses(&through_relay, &through_relay.observed_addr, 8, false);
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert_eq!(kept[0].to_string(), circuit);
         let many: Vec<String> = (0..300)
@@ -126,7 +157,7 @@ mod tests {
             .collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let flood = info("/ip4/198.51.100.7/tcp/5", &many);
-        let kept = usable_addresses(&flood, 8, false);
+        let kept = usable_addresses(&flood, &flood.observed_addr, 8, false);
         assert_eq!(kept.len(), 8);
         assert_eq!(kept[0].to_string(), "/ip4/203.0.113.9/tcp/0");
         assert!(is_non_global("100.64.0.1".parse().unwrap()));
