@@ -1,6 +1,6 @@
 //! Small writes gathered into TLS-record-sized ones.
 //!
-//! A TLS stream turns every `poll_write` into its own TLS record(s) and socket write, and
+//! futures-rustls turns every `poll_write` into its own TLS record and socket write, and
 //! Yamux writes each frame's 12-byte header and its body separately: a small request cost
 //! two records (each with 22 bytes of overhead and an AEAD call) and two system calls, where
 //! libp2p-noise gathers everything up to a flush into one message. [`Coalesce`] gathers

@@ -66,7 +66,6 @@ mod reuse;
 pub mod security;
 mod timeout;
 mod tls;
-mod tls_stream;
 
 pub use build::{Built, build, build_transport, build_with_relay, is_timeout, upgrade};
 pub use coalesce::Coalesce;
@@ -77,4 +76,3 @@ pub use muxer::{Muxer, MuxerError, NOISE_FRAME_PAYLOAD, Stream, YamuxConfig};
 pub use negotiate::SetupError;
 pub use quic::{QuicConfig, QuicError};
 pub use security::{SecureStream, SecurityError, SecurityProtocol};
-pub use tls_stream::TlsStream;

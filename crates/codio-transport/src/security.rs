@@ -68,7 +68,7 @@ impl fmt::Display for SecurityProtocol {
 
 /// The stream a security handshake produced.
 pub type SecureStream<C> =
-    futures::future::Either<crate::Coalesce<crate::TlsStream<C>>, noise::Output<C>>;
+    futures::future::Either<crate::Coalesce<tls::TlsStream<C>>, noise::Output<C>>;
 
 /// A failed security handshake.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +238,7 @@ impl Security {
     ) -> Result<(PeerId, SecureStream<C>), SecurityError>
     where
         TlsFut:
-            std::future::Future<Output = Result<(PeerId, crate::TlsStream<C>), tls::UpgradeError>>,
+            std::future::Future<Output = Result<(PeerId, tls::TlsStream<C>), tls::UpgradeError>>,
         NoiseFut: std::future::Future<Output = Result<(PeerId, noise::Output<C>), noise::Error>>,
     {
         let (peer, stream) = match info {
