@@ -325,6 +325,24 @@ struct Liar {
     streams: libp2p_stream::Behaviour,
 }
 
+/// A [`Liar`] from `from` connected to `target`, its swarm driven by a task of its own: its
+/// key, the control to open streams with, the victim's peer id and the task's guard.
+async fn connected_liar(
+    target: &Multiaddr,
+    from: IpAddr,
+) -> (Keypair, libp2p_stream::Control, libp2p::PeerId, DropAbort) {
+    let keypair = Keypair::generate_ed25519();
+    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+        "/codio/1.0.0".into(),
+        keypair.public(),
+    ));
+    let streams = libp2p_stream::Behaviour::new();
+    let control = streams.new_control();
+    let mut swarm = bound_swarm(&keypair, from, Liar { identify, streams });
+    let victim = connect(&mut swarm, target).await;
+    (keypair, control, victim, drive(swarm))
+}
+
 async fn run_identify_flood(
     target: Multiaddr,
     from: IpAddr,
@@ -332,17 +350,7 @@ async fn run_identify_flood(
     every: Duration,
     pushes: Arc<AtomicU64>,
 ) {
-    let keypair = Keypair::generate_ed25519();
-    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-        "/codio/1.0.0".into(),
-        keypair.public(),
-    ));
-    let streams = libp2p_stream::Behaviour::new();
-    let mut control = streams.new_control();
-    let mut swarm = bound_swarm(&keypair, from, Liar { identify, streams });
-    let victim = connect(&mut swarm, &target).await;
-    // The swarm runs on its own; this task pushes.
-    let _driver = drive(swarm);
+    let (keypair, mut control, victim, _driver) = connected_liar(&target, from).await;
     let protocol = libp2p::StreamProtocol::new("/ipfs/id/push/1.0.0");
     let mut tick = tokio::time::interval(every);
     for round in 0u32.. {
@@ -370,16 +378,7 @@ async fn run_identify_stream_hoard(
     every: Duration,
     opened: Arc<AtomicU64>,
 ) {
-    let keypair = Keypair::generate_ed25519();
-    let identify = libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-        "/codio/1.0.0".into(),
-        keypair.public(),
-    ));
-    let streams = libp2p_stream::Behaviour::new();
-    let mut control = streams.new_control();
-    let mut swarm = bound_swarm(&keypair, from, Liar { identify, streams });
-    let victim = connect(&mut swarm, &target).await;
-    let _driver = drive(swarm);
+    let (_, mut control, victim, _driver) = connected_liar(&target, from).await;
     let protocol = libp2p::StreamProtocol::new("/ipfs/id/push/1.0.0");
     let mut held = Vec::new();
     let mut tick = tokio::time::interval(every);

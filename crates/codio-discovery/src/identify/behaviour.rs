@@ -296,6 +296,13 @@ impl NetworkBehaviour for Identify {
         report: THandlerOutEvent<Self>,
     ) {
         let event = match report {
+            Report::Identified { info, .. } if info.public_key.to_peer_id() != peer_id => {
+                Event::Error {
+                    peer_id,
+                    connection_id,
+                    error: IdentifyError::Malformed("another peer's public key"),
+                }
+            }
             Report::Identified {
                 mut info,
                 pushed,
@@ -359,6 +366,58 @@ mod tests {
             &circuit.clone().with(Protocol::P2p(peer)),
             &peer
         ));
+    }
+
+    #[test]
+    fn a_message_with_another_peers_key_is_refused_and_addresses_of_others_left_out() {
+        let mut identify = Identify::new(
+            &libp2p::identity::Keypair::generate_ed25519().public(),
+            IdentifyConfig::new("/x", "y"),
+            Arc::default(),
+        );
+        let key = libp2p::identity::Keypair::generate_ed25519().public();
+        let peer = key.to_peer_id();
+        let address: Multiaddr = "/ip4/203.0.113.1/tcp/4001".parse().unwrap();
+        let info = |public_key: libp2p::identity::PublicKey| Info {
+            public_key,
+            protocol_version: String::new(),
+            agent_version: String::new(),
+            listen_addrs: vec![
+                address.clone(),
+                address.clone().with(Protocol::P2p(PeerId::random())),
+            ],
+            protocols: vec![],
+            observed_addr: Multiaddr::empty(),
+            signed_peer_record: None,
+        };
+        let report = |info| Report::Identified {
+            info: Box::new(info),
+            pushed: true,
+            remote: address.clone(),
+        };
+        let other = libp2p::identity::Keypair::generate_ed25519().public();
+        identify.on_connection_handler_event(
+            peer,
+            ConnectionId::new_unchecked(1),
+            report(info(other)),
+        );
+        identify.on_connection_handler_event(
+            peer,
+            ConnectionId::new_unchecked(1),
+            report(info(key)),
+        );
+        let events: Vec<_> = identify.events.drain(..).collect();
+        assert!(matches!(
+            &events[0],
+            ToSwarm::GenerateEvent(Event::Error {
+                error: IdentifyError::Malformed(_),
+                ..
+            })
+        ));
+        let ToSwarm::GenerateEvent(Event::Received { info, .. }) = &events[1] else {
+            panic!("{:?}", events[1]);
+        };
+        assert_eq!(info.listen_addrs, [address]);
     }
 
     #[test]

@@ -29,9 +29,10 @@ use crate::Stats;
 /// from the peer are closed at once and counted.
 const MAX_STREAMS: usize = 4;
 
-/// Distinct protocol names shared between connections; names beyond it are still taken, in
-/// an allocation of their own.
+/// Distinct protocol names shared between connections, and the longest name shared; other
+/// names are still taken, in an allocation of their own per connection.
 const MAX_NAMES: usize = 1024;
+const MAX_SHARED_NAME: usize = 128;
 
 /// What every connection's handler shares: this node's identity and addresses, written once.
 #[derive(Debug)]
@@ -100,10 +101,11 @@ impl Shared {
         if let Some(known) = names.get(name.as_str()) {
             return Some(known.clone());
         }
-        let protocol = StreamProtocol::try_from_owned(name.clone()).ok()?;
-        if names.len() < MAX_NAMES {
-            names.insert(name, protocol.clone());
+        if names.len() >= MAX_NAMES || name.len() > MAX_SHARED_NAME {
+            return StreamProtocol::try_from_owned(name).ok();
         }
+        let protocol = StreamProtocol::try_from_owned(name.clone()).ok()?;
+        names.insert(name, protocol.clone());
         Some(protocol)
     }
 
