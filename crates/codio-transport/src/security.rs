@@ -144,8 +144,8 @@ impl fmt::Debug for Security {
 
 impl Security {
     /// The upgrade for `keypair` offering `order` (not empty, no repeats: the transport
-    /// configuration checks), with the node's TLS set-up `tls` (made here when TLS is offered
-    /// and none is given).
+    /// configuration checks), with the node's TLS set-up `tls` (the build makes it whenever
+    /// `order` offers TLS; a TLS proposal without it fails as not offered).
     pub(crate) fn new(
         keypair: &identity::Keypair,
         tls: Option<&crate::tls::TlsConfig>,
@@ -153,13 +153,7 @@ impl Security {
         stats: crate::InboundStats,
     ) -> Result<Self, crate::TransportBuildError> {
         let wants = |protocol| order.contains(&protocol);
-        let tls = match (wants(SecurityProtocol::Tls), tls) {
-            (true, Some(tls)) => Some(tls.clone()),
-            (true, None) => {
-                Some(crate::tls::TlsConfig::new(keypair).map_err(crate::TransportBuildError::Tls)?)
-            }
-            (false, _) => None,
-        };
+        let tls = tls.filter(|_| wants(SecurityProtocol::Tls)).cloned();
         let noise = match wants(SecurityProtocol::Noise) {
             true => Some(noise::Config::new(keypair)?),
             false => None,
