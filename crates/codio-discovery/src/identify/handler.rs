@@ -74,7 +74,8 @@ impl Shared {
         }
     }
 
-    /// This node's message for a peer seen at `observed`.
+    /// This node's message for a peer seen at `observed` (locks `addresses`, then
+    /// `protocols`; nothing locks them the other way round).
     fn message(&self, observed: &Multiaddr) -> Vec<u8> {
         let addresses = self
             .addresses
@@ -83,8 +84,7 @@ impl Shared {
         let protocols = self
             .protocols
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .unwrap_or_else(PoisonError::into_inner);
         let local = wire::Local {
             public_key: &self.public_key,
             protocol_version: &self.protocol_version,
@@ -325,22 +325,21 @@ impl ConnectionHandler for Handler {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(event);
         }
-        for (wanted, protocol) in [
-            (!self.asked, PROTOCOL_NAME),
-            (self.push, PUSH_PROTOCOL_NAME),
-        ] {
-            if wanted {
-                if protocol == PROTOCOL_NAME {
-                    self.asked = true;
-                } else {
-                    self.push = false;
-                }
-                let upgrade = ReadyUpgrade::new(protocol.clone());
-                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                    protocol: SubstreamProtocol::new(upgrade, protocol)
-                        .with_timeout(self.shared.timeout),
-                });
-            }
+        let protocol = if !self.asked {
+            self.asked = true;
+            Some(PROTOCOL_NAME)
+        } else if self.push {
+            self.push = false;
+            Some(PUSH_PROTOCOL_NAME)
+        } else {
+            None
+        };
+        if let Some(protocol) = protocol {
+            let upgrade = ReadyUpgrade::new(protocol.clone());
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(upgrade, protocol)
+                    .with_timeout(self.shared.timeout),
+            });
         }
         let mut index = 0;
         while index < self.streams.len() {
